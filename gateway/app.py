@@ -1,0 +1,135 @@
+"""The composition point: builds the Litestar app from a `Config`.
+
+Owns the lifecycle of the shared pieces — one upstream transport (connection pool), the
+store, the batch writer — so that no request constructs any of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from dataclasses import dataclass, field
+
+import httpx
+from httpx_aiohttp import AiohttpTransport
+from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.handlers import asgi
+from litestar.types import Receive, Scope, Send
+
+from gateway.config import Config
+from gateway.pricing import Pricer
+from gateway.providers import Provider
+from gateway.proxy import Proxy
+from gateway.routing import Router
+from gateway.store import Store, StoreError, migrate, open_store
+from gateway.writer import BatchWriter
+
+log = logging.getLogger("gateway.app")
+
+
+@dataclass
+class Gateway:
+    """Everything the running gateway holds; one per process."""
+
+    config: Config
+    store: Store
+    writer: BatchWriter
+    proxy: Proxy
+    transport: httpx.AsyncBaseTransport
+    admin_token: str = ""
+    migrated: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def build_gateway(
+    config: Config,
+    store: Store | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Gateway:
+    store = store if store is not None else open_store(config.store)
+    providers = {name: Provider(p) for name, p in config.providers.items()}
+    router = Router(config, providers)
+    writer = BatchWriter(
+        store,
+        Pricer(config.prices),
+        {name: p.price_as for name, p in config.providers.items()},
+        batch_size=config.store.batch_size,
+        flush_interval=config.store.flush_interval_ms / 1000.0,
+        queue_limit=config.store.queue_limit,
+    )
+    transport = transport or AiohttpTransport(
+        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        trust_env=False,
+    )
+    proxy = Proxy(config, router, transport, writer.enqueue)
+    return Gateway(config=config, store=store, writer=writer, proxy=proxy, transport=transport)
+
+
+def create_app(gw: Gateway) -> Litestar:
+    async def on_startup() -> None:
+        try:
+            await asyncio.to_thread(migrate, gw.store, gw.config.capture.body_ttl_days)
+            gw.migrated = True
+        except StoreError as e:
+            # Serve anyway: records queue up and are written once the store is back.
+            log.error("store not migrated at start; will serve and retry", extra={"error": str(e)})
+        gw.writer.start()
+        log.info(
+            "gateway started",
+            extra={"store": gw.store.kind, "providers": sorted(gw.config.providers)},
+        )
+
+    async def on_shutdown() -> None:
+        await gw.writer.stop()
+        await gw.transport.aclose()
+        gw.store.close()
+
+    @asgi("/v1", is_mount=True, copy_scope=False)
+    async def v1(scope: Scope, receive: Receive, send: Send) -> None:
+        await gw.proxy(scope, receive, send)
+
+    @get("/healthz", media_type=MediaType.JSON, sync_to_thread=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/readyz", media_type=MediaType.JSON)
+    async def readyz() -> Response[dict[str, object]]:
+        ok = await asyncio.to_thread(gw.store.ping)
+        if ok and not gw.migrated:
+            try:
+                await asyncio.to_thread(migrate, gw.store, gw.config.capture.body_ttl_days)
+                gw.migrated = True
+            except StoreError:
+                ok = False
+        body = {
+            "status": "ready" if ok else "store_unavailable",
+            "store": gw.store.kind,
+            "queued_records": gw.writer.depth,
+            "last_error": gw.writer.last_error if not ok else "",
+        }
+        return Response(body, status_code=200 if ok else 503)
+
+    @post("/_gateway/sql", media_type=MediaType.TEXT)
+    async def admin_sql(request: Request) -> Response[bytes]:
+        # Lets `llm-gateway sql` reach the embedded store while the gateway holds it. Only
+        # a caller that can read the token file in the data directory gets in.
+        token = request.headers.get("x-gateway-admin-token", "")
+        if not gw.admin_token or not hmac.compare_digest(token, gw.admin_token):
+            return Response(b"forbidden\n", status_code=403)
+        sql = (await request.body()).decode()
+        fmt = request.query_params.get("default_format", "PrettyCompact")
+        try:
+            out = await asyncio.to_thread(gw.store.query, sql, fmt)
+        except StoreError as e:
+            return Response(str(e).encode() + b"\n", status_code=400)
+        return Response(out, status_code=200)
+
+    return Litestar(
+        route_handlers=[v1, healthz, readyz, admin_sql],
+        on_startup=[on_startup],
+        on_shutdown=[on_shutdown],
+        openapi_config=None,
+        logging_config=None,  # ours is JSON, set up by the CLI
+        debug=False,
+    )

@@ -1,0 +1,181 @@
+"""`llm-gateway serve | migrate | sql`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from gateway.config import Config, ConfigError, load_config
+from gateway.datadir import DataDirBusy, DataDirLock, running_gateway
+from gateway.logs import setup_logging
+from gateway.store import StoreError, migrate, open_store
+
+log = logging.getLogger("gateway.cli")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    try:
+        return load_config(args.config)
+    except ConfigError as e:
+        print(f"llm-gateway: configuration error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import build_gateway, create_app
+
+    cfg = _config(args)
+    setup_logging(cfg.log_level)
+    host = args.host or cfg.server.host
+    port = args.port if args.port is not None else cfg.server.port
+    lock = None
+    if cfg.store.kind == "chdb":
+        lock = DataDirLock(cfg.store.path)
+        try:
+            lock.acquire()
+        except DataDirBusy as e:
+            print(f"llm-gateway: {e}", file=sys.stderr)
+            return 1
+    try:
+        try:
+            gw = build_gateway(cfg)
+        except StoreError as e:
+            print(f"llm-gateway: {e}", file=sys.stderr)
+            return 1
+        if lock is not None:
+            shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+            gw.admin_token = lock.publish(f"http://{shown}:{port}")
+        app = create_app(gw)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                loop="uvloop" if _has("uvloop") else "asyncio",
+                http="httptools" if _has("httptools") else "h11",
+                lifespan="on",
+                access_log=False,
+                log_config=None,
+                timeout_graceful_shutdown=30,
+            )
+        )
+        log.info("listening", extra={"host": host, "port": port, "data_dir": cfg.store.path
+                                      if cfg.store.kind == "chdb" else None})
+        server.run()
+        return 0 if server.started else 1
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _via_gateway(cfg: Config, sql: str) -> bytes | None:
+    """Run through the gateway that holds the embedded store, if one does."""
+    if cfg.store.kind != "chdb":
+        return None
+    running = running_gateway(cfg.store.path)
+    if running is None:
+        return None
+    req = urllib.request.Request(
+        running.url + "/_gateway/sql",
+        data=sql.encode(),
+        headers={"x-gateway-admin-token": running.token, "content-type": "text/plain"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=300) as r:
+            return r.read()
+    except urllib.error.HTTPError as e:
+        raise StoreError(e.read().decode(errors="replace").strip()) from None
+    except urllib.error.URLError as e:
+        raise StoreError(f"the gateway holding {cfg.store.path} did not answer: {e.reason}") from None
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    sql = args.query if args.query != "-" else sys.stdin.read()
+    try:
+        out = _via_gateway(cfg, sql)
+        if out is None:
+            lock = DataDirLock(cfg.store.path) if cfg.store.kind == "chdb" else None
+            if lock:
+                lock.acquire()
+            try:
+                store = open_store(cfg.store)
+                try:
+                    migrate(store, cfg.capture.body_ttl_days)
+                    out = store.query(sql, "PrettyCompact")
+                finally:
+                    store.close()
+            finally:
+                if lock:
+                    lock.release()
+    except (StoreError, DataDirBusy) as e:
+        print(f"llm-gateway: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if cfg.store.kind == "chdb" and (running := running_gateway(cfg.store.path)):
+        print(f"The gateway (pid {running.pid}) holds this store and migrated it at start.")
+        return 0
+    lock = DataDirLock(cfg.store.path) if cfg.store.kind == "chdb" else None
+    try:
+        if lock:
+            lock.acquire()
+        store = open_store(cfg.store)
+        try:
+            applied = migrate(store, cfg.capture.body_ttl_days)
+        finally:
+            store.close()
+    except (StoreError, DataDirBusy) as e:
+        print(f"llm-gateway: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if lock:
+            lock.release()
+    where = cfg.store.path if cfg.store.kind == "chdb" else cfg.store.url
+    print(f"{cfg.store.kind} store at {where}, database {cfg.store.database}: "
+          + (f"applied migrations {applied}" if applied else "up to date"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="llm-gateway", description=__doc__)
+    p.add_argument("--config", default=os.environ.get("LLM_GATEWAY_CONFIG"),
+                   help="YAML config file (default: $LLM_GATEWAY_CONFIG, else zero-config)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="run the gateway")
+    s.add_argument("--config", default=argparse.SUPPRESS)
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.set_defaults(fn=cmd_serve)
+    m = sub.add_parser("migrate", help="create or update the tables")
+    m.add_argument("--config", default=argparse.SUPPRESS)
+    m.set_defaults(fn=cmd_migrate)
+    q = sub.add_parser("sql", help='run a query against the store, e.g. "SELECT count() FROM llm_calls"')
+    q.add_argument("--config", default=argparse.SUPPRESS)
+    q.add_argument("query", help="the SQL (a FORMAT clause is honoured); - reads it from stdin")
+    q.set_defaults(fn=cmd_sql)
+    args = p.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,24 @@
+"""Storage: one SQL dialect, three variants (embedded chDB, ClickHouse server, disabled)."""
+
+from __future__ import annotations
+
+from gateway.config import StoreConfig
+from gateway.store.base import Store, StoreError
+from gateway.store.migrate import migrate
+
+
+def open_store(cfg: StoreConfig) -> Store:
+    if cfg.kind == "chdb":
+        from gateway.store.chdb_store import ChdbStore
+
+        return ChdbStore(cfg.path, cfg.database)
+    if cfg.kind == "clickhouse":
+        from gateway.store.clickhouse_store import ClickHouseStore
+
+        return ClickHouseStore(cfg.url, cfg.username, cfg.password, cfg.database)
+    from gateway.store.disabled import DisabledStore
+
+    return DisabledStore()
+
+
+__all__ = ["Store", "StoreError", "migrate", "open_store"]

@@ -1,0 +1,93 @@
+"""A ClickHouse server (or cluster) reached over HTTP with clickhouse-connect."""
+
+from __future__ import annotations
+
+import threading
+from urllib.parse import urlsplit
+
+from gateway.store.base import StoreError
+from gateway.store.sqltext import with_format
+
+
+class ClickHouseStore:
+    kind = "clickhouse"
+
+    def __init__(self, url: str, username: str, password: str, database: str) -> None:
+        self.url = url
+        self.database = database
+        parts = urlsplit(url)
+        self._params = {
+            "host": parts.hostname or "localhost",
+            "port": parts.port or (8443 if parts.scheme == "https" else 8123),
+            "secure": parts.scheme == "https",
+            "username": username,
+            "password": password,
+            # Batches are small and frequent; compression costs more CPU than it saves.
+            "compress": False,
+            "connect_timeout": 5,
+            "send_receive_timeout": 30,
+            "autogenerate_session_id": False,
+        }
+        self._client = None
+        self._lock = threading.Lock()
+
+    def _get(self):
+        # Connect lazily: the gateway must start (and serve) while ClickHouse is down.
+        if self._client is None:
+            import clickhouse_connect
+
+            try:
+                client = clickhouse_connect.get_client(**self._params)
+            except Exception as e:
+                raise StoreError(f"cannot reach ClickHouse at {self.url}: {e}") from e
+            # Unqualified names in users' queries mean the gateway's database; DDL is
+            # qualified and runs without it (it may not exist yet).
+            client.database = self.database
+            self._client = client
+        return self._client
+
+    def command(self, sql: str) -> None:
+        with self._lock:
+            try:
+                self._get().command(sql, use_database=False)
+            except StoreError:
+                raise
+            except Exception as e:
+                raise StoreError(str(e).strip()) from e
+
+    def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
+        with self._lock:
+            try:
+                # fmt=None: raw_query adds no FORMAT of its own, so the query's clause wins.
+                return self._get().raw_query(with_format(sql, fmt), fmt=None)
+            except StoreError:
+                raise
+            except Exception as e:
+                raise StoreError(str(e).strip()) from e
+
+    def insert(self, table: str, rows: bytes) -> None:
+        if not rows:
+            return
+        with self._lock:
+            try:
+                self._get().raw_insert(
+                    f"{self.database}.{table}", None, insert_block=rows, fmt="JSONEachRow"
+                )
+            except StoreError:
+                raise
+            except Exception as e:
+                raise StoreError(str(e).strip()) from e
+
+    def ping(self) -> bool:
+        try:
+            with self._lock:
+                return bool(self._get().ping())
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:
+                pass

@@ -1,0 +1,60 @@
+"""Token estimates for upstreams that report no usage (rows are marked `usage_estimated`).
+
+A character-based estimate (about four characters a token for English text, the rule of
+thumb OpenAI documents) keeps the gateway free of tokenizer downloads; it is an estimate
+and the column says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+CHARS_PER_TOKEN = 4
+
+
+def from_chars(n: int) -> int:
+    return (n + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN if n > 0 else 0
+
+
+def _text_chars(value: Any) -> int:
+    """Characters of text in a content value: a string, or a list of parts."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        n = 0
+        for part in value:
+            if isinstance(part, str):
+                n += len(part)
+            elif isinstance(part, dict):
+                n += _text_chars(part.get("text")) + _text_chars(part.get("content"))
+        return n
+    return 0
+
+
+def estimate_input(payload: Any) -> int:
+    """Estimated input tokens of a chat, completions, embeddings, responses or messages body."""
+    if not isinstance(payload, dict):
+        return 0
+    chars = 0
+    tokens = 0
+    for msg in payload.get("messages") or ():
+        if isinstance(msg, dict):
+            chars += _text_chars(msg.get("content"))
+            tokens += 4  # per-message framing (role, separators)
+    chars += _text_chars(payload.get("system"))
+    chars += _text_chars(payload.get("instructions"))
+    for key in ("prompt", "input"):
+        value = payload.get(key)
+        if isinstance(value, list) and value and isinstance(value[0], int):
+            tokens += len(value)  # already tokens
+        elif isinstance(value, list) and value and isinstance(value[0], list):
+            tokens += sum(len(v) for v in value if isinstance(v, list))
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    chars += _text_chars(item.get("content")) + _text_chars(item.get("text"))
+                else:
+                    chars += _text_chars(item)
+        else:
+            chars += _text_chars(value)
+    return tokens + from_chars(chars)
