@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import urllib.error
 import urllib.parse
@@ -66,8 +67,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 timeout_graceful_shutdown=30,
             )
         )
-        log.info("listening", extra={"host": host, "port": port, "data_dir": cfg.store.path
-                                      if cfg.store.kind == "chdb" else None})
+        log.info(
+            "listening",
+            extra={
+                "host": host,
+                "port": port,
+                "data_dir": cfg.store.path if cfg.store.kind == "chdb" else None,
+            },
+        )
+        # uvicorn re-raises the signal that stopped it once shut down; a graceful stop on
+        # SIGTERM/SIGINT (records flushed) is a success for process managers: exit 0.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
         server.run()
         return 0 if server.started else 1
     finally:
@@ -100,7 +111,9 @@ def _via_gateway(cfg: Config, sql: str) -> bytes | None:
     except urllib.error.HTTPError as e:
         raise StoreError(e.read().decode(errors="replace").strip()) from None
     except urllib.error.URLError as e:
-        raise StoreError(f"the gateway holding {cfg.store.path} did not answer: {e.reason}") from None
+        raise StoreError(
+            f"the gateway holding {cfg.store.path} did not answer: {e.reason}"
+        ) from None
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
@@ -151,15 +164,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         if lock:
             lock.release()
     where = cfg.store.path if cfg.store.kind == "chdb" else cfg.store.url
-    print(f"{cfg.store.kind} store at {where}, database {cfg.store.database}: "
-          + (f"applied migrations {applied}" if applied else "up to date"))
+    print(
+        f"{cfg.store.kind} store at {where}, database {cfg.store.database}: "
+        + (f"applied migrations {applied}" if applied else "up to date")
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="llm-gateway", description=__doc__)
-    p.add_argument("--config", default=os.environ.get("LLM_GATEWAY_CONFIG"),
-                   help="YAML config file (default: $LLM_GATEWAY_CONFIG, else zero-config)")
+    p.add_argument(
+        "--config",
+        default=os.environ.get("LLM_GATEWAY_CONFIG"),
+        help="YAML config file (default: $LLM_GATEWAY_CONFIG, else zero-config)",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="run the gateway")
     s.add_argument("--config", default=argparse.SUPPRESS)
@@ -169,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("migrate", help="create or update the tables")
     m.add_argument("--config", default=argparse.SUPPRESS)
     m.set_defaults(fn=cmd_migrate)
-    q = sub.add_parser("sql", help='run a query against the store, e.g. "SELECT count() FROM llm_calls"')
+    q = sub.add_parser(
+        "sql", help='run a query against the store, e.g. "SELECT count() FROM llm_calls"'
+    )
     q.add_argument("--config", default=argparse.SUPPRESS)
     q.add_argument("query", help="the SQL (a FORMAT clause is honoured); - reads it from stdin")
     q.set_defaults(fn=cmd_sql)

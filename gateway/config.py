@@ -234,7 +234,9 @@ def _provider(name: str, data: Any, env: dict[str, str]) -> ProviderConfig:
     s = _Section(data, f"providers.{name}")
     kind = s.str("kind", None, PROVIDER_KINDS)
     if kind is None:
-        raise ConfigError(f"providers.{name}.kind", f"is required (one of {', '.join(PROVIDER_KINDS)})")
+        raise ConfigError(
+            f"providers.{name}.kind", f"is required (one of {', '.join(PROVIDER_KINDS)})"
+        )
     default_url = {"openai": DEFAULT_OPENAI_URL, "anthropic": DEFAULT_ANTHROPIC_URL}.get(kind)
     base_url = s.str("base_url", default_url)
     if not base_url:
@@ -455,7 +457,9 @@ def default_routes(providers: dict[str, ProviderConfig]) -> tuple[Route, ...]:
     return tuple(routes)
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None
+) -> Config:
     """Load from `path`, else `$LLM_GATEWAY_CONFIG`, else the zero-config defaults."""
     env = dict(os.environ) if env is None else env
     path = path or env.get("LLM_GATEWAY_CONFIG")

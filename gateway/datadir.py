@@ -46,7 +46,9 @@ class DataDirLock:
             os.close(fd)
             running = running_gateway(str(self.dir))
             who = f" (gateway pid {running.pid} at {running.url})" if running else ""
-            raise DataDirBusy(f"the data directory {self.dir} is in use by another process{who}") from None
+            raise DataDirBusy(
+                f"the data directory {self.dir} is in use by another process{who}"
+            ) from None
         self._fd = fd
 
     def publish(self, url: str) -> str:

@@ -11,7 +11,12 @@ class GatewayError(Exception):
     """An error the gateway answers itself: `{"error": {message, type, param, code}}`."""
 
     def __init__(
-        self, status: int, message: str, type_: str, code: str | None = None, param: str | None = None
+        self,
+        status: int,
+        message: str,
+        type_: str,
+        code: str | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -22,40 +27,74 @@ class GatewayError(Exception):
 
     def body(self) -> bytes:
         return _encode(
-            {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+            {
+                "error": {
+                    "message": self.message,
+                    "type": self.type,
+                    "param": self.param,
+                    "code": self.code,
+                }
+            }
         )
 
 
 def bad_json(detail: str) -> GatewayError:
-    return GatewayError(400, f"We could not parse the JSON body of your request: {detail}",
-                        "invalid_request_error", "invalid_json")
+    return GatewayError(
+        400,
+        f"We could not parse the JSON body of your request: {detail}",
+        "invalid_request_error",
+        "invalid_json",
+    )
 
 
 def too_large(limit: int) -> GatewayError:
-    return GatewayError(413, f"Request body exceeds the gateway limit of {limit} bytes.",
-                        "invalid_request_error", "request_too_large")
+    return GatewayError(
+        413,
+        f"Request body exceeds the gateway limit of {limit} bytes.",
+        "invalid_request_error",
+        "request_too_large",
+    )
 
 
 def missing_model() -> GatewayError:
-    return GatewayError(400, "You must provide a model parameter.", "invalid_request_error",
-                        "missing_model", "model")
+    return GatewayError(
+        400,
+        "You must provide a model parameter.",
+        "invalid_request_error",
+        "missing_model",
+        "model",
+    )
 
 
 def model_not_found(model: str) -> GatewayError:
-    return GatewayError(404, f"The model `{model}` does not exist or has no route on this gateway.",
-                        "invalid_request_error", "model_not_found", "model")
+    return GatewayError(
+        404,
+        f"The model `{model}` does not exist or has no route on this gateway.",
+        "invalid_request_error",
+        "model_not_found",
+        "model",
+    )
 
 
 def no_credentials(detail: str) -> GatewayError:
-    return GatewayError(401, f"Missing credentials: {detail}.", "authentication_error",
-                        "missing_api_key")
+    return GatewayError(
+        401, f"Missing credentials: {detail}.", "authentication_error", "missing_api_key"
+    )
 
 
 def upstream_timeout(what: str, seconds: float) -> GatewayError:
-    return GatewayError(504, f"The upstream did not answer in time ({what} timeout, {seconds:g}s).",
-                        "timeout_error", "upstream_timeout")
+    return GatewayError(
+        504,
+        f"The upstream did not answer in time ({what} timeout, {seconds:g}s).",
+        "timeout_error",
+        "upstream_timeout",
+    )
 
 
 def upstream_unreachable(detail: str) -> GatewayError:
-    return GatewayError(502, f"Could not reach the upstream: {detail}", "api_connection_error",
-                        "upstream_unreachable")
+    return GatewayError(
+        502,
+        f"Could not reach the upstream: {detail}",
+        "api_connection_error",
+        "upstream_unreachable",
+    )

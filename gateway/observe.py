@@ -321,4 +321,3 @@ class AnthropicObserver(Observer):
         elif kind == "error":
             self._stream_error(obj)
         return False
-

@@ -66,10 +66,7 @@ class Provider:
                 url = f"{cfg.base_url}/openai/{rest}"
             sep = "&" if query else ""
             return f"{url}?{query}{sep}api-version={cfg.api_version}"
-        if self.kind == "anthropic":
-            url = f"{cfg.base_url}/v1/{rest}"
-        else:
-            url = f"{cfg.base_url}/{rest}"
+        url = f"{cfg.base_url}/v1/{rest}" if self.kind == "anthropic" else f"{cfg.base_url}/{rest}"
         return f"{url}?{query}" if query else url
 
     def credentials(

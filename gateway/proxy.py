@@ -72,7 +72,9 @@ _HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
-_SECRETS = frozenset({b"authorization", b"api-key", b"x-api-key", b"cookie", b"proxy-authorization"})
+_SECRETS = frozenset(
+    {b"authorization", b"api-key", b"x-api-key", b"cookie", b"proxy-authorization"}
+)
 _NOT_FORWARDED = _HOP_BY_HOP | _SECRETS | {b"x-request-id", b"anthropic-version"}
 _RESPONSE_DROP = _HOP_BY_HOP | {b"x-request-id", b"content-encoding"}
 _IDENTITY = (b"accept-encoding", b"identity")
@@ -223,11 +225,12 @@ def _refused(e: BaseException) -> bool:
 class _Cancelled:
     """Set by the disconnect watcher: distinguishes a client leaving from a shutdown."""
 
-    __slots__ = ("client_gone", "done")
+    __slots__ = ("client_gone", "done", "watcher")
 
     def __init__(self) -> None:
         self.client_gone = False
         self.done = False
+        self.watcher: asyncio.Task[None] | None = None
 
 
 async def _watch_disconnect(receive: Receive, state: _Cancelled, task: asyncio.Task[Any]) -> None:
@@ -294,7 +297,6 @@ class Proxy:
             capture = meta.capture
         self.in_flight += 1
         state = _Cancelled()
-        watcher: asyncio.Task[None] | None = None
         try:
             body = await self._read_body(receive, meta)
             if body is None:  # client left while sending its request
@@ -303,7 +305,8 @@ class Proxy:
             rec.request_bytes = len(body)
             if capture == "full":
                 rec.request_body = body[: self.capture_limit].decode("utf-8", "replace")
-            watcher = asyncio.get_running_loop().create_task(
+            # Held by `state`: the loop keeps only weak references to tasks.
+            state.watcher = asyncio.get_running_loop().create_task(
                 _watch_disconnect(receive, state, asyncio.current_task())  # type: ignore[arg-type]
             )
             await self._handle(scope, path, send, meta, endpoint, body, rec, capture == "full", t0)
@@ -445,7 +448,12 @@ class Proxy:
             await resp.aclose()
 
     def _upstream_body(
-        self, body: bytes, payload: dict[str, Any] | None, hop: Hop, endpoint: Endpoint, rec: CallRecord,
+        self,
+        body: bytes,
+        payload: dict[str, Any] | None,
+        hop: Hop,
+        endpoint: Endpoint,
+        rec: CallRecord,
         observer: Observer,
     ) -> bytes:
         """The body sent upstream: the client's bytes, re-encoded only when something changes."""
@@ -520,14 +528,19 @@ class Proxy:
                     rec.outcome, rec.error_type = UNREACHABLE, "connection_error"
                     self._log_retry(rec, hop, "connection_error")
                     continue
-                what, secs = ("connect", t.connect) if isinstance(e, httpx.ConnectTimeout) else (
-                    "first byte", t.first_byte)
+                what, secs = (
+                    ("connect", t.connect)
+                    if isinstance(e, httpx.ConnectTimeout)
+                    else ("first byte", t.first_byte)
+                )
                 last_error = errors.upstream_timeout(what, secs)
                 rec.outcome, rec.error_type = TIMEOUT, "timeout"
                 self._log_retry(rec, hop, what.replace(" ", "_") + "_timeout")
                 continue
             except httpx.TransportError as e:
-                last_error = errors.upstream_unreachable(f"{provider.name}: {e or type(e).__name__}")
+                last_error = errors.upstream_unreachable(
+                    f"{provider.name}: {e or type(e).__name__}"
+                )
                 rec.outcome, rec.error_type = UNREACHABLE, "connection_error"
                 self._log_retry(rec, hop, "connection_error")
                 continue
@@ -631,7 +644,11 @@ class Proxy:
     ) -> None:
         rec.status_code = 200
         await send(
-            {"type": "http.response.start", "status": 200, "headers": self._response_headers(resp, rec)}
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": self._response_headers(resp, rec),
+            }
         )
         splitter = SSESplitter()
         filtering = observer.drop_usage_chunk
@@ -652,10 +669,14 @@ class Proxy:
                     n_bytes += len(chunk)
                     if filtering:
                         out = b"".join(
-                            ev.raw for ev in splitter.feed(chunk) if not observer.event(ev.event, ev.data)
+                            ev.raw
+                            for ev in splitter.feed(chunk)
+                            if not observer.event(ev.event, ev.data)
                         )
                         if out:
-                            await send({"type": "http.response.body", "body": out, "more_body": True})
+                            await send(
+                                {"type": "http.response.body", "body": out, "more_body": True}
+                            )
                     else:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                         for ev in splitter.feed(chunk):

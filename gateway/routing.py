@@ -32,7 +32,9 @@ class Resolved:
 class Router:
     def __init__(self, config: Config, providers: dict[str, Provider]) -> None:
         self._aliases = dict(config.aliases)
-        self._routes: list[tuple[str, re.Pattern[str] | None, tuple[tuple[Provider, str | None], ...]]] = []
+        self._routes: list[
+            tuple[str, re.Pattern[str] | None, tuple[tuple[Provider, str | None], ...]]
+        ] = []
         for route in config.routes:
             pattern = (
                 re.compile(fnmatch.translate(route.match))

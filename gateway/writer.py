@@ -130,7 +130,11 @@ class BatchWriter:
                 backoff = min(max(backoff * 2, 0.5), 30.0)
                 log.warning(
                     "store write failed; will retry",
-                    extra={"error": self.last_error, "queued": len(self._queue), "retry_in_s": backoff},
+                    extra={
+                        "error": self.last_error,
+                        "queued": len(self._queue),
+                        "retry_in_s": backoff,
+                    },
                 )
 
     async def stop(self, timeout: float = 10.0) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -55,8 +56,5 @@ class ChdbStore:
             return False
 
     def close(self) -> None:
-        with self._lock:
-            try:
-                self._session.close()
-            except Exception:
-                pass
+        with self._lock, contextlib.suppress(Exception):
+            self._session.close()

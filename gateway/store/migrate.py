@@ -59,7 +59,9 @@ def migrate(store: Store, body_ttl_days: int = 30) -> list[int]:
             continue
         for stmt in _statements(m.sql):
             store.command(stmt.format(db=db, body_ttl_days=body_ttl_days))
-        store.insert("schema_migrations", json.dumps({"version": m.version, "name": m.name}).encode())
+        store.insert(
+            "schema_migrations", json.dumps({"version": m.version, "name": m.name}).encode()
+        )
         log.info("migration applied", extra={"version": m.version, "migration": m.name})
         applied.append(m.version)
     return applied
