@@ -24,8 +24,12 @@ class SSESplitter:
 
     def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
         buf = self._buf + chunk if self._buf else chunk
+        carry = b""
         if b"\r" in buf:
-            # CRLF and lone CR are both legal line ends; normalise once, here.
+            # CRLF and lone CR are both legal line ends; normalise once, here. A CR at the
+            # very end may be half of a CRLF split across chunks: keep it for the next one.
+            if buf[-1:] == b"\r":
+                buf, carry = buf[:-1], b"\r"
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         start = 0
         while True:
@@ -37,11 +41,11 @@ class SSESplitter:
             event = _parse(block)
             if event is not None:
                 yield event
-        self._buf = buf[start:]
+        self._buf = buf[start:] + carry
 
     def flush(self) -> SSEEvent | None:
         """An unterminated last event, if the stream ended without its blank line."""
-        buf, self._buf = self._buf, b""
+        buf, self._buf = self._buf.replace(b"\r", b"\n"), b""
         return _parse(buf) if buf.strip() else None
 
 

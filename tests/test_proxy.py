@@ -228,12 +228,15 @@ def test_anthropic_stream_error_event_recorded(gateway: GatewayProcess, fake):
     fake.behaviour = Behaviour(stream_error_after_chunks=4)
     client = anthropic.Anthropic(base_url=gateway.url, api_key="k", max_retries=0)
     r = rid()
-    with pytest.raises(anthropic.APIStatusError), client.messages.stream(
-        model="claude-sonnet-4-5",
-        max_tokens=50,
-        messages=[{"role": "user", "content": "Hi"}],
-        extra_headers={"X-Request-Id": r},
-    ) as s:
+    with (
+        pytest.raises(anthropic.APIStatusError),
+        client.messages.stream(
+            model="claude-sonnet-4-5",
+            max_tokens=50,
+            messages=[{"role": "user", "content": "Hi"}],
+            extra_headers={"X-Request-Id": r},
+        ) as s,
+    ):
         s.get_final_text()
     row = gateway.call_row(r)
     assert row["outcome"] == "upstream_error" and row["error_type"] == "overloaded_error"

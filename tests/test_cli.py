@@ -1,0 +1,72 @@
+"""The CLI as an operator uses it: sql (through a running gateway or on its own), migrate,
+one gateway per data directory, a graceful stop that keeps every record."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import openai
+
+from tests.conftest import GatewayProcess, gateway_config
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=120, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def test_sql_through_running_gateway_honours_format(gateway: GatewayProcess):
+    r = f"cli-{uuid.uuid4()}"
+    openai.OpenAI(base_url=gateway.url + "/v1", api_key="k").chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"X-Request-Id": r})  # fmt: skip
+    gateway.call_row(r)
+    q = f"SELECT request_id, output_tokens FROM llm_calls WHERE request_id = '{r}'"
+    p = cli("--config", str(gateway.config_path), "sql", q + " FORMAT JSONEachRow",
+            cwd=gateway.workdir)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {"request_id": r, "output_tokens": 5}
+    p = cli("sql", q, "--config", str(gateway.config_path), cwd=gateway.workdir)
+    assert p.returncode == 0 and r in p.stdout and "output_tokens" in p.stdout  # a table
+    p = cli("sql", "SELECT nope FROM llm_calls", "--config", str(gateway.config_path),
+            cwd=gateway.workdir)  # fmt: skip
+    assert p.returncode == 1 and "nope" in p.stderr
+
+
+def test_second_gateway_on_same_data_dir_refuses(gateway: GatewayProcess):
+    p = cli("serve", "--config", str(gateway.config_path), "--port", "1", cwd=gateway.workdir)
+    assert p.returncode == 1 and "in use" in p.stderr
+
+
+def test_zero_config_migrate_and_sql_without_gateway(tmp_path: Path):
+    env = {"LLM_GATEWAY_DATA_DIR": str(tmp_path / "d")}
+    p = cli("migrate", cwd=tmp_path, env=env)
+    assert p.returncode == 0 and "applied migrations [1" in p.stdout, p.stderr
+    p = cli("migrate", cwd=tmp_path, env=env)
+    assert p.returncode == 0 and "up to date" in p.stdout
+    p = cli("sql", "SELECT count() AS n FROM llm_calls FORMAT JSONEachRow", cwd=tmp_path, env=env)
+    assert p.returncode == 0 and json.loads(p.stdout) == {"n": 0}
+
+
+def test_sigterm_flushes_and_exits_zero_then_restart_reads_rows(fake, selfhosted, tmp_path):
+    cfg = gateway_config(fake.url, selfhosted.url)
+    cfg["store"]["flush_interval_ms"] = 60_000  # nothing is written before the stop
+    gw = GatewayProcess(cfg, tmp_path).start()
+    app = "term-" + uuid.uuid4().hex[:6]
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="k",
+                           default_headers={"X-Gateway-App": app})  # fmt: skip
+    for _ in range(7):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert gw.stop(signal.SIGTERM) == 0
+    p = cli("sql", f"SELECT count() AS n FROM llm_calls WHERE app = '{app}' FORMAT JSONEachRow",
+            "--config", str(gw.config_path), cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {"n": 7}
