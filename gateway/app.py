@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
@@ -21,9 +22,10 @@ from gateway.config import Config
 from gateway.pricing import Pricer
 from gateway.providers import Provider
 from gateway.proxy import Proxy
+from gateway.recordlog import LogBusy, RecordLog
 from gateway.routing import Router
 from gateway.store import Store, StoreError, migrate, open_store
-from gateway.writer import BatchWriter
+from gateway.writer import BatchWriter, LogQueue, MemoryQueue, Queue
 
 log = logging.getLogger("gateway.app")
 
@@ -52,18 +54,39 @@ def build_gateway(
     router = Router(config, providers)
     writer = BatchWriter(
         store,
+        open_queue(config),
         Pricer(config.prices),
         {name: p.price_as for name, p in config.providers.items()},
         batch_size=config.store.batch_size,
         flush_interval=config.store.flush_interval_ms / 1000.0,
-        queue_limit=config.store.queue_limit,
     )
     transport = transport or AiohttpTransport(
         limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
         trust_env=False,
     )
-    proxy = Proxy(config, router, transport, writer.enqueue)
+    proxy = Proxy(config, router, transport, writer.record)
     return Gateway(config=config, store=store, writer=writer, proxy=proxy, transport=transport)
+
+
+def open_queue(config: Config) -> Queue:
+    """The durable log, in the first worker slot (`w0`, `w1`, ...) no live process holds;
+    a restarted worker takes its predecessor's slot and replays what it left."""
+    if not config.log.enabled:
+        return MemoryQueue(config.store.queue_limit)
+    lc = config.log
+    for slot in range(1024):
+        rlog = RecordLog(
+            Path(lc.dir) / f"w{slot}",
+            segment_bytes=lc.segment_bytes,
+            max_bytes=lc.max_bytes,
+            fsync_interval=lc.fsync_interval_ms / 1000.0,
+        )
+        try:
+            rlog.open()
+        except LogBusy:
+            continue
+        return LogQueue(rlog)
+    raise StoreError(f"no free record log slot under {lc.dir}")
 
 
 def create_app(gw: Gateway) -> Litestar:
@@ -106,7 +129,7 @@ def create_app(gw: Gateway) -> Litestar:
             "status": "ready" if ok else "store_unavailable",
             "store": gw.store.kind,
             "queued_records": gw.writer.depth,
-            "last_error": gw.writer.last_error if not ok else "",
+            "last_error": gw.writer.counters.last_error if not ok else "",
         }
         return Response(body, status_code=200 if ok else 503)
 

@@ -102,6 +102,17 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LogConfig:
+    """The durable local record log (see gateway/recordlog.py for the exact guarantee)."""
+
+    enabled: bool = True
+    dir: str = ""  # default: <store.path>/log for chdb, else ./llm-gateway-log
+    max_bytes: int = 1024 * 1024 * 1024
+    segment_bytes: int = 64 * 1024 * 1024
+    fsync_interval_ms: float = 1000.0  # 0: fsync every record
+
+
+@dataclass(frozen=True, slots=True)
 class CaptureConfig:
     mode: str = "metadata"
     max_body_bytes: int = 32_768
@@ -114,6 +125,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 10 * 1024 * 1024
+    workers: int = 1
+    shutdown_grace_s: float = 30.0  # in-flight streams get this long after SIGTERM
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +134,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
     aliases: dict[str, str] = field(default_factory=dict)
@@ -132,6 +146,7 @@ class Config:
 _ServerConfig_D = ServerConfig()
 _StoreConfig_D = StoreConfig()
 _CaptureConfig_D = CaptureConfig()
+_LogConfig_D = LogConfig()
 _RetryConfig_D = RetryConfig()
 _Timeouts_D = Timeouts()
 
@@ -321,6 +336,8 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
         host=srv.str("host", _ServerConfig_D.host),
         port=srv.int("port", _ServerConfig_D.port, 0),
         max_body_bytes=srv.int("max_body_bytes", _ServerConfig_D.max_body_bytes, 1),
+        workers=srv.int("workers", 1, 1),
+        shutdown_grace_s=srv.num("shutdown_grace_s", _ServerConfig_D.shutdown_grace_s, 0),
     )
     srv.done()
 
@@ -339,6 +356,24 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", store.database):
         raise ConfigError("store.database", f"must be a plain identifier, got {store.database!r}")
     st.done()
+
+    if store.kind == "chdb" and server.workers > 1:
+        raise ConfigError(
+            "server.workers",
+            "the embedded store (store.kind: chdb) is a single-process engine: run one "
+            "worker, or use a ClickHouse server (store.kind: clickhouse) for several",
+        )
+
+    lg = root.section("log")
+    log_cfg = LogConfig(
+        enabled=lg.bool("enabled", True),
+        dir=lg.str("dir", "")
+        or (str(Path(store.path) / "log") if store.kind == "chdb" else "llm-gateway-log"),
+        max_bytes=lg.int("max_bytes", _LogConfig_D.max_bytes, 4096),
+        segment_bytes=lg.int("segment_bytes", _LogConfig_D.segment_bytes, 4096),
+        fsync_interval_ms=lg.num("fsync_interval_ms", _LogConfig_D.fsync_interval_ms, 0),
+    )
+    lg.done()
 
     cp = root.section("capture")
     capture = CaptureConfig(
@@ -405,6 +440,7 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
         server=server,
         store=store,
         capture=capture,
+        log=log_cfg,
         providers=providers,
         routes=routes,
         aliases=alias_map,

@@ -222,25 +222,30 @@ def _refused(e: BaseException) -> bool:
     )
 
 
-class _Cancelled:
-    """Set by the disconnect watcher: distinguishes a client leaving from a shutdown."""
+class _Exchange:
+    """One call's state on the request path."""
 
-    __slots__ = ("client_gone", "done", "watcher")
+    __slots__ = ("client_gone", "done", "observer", "payload", "rec", "recorded", "t0", "watcher")
 
-    def __init__(self) -> None:
-        self.client_gone = False
+    def __init__(self, rec: CallRecord, t0: float) -> None:
+        self.rec = rec
+        self.t0 = t0
+        self.client_gone = False  # set by the disconnect watcher (not a shutdown)
         self.done = False
+        self.recorded = False
+        self.observer: Observer | None = None
+        self.payload: dict[str, Any] | None = None
         self.watcher: asyncio.Task[None] | None = None
 
 
-async def _watch_disconnect(receive: Receive, state: _Cancelled, task: asyncio.Task[Any]) -> None:
+async def _watch_disconnect(receive: Receive, ex: _Exchange, task: asyncio.Task[Any]) -> None:
     # After the response completes the server answers receive() with a disconnect too; the
     # `done` flag tells the two apart.
     while True:
         msg = await receive()
         if msg["type"] == "http.disconnect":
-            if not state.done:
-                state.client_gone = True
+            if not ex.done:
+                ex.client_gone = True
                 task.cancel()
             return
 
@@ -296,7 +301,7 @@ class Proxy:
         if meta.capture and self.capture_override and meta.capture in ("full", "metadata"):
             capture = meta.capture
         self.in_flight += 1
-        state = _Cancelled()
+        ex = _Exchange(rec, t0)
         try:
             body = await self._read_body(receive, meta)
             if body is None:  # client left while sending its request
@@ -305,16 +310,17 @@ class Proxy:
             rec.request_bytes = len(body)
             if capture == "full":
                 rec.request_body = body[: self.capture_limit].decode("utf-8", "replace")
-            # Held by `state`: the loop keeps only weak references to tasks.
-            state.watcher = asyncio.get_running_loop().create_task(
-                _watch_disconnect(receive, state, asyncio.current_task())  # type: ignore[arg-type]
+            # Held by `ex`: the loop keeps only weak references to tasks.
+            ex.watcher = asyncio.get_running_loop().create_task(
+                _watch_disconnect(receive, ex, asyncio.current_task())  # type: ignore[arg-type]
             )
-            await self._handle(scope, path, send, meta, endpoint, body, rec, capture == "full", t0)
+            await self._handle(scope, path, send, meta, endpoint, body, ex, capture == "full")
         except GatewayError as e:
             rec.outcome = REJECTED if e.status < 500 else rec.outcome
-            await self._reject(send, rec, e)
+            await self._reject(send, ex, e)
         except asyncio.CancelledError:
-            if not state.client_gone:
+            if not ex.client_gone:
+                self._commit(ex)  # a shutdown: keep the record of what happened so far
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             rec.outcome, rec.status_code = CLIENT_DISCONNECTED, 499
@@ -324,16 +330,27 @@ class Proxy:
             rec.error_message = str(e)[:1000]
             with contextlib.suppress(Exception):
                 await self._reject(
-                    send, rec, GatewayError(500, "The gateway failed internally.", "server_error")
+                    send, ex, GatewayError(500, "The gateway failed internally.", "server_error")
                 )
         finally:
-            state.done = True
+            ex.done = True
             self.in_flight -= 1
-            rec.latency_ms = (_now() - t0) * 1000.0
-            # Outside the upstream window everything is the gateway's; inside a stream's
-            # window, the time spent handling chunks (already in overhead_ms) is too.
-            rec.overhead_ms += max(rec.latency_ms - rec.upstream_ms, 0.0)
-            self.record(rec)
+            self._commit(ex)
+
+    def _commit(self, ex: _Exchange) -> None:
+        """Hand the record to the writer, once. Called before the response's last bytes go
+        out, so that a client that got a whole answer always has its row."""
+        if ex.recorded:
+            return
+        ex.recorded = True
+        rec = ex.rec
+        if ex.observer is not None:
+            _finish_usage(rec, ex.observer, ex.payload)
+        rec.latency_ms = (_now() - ex.t0) * 1000.0
+        # Outside the upstream window everything is the gateway's; inside a stream's
+        # window, the time spent handling chunks (already in overhead_ms) is too.
+        rec.overhead_ms += max(rec.latency_ms - rec.upstream_ms, 0.0)
+        self.record(rec)
 
     async def _read_body(self, receive: Receive, meta: _Meta) -> bytes | None:
         if meta.content_length > self.max_body:
@@ -359,7 +376,8 @@ class Proxy:
             parts.append(chunk)
         return b"".join(parts)
 
-    async def _reject(self, send: Send, rec: CallRecord, e: GatewayError) -> None:
+    async def _reject(self, send: Send, ex: _Exchange, e: GatewayError) -> None:
+        rec = ex.rec
         rec.status_code = e.status
         rec.error_type = rec.error_type or (e.code or e.type)
         rec.error_message = rec.error_message or e.message
@@ -375,6 +393,7 @@ class Proxy:
                 ],
             }
         )
+        self._commit(ex)
         await send({"type": "http.response.body", "body": body})
 
     # ------------------------------------------------------------------ forwarding
@@ -386,10 +405,10 @@ class Proxy:
         meta: _Meta,
         endpoint: Endpoint,
         body: bytes,
-        rec: CallRecord,
+        ex: _Exchange,
         capture: bool,
-        t0: float,
     ) -> None:
+        rec = ex.rec
         payload: dict[str, Any] | None = None
         model = ""
         if endpoint.needs_model:
@@ -431,20 +450,19 @@ class Proxy:
                     "model",
                 )
 
-        observer = endpoint.observer(rec)
+        observer = ex.observer = endpoint.observer(rec)
+        ex.payload = payload
         resp, hop, t_up = await self._forward(
             scope, path, meta, endpoint, body, payload, hops, rec, observer
         )
         try:
             ctype = resp.headers.get("content-type", "")
             if rec.stream and resp.status_code == 200 and ctype.startswith("text/event-stream"):
-                await self._stream(send, resp, endpoint, observer, rec, capture, t0, t_up, hop)
+                await self._stream(send, resp, endpoint, ex, capture, t_up, hop)
             else:
                 rec.stream = False
-                await self._whole(send, resp, observer, rec, capture, t_up, hop)
+                await self._whole(send, resp, ex, capture, t_up, hop)
         finally:
-            # Also on a client disconnect: what was received is still counted.
-            self._finish_usage(rec, observer, payload)
             await resp.aclose()
 
     def _upstream_body(
@@ -592,12 +610,13 @@ class Proxy:
         self,
         send: Send,
         resp: httpx.Response,
-        observer: Observer,
-        rec: CallRecord,
+        ex: _Exchange,
         capture: bool,
         t_up: float,
         hop: Hop,
     ) -> None:
+        rec, observer = ex.rec, ex.observer
+        assert observer is not None
         total = hop.provider.cfg.timeouts.total
         try:
             async with asyncio.timeout(total):
@@ -616,7 +635,6 @@ class Proxy:
         headers = self._response_headers(resp, rec)
         headers.append((b"content-length", str(len(data)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
         if capture:
             rec.response_body = data[: self.capture_limit].decode("utf-8", "replace")
         obj = None
@@ -629,19 +647,21 @@ class Proxy:
             rec.error_type = rec.error_type or f"http_{status}"
         elif obj is not None:
             observer.body(obj)
+        self._commit(ex)
+        await send({"type": "http.response.body", "body": data})
 
     async def _stream(
         self,
         send: Send,
         resp: httpx.Response,
         endpoint: Endpoint,
-        observer: Observer,
-        rec: CallRecord,
+        ex: _Exchange,
         capture: bool,
-        t0: float,
         t_up: float,
         hop: Hop,
     ) -> None:
+        rec, observer, t0 = ex.rec, ex.observer, ex.t0
+        assert observer is not None
         rec.status_code = 200
         await send(
             {
@@ -720,15 +740,16 @@ class Proxy:
             if captured:
                 rec.response_body = b"".join(captured)[:limit].decode("utf-8", "replace")
             rec.overhead_ms = gateway_time * 1000.0
+        self._commit(ex)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    @staticmethod
-    def _finish_usage(rec: CallRecord, observer: Observer, payload: dict[str, Any] | None) -> None:
-        """Estimate tokens when the upstream reported none for an answer it did give."""
-        if observer.usage_seen or type(observer) is Observer or payload is None:
-            return
-        if rec.outcome == UPSTREAM_ERROR or (rec.status_code >= 400 and not observer.output_chars):
-            return
-        rec.input_tokens = estimate_input(payload)
-        rec.output_tokens = from_chars(observer.output_chars)
-        rec.usage_estimated = True
+
+def _finish_usage(rec: CallRecord, observer: Observer, payload: dict[str, Any] | None) -> None:
+    """Estimate tokens when the upstream reported none for an answer it did give."""
+    if observer.usage_seen or type(observer) is Observer or payload is None:
+        return
+    if rec.outcome == UPSTREAM_ERROR or (rec.status_code >= 400 and not observer.output_chars):
+        return
+    rec.input_tokens = estimate_input(payload)
+    rec.output_tokens = from_chars(observer.output_chars)
+    rec.usage_estimated = True

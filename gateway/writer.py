@@ -1,9 +1,16 @@
 """The batch writer: call records leave the request path here and reach the store in batches.
 
-`enqueue` is O(1) and never waits. A background task flushes when a batch fills or the
-flush interval passes; pricing, encoding and the insert run in a worker thread so the
-event loop keeps serving. When the store fails, the batch goes back to the front of the
-queue and the writer backs off; past `queue_limit` records are dropped, counted and logged.
+The request path calls `record(rec)`: one append to a queue, never a wait on the store.
+Two queues share one interface:
+
+- `LogQueue` (default): the durable local log (`recordlog.RecordLog`). Records survive a
+  process crash and are replayed at the next start; batches carry deduplication tokens.
+- `MemoryQueue`: records live in memory until written (no durability; bounded).
+
+A background task asks the queue for a batch whenever one fills or the flush interval
+passes; reading, pricing, encoding and the insert run in a worker thread so the event
+loop keeps serving. A failed batch stays at the head of the queue and is sent again, the
+same rows with the same token, after a backoff.
 """
 
 from __future__ import annotations
@@ -11,16 +18,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import msgspec
 
 from gateway.pricing import Pricer, Tokens
-from gateway.record import CallRecord, encode_rows
+from gateway.record import CallRecord, decode_row, encode_rows
+from gateway.recordlog import Pos, RecordLog
 from gateway.store.base import Store
 
 log = logging.getLogger("gateway.writer")
 
 TABLE = "llm_calls"
+_encode = msgspec.json.Encoder().encode
 
 
 def price_record(pricer: Pricer, provider_id: str, rec: CallRecord) -> None:
@@ -38,81 +52,208 @@ def price_record(pricer: Pricer, provider_id: str, rec: CallRecord) -> None:
     )
 
 
+@dataclass
+class Batch:
+    records: list[CallRecord]
+    end: Pos | None = None
+    token: str | None = None
+    replayed: int = 0  # records in it that an earlier process had logged
+
+
+@dataclass
+class Counters:
+    """What the pipeline did; read by /metrics and /readyz."""
+
+    accepted: int = 0
+    written: int = 0
+    replayed: int = 0
+    retries: int = 0
+    dropped: int = 0
+    unpriced: int = 0
+    store_ok: bool = True
+    last_error: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+class Queue(Protocol):
+    def append(self, rec: CallRecord) -> bool: ...
+    def pending(self) -> int: ...
+    def size_bytes(self) -> int: ...
+    def next_batch(self, n: int) -> Batch | None: ...
+    def begin(self, batch: Batch) -> None: ...
+    def commit(self, batch: Batch) -> None: ...
+    def close(self) -> None: ...
+
+
+class MemoryQueue:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._q: deque[CallRecord] = deque()
+        self._held: Batch | None = None
+
+    def append(self, rec: CallRecord) -> bool:
+        if len(self._q) >= self.limit:
+            return False
+        self._q.append(rec)
+        return True
+
+    def pending(self) -> int:
+        return len(self._q) + (len(self._held.records) if self._held else 0)
+
+    def size_bytes(self) -> int:
+        return 0
+
+    def next_batch(self, n: int) -> Batch | None:
+        if self._held is None:
+            q = self._q
+            if not q:
+                return None
+            self._held = Batch([q.popleft() for _ in range(min(n, len(q)))])
+        return self._held
+
+    def begin(self, batch: Batch) -> None:
+        pass
+
+    def commit(self, batch: Batch) -> None:
+        self._held = None
+
+    def close(self) -> None:
+        pass
+
+
+class LogQueue:
+    def __init__(self, rlog: RecordLog) -> None:
+        self.log = rlog
+        done, in_flight = rlog.read_checkpoint()
+        self._read = done
+        self._in_flight_end = in_flight[1] if in_flight else None
+        self._held: Batch | None = None
+        self._appended = 0
+        self._taken = 0  # records handed to batches and committed
+        # Records from before this start still to write (counted at first read).
+        self._backlog_seen = False
+
+    def append(self, rec: CallRecord) -> bool:
+        if self.log.append(_encode(rec) + b"\n") is None:
+            return False
+        self._appended += 1
+        return True
+
+    def pending(self) -> int:
+        return max(self._appended - self._taken, 0)
+
+    def size_bytes(self) -> int:
+        return self.log.size
+
+    def next_batch(self, n: int) -> Batch | None:
+        if self._held is not None:
+            return self._held
+        # After a crash the first batch is exactly the one that was in flight, so that its
+        # token matches and the store drops it if it had arrived.
+        until, self._in_flight_end = self._in_flight_end, None
+        lines, end = self.log.read(self._read, n, until)
+        if not lines:
+            return None
+        start = self._read
+        replayed = len(lines) if end.seg < self.log.first_live_segment else 0
+        records = []
+        for line in lines:
+            try:
+                records.append(decode_row(line))
+            except msgspec.DecodeError:
+                log.error("unreadable record in the log, skipped", extra={"at": str(start)})
+        self._held = Batch(records, end=end, replayed=replayed)
+        self._held.token = f"{self.log.log_id}:{start}-{end}"
+        self._batch_start = start
+        return self._held
+
+    def begin(self, batch: Batch) -> None:
+        assert batch.end is not None
+        self.log.begin(self._batch_start, batch.end)
+
+    def commit(self, batch: Batch) -> None:
+        assert batch.end is not None
+        self.log.commit(batch.end)
+        self._read = batch.end
+        self._taken += len(batch.records) - batch.replayed
+        self._held = None
+
+    def close(self) -> None:
+        self.log.close()
+
+
 class BatchWriter:
     def __init__(
         self,
         store: Store,
+        queue: Queue,
         pricer: Pricer,
         price_ids: dict[str, str],
         batch_size: int = 1000,
         flush_interval: float = 0.5,
-        queue_limit: int = 100_000,
     ) -> None:
         self.store = store
+        self.queue = queue
         self.pricer = pricer
         self.price_ids = price_ids  # provider name -> genai-prices provider id
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        self.queue_limit = queue_limit
-        self._queue: deque[CallRecord] = deque()
+        self.counters = Counters()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        # Counters, read by /metrics and /readyz.
-        self.written = 0
-        self.failed_batches = 0
-        self.dropped = 0
-        self.unpriced = 0
-        self.store_ok = True
-        self.last_error = ""
+        self._since_wake = 0
 
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        return self.queue.pending()
 
-    def enqueue(self, rec: CallRecord) -> None:
-        q = self._queue
-        if len(q) >= self.queue_limit:
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
+    def record(self, rec: CallRecord) -> None:
+        """The request path's one call: keep the record (durably, with the log), or count it."""
+        c = self.counters
+        if not self.queue.append(rec):
+            c.dropped += 1
+            if c.dropped == 1 or c.dropped % 1000 == 0:
                 log.error(
-                    "record queue full; dropping records",
-                    extra={"dropped_total": self.dropped, "queue_limit": self.queue_limit},
+                    "record dropped: the record queue is over its budget",
+                    extra={"dropped_total": c.dropped, "request_id": rec.request_id},
                 )
             return
-        q.append(rec)
-        if len(q) >= self.batch_size and self._wake is not None:
+        c.accepted += 1
+        self._since_wake += 1
+        if self._since_wake >= self.batch_size and self._wake is not None:
+            self._since_wake = 0
             self._wake.set()
 
     def start(self) -> None:
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="batch-writer")
 
-    def _write(self, batch: list[CallRecord]) -> None:
-        for rec in batch:
-            price_record(self.pricer, self.price_ids.get(rec.provider, ""), rec)
-            if rec.cost_usd is None and (rec.input_tokens or rec.output_tokens):
-                self.unpriced += 1
-        self.store.insert(TABLE, encode_rows(batch))
+    def _flush_sync(self) -> int:
+        """Write one batch (in a worker thread); returns how many records it held."""
+        batch = self.queue.next_batch(self.batch_size)
+        if batch is None:
+            return 0
+        c = self.counters
+        for rec in batch.records:
+            if rec.cost_usd is None:
+                price_record(self.pricer, self.price_ids.get(rec.provider, ""), rec)
+                if rec.cost_usd is None and (rec.input_tokens or rec.output_tokens):
+                    c.unpriced += 1
+        self.queue.begin(batch)
+        try:
+            self.store.insert(TABLE, encode_rows(batch.records), batch.token)
+        except Exception as e:
+            c.store_ok, c.last_error = False, str(e)[:500]
+            raise
+        self.queue.commit(batch)
+        c.written += len(batch.records)
+        c.replayed += batch.replayed
+        c.store_ok, c.last_error = True, ""
+        return len(batch.records) or 1
 
     async def flush_once(self) -> int:
-        """Write up to one batch; returns how many records were written."""
-        q = self._queue
-        if not q:
-            return 0
-        n = min(len(q), self.batch_size)
-        batch = [q.popleft() for _ in range(n)]
-        try:
-            await asyncio.to_thread(self._write, batch)
-        except Exception as e:
-            q.extendleft(reversed(batch))
-            self.failed_batches += 1
-            self.store_ok = False
-            self.last_error = str(e)[:500]
-            raise
-        self.written += n
-        self.store_ok = True
-        return n
+        return await asyncio.to_thread(self._flush_sync)
 
     async def _run(self) -> None:
         assert self._wake is not None
@@ -123,16 +264,17 @@ class BatchWriter:
                     await self._wake.wait()
             self._wake.clear()
             try:
-                while await self.flush_once() == self.batch_size:
+                while await self.flush_once() >= self.batch_size:
                     pass
                 backoff = 0.0
             except Exception:
+                self.counters.retries += 1
                 backoff = min(max(backoff * 2, 0.5), 30.0)
                 log.warning(
                     "store write failed; will retry",
                     extra={
-                        "error": self.last_error,
-                        "queued": len(self._queue),
+                        "error": self.counters.last_error,
+                        "pending": self.depth,
                         "retry_in_s": backoff,
                     },
                 )
@@ -146,10 +288,15 @@ class BatchWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         deadline = time.monotonic() + timeout
-        while self._queue and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             try:
-                await self.flush_once()
+                if await self.flush_once() == 0:
+                    break
             except Exception:
                 await asyncio.sleep(0.2)
-        if self._queue:
-            log.error("records not written at shutdown", extra={"lost": len(self._queue)})
+        if self.depth:
+            log.error(
+                "records not written at shutdown",
+                extra={"pending": self.depth, "kept_in_log": isinstance(self.queue, LogQueue)},
+            )
+        self.queue.close()

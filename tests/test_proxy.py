@@ -189,14 +189,14 @@ def test_anthropic_sdk_native_stream_and_not(gateway: GatewayProcess, fake):
     client = anthropic.Anthropic(base_url=gateway.url, api_key="client-key", max_retries=0)
     r1, r2 = rid(), rid()
     msg = client.messages.create(
-        model="claude-sonnet-4-5",
+        model="claude-haiku-4-5",
         max_tokens=50,
         messages=[{"role": "user", "content": "Hi"}],
         extra_headers={"X-Request-Id": r1},
     )
     assert msg.content[0].text == "Hello from the fake upstream!"
     with client.messages.stream(
-        model="claude-sonnet-4-5",
+        model="claude-haiku-4-5",
         max_tokens=50,
         messages=[{"role": "user", "content": "Hi"}],
         extra_headers={"X-Request-Id": r2},
@@ -216,7 +216,7 @@ def test_anthropic_sdk_native_stream_and_not(gateway: GatewayProcess, fake):
                 Usage(
                     input_tokens=160, output_tokens=5, cache_read_tokens=100, cache_write_tokens=50
                 ),
-                "claude-sonnet-4-5",
+                "claude-haiku-4-5",
                 provider_id="anthropic",
             ).total_price
         )
@@ -231,7 +231,7 @@ def test_anthropic_stream_error_event_recorded(gateway: GatewayProcess, fake):
     with (
         pytest.raises(anthropic.APIStatusError),
         client.messages.stream(
-            model="claude-sonnet-4-5",
+            model="claude-haiku-4-5",
             max_tokens=50,
             messages=[{"role": "user", "content": "Hi"}],
             extra_headers={"X-Request-Id": r},

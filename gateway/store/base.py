@@ -19,8 +19,9 @@ class Store(Protocol):
     def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
         """Run a query; the answer in `fmt`, unless the query has its own FORMAT clause."""
 
-    def insert(self, table: str, rows: bytes) -> None:
-        """Insert JSONEachRow `rows` into `table` of the store's database."""
+    def insert(self, table: str, rows: bytes, token: str | None = None) -> None:
+        """Insert JSONEachRow `rows` into `table` of the store's database. A repeated
+        insert with the same `token` is dropped by the store (idempotent replays)."""
 
     def ping(self) -> bool: ...
 

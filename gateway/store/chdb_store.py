@@ -10,6 +10,10 @@ from gateway.store.base import StoreError
 from gateway.store.sqltext import with_format
 
 
+def _quote(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("'", "\\'")
+
+
 class ChdbStore:
     kind = "chdb"
 
@@ -45,9 +49,13 @@ class ChdbStore:
         # format in the text so the query's own clause wins.
         return self._run(with_format(sql, fmt), "CSV")
 
-    def insert(self, table: str, rows: bytes) -> None:
-        if rows:
-            self._run(f"INSERT INTO {self.database}.{table} FORMAT JSONEachRow\n" + rows.decode())
+    def insert(self, table: str, rows: bytes, token: str | None = None) -> None:
+        if not rows:
+            return
+        settings = f" SETTINGS insert_deduplication_token = '{_quote(token)}'" if token else ""
+        self._run(
+            f"INSERT INTO {self.database}.{table}{settings} FORMAT JSONEachRow\n" + rows.decode()
+        )
 
     def ping(self) -> bool:
         try:

@@ -66,13 +66,17 @@ class ClickHouseStore:
             except Exception as e:
                 raise StoreError(str(e).strip()) from e
 
-    def insert(self, table: str, rows: bytes) -> None:
+    def insert(self, table: str, rows: bytes, token: str | None = None) -> None:
         if not rows:
             return
         with self._lock:
             try:
                 self._get().raw_insert(
-                    f"{self.database}.{table}", None, insert_block=rows, fmt="JSONEachRow"
+                    f"{self.database}.{table}",
+                    None,
+                    insert_block=rows,
+                    fmt="JSONEachRow",
+                    settings={"insert_deduplication_token": token} if token else None,
                 )
             except StoreError:
                 raise

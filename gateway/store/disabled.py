@@ -15,7 +15,7 @@ class DisabledStore:
     def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
         raise StoreError("recording is disabled (store.kind: disabled): there is nothing to query")
 
-    def insert(self, table: str, rows: bytes) -> None:
+    def insert(self, table: str, rows: bytes, token: str | None = None) -> None:
         pass
 
     def ping(self) -> bool:

@@ -1,0 +1,224 @@
+"""The durable local log between the request path and the batch writer.
+
+Every record is appended (one JSON line, one `write` to an O_APPEND file) before the
+client's response finishes. What the guarantee is, exactly:
+
+- Process crash (`kill -9`, OOM): nothing appended is lost; the kernel's page cache holds
+  it and the next start replays it.
+- Machine crash or power loss: at most the last `fsync_interval_ms` of appends is lost
+  (a background thread fsyncs the open segment that often; 0 fsyncs every append).
+
+Segments (`seg-<n>.jsonl`) rotate at `segment_bytes`. The writer checkpoints the position
+up to which rows are safely in the store and deletes older segments. Before inserting a
+batch it notes the batch's range ("in flight"), and the insert carries a deduplication
+token derived from that range: replaying after a crash between insert and checkpoint sends
+the very same batch with the same token, and ClickHouse drops it as a duplicate.
+
+Past `max_bytes` on disk a record is not kept: the caller counts and logs the drop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("gateway.recordlog")
+
+LOCK = "LOCK"
+CHECKPOINT = "checkpoint.json"
+LOG_ID = "log-id"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Pos:
+    seg: int
+    off: int
+
+    def __str__(self) -> str:
+        return f"{self.seg}:{self.off}"
+
+
+class LogBusy(Exception):
+    pass
+
+
+class RecordLog:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        segment_bytes: int = 64 * 1024 * 1024,
+        max_bytes: int = 1024 * 1024 * 1024,
+        fsync_interval: float = 1.0,
+    ) -> None:
+        self.dir = Path(directory)
+        self.segment_bytes = segment_bytes
+        self.max_bytes = max_bytes
+        self.fsync_interval = fsync_interval
+        self._lock_fd: int | None = None
+        self._fd = -1
+        self._seg = 0
+        self._off = 0
+        self._bytes_before = 0  # bytes in segments older than the open one
+        self._dirty = False
+        self._size_lock = threading.Lock()  # appends (loop thread) vs. commits (writer thread)
+        self._stop = threading.Event()
+        self._syncer: threading.Thread | None = None
+        self.log_id = ""
+        self._first_live = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LogBusy(f"record log {self.dir} is held by another process") from None
+        self._lock_fd = fd
+        id_file = self.dir / LOG_ID
+        if not id_file.exists():
+            id_file.write_text(secrets.token_hex(8))
+        self.log_id = id_file.read_text().strip()
+        segs = self.segments()
+        self._seg = (segs[-1] + 1) if segs else 1  # never append to a segment from before
+        self._bytes_before = sum(self._seg_path(s).stat().st_size for s in segs)
+        self._first_live = self._seg
+        self._open_segment(self._seg)
+        if self.fsync_interval > 0:
+            self._syncer = threading.Thread(target=self._sync_loop, name="log-fsync", daemon=True)
+            self._syncer.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._syncer is not None:
+            self._syncer.join()
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _seg_path(self, seg: int) -> Path:
+        return self.dir / f"seg-{seg:012d}.jsonl"
+
+    def segments(self) -> list[int]:
+        return sorted(int(p.name[4:16]) for p in self.dir.glob("seg-*.jsonl"))
+
+    def _open_segment(self, seg: int) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = os.open(self._seg_path(seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._seg, self._off = seg, 0
+
+    def _sync_loop(self) -> None:
+        while not self._stop.wait(self.fsync_interval):
+            if self._dirty:
+                self._dirty = False
+                with contextlib.suppress(OSError):
+                    os.fsync(self._fd)
+
+    # ------------------------------------------------------------------ request path
+    @property
+    def size(self) -> int:
+        return self._bytes_before + self._off
+
+    def append(self, line: bytes) -> Pos | None:
+        """Append one newline-terminated line; its end position, or None when over budget."""
+        if self._bytes_before + self._off + len(line) > self.max_bytes:
+            return None
+        if self._off >= self.segment_bytes:
+            with self._size_lock:
+                self._bytes_before += self._off
+                self._open_segment(self._seg + 1)
+        os.write(self._fd, line)
+        self._off += len(line)
+        if self.fsync_interval == 0:
+            os.fsync(self._fd)
+        else:
+            self._dirty = True
+        return Pos(self._seg, self._off)
+
+    # ------------------------------------------------------------------ writer side
+    def read_checkpoint(self) -> tuple[Pos, tuple[Pos, Pos] | None]:
+        try:
+            data = json.loads((self.dir / CHECKPOINT).read_text())
+            done = Pos(*data["done"])
+            flight = data.get("in_flight")
+            return done, (Pos(*flight[0]), Pos(*flight[1])) if flight else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return Pos(0, 0), None
+
+    def _write_checkpoint(self, done: Pos, in_flight: tuple[Pos, Pos] | None) -> None:
+        body = {"done": [done.seg, done.off]}
+        if in_flight:
+            body["in_flight"] = [[in_flight[0].seg, in_flight[0].off],
+                                 [in_flight[1].seg, in_flight[1].off]]  # fmt: skip
+        tmp = self.dir / (CHECKPOINT + ".tmp")
+        tmp.write_text(json.dumps(body))
+        os.replace(tmp, self.dir / CHECKPOINT)
+
+    def begin(self, start: Pos, end: Pos) -> str:
+        """Note a batch about to be inserted; returns its deduplication token."""
+        done, _ = self.read_checkpoint()
+        self._write_checkpoint(done, (start, end))
+        return f"{self.log_id}:{start}-{end}"
+
+    def commit(self, end: Pos) -> None:
+        """Everything up to `end` is in the store: move the checkpoint, drop old segments."""
+        self._write_checkpoint(end, None)
+        for seg in self.segments():
+            if seg >= self._seg or (seg == end.seg and self._seg_size(seg) > end.off):
+                break
+            if seg <= end.seg:
+                with self._size_lock:
+                    self._bytes_before -= self._seg_size(seg)
+                    self._seg_path(seg).unlink(missing_ok=True)
+
+    def _seg_size(self, seg: int) -> int:
+        try:
+            return self._seg_path(seg).stat().st_size
+        except OSError:
+            return 0
+
+    @property
+    def first_live_segment(self) -> int:
+        """Segments below this one were written before this process started."""
+        return self._first_live
+
+    def read(self, start: Pos, max_lines: int, until: Pos | None = None) -> tuple[list[bytes], Pos]:
+        """Up to `max_lines` complete lines from `start` (stopping at `until`); and where
+        the next read starts. Crosses into the next segment when one exists."""
+        lines: list[bytes] = []
+        pos = start
+        segs = [s for s in self.segments() if s >= start.seg]
+        for seg in segs:
+            if seg != pos.seg:
+                pos = Pos(seg, 0)
+            try:
+                f = open(self._seg_path(seg), "rb")  # noqa: SIM115
+            except FileNotFoundError:
+                continue
+            with f:
+                f.seek(pos.off)
+                while len(lines) < max_lines:
+                    line = f.readline()
+                    if not line.endswith(b"\n"):
+                        break  # end of data, or a torn last write of a crash
+                    pos = Pos(seg, pos.off + len(line))
+                    lines.append(line)
+                    if until is not None and pos >= until:
+                        return lines, pos
+            if len(lines) >= max_lines or seg == self._seg:
+                break
+        return lines, pos
