@@ -19,6 +19,7 @@ from litestar.handlers import asgi
 from litestar.types import Receive, Scope, Send
 
 from gateway.config import Config
+from gateway.metrics import Metrics
 from gateway.pricing import Pricer
 from gateway.providers import Provider
 from gateway.proxy import Proxy
@@ -112,6 +113,12 @@ def create_app(gw: Gateway) -> Litestar:
     async def v1(scope: Scope, receive: Receive, send: Send) -> None:
         await gw.proxy(scope, receive, send)
 
+    metrics = Metrics(gw.writer, lambda: gw.proxy.in_flight)
+
+    @get("/metrics", media_type="text/plain; version=0.0.4; charset=utf-8", sync_to_thread=False)
+    def prometheus() -> bytes:
+        return metrics.render()
+
     @get("/healthz", media_type=MediaType.JSON, sync_to_thread=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -149,7 +156,7 @@ def create_app(gw: Gateway) -> Litestar:
         return Response(out, status_code=200)
 
     return Litestar(
-        route_handlers=[v1, healthz, readyz, admin_sql],
+        route_handlers=[v1, prometheus, healthz, readyz, admin_sql],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         openapi_config=None,

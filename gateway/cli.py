@@ -64,7 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 lifespan="on",
                 access_log=False,
                 log_config=None,
-                timeout_graceful_shutdown=30,
+                timeout_graceful_shutdown=int(cfg.server.shutdown_grace_s),
             )
         )
         log.info(

@@ -88,8 +88,14 @@ class RecordLog:
             id_file.write_text(secrets.token_hex(8))
         self.log_id = id_file.read_text().strip()
         segs = self.segments()
-        self._seg = (segs[-1] + 1) if segs else 1  # never append to a segment from before
-        self._bytes_before = sum(self._seg_path(s).stat().st_size for s in segs)
+        for seg in segs:  # empty leftovers of earlier starts
+            if self._seg_size(seg) == 0:
+                self._seg_path(seg).unlink(missing_ok=True)
+        last = max([*segs, self.read_checkpoint()[0].seg])
+        segs = [s for s in segs if self._seg_path(s).exists()]
+        # Numbers only grow: a batch's dedup token (log id + positions) must never recur.
+        self._seg = last + 1  # never append to a segment from before
+        self._bytes_before = sum(self._seg_size(s) for s in segs)
         self._first_live = self._seg
         self._open_segment(self._seg)
         if self.fsync_interval > 0:
@@ -191,15 +197,13 @@ class RecordLog:
         except OSError:
             return 0
 
-    @property
-    def first_live_segment(self) -> int:
-        """Segments below this one were written before this process started."""
-        return self._first_live
-
-    def read(self, start: Pos, max_lines: int, until: Pos | None = None) -> tuple[list[bytes], Pos]:
-        """Up to `max_lines` complete lines from `start` (stopping at `until`); and where
-        the next read starts. Crosses into the next segment when one exists."""
+    def read(
+        self, start: Pos, max_lines: int, until: Pos | None = None
+    ) -> tuple[list[bytes], Pos, int]:
+        """Up to `max_lines` complete lines from `start` (stopping at `until`), where the
+        next read starts, and how many of the lines an earlier process wrote."""
         lines: list[bytes] = []
+        earlier = 0
         pos = start
         segs = [s for s in self.segments() if s >= start.seg]
         for seg in segs:
@@ -217,8 +221,9 @@ class RecordLog:
                         break  # end of data, or a torn last write of a crash
                     pos = Pos(seg, pos.off + len(line))
                     lines.append(line)
+                    earlier += seg < self._first_live
                     if until is not None and pos >= until:
-                        return lines, pos
+                        return lines, pos, earlier
             if len(lines) >= max_lines or seg == self._seg:
                 break
-        return lines, pos
+        return lines, pos, earlier

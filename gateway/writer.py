@@ -151,11 +151,10 @@ class LogQueue:
         # After a crash the first batch is exactly the one that was in flight, so that its
         # token matches and the store drops it if it had arrived.
         until, self._in_flight_end = self._in_flight_end, None
-        lines, end = self.log.read(self._read, n, until)
+        lines, end, replayed = self.log.read(self._read, n, until)
         if not lines:
             return None
         start = self._read
-        replayed = len(lines) if end.seg < self.log.first_live_segment else 0
         records = []
         for line in lines:
             try:
