@@ -41,7 +41,6 @@ class Gateway:
     proxy: Proxy
     transport: httpx.AsyncBaseTransport
     admin_token: str = ""
-    migrated: bool = False
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -60,6 +59,7 @@ def build_gateway(
         {name: p.price_as for name, p in config.providers.items()},
         batch_size=config.store.batch_size,
         flush_interval=config.store.flush_interval_ms / 1000.0,
+        migrate=lambda: migrate(store, config.capture.body_ttl_days, config.store.cluster or None),
     )
     transport = transport or AiohttpTransport(
         limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
@@ -93,10 +93,9 @@ def open_queue(config: Config) -> Queue:
 def create_app(gw: Gateway) -> Litestar:
     async def on_startup() -> None:
         try:
-            await asyncio.to_thread(migrate, gw.store, gw.config.capture.body_ttl_days)
-            gw.migrated = True
+            await asyncio.to_thread(gw.writer.prepare)
         except StoreError as e:
-            # Serve anyway: records queue up and are written once the store is back.
+            # Serve anyway: records wait in the log; the writer migrates once the store is back.
             log.error("store not migrated at start; will serve and retry", extra={"error": str(e)})
         gw.writer.start()
         log.info(
@@ -126,10 +125,9 @@ def create_app(gw: Gateway) -> Litestar:
     @get("/readyz", media_type=MediaType.JSON)
     async def readyz() -> Response[dict[str, object]]:
         ok = await asyncio.to_thread(gw.store.ping)
-        if ok and not gw.migrated:
+        if ok:
             try:
-                await asyncio.to_thread(migrate, gw.store, gw.config.capture.body_ttl_days)
-                gw.migrated = True
+                await asyncio.to_thread(gw.writer.prepare)
             except StoreError:
                 ok = False
         body = {
@@ -163,3 +161,14 @@ def create_app(gw: Gateway) -> Litestar:
         logging_config=None,  # ours is JSON, set up by the CLI
         debug=False,
     )
+
+
+def app_from_env() -> Litestar:
+    """App factory for worker processes (`server.workers` > 1): each worker builds its own
+    gateway (own upstream pool, own record log slot) from `$LLM_GATEWAY_CONFIG`."""
+    from gateway.config import load_config
+    from gateway.logs import setup_logging
+
+    config = load_config()
+    setup_logging(config.log_level)
+    return create_app(build_gateway(config))

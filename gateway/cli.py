@@ -36,6 +36,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(cfg.log_level)
     host = args.host or cfg.server.host
     port = args.port if args.port is not None else cfg.server.port
+    if cfg.server.workers > 1:
+        return _serve_workers(args, cfg, host, port)
     lock = None
     if cfg.store.kind == "chdb":
         lock = DataDirLock(cfg.store.path)
@@ -84,6 +86,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if lock is not None:
             lock.release()
+
+
+def _serve_workers(args: argparse.Namespace, cfg: Config, host: str, port: int) -> int:
+    """Several worker processes on one port; the config forbids this for the embedded store."""
+    import uvicorn
+
+    if args.config:
+        os.environ["LLM_GATEWAY_CONFIG"] = os.path.abspath(args.config)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    log.info("listening", extra={"host": host, "port": port, "workers": cfg.server.workers})
+    uvicorn.run(
+        "gateway.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=cfg.server.workers,
+        loop="uvloop" if _has("uvloop") else "asyncio",
+        http="httptools" if _has("httptools") else "h11",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=int(cfg.server.shutdown_grace_s),
+    )
+    return 0
 
 
 def _has(module: str) -> bool:
@@ -154,7 +181,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             lock.acquire()
         store = open_store(cfg.store)
         try:
-            applied = migrate(store, cfg.capture.body_ttl_days)
+            cluster = args.cluster or cfg.store.cluster or None
+            if cluster and cfg.store.kind != "clickhouse":
+                print("llm-gateway: --cluster needs store.kind: clickhouse", file=sys.stderr)
+                return 2
+            applied = migrate(store, cfg.capture.body_ttl_days, cluster)
         finally:
             store.close()
     except (StoreError, DataDirBusy) as e:
@@ -186,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(fn=cmd_serve)
     m = sub.add_parser("migrate", help="create or update the tables")
     m.add_argument("--config", default=argparse.SUPPRESS)
+    m.add_argument("--cluster", help="ClickHouse cluster: Replicated + Distributed tables")
     m.set_defaults(fn=cmd_migrate)
     q = sub.add_parser(
         "sql", help='run a query against the store, e.g. "SELECT count() FROM llm_calls"'

@@ -99,6 +99,8 @@ class StoreConfig:
     batch_size: int = 1000
     flush_interval_ms: float = 500.0
     queue_limit: int = 100_000
+    cluster: str = ""  # ClickHouse cluster name: Replicated + Distributed tables, ON CLUSTER DDL
+    async_insert: bool = False  # let the server buffer inserts (async_insert=1, waited for)
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,7 +354,11 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
         batch_size=st.int("batch_size", _StoreConfig_D.batch_size, 1),
         flush_interval_ms=st.num("flush_interval_ms", _StoreConfig_D.flush_interval_ms, 1),
         queue_limit=st.int("queue_limit", _StoreConfig_D.queue_limit, 1),
+        cluster=st.str("cluster", ""),
+        async_insert=st.bool("async_insert", False),
     )
+    if store.cluster and store.kind != "clickhouse":
+        raise ConfigError("store.cluster", "needs store.kind: clickhouse")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", store.database):
         raise ConfigError("store.database", f"must be a plain identifier, got {store.database!r}")
     st.done()

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -190,8 +191,12 @@ class BatchWriter:
         price_ids: dict[str, str],
         batch_size: int = 1000,
         flush_interval: float = 0.5,
+        migrate: Callable[[], object] | None = None,
     ) -> None:
         self.store = store
+        self._migrate = migrate
+        self._migrated = migrate is None
+        self._migrate_lock = threading.Lock()
         self.queue = queue
         self.pricer = pricer
         self.price_ids = price_ids  # provider name -> genai-prices provider id
@@ -228,6 +233,16 @@ class BatchWriter:
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="batch-writer")
 
+    def prepare(self) -> None:
+        """Create or update the tables, once; before the first write (the store may have
+        been down when the gateway started)."""
+        if self._migrated:
+            return
+        with self._migrate_lock:
+            if not self._migrated and self._migrate is not None:
+                self._migrate()
+                self._migrated = True
+
     def _flush_sync(self) -> int:
         """Write one batch (in a worker thread); returns how many records it held."""
         batch = self.queue.next_batch(self.batch_size)
@@ -241,6 +256,7 @@ class BatchWriter:
                     c.unpriced += 1
         self.queue.begin(batch)
         try:
+            self.prepare()
             self.store.insert(TABLE, encode_rows(batch.records), batch.token)
         except Exception as e:
             c.store_ok, c.last_error = False, str(e)[:500]

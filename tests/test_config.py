@@ -52,6 +52,8 @@ def test_data_dir_from_env():
          "routes[0].fallbacks[0].provider"),
         ({"prices": {"m": {"input": 1}}}, "prices.m"),
         ({"retries": {"max_attempts": 0}}, "retries.max_attempts"),
+        ({"server": {"workers": 2}}, "server.workers"),  # chDB: one process only
+        ({"log": {"max_bytes": 10}}, "log.max_bytes"),
         ({"providers": {"p": {"kind": "openai", "api_key": "${NOT_SET_ANYWHERE}"}}},
          "providers.p.api_key"),
     ],

@@ -3,6 +3,7 @@ with the real gateway writing through it, including an outage of the ClickHouse 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.request
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import clickhouse_connect
+import httpx
 import openai
 import pytest
 
@@ -150,3 +152,65 @@ def _wait(cond, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
             pass
         time.sleep(0.1)
     raise AssertionError("condition not met in time")
+
+
+def test_several_workers_each_with_own_log(chhttp: ChHttpServer, fake, selfhosted, tmp_path: Path):
+    db = f"mw_{uuid.uuid4().hex[:8]}"
+    cfg = gateway_config(fake.url, selfhosted.url)
+    cfg["server"]["workers"] = 2
+    cfg["store"] = {"kind": "clickhouse", "url": chhttp.url, "database": db,
+                    "flush_interval_ms": 50}  # fmt: skip
+    cfg["log"] = {"dir": "log"}
+    gw = GatewayProcess(cfg, tmp_path).start()
+    try:
+        app = "mw-" + uuid.uuid4().hex[:6]
+
+        async def load() -> None:
+            async with openai.AsyncOpenAI(
+                base_url=gw.url + "/v1", api_key="k", max_retries=0,
+                default_headers={"X-Gateway-App": app},
+                http_client=httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0)),
+            ) as c:  # fmt: skip
+                await asyncio.gather(*(
+                    c.chat.completions.create(model="gpt-4o", messages=[{"role": "user",
+                                              "content": "x"}]) for _ in range(40)))  # fmt: skip
+
+        asyncio.run(load())
+        client = clickhouse_connect.get_client(host="127.0.0.1", port=chhttp.port, database=db)
+        _wait(lambda: client.query(
+            f"SELECT count() FROM llm_calls WHERE app = '{app}'").result_rows[0][0] == 40)  # fmt: skip
+        # Two processes, each holding its own log slot.
+        assert sorted(p.name for p in (tmp_path / "log").iterdir()) == ["w0", "w1"]
+        dup = client.query(
+            f"SELECT count() - uniqExact(request_id) FROM llm_calls WHERE app = '{app}'"
+        ).result_rows[0][0]
+        assert dup == 0
+    finally:
+        assert gw.stop() == 0
+
+
+def test_cluster_ddl_is_replicated_plus_distributed_and_parses(chhttp: ChHttpServer):
+    from gateway.store.migrate import render
+
+    stmts = [s for m in migrations() for s in render(m, "llm_gateway", 30, "prod")]
+    creates = [s for s in stmts if s.lstrip("-").strip() and "CREATE TABLE" in s]
+    local = next(s for s in creates if "llm_calls_local ON CLUSTER 'prod'" in s)
+    assert (
+        "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/llm_gateway/llm_calls_local'"
+        in local
+    )
+    dist = next(s for s in creates if "ENGINE = Distributed" in s)
+    assert dist.startswith("CREATE TABLE IF NOT EXISTS llm_gateway.llm_calls ON CLUSTER 'prod'")
+    assert "cityHash64(request_id)" in dist  # replays land on the same shard
+    assert all("ON CLUSTER 'prod'" in s for s in stmts if "ALTER TABLE" in s)
+    for s in stmts:  # the real ClickHouse parser accepts every statement
+        chhttp.query("EXPLAIN AST " + s)
+
+
+def test_async_insert_option_writes_rows(chhttp: ChHttpServer):
+    store = ClickHouseStore(chhttp.url, "default", "", f"a_{uuid.uuid4().hex[:8]}",
+                            async_insert=True)  # fmt: skip
+    migrate(store)
+    store.insert("llm_calls", encode_rows([CallRecord(request_id="ai")]), "tok-ai")
+    store.insert("llm_calls", encode_rows([CallRecord(request_id="ai")]), "tok-ai")
+    assert json.loads(store.query("SELECT count() AS n FROM llm_calls")) == {"n": 1}

@@ -15,7 +15,9 @@ def open_store(cfg: StoreConfig) -> Store:
     if cfg.kind == "clickhouse":
         from gateway.store.clickhouse_store import ClickHouseStore
 
-        return ClickHouseStore(cfg.url, cfg.username, cfg.password, cfg.database)
+        return ClickHouseStore(
+            cfg.url, cfg.username, cfg.password, cfg.database, cfg.cluster, cfg.async_insert
+        )
     from gateway.store.disabled import DisabledStore
 
     return DisabledStore()

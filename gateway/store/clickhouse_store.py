@@ -13,9 +13,26 @@ from gateway.store.sqltext import with_format
 class ClickHouseStore:
     kind = "clickhouse"
 
-    def __init__(self, url: str, username: str, password: str, database: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        username: str,
+        password: str,
+        database: str,
+        cluster: str = "",
+        async_insert: bool = False,
+    ) -> None:
         self.url = url
         self.database = database
+        self.cluster = cluster
+        self._insert_settings: dict[str, object] = {}
+        if cluster:
+            # The insert returns once the shards have the rows, not when queued locally.
+            self._insert_settings["distributed_foreground_insert"] = 1
+        if async_insert:
+            self._insert_settings.update(
+                async_insert=1, wait_for_async_insert=1, async_insert_deduplicate=1
+            )
         parts = urlsplit(url)
         self._params = {
             "host": parts.hostname or "localhost",
@@ -76,7 +93,9 @@ class ClickHouseStore:
                     None,
                     insert_block=rows,
                     fmt="JSONEachRow",
-                    settings={"insert_deduplication_token": token} if token else None,
+                    settings={**self._insert_settings, "insert_deduplication_token": token}
+                    if token
+                    else self._insert_settings or None,
                 )
             except StoreError:
                 raise

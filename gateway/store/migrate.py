@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from importlib import resources
 
@@ -33,20 +34,71 @@ def migrations() -> list[Migration]:
 
 
 def _statements(sql: str) -> list[str]:
-    lines = [ln for ln in sql.splitlines() if not ln.lstrip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip()]
+    return [s.strip() for s in sql.split(";\n") if s.strip().strip("-").strip()]
 
 
-def migrate(store: Store, body_ttl_days: int = 30) -> list[int]:
+_CREATE_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\S+)\.(\w+)")
+_ENGINE = re.compile(r"ENGINE = (\w*MergeTree)\b(\(\))?")
+_ALTER = re.compile(r"ALTER TABLE (\S+)\.(\w+)")
+_SHARD_BY = re.compile(r"--\s*shard_by:\s*(.+)")
+
+
+def for_cluster(stmt: str, cluster: str) -> list[str]:
+    """One statement of a migration, as run on a cluster: each table becomes a Replicated
+    local table (`<name>_local`) on every node plus a Distributed table under the original
+    name, which is what the gateway inserts into and users query. The shard key (a
+    `-- shard_by:` line in the migration) must be deterministic, so that a replayed batch
+    lands on the shard that can recognise it as a duplicate."""
+    on = f" ON CLUSTER '{cluster}'"
+    m = _CREATE_TABLE.search(stmt)
+    if m:
+        db, table = m.group(1), m.group(2)
+        shard = _SHARD_BY.search(stmt)
+        local = _CREATE_TABLE.sub(f"CREATE TABLE IF NOT EXISTS {db}.{table}_local{on}", stmt, 1)
+        local = _ENGINE.sub(
+            lambda e: (
+                f"ENGINE = Replicated{e.group(1)}("
+                f"'/clickhouse/tables/{{shard}}/{db}/{table}_local', '{{replica}}')"
+            ),
+            local,
+            1,
+        )
+        dist = (
+            f"CREATE TABLE IF NOT EXISTS {db}.{table}{on} AS {db}.{table}_local "
+            f"ENGINE = Distributed('{cluster}', '{db}', '{table}_local', "
+            f"{shard.group(1).strip() if shard else 'rand()'})"
+        )
+        return [local, dist]
+    m = _ALTER.search(stmt)
+    if m:
+        return [_ALTER.sub(f"ALTER TABLE {m.group(1)}.{m.group(2)}_local{on}", stmt, 1)]
+    return [stmt]
+
+
+def render(m: Migration, db: str, body_ttl_days: int, cluster: str | None) -> list[str]:
+    out = []
+    for stmt in _statements(m.sql):
+        stmt = stmt.replace("{db}", db).replace("{body_ttl_days}", str(body_ttl_days))
+        out += for_cluster(stmt, cluster) if cluster else [stmt]
+    return out
+
+
+def migrate(store: Store, body_ttl_days: int = 30, cluster: str | None = None) -> list[int]:
     """Apply pending migrations; returns the versions applied now."""
     db = store.database
     if not db:
         return []
-    store.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+    on = f" ON CLUSTER '{cluster}'" if cluster else ""
+    store.command(f"CREATE DATABASE IF NOT EXISTS {db}{on}")
+    engine = (
+        f"ReplicatedReplacingMergeTree('/clickhouse/tables/{db}/schema_migrations', '{{replica}}')"
+        if cluster
+        else "ReplacingMergeTree"
+    )
     store.command(
-        f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
+        f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations{on} "
         "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
-        "ENGINE = ReplacingMergeTree ORDER BY version"
+        f"ENGINE = {engine} ORDER BY version"
     )
     done = {
         json.loads(line)["version"]
@@ -57,8 +109,8 @@ def migrate(store: Store, body_ttl_days: int = 30) -> list[int]:
     for m in migrations():
         if m.version in done:
             continue
-        for stmt in _statements(m.sql):
-            store.command(stmt.format(db=db, body_ttl_days=body_ttl_days))
+        for stmt in render(m, db, body_ttl_days, cluster):
+            store.command(stmt)
         store.insert(
             "schema_migrations", json.dumps({"version": m.version, "name": m.name}).encode()
         )

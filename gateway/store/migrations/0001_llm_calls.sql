@@ -1,5 +1,6 @@
 -- One wide row per call. ReplacingMergeTree on the full sorting key: a replayed record
 -- (same request_id, same started_at and app) collapses into one row.
+-- shard_by: cityHash64(request_id)
 CREATE TABLE IF NOT EXISTS {db}.llm_calls
 (
     request_id String,
