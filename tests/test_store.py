@@ -177,8 +177,8 @@ def test_several_workers_each_with_own_log(chhttp: ChHttpServer, fake, selfhoste
 
         asyncio.run(load())
         client = clickhouse_connect.get_client(host="127.0.0.1", port=chhttp.port, database=db)
-        _wait(lambda: client.query(
-            f"SELECT count() FROM llm_calls WHERE app = '{app}'").result_rows[0][0] == 40)  # fmt: skip
+        q = f"SELECT count() FROM llm_calls WHERE app = '{app}'"
+        _wait(lambda: client.query(q).result_rows[0][0] == 40)
         # Two processes, each holding its own log slot.
         assert sorted(p.name for p in (tmp_path / "log").iterdir()) == ["w0", "w1"]
         dup = client.query(
