@@ -372,7 +372,8 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
 
     lg = root.section("log")
     log_cfg = LogConfig(
-        enabled=lg.bool("enabled", True),
+        # Nothing to make durable when nothing is recorded.
+        enabled=lg.bool("enabled", store.kind != "disabled"),
         dir=lg.str("dir", "")
         or (str(Path(store.path) / "log") if store.kind == "chdb" else "llm-gateway-log"),
         max_bytes=lg.int("max_bytes", _LogConfig_D.max_bytes, 4096),

@@ -1,6 +1,6 @@
 """The call record: one row of `llm_calls`, built on the request path and written in batches.
 
-Field names are the column names; `encode_rows` turns records into JSONEachRow, the one
+Field names are the column names; `encode_line` turns a record into a JSONEachRow line, the one
 wire format every store variant (chDB, ClickHouse over HTTP) accepts.
 """
 
@@ -64,18 +64,9 @@ class CallRecord(msgspec.Struct, kw_only=True):
     response_body: str = ""
 
 
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(CallRecord)
+_encode = msgspec.json.Encoder().encode
 
 
-def encode_rows(records: list[CallRecord]) -> bytes:
-    """JSONEachRow: one JSON object per line."""
-    buf = bytearray()
-    for r in records:
-        _encoder.encode_into(r, buf, len(buf))
-        buf += b"\n"
-    return bytes(buf)
-
-
-def decode_row(line: bytes) -> CallRecord:
-    return _decoder.decode(line)
+def encode_line(rec: CallRecord) -> bytes:
+    """One JSONEachRow line: the form a record takes in the log, the queue and the store."""
+    return _encode(rec) + b"\n"

@@ -28,34 +28,61 @@ from typing import Protocol
 import msgspec
 
 from gateway.pricing import Pricer, Tokens
-from gateway.record import CallRecord, decode_row, encode_rows
+from gateway.record import CallRecord, encode_line
 from gateway.recordlog import Pos, RecordLog
 from gateway.store.base import Store
 
 log = logging.getLogger("gateway.writer")
 
 TABLE = "llm_calls"
-_encode = msgspec.json.Encoder().encode
 
 
-def price_record(pricer: Pricer, provider_id: str, rec: CallRecord) -> None:
-    if rec.cost_usd is not None:
-        return
-    if not (rec.input_tokens or rec.output_tokens):
-        if rec.status_code and rec.status_code >= 400:
-            rec.cost_usd, rec.price_source = 0.0, "not_billed"  # a refused call costs nothing
-        return
-    rec.cost_usd, rec.price_source = pricer.price(
-        provider_id,
-        (rec.response_model, rec.upstream_model, rec.request_model),
-        Tokens(rec.input_tokens, rec.output_tokens, rec.cache_read_tokens, rec.cache_write_tokens),
-        rec.started_at,
+class _PriceView(msgspec.Struct):
+    """The fields pricing needs, decoded from a record's line without the rest."""
+
+    provider: str = ""
+    request_model: str = ""
+    upstream_model: str = ""
+    response_model: str = ""
+    status_code: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float | None = None
+    started_at: float = 0.0
+
+
+_view = msgspec.json.Decoder(_PriceView).decode
+# How an unpriced record's line reads (CallRecord's field order puts these side by side).
+_UNPRICED = b'"cost_usd":null,"price_source":""'
+
+
+def price_line(pricer: Pricer, price_ids: dict[str, str], line: bytes) -> tuple[bytes, bool]:
+    """The line with its cost filled in; and False when it has tokens but no known price."""
+    v = _view(line)
+    if v.cost_usd is not None:
+        return line, True
+    if not (v.input_tokens or v.output_tokens):
+        if v.status_code >= 400:  # a refused call costs nothing
+            return line.replace(_UNPRICED, b'"cost_usd":0.0,"price_source":"not_billed"', 1), True
+        return line, True
+    cost, source = pricer.price(
+        price_ids.get(v.provider, ""),
+        (v.response_model, v.upstream_model, v.request_model),
+        Tokens(v.input_tokens, v.output_tokens, v.cache_read_tokens, v.cache_write_tokens),
+        v.started_at,
     )
+    if cost is None:
+        return line, False
+    return line.replace(
+        _UNPRICED, b'"cost_usd":%r,"price_source":"%s"' % (cost, source.encode()), 1
+    ), True
 
 
 @dataclass
 class Batch:
-    records: list[CallRecord]
+    lines: list[bytes]  # JSONEachRow lines, as logged
     end: Pos | None = None
     token: str | None = None
     replayed: int = 0  # records in it that an earlier process had logged
@@ -89,17 +116,17 @@ class Queue(Protocol):
 class MemoryQueue:
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._q: deque[CallRecord] = deque()
+        self._q: deque[bytes] = deque()
         self._held: Batch | None = None
 
     def append(self, rec: CallRecord) -> bool:
         if len(self._q) >= self.limit:
             return False
-        self._q.append(rec)
+        self._q.append(encode_line(rec))
         return True
 
     def pending(self) -> int:
-        return len(self._q) + (len(self._held.records) if self._held else 0)
+        return len(self._q) + (len(self._held.lines) if self._held else 0)
 
     def size_bytes(self) -> int:
         return 0
@@ -135,7 +162,7 @@ class LogQueue:
         self._backlog_seen = False
 
     def append(self, rec: CallRecord) -> bool:
-        if self.log.append(_encode(rec) + b"\n") is None:
+        if self.log.append(encode_line(rec)) is None:
             return False
         self._appended += 1
         return True
@@ -156,13 +183,7 @@ class LogQueue:
         if not lines:
             return None
         start = self._read
-        records = []
-        for line in lines:
-            try:
-                records.append(decode_row(line))
-            except msgspec.DecodeError:
-                log.error("unreadable record in the log, skipped", extra={"at": str(start)})
-        self._held = Batch(records, end=end, replayed=replayed)
+        self._held = Batch(lines, end=end, replayed=replayed)
         self._held.token = f"{self.log.log_id}:{start}-{end}"
         self._batch_start = start
         return self._held
@@ -175,7 +196,7 @@ class LogQueue:
         assert batch.end is not None
         self.log.commit(batch.end)
         self._read = batch.end
-        self._taken += len(batch.records) - batch.replayed
+        self._taken += len(batch.lines) - batch.replayed
         self._held = None
 
     def close(self) -> None:
@@ -249,23 +270,27 @@ class BatchWriter:
         if batch is None:
             return 0
         c = self.counters
-        for rec in batch.records:
-            if rec.cost_usd is None:
-                price_record(self.pricer, self.price_ids.get(rec.provider, ""), rec)
-                if rec.cost_usd is None and (rec.input_tokens or rec.output_tokens):
-                    c.unpriced += 1
+        rows = []
+        for line in batch.lines:
+            try:
+                priced, known = price_line(self.pricer, self.price_ids, line)
+            except msgspec.DecodeError:  # a torn or foreign line: leave it out, say so
+                log.error("unreadable record line skipped", extra={"line": line[:200]})
+                continue
+            rows.append(priced)
+            c.unpriced += not known
         self.queue.begin(batch)
         try:
             self.prepare()
-            self.store.insert(TABLE, encode_rows(batch.records), batch.token)
+            self.store.insert(TABLE, b"".join(rows), batch.token)
         except Exception as e:
             c.store_ok, c.last_error = False, str(e)[:500]
             raise
         self.queue.commit(batch)
-        c.written += len(batch.records)
+        c.written += len(rows)
         c.replayed += batch.replayed
         c.store_ok, c.last_error = True, ""
-        return len(batch.records) or 1
+        return len(batch.lines)
 
     async def flush_once(self) -> int:
         return await asyncio.to_thread(self._flush_sync)

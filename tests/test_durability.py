@@ -102,11 +102,9 @@ def test_replay_after_crash_between_insert_and_checkpoint(tmp_path: Path):
         for i in range(10):
             w.record(CallRecord(request_id=f"r{i}", started_at=1_700_000_000 + i))
         batch = w.queue.next_batch(100)
-        assert batch is not None and len(batch.records) == 10
+        assert batch is not None and len(batch.lines) == 10
         w.queue.begin(batch)
-        from gateway.record import encode_rows
-
-        store.insert("llm_calls", encode_rows(batch.records), batch.token)
+        store.insert("llm_calls", b"".join(batch.lines), batch.token)
         w.queue.close()  # the crash: the insert happened, the checkpoint did not move
 
         w2 = writer()

@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.record import CallRecord, encode_rows
+from gateway.record import CallRecord, encode_line
 from gateway.store import migrate
 from gateway.store.chdb_store import ChdbStore
 from gateway.store.clickhouse_store import ClickHouseStore
@@ -67,7 +67,7 @@ def test_replayed_rows_collapse_to_one(chhttp: ChHttpServer):
     store = ClickHouseStore(chhttp.url, "default", "", f"d_{uuid.uuid4().hex[:8]}")
     migrate(store)
     rec = CallRecord(request_id="r-1", started_at=time.time(), app="a", input_tokens=3)
-    rows = encode_rows([rec])
+    rows = encode_line(rec)
     store.insert("llm_calls", rows)
     store.insert("llm_calls", rows)  # a retry after a timeout, or a replay
     out = store.query("SELECT count() AS n FROM llm_calls FINAL", "JSONEachRow")
@@ -78,7 +78,7 @@ def test_chdb_store_runs_the_same_sql(chhttp: ChHttpServer):
     # Same engine directory as the HTTP server (one engine per process), own database.
     store = ChdbStore(chhttp.data_dir, f"c_{uuid.uuid4().hex[:8]}")
     migrate(store)
-    store.insert("llm_calls", encode_rows([CallRecord(request_id="x", cost_usd=None)]))
+    store.insert("llm_calls", encode_line(CallRecord(request_id="x", cost_usd=None)))
     # Unqualified names mean the gateway's database; a query's own FORMAT wins.
     out = store.query("SELECT request_id, cost_usd FROM llm_calls FORMAT JSONEachRow", "CSV")
     assert json.loads(out) == {"request_id": "x", "cost_usd": None}
@@ -211,6 +211,6 @@ def test_async_insert_option_writes_rows(chhttp: ChHttpServer):
     store = ClickHouseStore(chhttp.url, "default", "", f"a_{uuid.uuid4().hex[:8]}",
                             async_insert=True)  # fmt: skip
     migrate(store)
-    store.insert("llm_calls", encode_rows([CallRecord(request_id="ai")]), "tok-ai")
-    store.insert("llm_calls", encode_rows([CallRecord(request_id="ai")]), "tok-ai")
+    store.insert("llm_calls", encode_line(CallRecord(request_id="ai")), "tok-ai")
+    store.insert("llm_calls", encode_line(CallRecord(request_id="ai")), "tok-ai")
     assert json.loads(store.query("SELECT count() AS n FROM llm_calls")) == {"n": 1}

@@ -1,0 +1,16 @@
+-- wrk script: POST an OpenAI chat completion (model gpt-4o-mini, 2 messages).
+-- Environment: WRK_STREAM=1 asks for an SSE stream with usage; WRK_APP sets X-Gateway-App
+-- (the gateway records it in the `app` column; the other targets ignore it).
+local stream = os.getenv("WRK_STREAM") == "1"
+local app = os.getenv("WRK_APP")
+wrk.method = "POST"
+wrk.path = "/v1/chat/completions"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer sk-bench-client"
+if app and app ~= "" then wrk.headers["X-Gateway-App"] = app end
+wrk.body = '{"model":"gpt-4o-mini","messages":['
+  .. '{"role":"system","content":"You are a helpful assistant. Answer briefly."},'
+  .. '{"role":"user","content":"What is the capital of France?"}],'
+  .. '"temperature":0.2,"max_tokens":64'
+  .. (stream and ',"stream":true,"stream_options":{"include_usage":true}' or '')
+  .. '}'

@@ -1,0 +1,525 @@
+"""Gateway overhead benchmark: upstream direct vs trivial Litestar pass-through vs gateway.
+
+    .venv/bin/python bench/run.py [--duration 10] [--only gateway,baseline] [--no-stream]
+
+Targets run one at a time against the same canned upstream (bench/upstream.py). For each,
+wrk measures req/s at c=32 and latency at c=1, non-streamed (and streamed unless
+--no-stream). Prints a table and the two headline ratios; writes bench/results/latest.json.
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wrk import WrkResult, run_wrk, wrk_path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PY = sys.executable
+TARGETS = (
+    "upstream",
+    "baseline",
+    "baseline-httpx",
+    "gateway",
+    "gateway-nolog",
+    "gateway-norecord",
+)
+HIGH_C, WARMUP_S = 32, 2.0
+RATIO_TARGET, ADDED_MS_TARGET = 0.90, 1.0
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, n: int = 20) -> str:
+        lines = self.log.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+
+    def cpu_ticks(self) -> int:
+        """utime+stime of the process (the target is one process; chDB runs in it)."""
+        try:
+            f = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return int(f[11]) + int(f[12])
+        except (OSError, IndexError, ValueError):
+            return 0
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    procs: list[Proc] = field(default_factory=list)
+    config: Path | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(name: str, cmd: list[str], tmp: Path) -> Proc:
+    log = tmp / f"{name}.log"
+    with log.open("wb") as out:
+        p = subprocess.Popen(
+            cmd,
+            cwd=tmp,  # whatever a server writes relative to its cwd stays in the temp dir
+            env=ENV,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return Proc(name, p, log)
+
+
+def stop(proc: Proc, grace: float = 15.0) -> None:
+    """SIGTERM the process group, then SIGKILL it if it has not exited."""
+    if proc.popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.popen.pid, signal.SIGTERM)
+        try:
+            proc.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            print(f"  {proc.name}: no exit {grace}s after SIGTERM, killing", file=sys.stderr)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.popen.pid, signal.SIGKILL)  # stragglers in the group, if any
+    proc.popen.wait()
+
+
+def wait_ready(proc: Proc, url: str, want_200: bool, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200 or not want_200:
+                    return
+        except urllib.error.HTTPError:
+            if not want_200:
+                return  # it answers HTTP: up
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{proc.name} not ready after {timeout}s:\n{proc.tail()}")
+
+
+def gateway_cli() -> list[str]:
+    script = Path(PY).with_name("llm-gateway")
+    return [str(script)] if script.exists() else [PY, "-m", "gateway.cli"]
+
+
+def gateway_yaml(tmp: Path, name: str, upstream_port: int) -> Path:
+    """gateway: recording on (durable log + chDB); gateway-nolog: recording on, the log off
+    (records held in memory); gateway-norecord: nothing recorded."""
+    store = (
+        "{kind: disabled}"
+        if name == "gateway-norecord"
+        else f"{{kind: chdb, path: {tmp / name / 'data'}, flush_interval_ms: 200}}"
+    )
+    log = "log: {enabled: false}\n" if name == "gateway-nolog" else ""
+    cfg = tmp / f"{name}.yaml"
+    cfg.write_text(
+        f"store: {store}\n" + log + "providers:\n"
+        f'  canned: {{kind: openai, base_url: "http://127.0.0.1:{upstream_port}/v1", '
+        'api_key: "sk-bench", price_as: openai}\n'
+        "routes:\n"
+        '  - {match: "*", provider: canned}\n'
+    )
+    return cfg
+
+
+@contextlib.contextmanager
+def launch(name: str, tmp: Path, upstream_port: int) -> Iterator[Target]:
+    """Start a target (the upstream itself needs nothing) and stop it afterwards."""
+    port = free_port()
+    t = Target(name, f"http://127.0.0.1:{port}")
+    up = f"http://127.0.0.1:{upstream_port}/v1"
+    try:
+        if name == "upstream":
+            t.url = f"http://127.0.0.1:{upstream_port}"
+        elif name.startswith("baseline"):
+            tr = "httpx" if name == "baseline-httpx" else "aiohttp"
+            cmd = [
+                PY,
+                str(BENCH / "baseline.py"),
+                "--port",
+                str(port),
+                "--upstream",
+                up,
+                "--transport",
+                tr,
+            ]
+            t.procs.append(start(name, cmd, tmp))
+            wait_ready(t.procs[0], t.url + "/", want_200=False)
+        else:
+            t.config = gateway_yaml(tmp, name, upstream_port)
+            cmd = [*gateway_cli(), "serve", "--config", str(t.config), "--port", str(port)]
+            t.procs.append(start(name, cmd, tmp))
+            wait_ready(t.procs[0], t.url + "/readyz", want_200=True)
+        yield t
+    finally:
+        for p in t.procs:
+            stop(p)
+
+
+def measure(t: Target, procs: list[Proc], scenario: str, seconds: float) -> dict[str, WrkResult]:
+    """warmup (c=32, discarded from the table), then c32 and c1; keys are the wrk app tags."""
+    stream = scenario == "stream"
+    out: dict[str, WrkResult] = {}
+    for label, conns, secs in (
+        ("warmup", HIGH_C, min(WARMUP_S, seconds)),
+        ("c32", HIGH_C, seconds),
+        ("c1", 1, seconds),
+    ):
+        ticks0 = sum(p.cpu_ticks() for p in procs)
+        res, raw = run_wrk(t.url, conns, secs, stream=stream, app=f"bench-{scenario}-{label}")
+        ticks = sum(p.cpu_ticks() for p in procs) - ticks0
+        res.cpu_pct = 100.0 * ticks / os.sysconf("SC_CLK_TCK") / res.duration_s
+        out[label] = res
+        if res.errors:
+            print(
+                f"  !! {t.name}/{scenario}/{label}: {res.non_2xx} non-2xx, socket errors "
+                f"{res.socket_errors}\n{raw}",
+                file=sys.stderr,
+            )
+        for p in t.procs:
+            if p.popen.poll() is not None:
+                raise RuntimeError(f"{p.name} died (exit {p.popen.returncode}):\n{p.tail(40)}")
+    return out
+
+
+def sql(cfg: Path, query: str) -> str:
+    r = subprocess.run(
+        [*gateway_cli(), "sql", "--config", str(cfg), query],
+        cwd=cfg.parent,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"llm-gateway sql failed ({r.returncode}): {r.stderr.strip()}")
+    return r.stdout
+
+
+def verify_recording(
+    t: Target, runs: dict[str, dict[str, WrkResult]], up_port: int, hits0: int
+) -> dict[str, object]:
+    """Rows in llm_calls vs what wrk counted (warm-ups included) and the upstream got."""
+    assert t.config is not None
+    per_app = {f"bench-{s}-{k}": r for s, sc in runs.items() for k, r in sc.items()}
+    wrk_total = sum(r.requests for r in per_app.values())
+    q = "SELECT count() FROM llm_calls FORMAT TSV"
+    rows, last, deadline = -1, -2, time.monotonic() + 20
+    while time.monotonic() < deadline and (rows != last or rows < wrk_total):
+        last = rows
+        time.sleep(0.6)
+        rows = int(sql(t.config, q).strip() or 0)
+    by = sql(
+        t.config,
+        "SELECT app, status_code, outcome, count() FROM llm_calls "
+        "GROUP BY ALL ORDER BY app, status_code FORMAT TSV",
+    )
+    breakdown: list[dict[str, object]] = []
+    for ln in by.splitlines():
+        app, status, outcome, n = ln.split("\t")
+        w = per_app.get(app)
+        breakdown.append(
+            {
+                "app": app,
+                "status": int(status),
+                "outcome": outcome,
+                "rows": int(n),
+                "wrk_requests": w.requests if w else None,
+                "wrk_non_2xx": w.non_2xx if w else None,
+            }
+        )
+    # wrk does not count requests still in flight when a run ends, the gateway records them
+    # (as 200 ok or 499 client_disconnected): per run, 0 <= rows - wrk <= connections.
+    mismatches = []
+    for app, w in per_app.items():
+        n = sum(int(str(b["rows"])) for b in breakdown if b["app"] == app)
+        if not 0 <= n - w.requests <= w.connections:
+            mismatches.append(f"{app}: {n} rows for {w.requests} wrk responses")
+    mismatches += [f"unexpected app {b['app']!r}" for b in breakdown if b["app"] not in per_app]
+    if rows != (calls := upstream_hits(up_port) - hits0):
+        mismatches.append(f"{rows} rows but the upstream got {calls} calls")
+    return {
+        "consistent": not mismatches,
+        "mismatches": mismatches,
+        "rows": rows,
+        "wrk_requests": wrk_total,
+        "wrk_non_2xx": sum(r.non_2xx for r in per_app.values()),
+        "rows_minus_wrk": rows - wrk_total,
+        "by_app_status_outcome": breakdown,
+    }
+
+
+def log_problems(log: Path) -> list[str]:
+    """Warning/error lines of a server's log (the gateway logs JSON, the others text)."""
+    out = []
+    for ln in log.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(ln)
+        except ValueError:
+            rec = None
+        if isinstance(rec, dict):
+            if str(rec.get("level", "")).lower() in ("warning", "error", "critical"):
+                out.append(ln)
+        elif any(k in ln for k in ("ERROR", "WARNING", "Traceback", "Error", "Exception")):
+            out.append(ln)
+    return out
+
+
+def upstream_hits(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stats", timeout=5) as r:
+        return int(json.load(r)["requests"])
+
+
+def git_rev() -> str:
+    r = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+    )
+    return r.stdout.strip()
+
+
+def fmt(v: float | None, nd: int = 2) -> str:
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def table(results: dict[str, dict[str, dict[str, WrkResult]]]) -> str:
+    head = (
+        "target",
+        "scenario",
+        "c32 req/s",
+        "c32 p50",
+        "c32 p99",
+        "c32 cpu%",
+        "c1 req/s",
+        "c1 p50",
+        "c1 p99",
+        "errors",
+    )
+    rows = [head]
+    for name, scen in results.items():
+        for s, r in scen.items():
+            hi, lo = r["c32"], r["c1"]  # the warm-up is in the JSON only
+            rows.append(
+                (
+                    name,
+                    s,
+                    fmt(hi.rps, 0),
+                    fmt(hi.p50_ms),
+                    fmt(hi.p99_ms),
+                    fmt(hi.cpu_pct, 0),
+                    fmt(lo.rps, 0),
+                    fmt(lo.p50_ms, 3),
+                    fmt(lo.p99_ms, 3),
+                    str(hi.errors + lo.errors),
+                )
+            )
+    w = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = [
+        "  ".join(c.ljust(w[i]) if i < 2 else c.rjust(w[i]) for i, c in enumerate(r)) for r in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines) + "\n(latencies in ms; errors = non-2xx + socket errors)"
+
+
+def headline(results: dict[str, dict[str, dict[str, WrkResult]]]) -> dict[str, object]:
+    h: dict[str, object] = {}
+    chat = {n: s["chat"] for n, s in results.items() if "chat" in s}
+    if "gateway" in chat and "baseline" in chat and chat["baseline"]["c32"].rps:
+        ratio = chat["gateway"]["c32"].rps / chat["baseline"]["c32"].rps
+        h["throughput_ratio"] = {
+            "value": round(ratio, 3),
+            "target": f">= {RATIO_TARGET}",
+            "pass": ratio >= RATIO_TARGET,
+        }
+    if "gateway" in chat and "gateway-nolog" in chat and chat["gateway-nolog"]["c32"].rps:
+        # The durable record log's cost on the request path: log on / log off, same run.
+        on, off = chat["gateway"], chat["gateway-nolog"]
+        h["log_on_vs_off_rps_ratio"] = {"value": round(on["c32"].rps / off["c32"].rps, 3)}
+        if on["c1"].p50_ms is not None and off["c1"].p50_ms is not None:
+            h["log_added_p50_ms"] = {"value": round(on["c1"].p50_ms - off["c1"].p50_ms, 3)}
+    gw = chat.get("gateway", {}).get("c1")
+    for ref in ("upstream", "baseline"):
+        base = chat.get(ref, {}).get("c1")
+        if gw and base and gw.p50_ms is not None and base.p50_ms is not None:
+            added = gw.p50_ms - base.p50_ms
+            key = "added_p50_ms" if ref == "upstream" else "added_p50_ms_vs_baseline"
+            h[key] = {"value": round(added, 3)}
+            if ref == "upstream":
+                h[key] |= {"target": f"<= {ADDED_MS_TARGET}", "pass": added <= ADDED_MS_TARGET}
+    return h
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    ap.add_argument("--only", help=f"comma-separated subset of {','.join(TARGETS)}")
+    ap.add_argument("--no-stream", action="store_true", help="skip the streaming scenario")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, chDB data)")
+    a = ap.parse_args()
+    names = [n.strip() for n in a.only.split(",")] if a.only else list(TARGETS)
+    if bad := [n for n in names if n not in TARGETS]:
+        ap.error(f"unknown target(s) {bad}; choose from {', '.join(TARGETS)}")
+    wrk_path()
+    scenarios = ["chat"] if a.no_stream else ["chat", "stream"]
+    # A SIGTERM/SIGHUP to the runner must still stop the servers: make it an exception.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda s, _f: sys.exit(128 + s))
+
+    tmp = Path(tempfile.mkdtemp(prefix="llm-gw-bench-"))
+    results: dict[str, dict[str, dict[str, WrkResult]]] = {}
+    extra: dict[str, dict[str, object]] = {}
+    upstream: Proc | None = None
+    try:
+        up_port = free_port()
+        upstream = start("upstream", [PY, str(BENCH / "upstream.py"), "--port", str(up_port)], tmp)
+        wait_ready(upstream, f"http://127.0.0.1:{up_port}/_stats", want_200=True)
+        for name in names:
+            print(f"== {name}", file=sys.stderr, flush=True)
+            hits0 = upstream_hits(up_port)
+            with launch(name, tmp, up_port) as t:
+                procs = t.procs or [upstream]
+                results[name] = {s: measure(t, procs, s, a.duration) for s in scenarios}
+                info: dict[str, object] = {}
+                if name == "gateway":
+                    info["recording"] = verify_recording(t, results[name], up_port, hits0)
+            info["upstream_hits"] = upstream_hits(up_port) - hits0
+            for p in t.procs:
+                info["exit_code"] = p.popen.returncode
+                if noisy := log_problems(p.log):
+                    info["log_problems"] = {"count": len(noisy), "first": noisy[:10]}
+            extra[name] = info
+            for s, r in results[name].items():
+                print(
+                    f"   {s}: c32 {r['c32'].rps:.0f} req/s, c1 p50 {fmt(r['c1'].p50_ms, 3)} ms",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    finally:
+        if upstream is not None:
+            stop(upstream)
+        if a.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    print()
+    print(table(results))
+    h = headline(results)
+    print()
+    if tr := h.get("throughput_ratio"):
+        assert isinstance(tr, dict)
+        print(
+            f"(a) gateway / baseline req/s at c=32: {tr['value']:.3f}  "
+            f"(target {tr['target']}: {'PASS' if tr['pass'] else 'FAIL'})"
+        )
+    if ad := h.get("added_p50_ms"):
+        assert isinstance(ad, dict)
+        print(
+            f"(b) gateway p50 - upstream p50 at c=1: {ad['value']:+.3f} ms  "
+            f"(target {ad['target']} ms: {'PASS' if ad['pass'] else 'FAIL'})"
+        )
+    if av := h.get("added_p50_ms_vs_baseline"):
+        assert isinstance(av, dict)
+        print(f"    (info) gateway p50 - baseline p50 at c=1: {av['value']:+.3f} ms")
+    if lr := h.get("log_on_vs_off_rps_ratio"):
+        assert isinstance(lr, dict)
+        lp = h.get("log_added_p50_ms", {"value": float("nan")})
+        assert isinstance(lp, dict)
+        print(
+            f"(c) durable log on / off, req/s at c=32: {lr['value']:.3f}; "
+            f"added p50 at c=1: {lp['value']:+.3f} ms"
+        )
+    for name, info in extra.items():
+        if rec := info.get("recording"):
+            assert isinstance(rec, dict)
+            print(
+                f"\nrecording ({name}): {rec['rows']} rows in llm_calls; wrk counted "
+                f"{rec['wrk_requests']} responses ({rec['wrk_non_2xx']} non-2xx) over all its "
+                f"runs, warm-ups included; the upstream got {info['upstream_hits']} calls"
+            )
+            verdict = (
+                "consistent: every response wrk counted has its row; the extra rows are the"
+                " requests in flight when a wrk run stopped"
+                if rec["consistent"]
+                else f"MISMATCH: {'; '.join(rec['mismatches'])}"
+            )
+            print(f"  {verdict}")
+            print(f"  {'wrk run (app)':<22} {'wrk':>7} {'non2xx':>6} {'rows':>7}  rows by status")
+            apps: dict[str, list[dict[str, object]]] = {}
+            for row in rec["by_app_status_outcome"]:
+                apps.setdefault(str(row["app"]), []).append(row)
+            for app, rs in apps.items():
+                detail = ", ".join(f"{r['status']} {r['outcome']}: {r['rows']}" for r in rs)
+                n = sum(int(str(r["rows"])) for r in rs)
+                wr, wn = rs[0]["wrk_requests"], rs[0]["wrk_non_2xx"]
+                print(
+                    f"  {app:<22} {wr if wr is not None else '-':>7} "
+                    f"{wn if wn is not None else '-':>6} {n:>7}  {detail}"
+                )
+        if lp := info.get("log_problems"):
+            assert isinstance(lp, dict)
+            print(f"\n{name}: {lp['count']} suspicious log lines, first ones:")
+            print("\n".join("  " + ln[:300] for ln in lp["first"]))
+
+    out = BENCH / "results" / "latest.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "meta": {
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "duration_s": a.duration,
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "machine": platform.platform(),
+                    "wrk_high_c": HIGH_C,
+                    "git": git_rev(),
+                },
+                "headline": h,
+                "results": {
+                    n: {s: {k: r.as_dict() for k, r in sc.items()} for s, sc in v.items()}
+                    for n, v in results.items()
+                },
+                "targets": extra,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"\nwrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
