@@ -32,6 +32,7 @@ from pathlib import Path
 log = logging.getLogger("gateway.recordlog")
 
 LOCK = "LOCK"
+_READ_CHUNK = 16 * 1024 * 1024
 CHECKPOINT = "checkpoint.json"
 LOG_ID = "log-id"
 
@@ -213,17 +214,24 @@ class RecordLog:
                 f = open(self._seg_path(seg), "rb")  # noqa: SIM115
             except FileNotFoundError:
                 continue
+            want = min(max(max_lines - len(lines), 1) * 2048, _READ_CHUNK)
             with f:
-                f.seek(pos.off)
-                while len(lines) < max_lines:
-                    line = f.readline()
-                    if not line.endswith(b"\n"):
-                        break  # end of data, or a torn last write of a crash
-                    pos = Pos(seg, pos.off + len(line))
-                    lines.append(line)
-                    earlier += seg < self._first_live
-                    if until is not None and pos >= until:
-                        return lines, pos, earlier
+                while True:
+                    f.seek(pos.off)
+                    data = f.read(want)
+                    if b"\n" in data or len(data) < want or want >= 64 * _READ_CHUNK:
+                        break
+                    want *= 4  # one line longer than the read: read more
+            complete = data.rfind(b"\n") + 1  # a torn or half-written last line waits
+            if until is not None and until.seg == seg:
+                complete = min(complete, until.off - pos.off)
+            take = data[:complete].splitlines(keepends=True)[: max_lines - len(lines)]
+            lines += take
+            if seg < self._first_live:
+                earlier += len(take)
+            pos = Pos(seg, pos.off + sum(map(len, take)))
+            if until is not None and pos >= until:
+                return lines, pos, earlier
             if len(lines) >= max_lines or seg == self._seg:
                 break
         return lines, pos, earlier
