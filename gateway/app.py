@@ -23,6 +23,7 @@ from gateway.metrics import Metrics
 from gateway.pricing import Pricer
 from gateway.providers import Provider
 from gateway.proxy import Proxy
+from gateway.record import CallRecord
 from gateway.recordlog import LogBusy, RecordLog
 from gateway.routing import Router
 from gateway.store import Store, StoreError, migrate, open_store
@@ -40,8 +41,26 @@ class Gateway:
     writer: BatchWriter
     proxy: Proxy
     transport: httpx.AsyncBaseTransport
+    metrics: Metrics
     admin_token: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def sample_metrics(self) -> None:
+        w, c = self.writer, self.writer.counters
+        self.metrics.sample(
+            in_flight=self.proxy.in_flight,
+            streams=self.proxy.streams_in_flight,
+            depth=w.depth,
+            log_bytes=w.queue.size_bytes(),
+            store_up=c.store_ok,
+            pipeline={"accepted": c.accepted, "written": c.written, "replayed": c.replayed,
+                      "dropped": c.dropped, "retries": c.retries},
+        )  # fmt: skip
+
+    async def sample_forever(self, every: float = 1.0) -> None:
+        while True:
+            self.sample_metrics()
+            await asyncio.sleep(every)
 
 
 def build_gateway(
@@ -50,6 +69,8 @@ def build_gateway(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Gateway:
     store = store if store is not None else open_store(config.store)
+    mc = config.metrics
+    metrics = Metrics(mc.max_models, mc.max_apps, mc.property_labels)
     providers = {name: Provider(p) for name, p in config.providers.items()}
     router = Router(config, providers)
     writer = BatchWriter(
@@ -60,13 +81,28 @@ def build_gateway(
         batch_size=config.store.batch_size,
         flush_interval=config.store.flush_interval_ms / 1000.0,
         migrate=lambda: migrate(store, config.capture.body_ttl_days, config.store.cluster or None),
+        on_priced=lambda v, known: metrics.priced(
+            v.provider, v.request_model, v.cost_usd, known, v.app
+        ),
     )
     transport = transport or AiohttpTransport(
         limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
         trust_env=False,
     )
-    proxy = Proxy(config, router, transport, writer.record)
-    return Gateway(config=config, store=store, writer=writer, proxy=proxy, transport=transport)
+
+    def on_call(rec: CallRecord) -> None:
+        metrics.observe(rec)
+        writer.record(rec)
+
+    proxy = Proxy(config, router, transport, on_call)
+    return Gateway(
+        config=config,
+        store=store,
+        writer=writer,
+        proxy=proxy,
+        transport=transport,
+        metrics=metrics,
+    )
 
 
 def open_queue(config: Config) -> Queue:
@@ -98,12 +134,15 @@ def create_app(gw: Gateway) -> Litestar:
             # Serve anyway: records wait in the log; the writer migrates once the store is back.
             log.error("store not migrated at start; will serve and retry", extra={"error": str(e)})
         gw.writer.start()
+        gw.background.append(asyncio.get_running_loop().create_task(gw.sample_forever()))
         log.info(
             "gateway started",
             extra={"store": gw.store.kind, "providers": sorted(gw.config.providers)},
         )
 
     async def on_shutdown() -> None:
+        for task in gw.background:
+            task.cancel()
         await gw.writer.stop()
         await gw.transport.aclose()
         gw.store.close()
@@ -112,11 +151,10 @@ def create_app(gw: Gateway) -> Litestar:
     async def v1(scope: Scope, receive: Receive, send: Send) -> None:
         await gw.proxy(scope, receive, send)
 
-    metrics = Metrics(gw.writer, lambda: gw.proxy.in_flight)
-
     @get("/metrics", media_type="text/plain; version=0.0.4; charset=utf-8", sync_to_thread=False)
     def prometheus() -> bytes:
-        return metrics.render()
+        gw.sample_metrics()
+        return gw.metrics.render()
 
     @get("/healthz", media_type=MediaType.JSON, sync_to_thread=False)
     def healthz() -> dict[str, str]:

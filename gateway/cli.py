@@ -94,6 +94,12 @@ def _serve_workers(args: argparse.Namespace, cfg: Config, host: str, port: int) 
 
     if args.config:
         os.environ["LLM_GATEWAY_CONFIG"] = os.path.abspath(args.config)
+    # One /metrics for all workers: each writes its values to files in this directory.
+    import shutil
+    import tempfile
+
+    prom_dir = tempfile.mkdtemp(prefix="llm-gateway-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     log.info("listening", extra={"host": host, "port": port, "workers": cfg.server.workers})
@@ -110,6 +116,7 @@ def _serve_workers(args: argparse.Namespace, cfg: Config, host: str, port: int) 
         log_config=None,
         timeout_graceful_shutdown=int(cfg.server.shutdown_grace_s),
     )
+    shutil.rmtree(prom_dir, ignore_errors=True)
     return 0
 
 

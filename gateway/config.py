@@ -115,6 +115,13 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    max_models: int = 100  # distinct model label values; more fold into "other"
+    max_apps: int = 50
+    property_labels: tuple[str, ...] = ()  # X-Gateway-Property-<name>s that become labels
+
+
+@dataclass(frozen=True, slots=True)
 class CaptureConfig:
     mode: str = "metadata"
     max_body_bytes: int = 32_768
@@ -137,6 +144,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
     aliases: dict[str, str] = field(default_factory=dict)
@@ -382,6 +390,22 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
     )
     lg.done()
 
+    mt = root.section("metrics")
+    labels = mt.raw("property_labels") or []
+    if not isinstance(labels, list) or not all(
+        isinstance(x, str) and re.fullmatch(r"[a-z0-9_-]{1,32}", x) for x in labels
+    ):
+        raise ConfigError(
+            "metrics.property_labels",
+            "must be a list of lower-case property names ([a-z0-9_-], <= 32)",
+        )
+    metrics_cfg = MetricsConfig(
+        max_models=mt.int("max_models", 100, 1),
+        max_apps=mt.int("max_apps", 50, 1),
+        property_labels=tuple(labels),
+    )
+    mt.done()
+
     cp = root.section("capture")
     capture = CaptureConfig(
         mode=cp.str("mode", _CaptureConfig_D.mode, CAPTURE_MODES),
@@ -448,6 +472,7 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
         store=store,
         capture=capture,
         log=log_cfg,
+        metrics=metrics_cfg,
         providers=providers,
         routes=routes,
         aliases=alias_map,

@@ -1,60 +1,236 @@
-"""Prometheus exposition for `/metrics`.
+"""Prometheus metrics for `/metrics`.
 
-The recording pipeline's figures are read from the writer's counters at scrape time, so
-they cost the request path nothing.
+Names follow the OpenTelemetry GenAI semantic conventions where one exists, with the
+spec's units and bucket boundaries, as an OTel-to-Prometheus exporter would name them:
+`gen_ai_client_operation_duration_seconds`, `gen_ai_client_token_usage`,
+`gen_ai_client_operation_time_to_first_chunk_seconds`. Gateway metrics are `gateway_*`.
+
+Cardinality is bounded: end users and sessions are never labels; the model and app labels
+keep the first `max_models` / `max_apps` distinct values and fold the rest into "other";
+request properties become labels only when listed in `metrics.property_labels`.
+
+With several worker processes (`server.workers` > 1) the CLI points
+`PROMETHEUS_MULTIPROC_DIR` at a shared directory before any worker starts, and every
+worker's `/metrics` reports the sum over all of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+import threading
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
-from gateway.writer import BatchWriter
+from gateway.record import CallRecord
+
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+                    40.96, 81.92)  # fmt: skip
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
+                 16777216, 67108864)  # fmt: skip
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+# gen_ai.provider.name well-known values, by provider kind.
+GENAI_PROVIDER = {"openai": "openai", "azure": "azure.ai.openai", "anthropic": "anthropic"}
+OTHER = "other"
 
 
-class PipelineCollector(Collector):
-    def __init__(self, writer: BatchWriter, in_flight: Callable[[], int]) -> None:
-        self.writer = writer
-        self.in_flight = in_flight
+class LabelCap:
+    """Keeps the first `limit` distinct values of a label; later ones become "other"."""
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        w = self.writer
-        c = w.counters
-        yield GaugeMetricFamily(
-            "gateway_record_queue_depth", "Call records accepted but not yet in the store.",
-            value=w.depth,
-        )  # fmt: skip
-        yield GaugeMetricFamily(
-            "gateway_record_log_bytes", "Bytes of the durable record log on disk.",
-            value=w.queue.size_bytes(),
-        )  # fmt: skip
-        yield GaugeMetricFamily(
-            "gateway_store_up", "1 when the last write to the store succeeded.",
-            value=1 if c.store_ok else 0,
-        )  # fmt: skip
-        yield GaugeMetricFamily(
-            "gateway_requests_in_flight", "Requests being served now.", value=self.in_flight()
-        )
-        for name, doc, value in (
-            ("gateway_records_accepted", "Call records accepted by the pipeline.", c.accepted),
-            ("gateway_records_written", "Call records written to the store.", c.written),
-            ("gateway_records_replayed",
-             "Call records from an earlier process's log written after a restart.", c.replayed),
-            ("gateway_record_write_retries", "Failed batch inserts, retried later.", c.retries),
-            ("gateway_records_dropped",
-             "Call records that could not be kept (record log or queue over budget).", c.dropped),
-            ("gateway_unpriced_calls", "Calls with tokens but no known price.", c.unpriced),
-        ):  # fmt: skip
-            yield CounterMetricFamily(name, doc, value=value)
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        if value in self.seen:
+            return value
+        with self._lock:
+            if len(self.seen) < self.limit:
+                self.seen.add(value)
+                return value
+        return OTHER
+
+
+def multiprocess() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
 class Metrics:
-    def __init__(self, writer: BatchWriter, in_flight: Callable[[], int]) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(PipelineCollector(writer, in_flight))
+    def __init__(
+        self,
+        max_models: int = 100,
+        max_apps: int = 50,
+        property_labels: tuple[str, ...] = (),
+    ) -> None:
+        mp = multiprocess()
+        # In multiprocess mode values live in files; the exposition registry collects them.
+        reg = None if mp else CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry() if mp else reg
+        if mp:
+            MultiProcessCollector(self.registry)
+        self.models = LabelCap(max_models)
+        self.apps = LabelCap(max_apps)
+        self.property_labels = property_labels
+        genai = ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "app"]
+        self.duration = Histogram(
+            "gen_ai_client_operation_duration_seconds", "GenAI operation duration.",
+            [*genai, "error_type"], buckets=DURATION_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.tokens = Histogram(
+            "gen_ai_client_token_usage", "Number of input and output tokens used.",
+            [*genai, "gen_ai_token_type"], buckets=TOKEN_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.ttfc = Histogram(
+            "gen_ai_client_operation_time_to_first_chunk_seconds",
+            "Time to receive the first chunk of a streamed response.",
+            genai, buckets=DURATION_BUCKETS, registry=reg,
+        )  # fmt: skip
+        props = [f"property_{p.replace('-', '_')}" for p in property_labels]
+        self.prop_caps = [LabelCap(max_apps) for _ in property_labels]
+        self.requests = Counter(
+            "gateway_requests", "Calls through the gateway, by HTTP status class.",
+            ["app", "provider", "model", "operation", "status_class", *props], registry=reg,
+        )  # fmt: skip
+        self.cost = Counter(
+            "gateway_cost_usd", "Cost of calls in USD (calls with a known price).",
+            ["app", "provider", "model"], registry=reg,
+        )  # fmt: skip
+        self.token_total = Counter(
+            "gateway_tokens", "Tokens by type.", ["app", "provider", "model", "type"], registry=reg
+        )
+        self.overhead = Histogram(
+            "gateway_overhead_seconds", "Time spent in the gateway itself, not the upstream.",
+            ["provider"], buckets=OVERHEAD_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.retries = Counter(
+            "gateway_upstream_retries", "Upstream attempts beyond the first.", ["provider"],
+            registry=reg,
+        )  # fmt: skip
+        self.fallbacks = Counter(
+            "gateway_fallbacks", "Calls served by a fallback target.", ["provider"], registry=reg
+        )
+        self.unknown_price = Counter(
+            "gateway_unknown_price_calls", "Calls with tokens whose model has no known price.",
+            ["provider", "model"], registry=reg,
+        )  # fmt: skip
+        kw = {"multiprocess_mode": "livesum"} if mp else {}
+        self.in_flight = Gauge(
+            "gateway_requests_in_flight", "Requests being served now.", registry=reg, **kw
+        )
+        self.streams_in_flight = Gauge(
+            "gateway_streams_in_flight", "Streams being passed through now.", registry=reg, **kw
+        )
+        self.queue_depth = Gauge(
+            "gateway_record_queue_depth", "Call records accepted but not yet in the store.",
+            registry=reg, **kw,
+        )  # fmt: skip
+        self.log_bytes = Gauge(
+            "gateway_record_log_bytes", "Bytes of the durable record log on disk.",
+            registry=reg, **kw,
+        )  # fmt: skip
+        self.store_up = Gauge(
+            "gateway_store_up", "1 when the last write to the store succeeded.", registry=reg,
+            **({"multiprocess_mode": "min"} if mp else {}),
+        )  # fmt: skip
+        self.pipeline = {
+            name: Counter(f"gateway_records_{name}", doc, registry=reg)
+            for name, doc in (
+                ("accepted", "Call records accepted by the pipeline."),
+                ("written", "Call records written to the store."),
+                ("replayed", "Call records from an earlier process's log written after a start."),
+                ("dropped", "Call records that could not be kept (log or queue over budget)."),
+            )
+        }
+        self.write_retries = Counter(
+            "gateway_record_write_retries", "Failed batch inserts, retried later.", registry=reg
+        )
+        self._children: dict[tuple[object, ...], tuple[object, ...]] = {}
+        self._last_pipeline: dict[str, int] = {}
+
+    def observe(self, rec: CallRecord) -> None:
+        """One finished call. Label children are cached per label set, so this is a few
+        dictionary lookups and additions on the request path."""
+        model = self.models(rec.request_model) if rec.request_model else ""
+        app = self.apps(rec.app)
+        status_class = f"{rec.status_code // 100}xx" if rec.status_code else "none"
+        props = tuple(
+            cap(rec.properties.get(p, ""))
+            for p, cap in zip(self.property_labels, self.prop_caps, strict=True)
+        )
+        failed = rec.status_code >= 400 or rec.outcome != "ok"
+        error_type = (rec.error_type or rec.outcome) if failed else ""
+        key = (rec.operation, rec.provider, rec.provider_kind, model, app, status_class,
+               error_type, props)  # fmt: skip
+        ch = self._children.get(key)
+        if ch is None:
+            ch = self._make_children(key)
+        duration, tin, tout, ttfc, requests, tok_in, tok_out, overhead = ch  # type: ignore[misc]
+        duration.observe(rec.latency_ms / 1000.0)  # type: ignore[attr-defined]
+        requests.inc()  # type: ignore[attr-defined]
+        overhead.observe(rec.overhead_ms / 1000.0)  # type: ignore[attr-defined]
+        if rec.input_tokens or rec.output_tokens:
+            tin.observe(rec.input_tokens)  # type: ignore[attr-defined]
+            tout.observe(rec.output_tokens)  # type: ignore[attr-defined]
+            tok_in.inc(rec.input_tokens)  # type: ignore[attr-defined]
+            tok_out.inc(rec.output_tokens)  # type: ignore[attr-defined]
+        if rec.stream and rec.ttft_ms is not None:
+            ttfc.observe(rec.ttft_ms / 1000.0)  # type: ignore[attr-defined]
+        if rec.attempts > 1:
+            self.retries.labels(rec.provider).inc(rec.attempts - 1)
+        if rec.fallback_used:
+            self.fallbacks.labels(rec.provider).inc()
+
+    def _make_children(self, key: tuple[object, ...]) -> tuple[object, ...]:
+        operation, provider, kind, model, app, status_class, error_type, props = key
+        if len(self._children) > 20_000:  # bounded anyway; keep the cache from growing
+            self._children.clear()
+        gp = GENAI_PROVIDER.get(str(kind), str(kind) or "unknown")
+        g = (operation, gp, model, app)
+        ch = (
+            self.duration.labels(*g, error_type),
+            self.tokens.labels(*g, "input"),
+            self.tokens.labels(*g, "output"),
+            self.ttfc.labels(*g),
+            self.requests.labels(app, provider, model, operation, status_class, *props),  # type: ignore[misc]
+            self.token_total.labels(app, provider, model, "input"),
+            self.token_total.labels(app, provider, model, "output"),
+            self.overhead.labels(provider),
+        )
+        self._children[key] = ch
+        return ch
+
+    def priced(self, provider: str, model: str, cost: float | None, known: bool, app: str) -> None:
+        """Called by the writer once a record's price is known (off the request path)."""
+        model = self.models(model) if model else ""
+        if cost:
+            self.cost.labels(self.apps(app), provider, model).inc(cost)
+        if not known:
+            self.unknown_price.labels(provider, model).inc()
+
+    def sample(
+        self,
+        in_flight: int,
+        streams: int,
+        depth: int,
+        log_bytes: int,
+        store_up: bool,
+        pipeline: dict[str, int],
+    ) -> None:
+        """Gauges and pipeline counters, set from the writer's figures every flush interval
+        (never on the request path)."""
+        self.in_flight.set(in_flight)
+        self.streams_in_flight.set(streams)
+        self.queue_depth.set(depth)
+        self.log_bytes.set(log_bytes)
+        self.store_up.set(1 if store_up else 0)
+        last = self._last_pipeline
+        for name, value in pipeline.items():
+            delta = value - last.get(name, 0)
+            if delta > 0:
+                (self.write_retries if name == "retries" else self.pipeline[name]).inc(delta)
+            last[name] = value
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -271,6 +271,7 @@ class Proxy:
         self.max_attempts = config.retries.max_attempts
         self.backoff = config.retries.backoff_ms / 1000.0
         self.in_flight = 0
+        self.streams_in_flight = 0
 
     # ------------------------------------------------------------------ entry point
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -458,7 +459,11 @@ class Proxy:
         try:
             ctype = resp.headers.get("content-type", "")
             if rec.stream and resp.status_code == 200 and ctype.startswith("text/event-stream"):
-                await self._stream(send, resp, endpoint, ex, capture, t_up, hop)
+                self.streams_in_flight += 1
+                try:
+                    await self._stream(send, resp, endpoint, ex, capture, t_up, hop)
+                finally:
+                    self.streams_in_flight -= 1
             else:
                 rec.stream = False
                 await self._whole(send, resp, ex, capture, t_up, hop)

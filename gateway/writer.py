@@ -30,16 +30,17 @@ import msgspec
 from gateway.pricing import Pricer, Tokens
 from gateway.record import CallRecord, encode_line
 from gateway.recordlog import Pos, RecordLog
-from gateway.store.base import Store
+from gateway.store.base import Store, StoreError
 
 log = logging.getLogger("gateway.writer")
 
 TABLE = "llm_calls"
 
 
-class _PriceView(msgspec.Struct):
+class PriceView(msgspec.Struct):
     """The fields pricing needs, decoded from a record's line without the rest."""
 
+    app: str = ""
     provider: str = ""
     request_model: str = ""
     upstream_model: str = ""
@@ -53,20 +54,28 @@ class _PriceView(msgspec.Struct):
     started_at: float = 0.0
 
 
-_view = msgspec.json.Decoder(_PriceView).decode
+_view = msgspec.json.Decoder(PriceView).decode
 # How an unpriced record's line reads (CallRecord's field order puts these side by side).
 _UNPRICED = b'"cost_usd":null,"price_source":""'
 
 
-def price_line(pricer: Pricer, price_ids: dict[str, str], line: bytes) -> tuple[bytes, bool]:
-    """The line with its cost filled in; and False when it has tokens but no known price."""
+def price_line(
+    pricer: Pricer, price_ids: dict[str, str], line: bytes
+) -> tuple[bytes, PriceView, bool]:
+    """The line with its cost filled in, what was read of it, and False when it has
+    tokens but no known price."""
     v = _view(line)
     if v.cost_usd is not None:
-        return line, True
+        return line, v, True
     if not (v.input_tokens or v.output_tokens):
         if v.status_code >= 400:  # a refused call costs nothing
-            return line.replace(_UNPRICED, b'"cost_usd":0.0,"price_source":"not_billed"', 1), True
-        return line, True
+            v.cost_usd = 0.0
+            return (
+                line.replace(_UNPRICED, b'"cost_usd":0.0,"price_source":"not_billed"', 1),
+                v,
+                True,
+            )
+        return line, v, True
     cost, source = pricer.price(
         price_ids.get(v.provider, ""),
         (v.response_model, v.upstream_model, v.request_model),
@@ -74,10 +83,10 @@ def price_line(pricer: Pricer, price_ids: dict[str, str], line: bytes) -> tuple[
         v.started_at,
     )
     if cost is None:
-        return line, False
-    return line.replace(
-        _UNPRICED, b'"cost_usd":%r,"price_source":"%s"' % (cost, source.encode()), 1
-    ), True
+        return line, v, False
+    v.cost_usd = cost
+    priced = b'"cost_usd":%r,"price_source":"%s"' % (cost, source.encode())
+    return line.replace(_UNPRICED, priced, 1), v, True
 
 
 @dataclass
@@ -213,7 +222,9 @@ class BatchWriter:
         batch_size: int = 1000,
         flush_interval: float = 0.5,
         migrate: Callable[[], object] | None = None,
+        on_priced: Callable[[PriceView, bool], None] | None = None,
     ) -> None:
+        self.on_priced = on_priced
         self.store = store
         self._migrate = migrate
         self._migrated = migrate is None
@@ -271,14 +282,15 @@ class BatchWriter:
             return 0
         c = self.counters
         rows = []
+        priced_views: list[tuple[PriceView, bool]] = []
         for line in batch.lines:
             try:
-                priced, known = price_line(self.pricer, self.price_ids, line)
+                priced, view, known = price_line(self.pricer, self.price_ids, line)
             except msgspec.DecodeError:  # a torn or foreign line: leave it out, say so
                 log.error("unreadable record line skipped", extra={"line": line[:200]})
                 continue
             rows.append(priced)
-            c.unpriced += not known
+            priced_views.append((view, known))
         self.queue.begin(batch)
         try:
             self.prepare()
@@ -287,6 +299,10 @@ class BatchWriter:
             c.store_ok, c.last_error = False, str(e)[:500]
             raise
         self.queue.commit(batch)
+        for view, known in priced_views:  # once the rows are in: a retried batch counts once
+            c.unpriced += not known
+            if self.on_priced is not None:
+                self.on_priced(view, known)
         c.written += len(rows)
         c.replayed += batch.replayed
         c.store_ok, c.last_error = True, ""
@@ -307,13 +323,14 @@ class BatchWriter:
                 while await self.flush_once() >= self.batch_size:
                     pass
                 backoff = 0.0
-            except Exception:
+            except Exception as e:
                 self.counters.retries += 1
                 backoff = min(max(backoff * 2, 0.5), 30.0)
                 log.warning(
                     "store write failed; will retry",
+                    exc_info=not isinstance(e, StoreError),  # a bug of ours: show where
                     extra={
-                        "error": self.counters.last_error,
+                        "error": self.counters.last_error or repr(e),
                         "pending": self.depth,
                         "retry_in_s": backoff,
                     },
