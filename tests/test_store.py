@@ -214,3 +214,35 @@ def test_async_insert_option_writes_rows(chhttp: ChHttpServer):
     store.insert("llm_calls", encode_line(CallRecord(request_id="ai")), "tok-ai")
     store.insert("llm_calls", encode_line(CallRecord(request_id="ai")), "tok-ai")
     assert json.loads(store.query("SELECT count() AS n FROM llm_calls")) == {"n": 1}
+
+
+def test_usage_hourly_rollup_matches_hand_computed(chhttp: ChHttpServer):
+    store = ClickHouseStore(chhttp.url, "default", "", f"u_{uuid.uuid4().hex[:8]}")
+    migrate(store)
+    h0 = 1_763_996_400  # an hour boundary
+    recs = [
+        CallRecord(request_id="a", started_at=h0 + 10, app="x", provider="p", request_model="m",
+                   status_code=200, input_tokens=10, output_tokens=5, cost_usd=0.5),
+        CallRecord(request_id="b", started_at=h0 + 20, app="x", provider="p", request_model="m",
+                   status_code=500, outcome="upstream_error", cost_usd=0.0),
+        CallRecord(request_id="c", started_at=h0 + 30, app="x", provider="p", request_model="m",
+                   status_code=200, input_tokens=7, output_tokens=3, cost_usd=None),
+        CallRecord(request_id="d", started_at=h0 + 3600, app="x", provider="p",
+                   request_model="m", status_code=200, input_tokens=1, output_tokens=1,
+                   cost_usd=0.25),
+    ]  # fmt: skip
+    rows = b"".join(encode_line(r) for r in recs)
+    store.insert("llm_calls", rows, "tok-1")
+    store.insert("llm_calls", rows, "tok-1")  # a replay: neither table double counts
+    out = [
+        json.loads(line)
+        for line in store.query(
+            "SELECT toUnixTimestamp(hour) AS h, sum(requests) AS n, sum(errors) AS e, "
+            "sum(input_tokens) AS i, sum(output_tokens) AS o, sum(cost_usd) AS c, "
+            "sum(unpriced) AS u FROM llm_usage_hourly GROUP BY hour ORDER BY hour"
+        ).splitlines()
+    ]
+    assert out == [
+        {"h": h0, "n": 3, "e": 1, "i": 17, "o": 8, "c": 0.5, "u": 1},
+        {"h": h0 + 3600, "n": 1, "e": 0, "i": 1, "o": 1, "c": 0.25, "u": 0},
+    ]

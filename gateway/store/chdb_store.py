@@ -52,7 +52,12 @@ class ChdbStore:
     def insert(self, table: str, rows: bytes, token: str | None = None) -> None:
         if not rows:
             return
-        settings = f" SETTINGS insert_deduplication_token = '{_quote(token)}'" if token else ""
+        settings = (
+            f" SETTINGS insert_deduplication_token = '{_quote(token)}', "
+            "deduplicate_blocks_in_dependent_materialized_views = 1"
+            if token
+            else ""
+        )
         self._run(
             f"INSERT INTO {self.database}.{table}{settings} FORMAT JSONEachRow\n" + rows.decode()
         )

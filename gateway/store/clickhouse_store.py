@@ -93,7 +93,12 @@ class ClickHouseStore:
                     None,
                     insert_block=rows,
                     fmt="JSONEachRow",
-                    settings={**self._insert_settings, "insert_deduplication_token": token}
+                    settings={
+                        **self._insert_settings,
+                        "insert_deduplication_token": token,
+                        # rollups kept by materialized views must not count a replay twice
+                        "deduplicate_blocks_in_dependent_materialized_views": 1,
+                    }
                     if token
                     else self._insert_settings or None,
                 )

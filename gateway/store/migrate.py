@@ -40,6 +40,8 @@ def _statements(sql: str) -> list[str]:
 _CREATE_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\S+)\.(\w+)")
 _ENGINE = re.compile(r"ENGINE = (\w*MergeTree)\b(\(\))?")
 _ALTER = re.compile(r"ALTER TABLE (\S+)\.(\w+)")
+_CREATE_MV = re.compile(r"CREATE MATERIALIZED VIEW IF NOT EXISTS (\S+)\.(\w+) TO (\S+)\.(\w+)")
+_FROM = re.compile(r"\b(FROM|JOIN) (\w+)\.(\w+)")
 _SHARD_BY = re.compile(r"--\s*shard_by:\s*(.+)")
 
 
@@ -50,6 +52,15 @@ def for_cluster(stmt: str, cluster: str) -> list[str]:
     `-- shard_by:` line in the migration) must be deterministic, so that a replayed batch
     lands on the shard that can recognise it as a duplicate."""
     on = f" ON CLUSTER '{cluster}'"
+    m = _CREATE_MV.search(stmt)
+    if m:  # a view on every node, from the local source into the local target
+        db, view, tdb, target = m.groups()
+        stmt = _CREATE_MV.sub(
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{view}{on} TO {tdb}.{target}_local",
+            stmt,
+            1,
+        )
+        return [_FROM.sub(lambda f: f"{f.group(1)} {f.group(2)}.{f.group(3)}_local", stmt)]
     m = _CREATE_TABLE.search(stmt)
     if m:
         db, table = m.group(1), m.group(2)
