@@ -27,6 +27,7 @@ from gateway.record import CallRecord
 from gateway.recordlog import LogBusy, RecordLog
 from gateway.routing import Router
 from gateway.store import Store, StoreError, migrate, open_store
+from gateway.tracing import Tracer, tracing_requested
 from gateway.writer import BatchWriter, LogQueue, MemoryQueue, Queue
 
 log = logging.getLogger("gateway.app")
@@ -42,6 +43,7 @@ class Gateway:
     proxy: Proxy
     transport: httpx.AsyncBaseTransport
     metrics: Metrics
+    tracer: Tracer | None = None
     admin_token: str = ""
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -90,11 +92,17 @@ def build_gateway(
         trust_env=False,
     )
 
+    tracer = Tracer() if tracing_requested() else None
+
     def on_call(rec: CallRecord) -> None:
         metrics.observe(rec)
         writer.record(rec)
 
-    proxy = Proxy(config, router, transport, on_call)
+    def on_call_traced(rec: CallRecord) -> None:
+        on_call(rec)
+        tracer.record(rec)  # type: ignore[union-attr]
+
+    proxy = Proxy(config, router, transport, on_call_traced if tracer else on_call, bool(tracer))
     return Gateway(
         config=config,
         store=store,
@@ -102,6 +110,7 @@ def build_gateway(
         proxy=proxy,
         transport=transport,
         metrics=metrics,
+        tracer=tracer,
     )
 
 
@@ -144,6 +153,8 @@ def create_app(gw: Gateway) -> Litestar:
         for task in gw.background:
             task.cancel()
         await gw.writer.stop()
+        if gw.tracer is not None:
+            await asyncio.to_thread(gw.tracer.shutdown)  # exports what is batched
         await gw.transport.aclose()
         gw.store.close()
 

@@ -44,6 +44,7 @@ from gateway.record import (
 from gateway.routing import Hop, Router
 from gateway.sse import SSESplitter
 from gateway.tokens import estimate_input, from_chars
+from gateway.tracing import new_ids
 
 log = logging.getLogger("gateway.proxy")
 
@@ -174,11 +175,18 @@ class _Meta:
         self.forward = forward
 
 
-def _trace_id(traceparent: str) -> str:
-    parts = traceparent.split("-")
-    if len(parts) >= 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
-        return parts[1].lower()
-    return ""
+def _traceparent(value: str) -> tuple[str, str]:
+    """(trace id, parent span id) of a W3C traceparent; empty strings when malformed."""
+    parts = value.strip().split("-")
+    if len(parts) >= 4 and len(parts[1]) == 32 and len(parts[2]) == 16:
+        trace, span = parts[1].lower(), parts[2].lower()
+        try:
+            int(trace, 16), int(span, 16)
+        except ValueError:
+            return "", ""
+        if trace != "0" * 32 and span != "0" * 16:
+            return trace, span
+    return "", ""
 
 
 def _turn_index(payload: dict[str, Any]) -> int:
@@ -259,7 +267,9 @@ class Proxy:
         router: Router,
         transport: httpx.AsyncBaseTransport,
         record: Callable[[CallRecord], None],
+        tracing: bool = False,
     ) -> None:
+        self.tracing = tracing
         self.config = config
         self.router = router
         self.transport = transport
@@ -286,9 +296,11 @@ class Proxy:
         endpoint = ENDPOINTS.get(path) if method == "POST" else None
         if endpoint is None:
             endpoint = _MODELS if path.startswith("/v1/models") else _OTHER
+        trace_id, parent_span = _traceparent(meta.traceparent) if meta.traceparent else ("", "")
         rec = CallRecord(
             request_id=rid,
-            trace_id=_trace_id(meta.traceparent) if meta.traceparent else "",
+            trace_id=trace_id,
+            parent_span_id=parent_span,
             started_at=wall0,
             app=meta.app,
             end_user=meta.user,
@@ -298,6 +310,11 @@ class Proxy:
             user_agent=meta.user_agent,
             properties=meta.properties,
         )
+        if self.tracing:
+            rec.trace_id, rec.span_id = new_ids(trace_id)
+            # The upstream sees the gateway's span as its parent.
+            meta.forward = [h for h in meta.forward if h[0] != b"traceparent"]
+            meta.forward.append((b"traceparent", f"00-{rec.trace_id}-{rec.span_id}-01".encode()))
         capture = self.capture_mode
         if meta.capture and self.capture_override and meta.capture in ("full", "metadata"):
             capture = meta.capture

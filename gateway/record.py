@@ -20,7 +20,9 @@ REJECTED = "rejected"  # the gateway refused the request (bad input, no route, n
 
 class CallRecord(msgspec.Struct, kw_only=True):
     request_id: str
-    trace_id: str = ""
+    trace_id: str = ""  # W3C trace id: the client's traceparent, or the gateway's own trace
+    span_id: str = ""  # the gateway's span for this call (when tracing is on)
+    parent_span_id: str = ""  # the client's span, from its traceparent
     started_at: float = 0.0  # epoch seconds; stored as DateTime64(3, 'UTC')
     app: str = ""
     end_user: str = ""
