@@ -39,6 +39,8 @@ TARGETS = (
     "baseline-httpx",
     "gateway",
     "gateway-nolog",
+    "gateway-nometrics",
+    "gateway-traced",
     "gateway-norecord",
 )
 HIGH_C, WARMUP_S = 32, 2.0
@@ -82,13 +84,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(name: str, cmd: list[str], tmp: Path) -> Proc:
+def start(name: str, cmd: list[str], tmp: Path, env: dict[str, str] | None = None) -> Proc:
     log = tmp / f"{name}.log"
     with log.open("wb") as out:
         p = subprocess.Popen(
             cmd,
             cwd=tmp,  # whatever a server writes relative to its cwd stays in the temp dir
-            env=ENV,
+            env={**ENV, **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -143,6 +145,8 @@ def gateway_yaml(tmp: Path, name: str, upstream_port: int) -> Path:
         else f"{{kind: chdb, path: {tmp / name / 'data'}, flush_interval_ms: 200}}"
     )
     log = "log: {enabled: false}\n" if name == "gateway-nolog" else ""
+    if name == "gateway-nometrics":
+        log += "metrics: {enabled: false}\n"
     cfg = tmp / f"{name}.yaml"
     cfg.write_text(
         f"store: {store}\n" + log + "providers:\n"
@@ -180,7 +184,13 @@ def launch(name: str, tmp: Path, upstream_port: int) -> Iterator[Target]:
         else:
             t.config = gateway_yaml(tmp, name, upstream_port)
             cmd = [*gateway_cli(), "serve", "--config", str(t.config), "--port", str(port)]
-            t.procs.append(start(name, cmd, tmp))
+            env = None
+            if name == "gateway-traced":  # spans exported over OTLP/HTTP to a local sink
+                sink_port = free_port()
+                sink = [PY, str(BENCH / "otlp_sink.py"), "--port", str(sink_port)]
+                t.procs.append(start("otlp-sink", sink, tmp))
+                env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"}
+            t.procs.insert(0, start(name, cmd, tmp, env))
             wait_ready(t.procs[0], t.url + "/readyz", want_200=True)
         yield t
     finally:
@@ -362,12 +372,17 @@ def headline(results: dict[str, dict[str, dict[str, WrkResult]]]) -> dict[str, o
             "target": f">= {RATIO_TARGET}",
             "pass": ratio >= RATIO_TARGET,
         }
-    if "gateway" in chat and "gateway-nolog" in chat and chat["gateway-nolog"]["c32"].rps:
-        # The durable record log's cost on the request path: log on / log off, same run.
-        on, off = chat["gateway"], chat["gateway-nolog"]
-        h["log_on_vs_off_rps_ratio"] = {"value": round(on["c32"].rps / off["c32"].rps, 3)}
-        if on["c1"].p50_ms is not None and off["c1"].p50_ms is not None:
-            h["log_added_p50_ms"] = {"value": round(on["c1"].p50_ms - off["c1"].p50_ms, 3)}
+    # What a feature costs on the request path: with it / without it, same run.
+    for key, with_, without in (
+        ("log", "gateway", "gateway-nolog"),
+        ("metrics", "gateway", "gateway-nometrics"),
+        ("tracing", "gateway-traced", "gateway"),
+    ):
+        if with_ in chat and without in chat and chat[without]["c32"].rps:
+            on, off = chat[with_], chat[without]
+            h[f"{key}_on_vs_off_rps_ratio"] = {"value": round(on["c32"].rps / off["c32"].rps, 3)}
+            if on["c1"].p50_ms is not None and off["c1"].p50_ms is not None:
+                h[f"{key}_added_p50_ms"] = {"value": round(on["c1"].p50_ms - off["c1"].p50_ms, 3)}
     gw = chat.get("gateway", {}).get("c1")
     for ref in ("upstream", "baseline"):
         base = chat.get(ref, {}).get("c1")
@@ -452,14 +467,15 @@ def main() -> int:
     if av := h.get("added_p50_ms_vs_baseline"):
         assert isinstance(av, dict)
         print(f"    (info) gateway p50 - baseline p50 at c=1: {av['value']:+.3f} ms")
-    if lr := h.get("log_on_vs_off_rps_ratio"):
-        assert isinstance(lr, dict)
-        lp = h.get("log_added_p50_ms", {"value": float("nan")})
-        assert isinstance(lp, dict)
-        print(
-            f"(c) durable log on / off, req/s at c=32: {lr['value']:.3f}; "
-            f"added p50 at c=1: {lp['value']:+.3f} ms"
-        )
+    for key in ("log", "metrics", "tracing"):
+        if lr := h.get(f"{key}_on_vs_off_rps_ratio"):
+            assert isinstance(lr, dict)
+            lp = h.get(f"{key}_added_p50_ms", {"value": float("nan")})
+            assert isinstance(lp, dict)
+            print(
+                f"    {key} on / off, req/s at c=32: {lr['value']:.3f}; "
+                f"added p50 at c=1: {lp['value']:+.3f} ms"
+            )
     for name, info in extra.items():
         if rec := info.get("recording"):
             assert isinstance(rec, dict)

@@ -98,6 +98,9 @@ def build_gateway(
         metrics.observe(rec)
         writer.record(rec)
 
+    if not mc.enabled:
+        on_call = writer.record
+
     def on_call_traced(rec: CallRecord) -> None:
         on_call(rec)
         tracer.record(rec)  # type: ignore[union-attr]

@@ -116,6 +116,7 @@ class LogConfig:
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
+    enabled: bool = True  # per-call metrics (pipeline gauges are always kept)
     max_models: int = 100  # distinct model label values; more fold into "other"
     max_apps: int = 50
     property_labels: tuple[str, ...] = ()  # X-Gateway-Property-<name>s that become labels
@@ -400,6 +401,7 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
             "must be a list of lower-case property names ([a-z0-9_-], <= 32)",
         )
     metrics_cfg = MetricsConfig(
+        enabled=mt.bool("enabled", True),
         max_models=mt.int("max_models", 100, 1),
         max_apps=mt.int("max_apps", 50, 1),
         property_labels=tuple(labels),
