@@ -86,15 +86,25 @@ def for_cluster(stmt: str, cluster: str) -> list[str]:
     return [stmt]
 
 
-def render(m: Migration, db: str, body_ttl_days: int, cluster: str | None) -> list[str]:
+# Settings baked into the DDL when a migration first runs.
+DEFAULTS = {"body_ttl_days": 30, "session_idle_minutes": 30}
+
+
+def render(
+    m: Migration, db: str, body_ttl_days: int, cluster: str | None, **params: int
+) -> list[str]:
+    values = {**DEFAULTS, **params, "body_ttl_days": body_ttl_days, "db": db}
     out = []
     for stmt in _statements(m.sql):
-        stmt = stmt.replace("{db}", db).replace("{body_ttl_days}", str(body_ttl_days))
+        for k, v in values.items():
+            stmt = stmt.replace("{" + k + "}", str(v))
         out += for_cluster(stmt, cluster) if cluster else [stmt]
     return out
 
 
-def migrate(store: Store, body_ttl_days: int = 30, cluster: str | None = None) -> list[int]:
+def migrate(
+    store: Store, body_ttl_days: int = 30, cluster: str | None = None, **params: int
+) -> list[int]:
     """Apply pending migrations; returns the versions applied now."""
     db = store.database
     if not db:
@@ -120,7 +130,7 @@ def migrate(store: Store, body_ttl_days: int = 30, cluster: str | None = None) -
     for m in migrations():
         if m.version in done:
             continue
-        for stmt in render(m, db, body_ttl_days, cluster):
+        for stmt in render(m, db, body_ttl_days, cluster, **params):
             store.command(stmt)
         store.insert(
             "schema_migrations", json.dumps({"version": m.version, "name": m.name}).encode()
