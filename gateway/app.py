@@ -18,6 +18,7 @@ from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.handlers import asgi
 from litestar.types import Receive, Scope, Send
 
+from collectors.intake import feedback_handlers
 from gateway.config import Config
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
@@ -43,6 +44,7 @@ class Gateway:
     proxy: Proxy
     transport: httpx.AsyncBaseTransport
     metrics: Metrics
+    feedback_writer: BatchWriter
     tracer: Tracer | None = None
     admin_token: str = ""
     background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -82,10 +84,26 @@ def build_gateway(
         {name: p.price_as for name, p in config.providers.items()},
         batch_size=config.store.batch_size,
         flush_interval=config.store.flush_interval_ms / 1000.0,
-        migrate=lambda: migrate(store, config.capture.body_ttl_days, config.store.cluster or None),
+        migrate=lambda: migrate(
+            store,
+            config.capture.body_ttl_days,
+            config.store.cluster or None,
+            session_idle_minutes=config.feedback.session_idle_minutes,
+        ),
         on_priced=lambda v, known: metrics.priced(
             v.provider, v.request_model, v.cost_usd, known, v.app
         ),
+    )
+    # Feedback events take the same durable path, into their own log and table.
+    feedback_writer = BatchWriter(
+        store,
+        open_queue(config, "feedback"),
+        None,
+        {},
+        batch_size=config.store.batch_size,
+        flush_interval=config.store.flush_interval_ms / 1000.0,
+        migrate=writer.prepare,
+        table="llm_feedback",
     )
     transport = transport or AiohttpTransport(
         limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
@@ -114,10 +132,11 @@ def build_gateway(
         transport=transport,
         metrics=metrics,
         tracer=tracer,
+        feedback_writer=feedback_writer,
     )
 
 
-def open_queue(config: Config) -> Queue:
+def open_queue(config: Config, stream: str = "") -> Queue:
     """The durable log, in the first worker slot (`w0`, `w1`, ...) no live process holds;
     a restarted worker takes its predecessor's slot and replays what it left."""
     if not config.log.enabled:
@@ -125,7 +144,7 @@ def open_queue(config: Config) -> Queue:
     lc = config.log
     for slot in range(1024):
         rlog = RecordLog(
-            Path(lc.dir) / f"w{slot}",
+            Path(lc.dir) / stream / f"w{slot}",
             segment_bytes=lc.segment_bytes,
             max_bytes=lc.max_bytes,
             fsync_interval=lc.fsync_interval_ms / 1000.0,
@@ -146,6 +165,7 @@ def create_app(gw: Gateway) -> Litestar:
             # Serve anyway: records wait in the log; the writer migrates once the store is back.
             log.error("store not migrated at start; will serve and retry", extra={"error": str(e)})
         gw.writer.start()
+        gw.feedback_writer.start()
         gw.background.append(asyncio.get_running_loop().create_task(gw.sample_forever()))
         log.info(
             "gateway started",
@@ -156,6 +176,7 @@ def create_app(gw: Gateway) -> Litestar:
         for task in gw.background:
             task.cancel()
         await gw.writer.stop()
+        await gw.feedback_writer.stop()
         if gw.tracer is not None:
             await asyncio.to_thread(gw.tracer.shutdown)  # exports what is batched
         await gw.transport.aclose()
@@ -205,8 +226,11 @@ def create_app(gw: Gateway) -> Litestar:
             return Response(str(e).encode() + b"\n", status_code=400)
         return Response(out, status_code=200)
 
+    feedback = feedback_handlers(
+        gw.config.feedback, gw.feedback_writer.record, gw.metrics.feedback_event
+    )
     return Litestar(
-        route_handlers=[v1, prometheus, healthz, readyz, admin_sql],
+        route_handlers=[v1, prometheus, healthz, readyz, admin_sql, *feedback],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         openapi_config=None,

@@ -115,6 +115,23 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedbackKey:
+    key: str
+    kind: str  # server | publishable
+    origins: tuple[str, ...] = ()  # publishable: browser origins allowed (CORS)
+    rate_per_minute: int = 600  # publishable: per key and client IP
+    app: str = ""  # when set, events sent with this key belong to this app
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackConfig:
+    keys: tuple[FeedbackKey, ...] = ()  # none: server-side senders need no key
+    max_batch: int = 500
+    max_body_bytes: int = 1024 * 1024
+    session_idle_minutes: int = 30  # a session quiet this long, not ended, is abandoned
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     enabled: bool = True  # per-call metrics (pipeline gauges are always kept)
     max_models: int = 100  # distinct model label values; more fold into "other"
@@ -146,6 +163,7 @@ class Config:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
     aliases: dict[str, str] = field(default_factory=dict)
@@ -408,6 +426,47 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
     )
     mt.done()
 
+    fb = root.section("feedback")
+    raw_keys = fb.raw("keys") or []
+    if not isinstance(raw_keys, list):
+        raise ConfigError("feedback.keys", "must be a list")
+    keys = []
+    for i, item in enumerate(raw_keys):
+        ks = _Section(item, f"feedback.keys[{i}]")
+        key = ks.str("key")
+        if not key or len(key) < 8:
+            raise ConfigError(f"feedback.keys[{i}].key", "is required (8 characters or more)")
+        kind = ks.str("kind", None, ("server", "publishable"))
+        if kind is None:
+            raise ConfigError(f"feedback.keys[{i}].kind", "is required: server or publishable")
+        origins = ks.raw("origins") or []
+        if not isinstance(origins, list) or not all(
+            isinstance(o, str) and (o == "*" or o.startswith(("http://", "https://")))
+            for o in origins
+        ):
+            raise ConfigError(
+                f"feedback.keys[{i}].origins", "must be a list of origins like https://app.example"
+            )
+        if kind == "publishable" and not origins:
+            raise ConfigError(f"feedback.keys[{i}].origins", "a publishable key needs origins")
+        keys.append(
+            FeedbackKey(
+                key=key,
+                kind=kind,
+                origins=tuple(o.rstrip("/") for o in origins),
+                rate_per_minute=ks.int("rate_per_minute", 600, 1),
+                app=ks.str("app", ""),
+            )
+        )
+        ks.done()
+    feedback_cfg = FeedbackConfig(
+        keys=tuple(keys),
+        max_batch=fb.int("max_batch", 500, 1),
+        max_body_bytes=fb.int("max_body_bytes", 1024 * 1024, 1024),
+        session_idle_minutes=fb.int("session_idle_minutes", 30, 1),
+    )
+    fb.done()
+
     cp = root.section("capture")
     capture = CaptureConfig(
         mode=cp.str("mode", _CaptureConfig_D.mode, CAPTURE_MODES),
@@ -475,6 +534,7 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
         capture=capture,
         log=log_cfg,
         metrics=metrics_cfg,
+        feedback=feedback_cfg,
         providers=providers,
         routes=routes,
         aliases=alias_map,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -30,6 +31,12 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.record import CallRecord
+
+
+class FeedbackEventLike(Protocol):
+    name: str
+    source: str
+
 
 disable_created_metrics()  # `*_created` series double the count and nobody graphs them
 
@@ -155,6 +162,11 @@ class Metrics:
         self.write_retries = Counter(
             "gateway_record_write_retries", "Failed batch inserts, retried later.", registry=reg
         )
+        self.feedback = Counter(
+            "gateway_feedback_events", "End-user signals received, by name and source.",
+            ["name", "source"], registry=reg,
+        )  # fmt: skip
+        self.feedback_names = LabelCap(64)
         self._children: dict[tuple[object, ...], tuple[object, ...]] = {}
         self._last_pipeline: dict[str, int] = {}
 
@@ -217,6 +229,9 @@ class Metrics:
             self.cost.labels(self.apps(app), provider, model).inc(cost)
         if not known:
             self.unknown_price.labels(provider, model).inc()
+
+    def feedback_event(self, event: FeedbackEventLike) -> None:
+        self.feedback.labels(self.feedback_names(event.name), event.source).inc()
 
     def sample(
         self,

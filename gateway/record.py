@@ -69,6 +69,6 @@ class CallRecord(msgspec.Struct, kw_only=True):
 _encode = msgspec.json.Encoder().encode
 
 
-def encode_line(rec: CallRecord) -> bytes:
+def encode_line(rec: msgspec.Struct) -> bytes:
     """One JSONEachRow line: the form a record takes in the log, the queue and the store."""
     return _encode(rec) + b"\n"

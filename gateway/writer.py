@@ -28,7 +28,7 @@ from typing import Protocol
 import msgspec
 
 from gateway.pricing import Pricer, Tokens
-from gateway.record import CallRecord, encode_line
+from gateway.record import encode_line
 from gateway.recordlog import Pos, RecordLog
 from gateway.store.base import Store, StoreError
 
@@ -113,7 +113,7 @@ class Counters:
 
 
 class Queue(Protocol):
-    def append(self, rec: CallRecord) -> bool: ...
+    def append(self, rec: msgspec.Struct) -> bool: ...
     def pending(self) -> int: ...
     def size_bytes(self) -> int: ...
     def next_batch(self, n: int) -> Batch | None: ...
@@ -128,7 +128,7 @@ class MemoryQueue:
         self._q: deque[bytes] = deque()
         self._held: Batch | None = None
 
-    def append(self, rec: CallRecord) -> bool:
+    def append(self, rec: msgspec.Struct) -> bool:
         if len(self._q) >= self.limit:
             return False
         self._q.append(encode_line(rec))
@@ -170,7 +170,7 @@ class LogQueue:
         # Records from before this start still to write (counted at first read).
         self._backlog_seen = False
 
-    def append(self, rec: CallRecord) -> bool:
+    def append(self, rec: msgspec.Struct) -> bool:
         if self.log.append(encode_line(rec)) is None:
             return False
         self._appended += 1
@@ -217,13 +217,15 @@ class BatchWriter:
         self,
         store: Store,
         queue: Queue,
-        pricer: Pricer,
+        pricer: Pricer | None,  # None: rows need no price (feedback events)
         price_ids: dict[str, str],
         batch_size: int = 1000,
         flush_interval: float = 0.5,
         migrate: Callable[[], object] | None = None,
         on_priced: Callable[[PriceView, bool], None] | None = None,
+        table: str = TABLE,
     ) -> None:
+        self.table = table
         self.on_priced = on_priced
         self.store = store
         self._migrate = migrate
@@ -244,22 +246,24 @@ class BatchWriter:
     def depth(self) -> int:
         return self.queue.pending()
 
-    def record(self, rec: CallRecord) -> None:
-        """The request path's one call: keep the record (durably, with the log), or count it."""
+    def record(self, rec: msgspec.Struct) -> bool:
+        """The request path's one call: keep the record (durably, with the log), or count
+        it as dropped. True when kept."""
         c = self.counters
         if not self.queue.append(rec):
             c.dropped += 1
             if c.dropped == 1 or c.dropped % 1000 == 0:
                 log.error(
                     "record dropped: the record queue is over its budget",
-                    extra={"dropped_total": c.dropped, "request_id": rec.request_id},
+                    extra={"dropped_total": c.dropped, "table": self.table},
                 )
-            return
+            return False
         c.accepted += 1
         self._since_wake += 1
         if self._since_wake >= self.batch_size and self._wake is not None:
             self._since_wake = 0
             self._wake.set()
+        return True
 
     def start(self) -> None:
         self._wake = asyncio.Event()
@@ -281,9 +285,9 @@ class BatchWriter:
         if batch is None:
             return 0
         c = self.counters
-        rows = []
+        rows = [] if self.pricer is not None else batch.lines
         priced_views: list[tuple[PriceView, bool]] = []
-        for line in batch.lines:
+        for line in batch.lines if self.pricer is not None else ():
             try:
                 priced, view, known = price_line(self.pricer, self.price_ids, line)
             except msgspec.DecodeError:  # a torn or foreign line: leave it out, say so
@@ -294,7 +298,7 @@ class BatchWriter:
         self.queue.begin(batch)
         try:
             self.prepare()
-            self.store.insert(TABLE, b"".join(rows), batch.token)
+            self.store.insert(self.table, b"".join(rows), batch.token)
         except Exception as e:
             c.store_ok, c.last_error = False, str(e)[:500]
             raise
