@@ -210,11 +210,12 @@ def openapi(server_url: str = "/") -> dict[str, Any]:
         "type": "object",
         "additionalProperties": False,
         "required": ["name"],
+        "anyOf": [{"required": ["request_id"]}, {"required": ["session_id"]}],
         "properties": {
-            "event_id": {"type": "string", "pattern": _ID.pattern, "maxLength": 128},
+            "event_id": {"type": "string", "pattern": f"^{_ID.pattern}$", "maxLength": 128},
             "ts": {"type": "number", "description": "epoch seconds (or milliseconds)"},
-            "request_id": {"type": "string", "pattern": _ID.pattern, "maxLength": 128},
-            "session_id": {"type": "string", "maxLength": 256},
+            "request_id": {"type": "string", "pattern": f"^{_ID.pattern}$", "maxLength": 128},
+            "session_id": {"type": "string", "minLength": 1, "maxLength": 256},
             "name": {"type": "string", "pattern": f"^{_NAME.pattern}$",
                      "description": "a known signal or a custom name: "
                      + ", ".join(KNOWN_SIGNALS)},
