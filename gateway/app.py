@@ -33,6 +33,8 @@ from gateway.writer import BatchWriter, LogQueue, MemoryQueue, Queue
 
 log = logging.getLogger("gateway.app")
 
+ADMIN_INSERT_TABLES = frozenset({"llm_drift"})
+
 
 @dataclass
 class Gateway:
@@ -229,8 +231,23 @@ def create_app(gw: Gateway) -> Litestar:
     feedback = feedback_handlers(
         gw.config.feedback, gw.feedback_writer.record, gw.metrics.feedback_event
     )
+    @post("/_gateway/insert", media_type=MediaType.TEXT)
+    async def admin_insert(request: Request) -> Response[bytes]:
+        # Lets CLI jobs (`llm-gateway drift`) write their rows into the store the gateway holds.
+        token = request.headers.get("x-gateway-admin-token", "")
+        if not gw.admin_token or not hmac.compare_digest(token, gw.admin_token):
+            return Response(b"forbidden\n", status_code=403)
+        table = request.query_params.get("table", "")
+        if table not in ADMIN_INSERT_TABLES:
+            return Response(b"table not allowed\n", status_code=400)
+        try:
+            await asyncio.to_thread(gw.store.insert, table, await request.body())
+        except StoreError as e:
+            return Response(str(e).encode() + b"\n", status_code=400)
+        return Response(b"ok\n", status_code=200)
+
     return Litestar(
-        route_handlers=[v1, prometheus, healthz, readyz, admin_sql, *feedback],
+        route_handlers=[v1, prometheus, healthz, readyz, admin_sql, admin_insert, *feedback],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         openapi_config=None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -10,6 +11,8 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from typing import Any
 
 from gateway.config import Config, ConfigError, load_config
 from gateway.datadir import DataDirBusy, DataDirLock, running_gateway
@@ -126,54 +129,107 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _via_gateway(cfg: Config, sql: str) -> bytes | None:
-    """Run through the gateway that holds the embedded store, if one does."""
-    if cfg.store.kind != "chdb":
-        return None
-    running = running_gateway(cfg.store.path)
-    if running is None:
-        return None
-    req = urllib.request.Request(
-        running.url + "/_gateway/sql",
-        data=sql.encode(),
-        headers={"x-gateway-admin-token": running.token, "content-type": "text/plain"},
-        method="POST",
-    )
+class _ViaGateway:
+    """The store as reached through the running gateway that holds the embedded engine."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url, self.token = url, token
+
+    def _post(self, path: str, body: bytes) -> bytes:
+        req = urllib.request.Request(
+            self.url + path,
+            data=body,
+            headers={"x-gateway-admin-token": self.token, "content-type": "text/plain"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=600) as r:
+                return r.read()
+        except urllib.error.HTTPError as e:
+            raise StoreError(e.read().decode(errors="replace").strip()) from None
+        except urllib.error.URLError as e:
+            raise StoreError(f"the gateway at {self.url} did not answer: {e.reason}") from None
+
+    def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
+        return self._post(f"/_gateway/sql?default_format={fmt}", sql.encode())
+
+    def insert(self, table: str, rows: bytes, token: str | None = None) -> None:
+        self._post(f"/_gateway/insert?table={urllib.parse.quote(table)}", rows)
+
+
+@contextlib.contextmanager
+def store_access(cfg: Config) -> Iterator[Any]:
+    """The configured store, for the CLI: through the running gateway when one holds the
+    embedded store, else opened here (and migrated)."""
+    if cfg.store.kind == "chdb" and (running := running_gateway(cfg.store.path)):
+        yield _ViaGateway(running.url, running.token)
+        return
+    lock = DataDirLock(cfg.store.path) if cfg.store.kind == "chdb" else None
+    if lock:
+        lock.acquire()
     try:
-        with urllib.request.urlopen(req, timeout=300) as r:
-            return r.read()
-    except urllib.error.HTTPError as e:
-        raise StoreError(e.read().decode(errors="replace").strip()) from None
-    except urllib.error.URLError as e:
-        raise StoreError(
-            f"the gateway holding {cfg.store.path} did not answer: {e.reason}"
-        ) from None
+        store = open_store(cfg.store)
+        try:
+            migrate(
+                store,
+                cfg.capture.body_ttl_days,
+                cfg.store.cluster or None,
+                session_idle_minutes=cfg.feedback.session_idle_minutes,
+            )
+            yield store
+        finally:
+            store.close()
+    finally:
+        if lock:
+            lock.release()
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
     cfg = _config(args)
     sql = args.query if args.query != "-" else sys.stdin.read()
     try:
-        out = _via_gateway(cfg, sql)
-        if out is None:
-            lock = DataDirLock(cfg.store.path) if cfg.store.kind == "chdb" else None
-            if lock:
-                lock.acquire()
-            try:
-                store = open_store(cfg.store)
-                try:
-                    migrate(store, cfg.capture.body_ttl_days)
-                    out = store.query(sql, "PrettyCompact")
-                finally:
-                    store.close()
-            finally:
-                if lock:
-                    lock.release()
+        with store_access(cfg) as store:
+            out = store.query(sql, "PrettyCompact")
     except (StoreError, DataDirBusy) as e:
         print(f"llm-gateway: {e}", file=sys.stderr)
         return 1
     sys.stdout.buffer.write(out)
     sys.stdout.flush()
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from collectors.report import feedback_report
+
+    cfg = _config(args)
+    try:
+        with store_access(cfg) as store:
+            text = feedback_report(lambda sql: store.query(sql, "JSONEachRow"), args.since)
+    except ValueError as e:
+        print(f"llm-gateway: --since: {e}", file=sys.stderr)
+        return 2
+    except (StoreError, DataDirBusy) as e:
+        print(f"llm-gateway: {e}", file=sys.stderr)
+        return 1
+    print(text)
+    return 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    """Evaluate drift now, store the rows, print the report. Exit 0 either way: a CronJob
+    should not fail because a model drifted."""
+    from collectors.drift import format_report, rows_to_jsonl, run_drift
+
+    cfg = _config(args)
+    try:
+        with store_access(cfg) as store:
+            rows = run_drift(lambda sql: store.query(sql, "JSONEachRow"), cfg=cfg.drift)
+            if rows:
+                store.insert("llm_drift", rows_to_jsonl(rows))
+    except (StoreError, DataDirBusy) as e:
+        print(f"llm-gateway: drift not evaluated: {e}", file=sys.stderr)
+        return 0
+    print(format_report(rows))
     return 0
 
 
@@ -232,6 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--config", default=argparse.SUPPRESS)
     q.add_argument("query", help="the SQL (a FORMAT clause is honoured); - reads it from stdin")
     q.set_defaults(fn=cmd_sql)
+    r = sub.add_parser("report", help="reports for product teams")
+    r.add_argument("what", choices=["feedback"])
+    r.add_argument("--config", default=argparse.SUPPRESS)
+    r.add_argument("--since", default="7d", help="window, e.g. 7d, 24h, 30m (default 7d)")
+    r.set_defaults(fn=cmd_report)
+    d = sub.add_parser("drift", help="evaluate drift now, store and print it (exit 0)")
+    d.add_argument("--config", default=argparse.SUPPRESS)
+    d.set_defaults(fn=cmd_drift)
     args = p.parse_args(argv)
     return args.fn(args)
 
