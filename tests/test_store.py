@@ -180,7 +180,8 @@ def test_several_workers_each_with_own_log(chhttp: ChHttpServer, fake, selfhoste
         q = f"SELECT count() FROM llm_calls WHERE app = '{app}'"
         _wait(lambda: client.query(q).result_rows[0][0] == 40)
         # Two processes, each holding its own log slot.
-        assert sorted(p.name for p in (tmp_path / "log").iterdir()) == ["w0", "w1"]
+        assert sorted(p.name for p in (tmp_path / "log").iterdir()) == ["feedback", "w0", "w1"]
+        assert sorted(p.name for p in (tmp_path / "log" / "feedback").iterdir()) == ["w0", "w1"]
         dup = client.query(
             f"SELECT count() - uniqExact(request_id) FROM llm_calls WHERE app = '{app}'"
         ).result_rows[0][0]
