@@ -61,6 +61,8 @@ class Gateway:
             store_up=c.store_ok,
             pipeline={"accepted": c.accepted, "written": c.written, "replayed": c.replayed,
                       "dropped": c.dropped, "retries": c.retries},
+            upstream_failures=self.proxy.upstream_failures,
+            log_budget=self.config.log.max_bytes if self.config.log.enabled else 0,
         )  # fmt: skip
 
     async def sample_forever(self, every: float = 1.0) -> None:
@@ -231,6 +233,7 @@ def create_app(gw: Gateway) -> Litestar:
     feedback = feedback_handlers(
         gw.config.feedback, gw.feedback_writer.record, gw.metrics.feedback_event
     )
+
     @post("/_gateway/insert", media_type=MediaType.TEXT)
     async def admin_insert(request: Request) -> Response[bytes]:
         # Lets CLI jobs (`llm-gateway drift`) write their rows into the store the gateway holds.

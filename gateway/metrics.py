@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -89,7 +89,10 @@ class Metrics:
         self.models = LabelCap(max_models)
         self.apps = LabelCap(max_apps)
         self.property_labels = property_labels
-        genai = ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "app"]
+        # `provider` (the configured provider) beside the semantic-convention labels, so that
+        # two OpenAI-compatible upstreams can be told apart.
+        genai = ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "app",
+                 "provider"]  # fmt: skip
         self.duration = Histogram(
             "gen_ai_client_operation_duration_seconds", "GenAI operation duration.",
             [*genai, "error_type"], buckets=DURATION_BUCKETS, registry=reg,
@@ -162,6 +165,14 @@ class Metrics:
         self.write_retries = Counter(
             "gateway_record_write_retries", "Failed batch inserts, retried later.", registry=reg
         )
+        self.upstream_failures = Counter(
+            "gateway_upstream_failures", "Upstream attempts that failed and were retried "
+            "or fell back, by the provider that failed.", ["provider", "reason"], registry=reg,
+        )  # fmt: skip
+        self.log_budget = Gauge(
+            "gateway_record_log_budget_bytes", "The record log's disk budget (log.max_bytes).",
+            registry=reg, **({"multiprocess_mode": "max"} if mp else {}),
+        )  # fmt: skip
         self.feedback = Counter(
             "gateway_feedback_events", "End-user signals received, by name and source.",
             ["name", "source"], registry=reg,
@@ -169,11 +180,15 @@ class Metrics:
         self.feedback_names = LabelCap(64)
         self._children: dict[tuple[object, ...], tuple[object, ...]] = {}
         self._last_pipeline: dict[str, int] = {}
+        self._last_failures: dict[tuple[str, str], int] = {}
 
     def observe(self, rec: CallRecord) -> None:
         """One finished call. Label children are cached per label set, so this is a few
         dictionary lookups and additions on the request path."""
-        model = self.models(rec.request_model) if rec.request_model else ""
+        rejected = rec.outcome == "rejected"
+        # A refused call's model name is whatever the client typed: it must not use up the
+        # model label's budget.
+        model = "" if rejected or not rec.request_model else self.models(rec.request_model)
         app = self.apps(rec.app)
         status_class = f"{rec.status_code // 100}xx" if rec.status_code else "none"
         props = tuple(
@@ -187,38 +202,46 @@ class Metrics:
         ch = self._children.get(key)
         if ch is None:
             ch = self._make_children(key)
-        duration, tin, tout, ttfc, requests, tok_in, tok_out, overhead = ch  # type: ignore[misc]
-        duration.observe(rec.latency_ms / 1000.0)  # type: ignore[attr-defined]
-        requests.inc()  # type: ignore[attr-defined]
-        overhead.observe(rec.overhead_ms / 1000.0)  # type: ignore[attr-defined]
+        ch[0].observe(rec.latency_ms / 1000.0)
+        ch[1].inc()
+        ch[2].observe(rec.overhead_ms / 1000.0)
         if rec.input_tokens or rec.output_tokens:
-            tin.observe(rec.input_tokens)  # type: ignore[attr-defined]
-            tout.observe(rec.output_tokens)  # type: ignore[attr-defined]
-            tok_in.inc(rec.input_tokens)  # type: ignore[attr-defined]
-            tok_out.inc(rec.output_tokens)  # type: ignore[attr-defined]
+            if ch[3] is None:  # created on first use: no empty series for token-less calls
+                g = ch[5]
+                ch[3] = (
+                    self.tokens.labels(*g, "input"),
+                    self.tokens.labels(*g, "output"),
+                    self.token_total.labels(app, rec.provider, model, "input"),
+                    self.token_total.labels(app, rec.provider, model, "output"),
+                )
+            tin, tout, tok_in, tok_out = ch[3]
+            tin.observe(rec.input_tokens)
+            tout.observe(rec.output_tokens)
+            tok_in.inc(rec.input_tokens)
+            tok_out.inc(rec.output_tokens)
         if rec.stream and rec.ttft_ms is not None:
-            ttfc.observe(rec.ttft_ms / 1000.0)  # type: ignore[attr-defined]
+            if ch[4] is None:
+                ch[4] = self.ttfc.labels(*ch[5])
+            ch[4].observe(rec.ttft_ms / 1000.0)
         if rec.attempts > 1:
             self.retries.labels(rec.provider).inc(rec.attempts - 1)
         if rec.fallback_used:
             self.fallbacks.labels(rec.provider).inc()
 
-    def _make_children(self, key: tuple[object, ...]) -> tuple[object, ...]:
+    def _make_children(self, key: tuple[object, ...]) -> list[Any]:
         operation, provider, kind, model, app, status_class, error_type, props = key
         if len(self._children) > 20_000:  # bounded anyway; keep the cache from growing
             self._children.clear()
-        gp = GENAI_PROVIDER.get(str(kind), str(kind) or "unknown")
-        g = (operation, gp, model, app)
-        ch = (
+        gp = GENAI_PROVIDER.get(str(kind), str(kind))
+        g = (operation, gp, model, app, provider)
+        ch: list[Any] = [
             self.duration.labels(*g, error_type),
-            self.tokens.labels(*g, "input"),
-            self.tokens.labels(*g, "output"),
-            self.ttfc.labels(*g),
-            self.requests.labels(app, provider, model, operation, status_class, *props),  # type: ignore[misc]
-            self.token_total.labels(app, provider, model, "input"),
-            self.token_total.labels(app, provider, model, "output"),
+            self.requests.labels(app, provider, model, operation, status_class, *props),
             self.overhead.labels(provider),
-        )
+            None,  # token instruments, on first use
+            None,  # time to first chunk, on first use
+            g,
+        ]
         self._children[key] = ch
         return ch
 
@@ -241,6 +264,8 @@ class Metrics:
         log_bytes: int,
         store_up: bool,
         pipeline: dict[str, int],
+        upstream_failures: dict[tuple[str, str], int] | None = None,
+        log_budget: int = 0,
     ) -> None:
         """Gauges and pipeline counters, set from the writer's figures every flush interval
         (never on the request path)."""
@@ -249,6 +274,12 @@ class Metrics:
         self.queue_depth.set(depth)
         self.log_bytes.set(log_bytes)
         self.store_up.set(1 if store_up else 0)
+        self.log_budget.set(log_budget)
+        for labels, value in (upstream_failures or {}).items():
+            delta = value - self._last_failures.get(labels, 0)
+            if delta > 0:
+                self.upstream_failures.labels(*labels).inc(delta)
+                self._last_failures[labels] = value
         last = self._last_pipeline
         for name, value in pipeline.items():
             delta = value - last.get(name, 0)

@@ -282,6 +282,8 @@ class Proxy:
         self.backoff = config.retries.backoff_ms / 1000.0
         self.in_flight = 0
         self.streams_in_flight = 0
+        # (provider, reason) -> failed attempts; read by the metrics sampler.
+        self.upstream_failures: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------------ entry point
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -603,8 +605,9 @@ class Proxy:
         rec.upstream_model = hop.model
         rec.fallback_used = hop is not hops[0]
 
-    @staticmethod
-    def _log_retry(rec: CallRecord, hop: Hop, reason: str) -> None:
+    def _log_retry(self, rec: CallRecord, hop: Hop, reason: str) -> None:
+        key = (hop.provider.name, reason)
+        self.upstream_failures[key] = self.upstream_failures.get(key, 0) + 1
         log.warning(
             "upstream attempt failed",
             extra={
