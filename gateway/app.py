@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.handlers import asgi
 from litestar.types import Receive, Scope, Send
 
+from collectors.drift import DriftConfig, rows_to_jsonl, run_drift
 from collectors.intake import feedback_handlers
 from gateway.config import Config
 from gateway.metrics import Metrics
@@ -33,7 +35,7 @@ from gateway.writer import BatchWriter, LogQueue, MemoryQueue, Queue
 
 log = logging.getLogger("gateway.app")
 
-ADMIN_INSERT_TABLES = frozenset({"llm_drift"})
+ADMIN_INSERT_TABLES = frozenset({"llm_drift"})  # what CLI jobs may write through the gateway
 
 
 @dataclass
@@ -161,6 +163,41 @@ def open_queue(config: Config, stream: str = "") -> Queue:
     raise StoreError(f"no free record log slot under {lc.dir}")
 
 
+def drift_config(cfg: Config) -> DriftConfig:
+    d = cfg.drift
+    return DriftConfig(
+        current_window=timedelta(minutes=d.current_window_minutes),
+        reference_window=timedelta(days=d.reference_window_days),
+        min_calls=d.min_calls,
+        min_feedback_calls=d.min_feedback_calls,
+        psi_warn=d.psi_warn,
+        psi_alert=d.psi_alert,
+        js_warn=d.js_warn,
+        js_alert=d.js_alert,
+        alpha=d.alpha,
+        warn_alpha=d.warn_alpha,
+    )
+
+
+async def drift_forever(gw: Gateway) -> None:
+    """The periodic drift job, when `drift.enabled`: rows into llm_drift, gauges into
+    /metrics. A failed run is logged and tried again at the next interval."""
+    dcfg = drift_config(gw.config)
+    while True:
+        await asyncio.sleep(gw.config.drift.interval_minutes * 60)
+        try:
+            rows = await asyncio.to_thread(
+                run_drift, lambda sql: gw.store.query(sql, "JSONEachRow"), None, dcfg
+            )
+            if rows:
+                await asyncio.to_thread(gw.store.insert, "llm_drift", rows_to_jsonl(rows))
+            gw.metrics.drift(rows)
+            alerts = sum(r.alert for r in rows)
+            log.info("drift evaluated", extra={"rows": len(rows), "alerts": alerts})
+        except Exception as e:
+            log.error("drift run failed", extra={"error": str(e)[:500]})
+
+
 def create_app(gw: Gateway) -> Litestar:
     async def on_startup() -> None:
         try:
@@ -171,6 +208,8 @@ def create_app(gw: Gateway) -> Litestar:
         gw.writer.start()
         gw.feedback_writer.start()
         gw.background.append(asyncio.get_running_loop().create_task(gw.sample_forever()))
+        if gw.config.drift.enabled:
+            gw.background.append(asyncio.get_running_loop().create_task(drift_forever(gw)))
         log.info(
             "gateway started",
             extra={"store": gw.store.kind, "providers": sorted(gw.config.providers)},

@@ -132,6 +132,25 @@ class FeedbackConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DriftSettings:
+    """The drift job (collectors/drift.py): a periodic task in the gateway when enabled,
+    and `llm-gateway drift` for a CronJob either way."""
+
+    enabled: bool = False
+    interval_minutes: float = 60.0
+    current_window_minutes: float = 60.0
+    reference_window_days: float = 7.0
+    min_calls: int = 200
+    min_feedback_calls: int = 100
+    psi_warn: float = 0.1
+    psi_alert: float = 0.2
+    js_warn: float = 0.05
+    js_alert: float = 0.1
+    alpha: float = 0.001  # chance per run that unchanged traffic raises any alert
+    warn_alpha: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     enabled: bool = True  # per-call metrics (pipeline gauges are always kept)
     max_models: int = 100  # distinct model label values; more fold into "other"
@@ -164,6 +183,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    drift: DriftSettings = field(default_factory=DriftSettings)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
     aliases: dict[str, str] = field(default_factory=dict)
@@ -467,6 +487,28 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
     )
     fb.done()
 
+    dr = root.section("drift")
+    d0 = DriftSettings()
+    drift_cfg = DriftSettings(
+        enabled=dr.bool("enabled", False),
+        interval_minutes=dr.num("interval_minutes", d0.interval_minutes, 0.1),
+        current_window_minutes=dr.num("current_window_minutes", d0.current_window_minutes, 1),
+        reference_window_days=dr.num("reference_window_days", d0.reference_window_days, 0.01),
+        min_calls=dr.int("min_calls", d0.min_calls, 1),
+        min_feedback_calls=dr.int("min_feedback_calls", d0.min_feedback_calls, 1),
+        psi_warn=dr.num("psi_warn", d0.psi_warn, 0),
+        psi_alert=dr.num("psi_alert", d0.psi_alert, 0),
+        js_warn=dr.num("js_warn", d0.js_warn, 0),
+        js_alert=dr.num("js_alert", d0.js_alert, 0),
+        alpha=dr.num("alpha", d0.alpha, 1e-12),
+        warn_alpha=dr.num("warn_alpha", d0.warn_alpha, 1e-12),
+    )
+    if not drift_cfg.alpha <= drift_cfg.warn_alpha < 1:
+        raise ConfigError("drift.alpha", "needs alpha <= warn_alpha < 1")
+    if drift_cfg.psi_warn > drift_cfg.psi_alert:
+        raise ConfigError("drift.psi_warn", "must not exceed drift.psi_alert")
+    dr.done()
+
     cp = root.section("capture")
     capture = CaptureConfig(
         mode=cp.str("mode", _CaptureConfig_D.mode, CAPTURE_MODES),
@@ -535,6 +577,7 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
         log=log_cfg,
         metrics=metrics_cfg,
         feedback=feedback_cfg,
+        drift=drift_cfg,
         providers=providers,
         routes=routes,
         aliases=alias_map,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from prometheus_client import (
@@ -31,6 +32,17 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.record import CallRecord
+
+
+class DriftRowLike(Protocol):
+    app: str
+    request_model: str
+    metric: str
+    score: float
+    level: str
+
+    @property
+    def alert(self) -> bool: ...
 
 
 class FeedbackEventLike(Protocol):
@@ -173,6 +185,15 @@ class Metrics:
             "gateway_record_log_budget_bytes", "The record log's disk budget (log.max_bytes).",
             registry=reg, **({"multiprocess_mode": "max"} if mp else {}),
         )  # fmt: skip
+        gauge_kw = {"multiprocess_mode": "mostrecent"} if mp else {}
+        self.drift_score = Gauge(
+            "gateway_drift_score", "Latest drift score (PSI, JS distance, |z|, ...) per group "
+            "and metric.", ["app", "model", "metric"], registry=reg, **gauge_kw,
+        )  # fmt: skip
+        self.drift_alert = Gauge(
+            "gateway_drift_alert", "1 while the latest drift run alerts on this group and metric.",
+            ["app", "model", "metric"], registry=reg, **gauge_kw,
+        )  # fmt: skip
         self.feedback = Counter(
             "gateway_feedback_events", "End-user signals received, by name and source.",
             ["name", "source"], registry=reg,
@@ -255,6 +276,14 @@ class Metrics:
 
     def feedback_event(self, event: FeedbackEventLike) -> None:
         self.feedback.labels(self.feedback_names(event.name), event.source).inc()
+
+    def drift(self, rows: Iterable[DriftRowLike]) -> None:
+        for r in rows:
+            if r.level == "skipped":
+                continue
+            labels = (self.apps(r.app), self.models(r.request_model), r.metric)
+            self.drift_score.labels(*labels).set(r.score)
+            self.drift_alert.labels(*labels).set(1 if r.alert else 0)
 
     def sample(
         self,
