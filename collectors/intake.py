@@ -45,7 +45,11 @@ def feedback_handlers(
 
     def cors(origin: str, key: Any) -> dict[str, str]:
         if origin and ring.origin_allowed(origin, key):
-            return {"access-control-allow-origin": origin, "vary": "Origin"}
+            return {
+                "access-control-allow-origin": origin,
+                "access-control-expose-headers": "retry-after",
+                "vary": "Origin",
+            }
         return {}
 
     def reply(status: int, body: dict[str, Any], headers: dict[str, str]) -> Response[Any]:
