@@ -29,6 +29,18 @@ _ANTHROPIC_STOP = {
 _RESPONSES_INCOMPLETE = {"max_output_tokens": "length", "content_filter": "content_filter"}
 
 
+def _event_json(data: bytes) -> dict[str, Any] | None:
+    """A stream event's JSON object; None for `[DONE]`, keep-alives and anything unparsable
+    (a pass-through never fails on what it cannot read)."""
+    if not data or data == b"[DONE]":
+        return None
+    try:
+        obj = _decode(data)
+    except msgspec.DecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def _int(v: Any) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
@@ -126,13 +138,8 @@ class ChatObserver(Observer):
         return len(_str(choice.get("text")))
 
     def event(self, event: str, data: bytes) -> bool:
-        if not data or data == b"[DONE]":
-            return False
-        try:
-            obj = _decode(data)
-        except msgspec.DecodeError:
-            return False
-        if not isinstance(obj, dict):
+        obj = _event_json(data)
+        if obj is None:
             return False
         if "error" in obj and "choices" not in obj:
             self._stream_error(obj)
@@ -220,13 +227,8 @@ class ResponsesObserver(Observer):
                             self.output_chars += len(_str(part.get("text")))
 
     def event(self, event: str, data: bytes) -> bool:
-        if not data or data == b"[DONE]":
-            return False
-        try:
-            obj = _decode(data)
-        except msgspec.DecodeError:
-            return False
-        if not isinstance(obj, dict):
+        obj = _event_json(data)
+        if obj is None:
             return False
         kind = event or _str(obj.get("type"))
         if kind.endswith(".delta"):
@@ -287,13 +289,8 @@ class AnthropicObserver(Observer):
                 self.output_chars += len(_str(block.get("text"))) + len(_str(block.get("thinking")))
 
     def event(self, event: str, data: bytes) -> bool:
-        if not data:
-            return False
-        try:
-            obj = _decode(data)
-        except msgspec.DecodeError:
-            return False
-        if not isinstance(obj, dict):
+        obj = _event_json(data)
+        if obj is None:
             return False
         kind = event or _str(obj.get("type"))
         if kind == "content_block_delta":
