@@ -278,12 +278,18 @@ class Metrics:
         self.feedback.labels(self.feedback_names(event.name), event.source).inc()
 
     def drift(self, rows: Iterable[DriftRowLike]) -> None:
+        """The latest drift run. Several rows may share a key (one per new version): the
+        gauge shows the highest score, and alerts if any of them does."""
+        latest: dict[tuple[str, str, str], tuple[float, bool]] = {}
         for r in rows:
             if r.level == "skipped":
                 continue
-            labels = (self.apps(r.app), self.models(r.request_model), r.metric)
-            self.drift_score.labels(*labels).set(r.score)
-            self.drift_alert.labels(*labels).set(1 if r.alert else 0)
+            key = (self.apps(r.app), self.models(r.request_model), r.metric)
+            score, alert = latest.get(key, (float("-inf"), False))
+            latest[key] = (max(score, r.score), alert or r.alert)
+        for key, (score, alert) in latest.items():
+            self.drift_score.labels(*key).set(score)
+            self.drift_alert.labels(*key).set(1 if alert else 0)
 
     def sample(
         self,

@@ -8,6 +8,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -167,3 +168,24 @@ def test_workers_report_one_consistent_metrics(fake, selfhosted, tmp_path: Path)
             assert {total() for _ in range(6)} == {30.0}
         finally:
             assert gw.stop() == 0
+
+
+def test_drift_gauges_take_the_worst_row_per_key():
+    from collectors.drift import DriftRow
+    from gateway.metrics import Metrics
+
+    t = datetime.now(UTC)
+
+    def row(metric: str, score: float, level: str) -> DriftRow:
+        return DriftRow(computed_at=t, window_start=t, window_end=t, reference_start=t,
+                        app="a", request_model="m", metric=metric, statistic="x",
+                        score=score, threshold=0.2, level=level)  # fmt: skip
+
+    m = Metrics()
+    m.drift([row("version_change", 0.9, "alert"), row("version_change", 0.1, "alert"),
+             row("latency", 0.05, "ok"), row("sample_size", 10, "skipped")])  # fmt: skip
+    text = m.render().decode()
+    assert 'gateway_drift_score{app="a",metric="version_change",model="m"} 0.9' in text
+    assert 'gateway_drift_alert{app="a",metric="version_change",model="m"} 1.0' in text
+    assert 'gateway_drift_alert{app="a",metric="latency",model="m"} 0.0' in text
+    assert "sample_size" not in text
