@@ -20,7 +20,7 @@ from gateway.store import migrate
 from gateway.store.chdb_store import ChdbStore
 from gateway.store.migrate import migrations, render
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "feedback-queries.md"
+README = Path(__file__).resolve().parent.parent / "README.md"
 NOW = float(int(time.time()))  # whole seconds: durations come out exact
 DAY = 86400.0
 
@@ -361,7 +361,9 @@ def test_since_units():
 
 
 def doc_queries() -> list[str]:
-    return re.findall(r"```sql\n(.*?)```", DOCS.read_text(), re.S)
+    text = README.read_text()
+    section = text.split("### Queries for product teams", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sql\n(.*?)```", section, re.S)
 
 
 def test_documented_queries_run_and_answer(fx: Fixture):
