@@ -27,7 +27,7 @@ _CORS_HEADERS = (
 )
 
 
-def _error(status: int, message: str, code: str, param: str | None = None,
+def _error(message: str, code: str, param: str | None = None,
            type_: str = "invalid_request_error") -> dict[str, Any]:  # fmt: skip
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
@@ -71,33 +71,33 @@ def feedback_handlers(
         key = ring.check(presented, origin)
         if isinstance(key, Denied):
             type_ = "authentication_error" if key.status == 401 else "permission_error"
-            return reply(key.status, _error(key.status, key.message, key.code, type_=type_), {})
+            return reply(key.status, _error(key.message, key.code, type_=type_), {})
         headers = cors(origin, key)
         length = h.get("content-length")
         if length and length.isdigit() and int(length) > cfg.max_body_bytes:
             msg = f"Body exceeds {cfg.max_body_bytes} bytes."
-            return reply(413, _error(413, msg, "request_too_large"), headers)
+            return reply(413, _error(msg, "request_too_large"), headers)
         body = await request.body()
         if len(body) > cfg.max_body_bytes:
             msg = f"Body exceeds {cfg.max_body_bytes} bytes."
-            return reply(413, _error(413, msg, "request_too_large"), headers)
+            return reply(413, _error(msg, "request_too_large"), headers)
         try:
             payload = _decode(body)  # sendBeacon sends text/plain: the body is JSON all the same
         except msgspec.DecodeError as e:
-            return reply(400, _error(400, f"The body is not valid JSON: {e}", "invalid_json"),
+            return reply(400, _error(f"The body is not valid JSON: {e}", "invalid_json"),
                          headers)  # fmt: skip
         batch = isinstance(payload, list)
         items = payload if batch else [payload]
         if batch and not items:
-            return reply(422, _error(422, "The batch is empty.", "invalid_feedback"), headers)
+            return reply(422, _error("The batch is empty.", "invalid_feedback"), headers)
         if len(items) > cfg.max_batch:
             msg = f"At most {cfg.max_batch} events per request."
-            return reply(413, _error(413, msg, "batch_too_large"), headers)
+            return reply(413, _error(msg, "batch_too_large"), headers)
         if key is not None and key.kind == "publishable":
             client = request.client.host if request.client else ""
             wait = limiter.take(key.key, client, key.rate_per_minute, len(items))
             if wait:
-                return reply(429, _error(429, "Too many feedback events; slow down.",
+                return reply(429, _error("Too many feedback events; slow down.",
                                          "rate_limit_exceeded", type_="rate_limit_error"),
                              {**headers, "retry-after": str(wait)})  # fmt: skip
         ctx = Context(
@@ -114,11 +114,11 @@ def feedback_handlers(
                 event = validate(item, ctx)
             except Invalid as e:
                 first_error = first_error or e
-                err = _error(422, e.message, "invalid_feedback", e.param or None)["error"]
+                err = _error(e.message, "invalid_feedback", e.param or None)["error"]
                 results.append({"index": i, "status": "rejected", "error": err})
                 continue
             if not record(event):
-                err = _error(503, "The event could not be kept; retry later.", "not_kept",
+                err = _error("The event could not be kept; retry later.", "not_kept",
                              type_="server_error")["error"]  # fmt: skip
                 results.append({"index": i, "status": "rejected", "error": err})
                 continue
@@ -128,7 +128,7 @@ def feedback_handlers(
             results.append({"index": i, "status": "accepted", "event_id": event.event_id})
         if not accepted:
             if not batch and first_error is not None:
-                return reply(422, _error(422, first_error.message, "invalid_feedback",
+                return reply(422, _error(first_error.message, "invalid_feedback",
                                          first_error.param or None), headers)  # fmt: skip
             status = 422 if first_error is not None else 503
             return reply(status, {"accepted": 0, "rejected": len(items), "results": results},
