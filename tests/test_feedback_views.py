@@ -1,5 +1,6 @@
-"""The feedback views (collectors/views, rendered from the signal registry), the feedback report and the documented queries, on chDB
-through the real migrations, against hand-made calls and signals with hand-computed numbers."""
+"""The feedback views (collectors/views, rendered from the signal registry), the feedback
+report and the documented queries, on chDB through the real migrations, against hand-made
+calls and signals with hand-computed numbers."""
 
 from __future__ import annotations
 

@@ -8,9 +8,14 @@ counts behind the rest) are computed in ClickHouse; 1.2 s for a million calls on
 (`bench/drift.py`). It returns `DriftRow`s; `rows_to_jsonl` makes them an insert into
 `llm_drift` (migration 0007) and `format_report` a plain-text report.
 
+Modules: config.py (metrics, bins, settings), stats.py (the tests), queries.py (the SQL),
+run.py (`run_drift`), report.py (the row, its insert form, the text report).
+
 A group with fewer than `min_calls` calls in either window is not evaluated: it gets one
 row, metric `sample_size`, level `skipped`. A metric with fewer than `min_calls` values in
-either window (say `ttft` when few calls are streamed) is skipped the same way.
+either window (say `ttft` when few calls are streamed) is skipped the same way, and so are
+the rates of answers (`length_rate`, `content_filter_rate`) when every call of a window
+failed. Skipped rows are for the report: `rows_to_jsonl` leaves them out of `llm_drift`.
 
 Rows: one per (group, metric), except `version_change` (one per new version).
 
@@ -25,8 +30,9 @@ Rows: one per (group, metric), except `version_change` (one per new version).
 - `version_change`: statistic `new_response_model` or `new_system_fingerprint` (one row per
   new version; score: the share of the current window's calls it served), or
   `new_versions` with score 0 when there is none. p_value NULL.
-- `sample_size` (statistic `calls`), or a metric with statistic `calls` / `values`: level
-  `skipped`, score the smaller window's count, threshold the minimum. p_value NULL.
+- `sample_size` (statistic `calls`), or a metric with statistic `calls` / `values` /
+  `answers`: level `skipped`, score the smaller window's count, threshold the minimum.
+  p_value NULL. In the report only.
 
 The distribution rows also carry Kolmogorov-Smirnov as a second opinion on the raw,
 unbucketed values (ClickHouse's `kolmogorovSmirnovTest('two-sided')`): `ks_statistic` (D)
@@ -75,10 +81,10 @@ family-wise chance that unchanged traffic raises any alert in a run is then at m
 - `js_distance`: the same with `js_alert` (0.1) / `js_warn` (0.05); rare finish reasons
   are pooled for the chi-square test.
 - `z`: pooled two-proportion z; `threshold` is the |z| matching alpha / m
-  (Phi^-1(1 - alpha / 2m)). Alert when |z| >= threshold and Fisher's exact test (two-sided,
-  the doubled smaller tail) agrees: the normal approximation overstates rare events (five
-  content-filter stops in a window that expects one is z = 4, normal p 6e-5, but happens
-  in 0.4% of windows).
+  (Phi^-1(1 - alpha / 2m)). Alert when |z| >= threshold and Fisher's exact test (two-sided:
+  the tables no more likely than the observed one, as scipy computes it) agrees: the normal
+  approximation overstates rare events (five content-filter stops in a window that expects
+  one is z = 4, normal p 6e-5, but happens in 0.4% of windows).
 - `version_change`: always an alert (no test: a version that was never seen is a fact).
 `threshold` holds the alert threshold of the row's statistic (0 for version changes, the
 minimum count for skipped rows).

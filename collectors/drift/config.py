@@ -35,7 +35,6 @@ RATES = (
 )
 # error_type values (case-insensitive regular expression) that mean "declined on policy".
 REFUSAL_ERROR_TYPES = r"(?i)refus|content.?filter|content.?policy|safety|moderation"
-SUGGESTION_SIGNALS = ("suggestion_shown", "suggestion_accepted", "suggestion_rejected")
 
 LEVELS = ("alert", "warn", "ok", "skipped")
 METRICS = (*(d[0] for d in DISTRIBUTIONS), "finish_reason_mix", *RATES, "version_change")

@@ -54,9 +54,13 @@ def _finite(x: float | None) -> float | None:
 
 
 def rows_to_jsonl(rows: Iterable[DriftRow]) -> bytes:
-    """JSONEachRow for `store.insert("llm_drift", ...)`."""
+    """JSONEachRow for `store.insert("llm_drift", ...)`: the rows that say something. A
+    `skipped` row (too few calls to compare) is for the report only: stored at every run it
+    would fill the table with rows that say nothing."""
     out = []
     for r in rows:
+        if r.level == "skipped":
+            continue
         out.append(
             json.dumps(
                 {

@@ -128,7 +128,7 @@ def run_drift(
             )
             continue
         ok_groups.append(key)
-        tests += _rate_tests(head, g)
+        tests += _rate_tests(head, g, rows)
         tests.append(_mix_test(head, g, cfg))
         rows += _version_rows(head, g)
 
@@ -180,15 +180,41 @@ def _rate_test(
     return _Test(row, abs(z), None, None, p, not degenerate)
 
 
-def _rate_tests(head: dict[str, Any], g: _Group) -> list[_Test]:
+def _rate_tests(head: dict[str, Any], g: _Group, rows: list[DriftRow]) -> list[_Test]:
     length = [g.finish.get("length", [0, 0])[w] for w in (0, 1)]
     cf = [g.finish.get("content_filter", [0, 0])[w] for w in (0, 1)]
-    return [
+    tests = [
         _rate_test(head, "error_rate", g.failed, g.calls, "failed calls"),
-        _rate_test(head, "length_rate", length, g.answers, "answers cut at the length limit"),
-        _rate_test(head, "content_filter_rate", cf, g.answers, "answers stopped by a filter"),
         _rate_test(head, "refusal_rate", g.refused, g.calls, "calls refused"),
     ]
+    for metric, x, what in (
+        ("length_rate", length, "answers cut at the length limit"),
+        ("content_filter_rate", cf, "answers stopped by a filter"),
+    ):
+        if min(g.answers) == 0:  # every call of a window failed (an outage): no rate of answers
+            rows.append(_no_answers(head, metric, g))
+        else:
+            tests.append(_rate_test(head, metric, x, g.answers, what))
+    return tests
+
+
+def _no_answers(head: dict[str, Any], metric: str, g: _Group) -> DriftRow:
+    ref, cur = g.answers
+    empty = " and ".join(
+        w for w, n in (("the current window", cur), ("the reference window", ref)) if n == 0
+    )
+    return DriftRow(
+        **head,
+        metric=metric,
+        statistic="answers",
+        score=0.0,
+        threshold=1.0,
+        level="skipped",
+        current_calls=cur,
+        reference_calls=ref,
+        detail=f"no answer in {empty}: every call failed ({g.failed[1]}/{g.calls[1]} "
+        f"failed in the current window, {g.failed[0]}/{g.calls[0]} in the reference)",
+    )
 
 
 def _mix_test(head: dict[str, Any], g: _Group, cfg: DriftConfig) -> _Test:

@@ -105,31 +105,33 @@ def _log_comb(n: int, k: int) -> float:
 
 
 def fisher_exact(x1: int, n1: int, x2: int, n2: int) -> float:
-    """Two-sided p-value of Fisher's exact test on [[x1, n1 - x1], [x2, n2 - x2]]: twice the
-    smaller tail of the hypergeometric law of x1 given the margins (capped at 1)."""
+    """Two-sided p-value of Fisher's exact test on [[x1, n1 - x1], [x2, n2 - x2]]: the sum of
+    the probabilities of the tables (given the margins: x1 is hypergeometric) no more likely
+    than the observed one, with a relative tolerance of 1e-7 so that ties computed with
+    rounding errors count as ties (as scipy and R do)."""
     k, total = x1 + x2, n1 + n2
     if n1 == 0 or n2 == 0 or k == 0 or k == total:
         return 1.0
     lo, hi = max(0, k - n2), min(k, n1)
 
-    def log_pmf(x: int) -> float:
-        return _log_comb(k, x) + _log_comb(total - k, n1 - x) - _log_comb(total, n1)
+    def log_ratio(x: int) -> float:  # log(pmf(x) / pmf(x - 1))
+        return math.log((k - x + 1) * (n1 - x + 1) / (x * (total - k - n1 + x)))
 
-    # Walk outwards from x1 along the smaller tail; terms shrink, so stop when negligible.
-    up = x1 >= n1 * k / total
-    s, term, x = 1.0, 1.0, x1
-    while (x < hi) if up else (x > lo):
-        if up:
-            term *= (k - x) * (n1 - x) / ((x + 1) * (total - k - n1 + x + 1))
-            x += 1
-        else:
-            term *= x * (total - k - n1 + x) / ((k - x + 1) * (n1 - x + 1))
-            x -= 1
-        s += term
-        if term < s * 1e-17:
-            break
-    log_tail = log_pmf(x1) + math.log(s)
-    return min(1.0, 2 * math.exp(log_tail)) if log_tail < 0 else 1.0
+    # Walk both ways from x1 in log space, relative to pmf(x1): no term can overflow, and
+    # the tables nearest x1 (where ties are) get the smallest rounding errors.
+    limit = math.log1p(1e-7)
+    s, lp = 1.0, 0.0
+    for x in range(x1 + 1, hi + 1):
+        lp += log_ratio(x)
+        if lp <= limit:
+            s += math.exp(lp)
+    lp = 0.0
+    for x in range(x1, lo, -1):
+        lp -= log_ratio(x)
+        if lp <= limit:
+            s += math.exp(lp)
+    log_at = _log_comb(k, x1) + _log_comb(total - k, n1 - x1) - _log_comb(total, n1)
+    return min(1.0, math.exp(log_at) * s)
 
 
 def two_proportion_z(x1: int, n1: int, x2: int, n2: int) -> float:
