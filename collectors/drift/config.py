@@ -67,4 +67,3 @@ class DriftConfig:
             raise ValueError("drift: need 0 < alpha <= warn_alpha < 1")
         if self.min_calls < 1 or self.min_feedback_calls < 1:
             raise ValueError("drift: min_calls and min_feedback_calls must be at least 1")
-

@@ -40,7 +40,6 @@ class DriftRow:
         return self.level == "alert"
 
 
-
 def _dt(t: datetime | None) -> str | None:
     return None if t is None else t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 

@@ -162,12 +162,8 @@ def view_statements(db: str, cluster: str | None, **params: int) -> list[tuple[s
 
 
 def _replace_views(store: Store, db: str, cluster: str | None, **params: int) -> None:
-    have = {
-        row["name"]: row["comment"]
-        for row in map(json.loads, store.query(
-            f"SELECT name, comment FROM system.tables WHERE database = '{db}'"
-        ).splitlines())
-    }  # fmt: skip
+    listed = store.query(f"SELECT name, comment FROM system.tables WHERE database = '{db}'")
+    have = {row["name"]: row["comment"] for row in map(json.loads, listed.splitlines())}
     for name, digest, sql in view_statements(db, cluster, **params):
         if have.get(name) != digest:
             store.command(sql)
