@@ -13,7 +13,7 @@ from pathlib import Path
 
 import openai
 
-from tests.conftest import GatewayProcess, gateway_config
+from tests.conftest import GatewayProcess, gateway_config, seed_outage
 
 
 def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -88,34 +88,9 @@ def test_drift_command_through_running_gateway(gateway: GatewayProcess):
     assert gateway.sql("SELECT count() AS n FROM llm_drift")[0]["n"] == before
 
 
-OUTAGE = """
-import sys
-from gateway.store import migrate
-from gateway.store.chdb_store import ChdbStore
-
-store = ChdbStore(sys.argv[1], "llm_gateway")
-migrate(store)
-# a week of answers, then an hour where every call of the group failed
-for start, span, n, status in ((8 * 86400, 7 * 86400 - 7200, 400, 200), (3500, 3400, 250, 503)):
-    store.command(
-        "INSERT INTO llm_gateway.llm_calls (request_id, started_at, app, request_model, "
-        "provider, status_code, outcome, error_type, finish_reason, input_tokens, "
-        "output_tokens, latency_ms) "
-        f"SELECT concat('o-{status}-', toString(number)), "
-        f"now64(3) - toIntervalMillisecond(({start} - number * {span} / {n}) * 1000), "
-        f"'outage', 'gpt-4o', 'openai', {status}, if({status} = 200, 'ok', 'upstream_error'), "
-        f"if({status} = 200, '', 'server_error'), if({status} = 200, 'stop', ''), 100, "
-        f"if({status} = 200, 20, 0), 900 FROM numbers({n})"
-    )
-store.close()
-"""
-
-
 def test_drift_when_every_call_of_a_group_failed(tmp_path: Path):
     data = tmp_path / "d"
-    p = subprocess.run([sys.executable, "-c", OUTAGE, str(data)], capture_output=True,
-                       text=True, timeout=120, cwd=tmp_path)  # fmt: skip
-    assert p.returncode == 0, p.stderr
+    seed_outage(data)
     env = {"LLM_GATEWAY_DATA_DIR": str(data)}
     p = cli("drift", cwd=tmp_path, env=env)
     assert p.returncode == 0, p.stderr

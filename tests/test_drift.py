@@ -1,4 +1,4 @@
-"""The drift job (collectors/drift.py) on chDB through the real migrations.
+"""The drift job (collectors/drift/) on chDB through the real migrations.
 
 Synthetic traffic of known shape is generated inside ClickHouse (`INSERT ... SELECT FROM
 numbers()`, every draw a hash of a seed and the row number, so it is reproducible), plus a
