@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -24,10 +25,10 @@ from collectors.intake import feedback_handlers
 from gateway.config import Config
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
-from gateway.providers import Provider
-from gateway.proxy import Proxy
-from gateway.record import CallRecord
+from gateway.providers import provider_for
+from gateway.record import CallRecord, RecordSink
 from gateway.recordlog import LogBusy, RecordLog
+from gateway.request import Proxy
 from gateway.routing import Router
 from gateway.store import Store, StoreError, migrate, open_store
 from gateway.tracing import Tracer, tracing_requested
@@ -81,7 +82,7 @@ def build_gateway(
     store = store if store is not None else open_store(config.store)
     mc = config.metrics
     metrics = Metrics(mc.max_models, mc.max_apps, mc.property_labels)
-    providers = {name: Provider(p) for name, p in config.providers.items()}
+    providers = {name: provider_for(p) for name, p in config.providers.items()}
     router = Router(config, providers)
     writer = BatchWriter(
         store,
@@ -117,19 +118,12 @@ def build_gateway(
     )
 
     tracer = Tracer() if tracing_requested() else None
-
-    def on_call(rec: CallRecord) -> None:
-        metrics.observe(rec)
-        writer.record(rec)
-
-    if not mc.enabled:
-        on_call = writer.record
-
-    def on_call_traced(rec: CallRecord) -> None:
-        on_call(rec)
-        tracer.record(rec)  # type: ignore[union-attr]
-
-    proxy = Proxy(config, router, transport, on_call_traced if tracer else on_call, bool(tracer))
+    consumers: list[Callable[[CallRecord], object]] = [writer.record]
+    if mc.enabled:
+        consumers.insert(0, metrics.observe)
+    if tracer is not None:
+        consumers.append(tracer.record)
+    proxy = Proxy(config, router, transport, RecordSink(*consumers), bool(tracer))
     return Gateway(
         config=config,
         store=store,

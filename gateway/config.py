@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from gateway.providers import KINDS, ProviderConfig, Timeouts
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message starts with the offending key."""
@@ -24,40 +26,9 @@ class ConfigError(ValueError):
         self.key = key
 
 
-PROVIDER_KINDS = ("openai", "azure", "anthropic")
 STORE_KINDS = ("chdb", "clickhouse", "disabled")
 CAPTURE_MODES = ("metadata", "full")
 AUTH_MODES = ("gateway", "passthrough")
-
-DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
-DEFAULT_ANTHROPIC_URL = "https://api.anthropic.com"
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    connect: float = 10.0
-    first_byte: float = 120.0
-    total: float = 600.0
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderConfig:
-    name: str
-    kind: str
-    base_url: str
-    api_key: str | None = None
-    # "gateway": the configured key is used and the client's is ignored; "passthrough":
-    # the client's own credential header goes upstream. Default: gateway when a key is set.
-    auth: str = "passthrough"
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    # OpenAI-compatible servers differ on `stream_options`; some reject it.
-    inject_stream_usage: bool = True
-    api_version: str | None = None  # azure: api-version; anthropic: anthropic-version
-    deployments: dict[str, str] = field(default_factory=dict)  # azure: model -> deployment
-    headers: dict[str, str] = field(default_factory=dict)  # extra headers sent upstream
-    # genai-prices provider id whose price list applies; "" = none known (cost NULL unless
-    # a price override in config names the model).
-    price_as: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,16 +266,15 @@ class _Section:
 
 
 def _provider(name: str, data: Any, env: dict[str, str]) -> ProviderConfig:
+    """One provider; its kind (from the registry) supplies every default."""
     s = _Section(data, f"providers.{name}")
-    kind = s.str("kind", None, PROVIDER_KINDS)
-    if kind is None:
-        raise ConfigError(
-            f"providers.{name}.kind", f"is required (one of {', '.join(PROVIDER_KINDS)})"
-        )
-    default_url = {"openai": DEFAULT_OPENAI_URL, "anthropic": DEFAULT_ANTHROPIC_URL}.get(kind)
-    base_url = s.str("base_url", default_url)
+    kind_name = s.str("kind", None, tuple(KINDS))
+    if kind_name is None:
+        raise ConfigError(f"providers.{name}.kind", f"is required (one of {', '.join(KINDS)})")
+    kind = KINDS[kind_name]
+    base_url = s.str("base_url", kind.default_base_url)
     if not base_url:
-        raise ConfigError(f"providers.{name}.base_url", f"is required for kind {kind}")
+        raise ConfigError(f"providers.{name}.base_url", f"is required for kind {kind_name}")
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"providers.{name}.base_url", f"must be an http(s) URL, got {base_url!r}")
     api_key = s.str("api_key") or None
@@ -318,38 +288,21 @@ def _provider(name: str, data: Any, env: dict[str, str]) -> ProviderConfig:
         total=t.num("total", _Timeouts_D.total, 0.001),
     )
     t.done()
-    deployments = s.str_map("deployments")
     provider = ProviderConfig(
         name=name,
-        kind=kind,
+        kind=kind_name,
         base_url=base_url.rstrip("/"),
         api_key=api_key,
         auth=auth,
         timeouts=timeouts,
-        inject_stream_usage=s.bool("inject_stream_usage", kind != "anthropic"),
-        api_version=s.str(
-            "api_version", {"azure": "2024-10-21", "anthropic": "2023-06-01"}.get(kind)
-        ),
-        deployments=deployments,
+        inject_stream_usage=s.bool("inject_stream_usage", kind.inject_stream_usage),
+        api_version=s.str("api_version", kind.default_api_version),
+        deployments=s.str_map("deployments"),
         headers=s.str_map("headers"),
-        price_as=s.str("price_as", _default_price_as(kind, base_url)),
+        price_as=s.str("price_as", kind.default_price_as(base_url)),
     )
     s.done()
     return provider
-
-
-def _default_price_as(kind: str, base_url: str) -> str:
-    if kind in ("anthropic", "azure"):
-        return kind
-    if base_url.rstrip("/") == DEFAULT_OPENAI_URL:
-        return "openai"
-    # An OpenAI-compatible host genai-prices knows (Groq, Together, ...) prices as itself.
-    from genai_prices.data_snapshot import get_snapshot
-
-    try:
-        return get_snapshot().find_provider(None, None, base_url).id
-    except LookupError:
-        return ""
 
 
 def _targets(s: _Section, key: str, providers: dict[str, ProviderConfig]) -> tuple[Target, ...]:
@@ -588,45 +541,42 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
 
 
 def default_providers(env: dict[str, str]) -> dict[str, ProviderConfig]:
-    """OpenAI and Anthropic, from the variables the official SDKs read."""
-    openai_key = env.get("OPENAI_API_KEY") or None
-    anthropic_key = env.get("ANTHROPIC_API_KEY") or None
-    anthropic_url = (env.get("ANTHROPIC_BASE_URL") or DEFAULT_ANTHROPIC_URL).rstrip("/")
-    return {
-        "openai": ProviderConfig(
-            name="openai",
-            kind="openai",
-            base_url=(env.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_URL).rstrip("/"),
-            api_key=openai_key,
-            auth="gateway" if openai_key else "passthrough",
-            # The SDK variable may point at a corporate proxy of OpenAI: price as OpenAI
-            # (a self-hosted model's name simply finds no OpenAI price).
-            price_as="openai",
-        ),
-        "anthropic": ProviderConfig(
-            name="anthropic",
-            kind="anthropic",
-            base_url=anthropic_url,
-            api_key=anthropic_key,
-            auth="gateway" if anthropic_key else "passthrough",
-            inject_stream_usage=False,
-            api_version="2023-06-01",
-            price_as="anthropic",
-        ),
-    }
+    """The zero-config kinds (OpenAI and Anthropic), from the variables their SDKs read."""
+    providers = {}
+    for kind in KINDS.values():
+        if not kind.zero_config:
+            continue
+        key = env.get(kind.api_key_env) or None
+        providers[kind.kind] = ProviderConfig(
+            name=kind.kind,
+            kind=kind.kind,
+            base_url=(env.get(kind.base_url_env) or kind.default_base_url or "").rstrip("/"),
+            api_key=key,
+            auth="gateway" if key else "passthrough",
+            inject_stream_usage=kind.inject_stream_usage,
+            api_version=kind.default_api_version,
+            # The SDK variable may point at a corporate proxy of the provider: price as the
+            # provider (a self-hosted model's name simply finds no price).
+            price_as=kind.price_as,
+        )
+    return providers
 
 
 def default_routes(providers: dict[str, ProviderConfig]) -> tuple[Route, ...]:
-    """Claude models to the first Anthropic provider; everything else to the first other one."""
+    """Each kind's own model names (e.g. claude*) to its first provider; everything else to
+    the first provider of a kind without such names, else to the first one routed."""
     routes = []
-    anthropic = next((p for p in providers.values() if p.kind == "anthropic"), None)
-    other = next((p for p in providers.values() if p.kind != "anthropic"), None)
-    if anthropic:
-        routes.append(Route(match="claude*", targets=(Target(anthropic.name),)))
-    if other:
-        routes.append(Route(match="*", targets=(Target(other.name),)))
-    elif anthropic:
-        routes.append(Route(match="*", targets=(Target(anthropic.name),)))
+    catch_all = None
+    for p in providers.values():
+        models = KINDS[p.kind].default_models
+        if models and not any(r.match == models for r in routes):
+            routes.append(Route(match=models, targets=(Target(p.name),)))
+        elif not models and catch_all is None:
+            catch_all = p
+    if catch_all is None and routes:
+        catch_all = providers[routes[0].targets[0].provider]
+    if catch_all is not None:
+        routes.append(Route(match="*", targets=(Target(catch_all.name),)))
     return tuple(routes)
 
 

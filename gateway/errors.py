@@ -98,3 +98,13 @@ def upstream_unreachable(detail: str) -> GatewayError:
         "api_connection_error",
         "upstream_unreachable",
     )
+
+
+def wrong_dialect(model: str) -> GatewayError:
+    return GatewayError(
+        400,
+        f"The model `{model}` is not routed to an Anthropic provider; /v1/messages needs one.",
+        "invalid_request_error",
+        "unsupported_endpoint",
+        "model",
+    )

@@ -12,8 +12,8 @@ from genai_prices.data_snapshot import get_snapshot
 
 from gateway.config import ModelPrice
 from gateway.ids import new_request_id, valid_client_id
-from gateway.observe import AnthropicObserver, ChatObserver, ResponsesObserver
 from gateway.pricing import PRICE_SOURCE_CONFIG, Pricer, Tokens
+from gateway.providers.wire import AnthropicObserver, ChatObserver, ResponsesObserver
 from gateway.record import CallRecord
 from gateway.sse import SSESplitter
 from gateway.tokens import estimate_input
