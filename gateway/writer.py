@@ -55,8 +55,21 @@ class PriceView(msgspec.Struct):
 
 
 _view = msgspec.json.Decoder(PriceView).decode
-# How an unpriced record's line reads (CallRecord's field order puts these side by side).
-_UNPRICED = b'"cost_usd":null,"price_source":""'
+# The line's top-level fields, values left as raw JSON: priced by field, whatever the
+# column order, without decoding (or re-escaping) the bodies.
+_fields = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+_encode_fields = msgspec.json.Encoder().encode
+_NOT_BILLED = msgspec.Raw(b'"not_billed"')
+
+
+def _with_price(line: bytes, cost: float, source: msgspec.Raw) -> bytes:
+    fields = _fields(line)
+    fields["cost_usd"] = msgspec.Raw(repr(cost).encode())
+    fields["price_source"] = source
+    return _encode_fields(fields) + b"\n"
+
+
+_SOURCES: dict[str, msgspec.Raw] = {}
 
 
 def price_line(
@@ -70,11 +83,7 @@ def price_line(
     if not (v.input_tokens or v.output_tokens):
         if v.status_code >= 400:  # a refused call costs nothing
             v.cost_usd = 0.0
-            return (
-                line.replace(_UNPRICED, b'"cost_usd":0.0,"price_source":"not_billed"', 1),
-                v,
-                True,
-            )
+            return _with_price(line, 0.0, _NOT_BILLED), v, True
         return line, v, True
     cost, source = pricer.price(
         price_ids.get(v.provider, ""),
@@ -85,8 +94,10 @@ def price_line(
     if cost is None:
         return line, v, False
     v.cost_usd = cost
-    priced = b'"cost_usd":%r,"price_source":"%s"' % (cost, source.encode())
-    return line.replace(_UNPRICED, priced, 1), v, True
+    raw = _SOURCES.get(source)
+    if raw is None:
+        raw = _SOURCES[source] = msgspec.Raw(_encode_fields(source))
+    return _with_price(line, cost, raw), v, True
 
 
 @dataclass
