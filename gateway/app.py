@@ -30,7 +30,7 @@ from gateway.record import CallRecord, RecordSink
 from gateway.recordlog import LogBusy, RecordLog
 from gateway.request import Proxy
 from gateway.routing import Router
-from gateway.store import Store, StoreError, migrate, open_store
+from gateway.store import Store, StoreError, migrate_configured, open_store
 from gateway.tracing import Tracer, tracing_requested
 from gateway.writer import BatchWriter, LogQueue, MemoryQueue, Queue
 
@@ -91,12 +91,7 @@ def build_gateway(
         {name: p.price_as for name, p in config.providers.items()},
         batch_size=config.store.batch_size,
         flush_interval=config.store.flush_interval_ms / 1000.0,
-        migrate=lambda: migrate(
-            store,
-            config.capture.body_ttl_days,
-            config.store.cluster or None,
-            session_idle_minutes=config.feedback.session_idle_minutes,
-        ),
+        migrate=lambda: migrate_configured(store, config),
         on_priced=lambda v, known: metrics.priced(
             v.provider, v.request_model, v.cost_usd, known, v.app
         ),

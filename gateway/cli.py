@@ -17,7 +17,7 @@ from typing import Any
 from gateway.config import Config, ConfigError, load_config
 from gateway.datadir import DataDirBusy, DataDirLock, running_gateway
 from gateway.logs import setup_logging
-from gateway.store import StoreError, migrate, open_store
+from gateway.store import StoreError, migrate_configured, open_store
 
 log = logging.getLogger("gateway.cli")
 
@@ -170,12 +170,7 @@ def store_access(cfg: Config) -> Iterator[Any]:
     try:
         store = open_store(cfg.store)
         try:
-            migrate(
-                store,
-                cfg.capture.body_ttl_days,
-                cfg.store.cluster or None,
-                session_idle_minutes=cfg.feedback.session_idle_minutes,
-            )
+            migrate_configured(store, cfg)
             yield store
         finally:
             store.close()
@@ -249,7 +244,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             if cluster and cfg.store.kind != "clickhouse":
                 print("llm-gateway: --cluster needs store.kind: clickhouse", file=sys.stderr)
                 return 2
-            applied = migrate(store, cfg.capture.body_ttl_days, cluster)
+            applied = migrate_configured(store, cfg, cluster)
         finally:
             store.close()
     except (StoreError, DataDirBusy) as e:

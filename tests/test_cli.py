@@ -80,3 +80,16 @@ def test_drift_command_through_running_gateway(gateway: GatewayProcess):
     # Too few calls to compare: groups are reported as skipped, and the rows are stored.
     rows = gateway.sql("SELECT metric, level FROM llm_drift")
     assert len(rows) > before and all(r["level"] == "skipped" for r in rows)
+
+
+def test_migrate_bakes_the_configured_session_idle_minutes(tmp_path: Path):
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(f"store: {{path: {tmp_path / 'd'}}}\nfeedback: {{session_idle_minutes: 45}}\n")
+    p = cli("migrate", "--config", str(cfg), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    q = ("SELECT create_table_query AS q FROM system.tables WHERE database = 'llm_gateway' "
+         "AND name = 'llm_sessions' FORMAT JSONEachRow")  # fmt: skip
+    p = cli("sql", q, "--config", str(cfg), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    ddl = json.loads(p.stdout)["q"]
+    assert "toIntervalMinute(45)" in ddl or "INTERVAL 45 MINUTE" in ddl, ddl
