@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.ids import new_request_id
+from gateway.ids import CLIENT_ID, new_request_id
 
 
 class FeedbackEvent(msgspec.Struct, kw_only=True, omit_defaults=False):
@@ -57,7 +57,7 @@ SOURCES = ("user", "app", "api", "evaluator", "implicit")
 DATA_TYPES = ("numeric", "boolean", "categorical", "text")
 
 _NAME = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
-_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_ID = CLIENT_ID
 MAX_TEXT = 4000
 MAX_META = 32
 _FIELDS = frozenset(

@@ -19,6 +19,7 @@ from litestar.handlers import HTTPRouteHandler
 from collectors.access import Denied, KeyRing, RateLimiter
 from collectors.feedback import Context, FeedbackEvent, Invalid, openapi, validate
 from gateway.config import FeedbackConfig
+from gateway.errors import error_envelope as _error
 
 _decode = msgspec.json.decode
 COLLECTOR_JS = Path(__file__).with_name("static") / "feedback.js"
@@ -27,9 +28,6 @@ _CORS_HEADERS = (
 )
 
 
-def _error(message: str, code: str, param: str | None = None,
-           type_: str = "invalid_request_error") -> dict[str, Any]:  # fmt: skip
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
 def feedback_handlers(

@@ -7,7 +7,6 @@ store, the batch writer — so that no request constructs any of them.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from litestar.types import Receive, Scope, Send
 
 from collectors.drift import DriftConfig, rows_to_jsonl, run_drift
 from collectors.intake import feedback_handlers
+from gateway.access import token_matches
 from gateway.config import Config
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
@@ -214,6 +214,10 @@ def create_app(gw: Gateway) -> Litestar:
         await gw.transport.aclose()
         gw.store.close()
 
+    def admin(request: Request) -> bool:
+        # Only a caller that can read the token file in the data directory gets in.
+        return token_matches(request.headers.get("x-gateway-admin-token", ""), gw.admin_token)
+
     @asgi("/v1", is_mount=True, copy_scope=False)
     async def v1(scope: Scope, receive: Receive, send: Send) -> None:
         await gw.proxy(scope, receive, send)
@@ -245,10 +249,8 @@ def create_app(gw: Gateway) -> Litestar:
 
     @post("/_gateway/sql", media_type=MediaType.TEXT)
     async def admin_sql(request: Request) -> Response[bytes]:
-        # Lets `llm-gateway sql` reach the embedded store while the gateway holds it. Only
-        # a caller that can read the token file in the data directory gets in.
-        token = request.headers.get("x-gateway-admin-token", "")
-        if not gw.admin_token or not hmac.compare_digest(token, gw.admin_token):
+        # Lets `llm-gateway sql` reach the embedded store while the gateway holds it.
+        if not admin(request):
             return Response(b"forbidden\n", status_code=403)
         sql = (await request.body()).decode()
         fmt = request.query_params.get("default_format", "PrettyCompact")
@@ -265,8 +267,7 @@ def create_app(gw: Gateway) -> Litestar:
     @post("/_gateway/insert", media_type=MediaType.TEXT)
     async def admin_insert(request: Request) -> Response[bytes]:
         # Lets CLI jobs (`llm-gateway drift`) write their rows into the store the gateway holds.
-        token = request.headers.get("x-gateway-admin-token", "")
-        if not gw.admin_token or not hmac.compare_digest(token, gw.admin_token):
+        if not admin(request):
             return Response(b"forbidden\n", status_code=403)
         table = request.query_params.get("table", "")
         if table not in ADMIN_INSERT_TABLES:

@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import msgspec
@@ -117,10 +117,8 @@ class Counters:
     replayed: int = 0
     retries: int = 0
     dropped: int = 0
-    unpriced: int = 0
     store_ok: bool = True
     last_error: str = ""
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 class Queue(Protocol):
@@ -315,7 +313,6 @@ class BatchWriter:
             raise
         self.queue.commit(batch)
         for view, known in priced_views:  # once the rows are in: a retried batch counts once
-            c.unpriced += not known
             if self.on_priced is not None:
                 self.on_priced(view, known)
         c.written += len(rows)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from gateway.errors import error_envelope
 from gateway.record import CallRecord, Outcome
 
 _decode = msgspec.json.decode
@@ -135,5 +136,5 @@ class WireAPI:
 
     def stream_error(self, message: str, type_: str) -> bytes:
         """A last SSE event telling the client its stream broke (OpenAI's chat form)."""
-        body = _encode({"error": {"message": message, "type": type_, "param": None, "code": type_}})
+        body = _encode(error_envelope(message, type_, None, type_))
         return b"data: " + body + b"\n\n"
