@@ -95,6 +95,8 @@ from datetime import UTC, datetime, timedelta
 from statistics import NormalDist
 from typing import Any
 
+from gateway.config import DriftConfig
+
 # Bucket boundaries (upper bounds, inclusive as in OTel/Prometheus histograms), the same as
 # gateway.metrics' histograms (a test keeps them equal), so that a bucket here is a bucket on
 # the Grafana heatmaps. n boundaries make n + 1 bins.
@@ -132,31 +134,6 @@ METRICS = (*(d[0] for d in DISTRIBUTIONS), "finish_reason_mix", *RATES, "version
 _ORDER = {name: i for i, name in enumerate(("sample_size", *METRICS))}  # rows of a group
 _FAILED = "(status_code >= 400 OR outcome != 'ok')"
 _NORMAL = NormalDist()
-
-
-@dataclass(frozen=True)
-class DriftConfig:
-    current_window: timedelta = timedelta(hours=1)
-    reference_window: timedelta = timedelta(days=7)
-    min_calls: int = 200  # per window, for a group (and for each distribution's values)
-    min_feedback_calls: int = 100  # per window, for acceptance_rate and share_rate
-    psi_warn: float = 0.1
-    psi_alert: float = 0.2
-    psi_epsilon: float = 1e-4  # floor of a bin's proportion (an empty bin), for PSI
-    js_warn: float = 0.05
-    js_alert: float = 0.1
-    # Family-wise error rates per run, spread over the run's tests (Bonferroni): the chance
-    # that traffic that did not change raises any alert (warning) in a run.
-    alpha: float = 0.001
-    warn_alpha: float = 0.05
-
-    def __post_init__(self) -> None:
-        if self.current_window <= timedelta(0) or self.reference_window <= timedelta(0):
-            raise ValueError("drift windows must be positive durations")
-        if not 0 < self.alpha <= self.warn_alpha < 1:
-            raise ValueError("drift: need 0 < alpha <= warn_alpha < 1")
-        if self.min_calls < 1 or self.min_feedback_calls < 1:
-            raise ValueError("drift: min_calls and min_feedback_calls must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)

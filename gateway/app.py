@@ -10,7 +10,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -19,7 +18,7 @@ from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.handlers import asgi
 from litestar.types import Receive, Scope, Send
 
-from collectors.drift import DriftConfig, rows_to_jsonl, run_drift
+from collectors.drift import rows_to_jsonl, run_drift
 from collectors.intake import feedback_handlers
 from gateway.access import token_matches
 from gateway.config import Config
@@ -81,7 +80,7 @@ def build_gateway(
 ) -> Gateway:
     store = store if store is not None else open_store(config.store)
     mc = config.metrics
-    metrics = Metrics(mc.max_models, mc.max_apps, mc.property_labels)
+    metrics = Metrics(mc)
     providers = {name: provider_for(p) for name, p in config.providers.items()}
     router = Router(config, providers)
     writer = BatchWriter(
@@ -152,31 +151,14 @@ def open_queue(config: Config, stream: str = "") -> Queue:
     raise StoreError(f"no free record log slot under {lc.dir}")
 
 
-def drift_config(cfg: Config) -> DriftConfig:
-    d = cfg.drift
-    return DriftConfig(
-        current_window=timedelta(minutes=d.current_window_minutes),
-        reference_window=timedelta(days=d.reference_window_days),
-        min_calls=d.min_calls,
-        min_feedback_calls=d.min_feedback_calls,
-        psi_warn=d.psi_warn,
-        psi_alert=d.psi_alert,
-        js_warn=d.js_warn,
-        js_alert=d.js_alert,
-        alpha=d.alpha,
-        warn_alpha=d.warn_alpha,
-    )
-
-
 async def drift_forever(gw: Gateway) -> None:
     """The periodic drift job, when `drift.enabled`: rows into llm_drift, gauges into
     /metrics. A failed run is logged and tried again at the next interval."""
-    dcfg = drift_config(gw.config)
     while True:
         await asyncio.sleep(gw.config.drift.interval_minutes * 60)
         try:
             rows = await asyncio.to_thread(
-                run_drift, lambda sql: gw.store.query(sql, "JSONEachRow"), None, dcfg
+                run_drift, lambda sql: gw.store.query(sql, "JSONEachRow"), None, gw.config.drift
             )
             if rows:
                 await asyncio.to_thread(gw.store.insert, "llm_drift", rows_to_jsonl(rows))

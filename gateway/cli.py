@@ -214,12 +214,11 @@ def cmd_drift(args: argparse.Namespace) -> int:
     """Evaluate drift now, store the rows, print the report. Exit 0 either way: a CronJob
     should not fail because a model drifted."""
     from collectors.drift import format_report, rows_to_jsonl, run_drift
-    from gateway.app import drift_config
 
     cfg = _config(args)
     try:
         with store_access(cfg) as store:
-            rows = run_drift(lambda sql: store.query(sql, "JSONEachRow"), cfg=drift_config(cfg))
+            rows = run_drift(lambda sql: store.query(sql, "JSONEachRow"), cfg=cfg.drift)
             if rows:
                 store.insert("llm_drift", rows_to_jsonl(rows))
     except (StoreError, DataDirBusy) as e:

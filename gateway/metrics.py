@@ -32,6 +32,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway import genai
+from gateway.config import MetricsConfig
 from gateway.genai import DURATION_BUCKETS, TOKEN_BUCKETS
 from gateway.providers import genai_provider_name
 from gateway.record import CallRecord, Outcome, is_failed
@@ -83,12 +84,9 @@ def multiprocess() -> bool:
 
 
 class Metrics:
-    def __init__(
-        self,
-        max_models: int = 100,
-        max_apps: int = 50,
-        property_labels: tuple[str, ...] = (),
-    ) -> None:
+    def __init__(self, cfg: MetricsConfig | None = None) -> None:
+        cfg = cfg or MetricsConfig()
+        max_models, max_apps, property_labels = cfg.max_models, cfg.max_apps, cfg.property_labels
         mp = multiprocess()
         # In multiprocess mode values live in files; the exposition registry collects them.
         reg = None if mp else CollectorRegistry(auto_describe=True)

@@ -28,6 +28,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.config import LogConfig
 from gateway.filelock import try_lock
 
 log = logging.getLogger("gateway.recordlog")
@@ -50,14 +51,16 @@ class Pos:
 class LogBusy(Exception):
     pass
 
+_LOG = LogConfig()  # the defaults
+
 
 class RecordLog:
     def __init__(
         self,
         directory: str | os.PathLike[str],
-        segment_bytes: int = 64 * 1024 * 1024,
-        max_bytes: int = 1024 * 1024 * 1024,
-        fsync_interval: float = 1.0,
+        segment_bytes: int = _LOG.segment_bytes,
+        max_bytes: int = _LOG.max_bytes,
+        fsync_interval: float = _LOG.fsync_interval_ms / 1000.0,
     ) -> None:
         self.dir = Path(directory)
         self.segment_bytes = segment_bytes

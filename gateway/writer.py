@@ -27,6 +27,7 @@ from typing import Protocol
 
 import msgspec
 
+from gateway.config import StoreConfig
 from gateway.pricing import Pricer, Tokens
 from gateway.record import encode_line
 from gateway.recordlog import Pos, RecordLog
@@ -35,6 +36,7 @@ from gateway.store.base import Store, StoreError
 log = logging.getLogger("gateway.writer")
 
 TABLE = "llm_calls"
+_STORE = StoreConfig()  # the defaults
 
 
 class PriceView(msgspec.Struct):
@@ -228,8 +230,8 @@ class BatchWriter:
         queue: Queue,
         pricer: Pricer | None,  # None: rows need no price (feedback events)
         price_ids: dict[str, str],
-        batch_size: int = 1000,
-        flush_interval: float = 0.5,
+        batch_size: int = _STORE.batch_size,
+        flush_interval: float = _STORE.flush_interval_ms / 1000.0,
         migrate: Callable[[], object] | None = None,
         on_priced: Callable[[PriceView, bool], None] | None = None,
         table: str = TABLE,

@@ -21,9 +21,9 @@ class MissingCredentials(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    connect: float = 10.0
-    first_byte: float = 120.0
-    total: float = 600.0
+    connect: float = field(default=10.0, metadata={"min": 0.001})
+    first_byte: float = field(default=120.0, metadata={"min": 0.001})
+    total: float = field(default=600.0, metadata={"min": 0.001})
 
 
 @dataclass(frozen=True, slots=True)
