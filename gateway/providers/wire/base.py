@@ -39,6 +39,25 @@ def as_str(v: Any) -> str:
     return v if isinstance(v, str) else ""
 
 
+# Usage field names: (input, output, input details, output details), by API family.
+CHAT_USAGE = ("prompt_tokens", "completion_tokens", "prompt_tokens_details",
+              "completion_tokens_details")  # fmt: skip
+RESPONSES_USAGE = ("input_tokens", "output_tokens", "input_tokens_details",
+                   "output_tokens_details")  # fmt: skip
+
+
+def read_usage(rec: CallRecord, u: dict[str, Any], names: tuple[str, str, str, str]) -> None:
+    """OpenAI-style usage: tokens in and out, cached input and reasoning in the details."""
+    rec.input_tokens = as_int(u.get(names[0]))
+    rec.output_tokens = as_int(u.get(names[1]))
+    details = u.get(names[2])
+    if isinstance(details, dict):
+        rec.cache_read_tokens = as_int(details.get("cached_tokens"))
+    details = u.get(names[3])
+    if isinstance(details, dict):
+        rec.reasoning_tokens = as_int(details.get("reasoning_tokens"))
+
+
 class Observer:
     """Base: records nothing but errors. Subclasses know one API's shapes."""
 

@@ -5,19 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.providers.wire.base import Observer, WireAPI, as_int, as_str, event_json
-from gateway.record import CallRecord
-
-
-def _openai_usage(rec: CallRecord, u: dict[str, Any]) -> None:
-    rec.input_tokens = as_int(u.get("prompt_tokens"))
-    rec.output_tokens = as_int(u.get("completion_tokens"))
-    details = u.get("prompt_tokens_details")
-    if isinstance(details, dict):
-        rec.cache_read_tokens = as_int(details.get("cached_tokens"))
-    details = u.get("completion_tokens_details")
-    if isinstance(details, dict):
-        rec.reasoning_tokens = as_int(details.get("reasoning_tokens"))
+from gateway.providers.wire.base import (
+    CHAT_USAGE,
+    Observer,
+    WireAPI,
+    as_str,
+    event_json,
+    read_usage,
+)
 
 
 class ChatObserver(Observer):
@@ -35,7 +30,7 @@ class ChatObserver(Observer):
     def _usage(self, u: Any) -> None:
         if isinstance(u, dict):
             self.usage_seen = True
-            _openai_usage(self.rec, u)
+            read_usage(self.rec, u, CHAT_USAGE)
 
     def body(self, obj: Any) -> None:
         if not isinstance(obj, dict):

@@ -6,7 +6,14 @@ from typing import Any
 
 import msgspec
 
-from gateway.providers.wire.base import Observer, WireAPI, as_int, as_str, event_json
+from gateway.providers.wire.base import (
+    RESPONSES_USAGE,
+    Observer,
+    WireAPI,
+    as_str,
+    event_json,
+    read_usage,
+)
 from gateway.record import Outcome
 
 _encode = msgspec.json.encode
@@ -38,14 +45,7 @@ class ResponsesObserver(Observer):
         u = obj.get("usage")
         if isinstance(u, dict):
             self.usage_seen = True
-            rec.input_tokens = as_int(u.get("input_tokens"))
-            rec.output_tokens = as_int(u.get("output_tokens"))
-            d = u.get("input_tokens_details")
-            if isinstance(d, dict):
-                rec.cache_read_tokens = as_int(d.get("cached_tokens"))
-            d = u.get("output_tokens_details")
-            if isinstance(d, dict):
-                rec.reasoning_tokens = as_int(d.get("reasoning_tokens"))
+            read_usage(rec, u, RESPONSES_USAGE)
         if not self.output_chars:
             for item in obj.get("output") or ():
                 if isinstance(item, dict):
