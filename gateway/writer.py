@@ -53,25 +53,41 @@ class PriceView(msgspec.Struct):
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     cost_usd: float | None = None
+    price_source: str = ""
     started_at: float = 0.0
 
 
 _view = msgspec.json.Decoder(PriceView).decode
-# The line's top-level fields, values left as raw JSON: priced by field, whatever the
-# column order, without decoding (or re-escaping) the bodies.
+_encode_json = msgspec.json.Encoder().encode
+# An unpriced record's two fields. `"cost_usd":null` cannot occur anywhere else in a line
+# (properties hold strings, and quotes inside strings are escaped); `"price_source":""`
+# can, as a property: then the line is re-encoded by field.
+_COST_NULL = b'"cost_usd":null'
+_SOURCE_EMPTY = b'"price_source":""'
 _fields = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
-_encode_fields = msgspec.json.Encoder().encode
-_NOT_BILLED = msgspec.Raw(b'"not_billed"')
 
 
-def _with_price(line: bytes, cost: float, source: msgspec.Raw) -> bytes:
+def _once(line: bytes, pattern: bytes) -> int:
+    """Where `pattern` occurs in `line`, or -1 unless exactly once."""
+    i = line.find(pattern)
+    return i if i >= 0 and line.find(pattern, i + len(pattern)) < 0 else -1
+
+
+def _with_price(line: bytes, v: PriceView, cost: float, source: str) -> bytes:
+    """The line with its price fields set, whatever the order of its columns."""
+    cost_json = repr(cost).encode()
+    source_json = _encode_json(source)
+    i, j = _once(line, _COST_NULL), _once(line, _SOURCE_EMPTY)
+    if i >= 0 and j >= 0 and v.price_source == "":
+        (i, a, ra), (j, b, rb) = sorted(
+            ((i, _COST_NULL, b'"cost_usd":' + cost_json),
+             (j, _SOURCE_EMPTY, b'"price_source":' + source_json))
+        )  # fmt: skip
+        return b"".join((line[:i], ra, line[i + len(a) : j], rb, line[j + len(b) :]))
     fields = _fields(line)
-    fields["cost_usd"] = msgspec.Raw(repr(cost).encode())
-    fields["price_source"] = source
-    return _encode_fields(fields) + b"\n"
-
-
-_SOURCES: dict[str, msgspec.Raw] = {}
+    fields["cost_usd"] = msgspec.Raw(cost_json)
+    fields["price_source"] = msgspec.Raw(source_json)
+    return _encode_json(fields) + b"\n"
 
 
 def price_line(
@@ -85,7 +101,7 @@ def price_line(
     if not (v.input_tokens or v.output_tokens):
         if v.status_code >= 400:  # a refused call costs nothing
             v.cost_usd = 0.0
-            return _with_price(line, 0.0, _NOT_BILLED), v, True
+            return _with_price(line, v, 0.0, "not_billed"), v, True
         return line, v, True
     cost, source = pricer.price(
         price_ids.get(v.provider, ""),
@@ -96,10 +112,7 @@ def price_line(
     if cost is None:
         return line, v, False
     v.cost_usd = cost
-    raw = _SOURCES.get(source)
-    if raw is None:
-        raw = _SOURCES[source] = msgspec.Raw(_encode_fields(source))
-    return _with_price(line, cost, raw), v, True
+    return _with_price(line, v, cost, source), v, True
 
 
 @dataclass
