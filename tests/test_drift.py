@@ -41,6 +41,7 @@ from gateway.store.chdb_store import ChdbStore
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboards" / "grafana" / "drift.json"
 RULES = ROOT / "dashboards" / "prometheus" / "drift-alerts.yml"
+RUNBOOKS = "https://github.com/llm-gateway/llm-gateway/blob/main/docs/runbooks.md"
 
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)  # the shift scenarios' evaluation time
 HOUR, WEEK = timedelta(hours=1), timedelta(days=7)
@@ -642,6 +643,7 @@ def test_alert_rule_checks_and_fires(tmp_path: Path):
                                         "appeared)."
                                     ),
                                     "dashboard": "/d/llm-gateway-drift",
+                                    "runbook_url": RUNBOOKS + "#llmgatewaydrift",
                                 },
                             }
                         ],
