@@ -427,3 +427,44 @@ def test_service_selects_the_gateway_pods_only(rendered: dict):
     (monitor,) = by_kind(docs, "ServiceMonitor")
     service_labels = by_kind(docs, "Service")[0]["metadata"]["labels"].items()
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service_labels
+
+
+def hook_weight(obj: dict[str, Any]) -> int | None:
+    annotations = obj["metadata"].get("annotations") or {}
+    if "helm.sh/hook" not in annotations:
+        return None
+    return int(annotations.get("helm.sh/hook-weight", "0"))
+
+
+@pytest.mark.parametrize("name", ["clickhouse", "clickhouse-autoscaling-existing-secrets"])
+def test_migration_hook_needs_nothing_the_release_creates_later(name: str, rendered: dict):
+    """A pre-install hook runs before the release's own objects exist: everything its pod
+    refers to must be an earlier hook, or the user's own (an existingSecret)."""
+    docs = rendered[(name, KUBE_VERSIONS[-1])]
+    (job,) = by_kind(docs, "Job")
+    assert hook_weight(job) is not None
+    assert set(job["metadata"]["annotations"]["helm.sh/hook"].split(",")) == {
+        "pre-install",
+        "pre-upgrade",
+    }
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["migrate"]
+    refs = {("ConfigMap", v["configMap"]["name"]) for v in pod["volumes"] if "configMap" in v}
+    refs |= {
+        ("Secret", e["valueFrom"]["secretKeyRef"]["name"])
+        for e in container["env"]
+        if "valueFrom" in e
+    }
+    refs |= {("Secret", e["secretRef"]["name"]) for e in container.get("envFrom", [])}
+    if "serviceAccountName" in pod:
+        refs.add(("ServiceAccount", pod["serviceAccountName"]))
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    external = {("Secret", "ch-creds"), ("Secret", "llm-keys")}
+    assert refs, job
+    for ref in refs:
+        if ref in external:
+            continue
+        assert ref in objects, f"{ref} is neither rendered nor the user's"
+        weight = hook_weight(objects[ref])
+        assert weight is not None and weight < hook_weight(job), f"{ref} is not an earlier hook"

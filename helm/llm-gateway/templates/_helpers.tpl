@@ -221,8 +221,8 @@ Environment shared by the gateway, the migration Job and the drift CronJob. Take
   mountPath: /tmp
 {{- end }}
 
+{{/* Pod settings shared by every pod of the chart, the service account aside. */}}
 {{- define "llm-gateway.podSecurity" -}}
-serviceAccountName: {{ include "llm-gateway.serviceAccountName" . }}
 automountServiceAccountToken: false
 {{- with .Values.podSecurityContext }}
 securityContext:
@@ -288,6 +288,7 @@ metadata:
     {{- toYaml . | nindent 4 }}
     {{- end }}
 spec:
+  serviceAccountName: {{ include "llm-gateway.serviceAccountName" . }}
   {{- include "llm-gateway.podSecurity" . | nindent 2 }}
   # The pause before SIGTERM, the streams' grace, then the record flush.
   terminationGracePeriodSeconds: {{ add .Values.gateway.preStopSleepSeconds .Values.gateway.shutdownGraceSeconds .Values.gateway.flushSeconds }}
