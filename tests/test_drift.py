@@ -556,7 +556,7 @@ def test_config_is_validated():
 def test_dashboard_sql_runs_on_llm_drift(run: Run):
     """Every ClickHouse query of the drift dashboard (panels and the annotation), with the
     plugin's macros expanded as tests/test_dashboards.py does, on the rows written above."""
-    from tests.test_dashboards import SPECIFIC, all_panels, expand_sql
+    from tests.test_dashboards import SPECIFIC, all_panels, datasource_uid, expand_sql
 
     dashboard = json.loads(DASHBOARD.read_text())
     t0, t1 = int((NOW - timedelta(days=1)).timestamp()), int(NOW.timestamp()) + 60
@@ -565,12 +565,12 @@ def test_dashboard_sql_runs_on_llm_drift(run: Run):
         (p["title"], t["rawSql"])
         for p in all_panels(dashboard)
         for t in p.get("targets", [])
-        if t.get("datasource", p.get("datasource", {})).get("uid") == "clickhouse"
+        if datasource_uid(p, t) == "clickhouse"
     ]
     queries += [
         ("annotation: " + a["name"], a["target"]["rawSql"])
         for a in dashboard["annotations"]["list"]
-        if a.get("datasource", {}).get("uid") == "clickhouse"
+        if datasource_uid(a, {}) == "clickhouse"
     ]
     assert len(queries) >= 7
     for title, sql in queries:
