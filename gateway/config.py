@@ -7,6 +7,7 @@ gateway: embedded store, OpenAI and Anthropic providers from the SDKs' own varia
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -112,6 +113,7 @@ class LogConfig:
     max_bytes: int = 1024 * 1024 * 1024
     segment_bytes: int = 64 * 1024 * 1024
     fsync_interval_ms: float = 1000.0  # 0: fsync every record
+    memory_bytes: int = 64 * 1024 * 1024  # records held in memory while the log cannot write
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +175,11 @@ class ServerConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     workers: int = 1
     shutdown_grace_s: float = 30.0  # in-flight streams get this long after SIGTERM
+    header_timeout_s: float = 10.0  # from a request's first byte to the end of its head
+    body_timeout_s: float = 60.0  # from the end of the head to the end of the body
+    idle_timeout_s: float = 5.0  # a connection with no request in flight
+    max_connections: int = 1024
+    trusted_proxies: tuple[str, ...] = ()  # whose X-Forwarded-For counts; IPs or networks
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +381,21 @@ def _targets(s: _Section, key: str, providers: dict[str, ProviderConfig]) -> tup
     return (primary, *(one(f, f"{key}.fallbacks[{i}]") for i, f in enumerate(fallbacks)))
 
 
+def _trusted_proxies(value: Any) -> tuple[str, ...]:
+    key = "server.trusted_proxies"
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(key, "must be a list of IP addresses or networks")
+    for i, item in enumerate(value):
+        try:
+            ipaddress.ip_network(item if isinstance(item, str) else "?", strict=False)
+        except ValueError:
+            msg = f"must be an IP address or network, got {item!r}"
+            raise ConfigError(f"{key}[{i}]", msg) from None
+    return tuple(value)
+
+
 def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
     """Validate a parsed YAML document (after interpolation) into a `Config`."""
     env = dict(os.environ) if env is None else env
@@ -387,6 +409,11 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
         max_body_bytes=srv.int("max_body_bytes", _ServerConfig_D.max_body_bytes, 1),
         workers=srv.int("workers", 1, 1),
         shutdown_grace_s=srv.num("shutdown_grace_s", _ServerConfig_D.shutdown_grace_s, 0),
+        header_timeout_s=srv.num("header_timeout_s", _ServerConfig_D.header_timeout_s, 0.1),
+        body_timeout_s=srv.num("body_timeout_s", _ServerConfig_D.body_timeout_s, 0.1),
+        idle_timeout_s=srv.num("idle_timeout_s", _ServerConfig_D.idle_timeout_s, 0.1),
+        max_connections=srv.int("max_connections", _ServerConfig_D.max_connections, 1),
+        trusted_proxies=_trusted_proxies(srv.raw("trusted_proxies")),
     )
     srv.done()
 
@@ -426,6 +453,7 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
         max_bytes=lg.int("max_bytes", _LogConfig_D.max_bytes, 4096),
         segment_bytes=lg.int("segment_bytes", _LogConfig_D.segment_bytes, 4096),
         fsync_interval_ms=lg.num("fsync_interval_ms", _LogConfig_D.fsync_interval_ms, 0),
+        memory_bytes=lg.int("memory_bytes", _LogConfig_D.memory_bytes, 0),
     )
     lg.done()
 

@@ -39,6 +39,9 @@ class DataDirLock:
 
     def acquire(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        # Captured bodies live here: private to the gateway's user, even in a directory made
+        # before (or by another tool with a looser umask).
+        self.dir.chmod(0o700)
         fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -76,7 +76,7 @@ class RecordLog:
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
