@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import GatewayProcess, gateway_config
+from tests.conftest import ROOT, GatewayProcess, gateway_config
 
 PUB_KEY = "pk_srv_public_123456"
 ORIGIN = "https://app.example.com"
@@ -180,3 +183,57 @@ def test_data_directory_is_private_to_the_gateway_user(gw: GatewayProcess):
                 loose.append(f"{oct(mode)} {p.relative_to(data)}")
     assert stat.S_IMODE(data.stat().st_mode) & 0o077 == 0
     assert loose == []
+
+
+_SLOW_STORE = """
+import signal, sys, time
+from tests.chhttp import ChHttpServer
+srv = ChHttpServer(sys.argv[1]).start()
+srv.delay = float(sys.argv[2])
+signal.signal(signal.SIGUSR1, lambda *_: setattr(srv, "delay", 0.0))
+print(srv.port, flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def _readyz(url: str) -> tuple[int, dict]:
+    r = httpx.get(url + "/readyz", timeout=30)
+    return r.status_code, r.json()
+
+
+def test_listens_at_once_while_the_store_is_slow(fake, selfhosted, tmp_path: Path):
+    # Every request to this ClickHouse takes 5 s: the migrations alone take far longer
+    # than the gateway may take to listen.
+    store = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_STORE, str(tmp_path / "ch"), "5"],
+        cwd=ROOT, stdout=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        port = int(store.stdout.readline())  # type: ignore[union-attr]
+        cfg = gateway_config(fake.url, selfhosted.url)
+        cfg["store"] = {"kind": "clickhouse", "url": f"http://127.0.0.1:{port}",
+                        "database": "slow", "flush_interval_ms": 50}  # fmt: skip
+        gw = GatewayProcess(cfg, tmp_path).start(timeout=20)
+        try:
+            status, body = _readyz(gw.url)
+            assert status == 503 and body["status"] == "store_not_migrated"
+            rid = f"slow-{uuid.uuid4().hex[:8]}"
+            msgs = [{"role": "user", "content": "x"}]
+            r = httpx.post(gw.url + "/v1/chat/completions", headers={"X-Request-Id": rid},
+                           json={"model": "gpt-4o", "messages": msgs})  # fmt: skip
+            assert r.status_code == 200
+            store.send_signal(signal.SIGUSR1)  # the store is fast again
+            deadline = time.monotonic() + 120
+            while _readyz(gw.url)[0] != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+            q = f"SELECT count() FROM slow.llm_calls WHERE request_id = '{rid}'"
+            while httpx.post(f"http://127.0.0.1:{port}/", content=q).text.strip() != "1":
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        finally:
+            gw.stop()
+    finally:
+        os.killpg(store.pid, signal.SIGKILL)
+        store.wait()
