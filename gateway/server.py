@@ -116,9 +116,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_expired(self) -> None:
         self._head_timer = None
-        if not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:  # else: mid-answer, just close
             self.transport.write(_canned(request_timeout("headers", self._header_timeout)))
-            self.transport.close()
+        self.transport.close()
 
 
 class ServerGuard:

@@ -295,6 +295,14 @@ class LogQueue:
         self._held = None
 
     def close(self) -> None:
+        # What memory still holds goes to the log if it can now: the next start replays it.
+        held = self._held.lines if self._held is not None and self._held.in_memory else []
+        for line in [*held, *self._mem]:
+            try:
+                if self.log.append(line) is None:
+                    break
+            except OSError:
+                break
         self.log.close()
 
 
