@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
+import signal
 import subprocess
 import time
 import urllib.error
@@ -15,14 +17,60 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
+from gateway.record import CallRecord
+from gateway.recordlog import RecordLog
+from gateway.store.disabled import DisabledStore
+from gateway.writer import BatchWriter, LogQueue
 from tests.conftest import GatewayProcess, gateway_config
 from tests.test_durability import metrics
 
-pytestmark = pytest.mark.skipif(
+needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="mounting a tmpfs as the data directory needs root"
 )
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Writes past `limit` bytes of a file are cut short or fail, as on a full disk."""
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+        signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def test_failed_appends_leave_no_torn_line_and_records_wait_in_memory(tmp_path: Path):
+    rlog = RecordLog(tmp_path / "log", segment_bytes=1 << 20, fsync_interval=0)
+    rlog.open()
+    q = LogQueue(rlog, memory_bytes=3000)
+    w = BatchWriter(DisabledStore(), q, None, {})
+    rec = lambda i: CallRecord(request_id=f"r{i}", request_body="x" * 700)  # noqa: E731
+    assert w.record(rec(0))
+    seg = rlog._seg_path(rlog._seg)
+    with file_size_limit(seg.stat().st_size + 1000):  # room for part of the next line
+        kept = [w.record(rec(i)) for i in range(1, 8)]
+    assert kept[0] and not kept[-1] and kept == sorted(kept, reverse=True)  # memory, then drops
+    assert w.counters.dropped == kept.count(False)
+    assert "cannot write" in q.trouble()
+    assert seg.read_bytes().endswith(b"}\n")  # the cut-short append was undone
+    time.sleep(1.1)  # the log is tried again after a second
+    assert w.record(rec(8))
+    assert q.trouble() == ""
+    ids = []
+    while (batch := q.next_batch(100)) is not None:
+        ids += [msgspec.json.decode(line)["request_id"] for line in batch.lines]
+        q.begin(batch)
+        q.commit(batch)
+    expect = ["r0", *(f"r{i + 1}" for i, k in enumerate(kept) if k), "r8"]
+    assert sorted(ids) == sorted(expect)
+    assert rlog.size == 0  # every segment in the store is reclaimed, the open one too
+    q.close()
 
 
 @pytest.fixture
@@ -66,6 +114,7 @@ def wait_for(cond, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-de
         time.sleep(0.2)
 
 
+@needs_root
 def test_full_disk_answers_whole_counts_drops_and_recovers(
     fake, selfhosted, small_disk: Path, tmp_path: Path
 ):
