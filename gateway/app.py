@@ -29,7 +29,7 @@ from gateway.proxy import Proxy
 from gateway.record import CallRecord
 from gateway.recordlog import LogBusy, RecordLog
 from gateway.routing import Router
-from gateway.server import ServerGuard, guarded
+from gateway.server import DateHeader, guarded
 from gateway.store import Store, StoreError, migrate, open_store
 from gateway.tracing import Tracer, tracing_requested
 from gateway.writer import BatchWriter, LogQueue, MemoryQueue, Queue
@@ -314,7 +314,7 @@ def create_app(gw: Gateway) -> Litestar:
     )
 
 
-def app_from_env() -> ServerGuard:
+def app_from_env() -> DateHeader:
     """App factory for worker processes (`server.workers` > 1): each worker builds its own
     gateway (own upstream pool, own record log slot) from `$LLM_GATEWAY_CONFIG`."""
     from gateway.config import load_config
@@ -322,4 +322,4 @@ def app_from_env() -> ServerGuard:
 
     config = load_config()
     setup_logging(config.log_level)
-    return guarded(create_app(build_gateway(config)), config)
+    return guarded(create_app(build_gateway(config)))

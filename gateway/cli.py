@@ -61,7 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if lock is not None:
             shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
             gw.admin_token = lock.publish(f"http://{shown}:{port}")
-        app = server.guarded(create_app(gw), cfg)
+        app = server.guarded(create_app(gw))
         log.info(
             "listening",
             extra={

@@ -4,7 +4,8 @@ a hostile or broken client from holding a connection forever.
 - Idle connections (before the first request and between requests) close after
   `server.idle_timeout_s`; a request head must arrive within `server.header_timeout_s` of
   its first byte and the whole body within `server.body_timeout_s` of the head, else the
-  client gets a 408 in the OpenAI error shape and the connection closes.
+  client gets a 408 in the OpenAI error shape and the connection closes (the app sees a
+  client that left).
 - Past `server.max_connections` open connections a new one gets a 503 and is closed.
 - Forwarding headers (`X-Forwarded-For`, ...) count only from `server.trusted_proxies`.
 - uvicorn's own `date`/`server` headers are off: a proxied answer carries the upstream's,
@@ -77,14 +78,18 @@ def http_date() -> bytes:
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with an idle timeout from the first byte on (uvicorn
-    arms it only after a response), a deadline for the request head, and a connection cap."""
+    arms it only after a response), deadlines for the request head and body, and a
+    connection cap. A request that arrives whole in one read (the usual case) arms no timer."""
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         limits: ServerConfig = getattr(config, _LIMITS_ATTR)
         self._header_timeout = limits.header_timeout_s
+        self._body_timeout = limits.body_timeout_s
         self._max_connections = limits.max_connections
+        self._in_head = False
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -97,22 +102,38 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.timeout_keep_alive, self.timeout_keep_alive_handler
         )
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.transport.is_closing():
+            return
+        if self._in_head:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(self._header_timeout, self._head_expired)
+        elif (
+            self._body_timer is None
+            and (cycle := self.cycle) is not None
+            and cycle.more_body
+            and not cycle.response_complete
+        ):
+            self._body_timer = self.loop.call_later(self._body_timeout, self._body_expired)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_timer = self.loop.call_later(self._header_timeout, self._head_expired)
+        self._in_head = True
 
     def on_headers_complete(self) -> None:
-        self._cancel_head_timer()
+        self._in_head = False
+        self._head_timer = _cancel(self._head_timer)
         super().on_headers_complete()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
-        super().connection_lost(exc)
+    def on_message_complete(self) -> None:
+        self._body_timer = _cancel(self._body_timer)
+        super().on_message_complete()
 
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_timer = _cancel(self._head_timer)
+        self._body_timer = _cancel(self._body_timer)
+        super().connection_lost(exc)
 
     def _head_expired(self) -> None:
         self._head_timer = None
@@ -122,65 +143,48 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write(_canned(request_timeout("headers", self._header_timeout)))
         self.transport.close()
 
+    def _body_expired(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body or self.transport.is_closing():
+            return
+        if not cycle.response_started:
+            self.transport.write(_canned(request_timeout("body", self._body_timeout)))
+        # The app's receive() now answers http.disconnect (it stops and records what it
+        # had) and whatever it sends goes nowhere.
+        cycle.disconnected = True
+        cycle.message_event.set()
+        self.transport.close()
 
-class ServerGuard:
-    """ASGI wrapper: a deadline for the request body, and one `date` header per answer."""
 
-    def __init__(self, app: Any, body_timeout: float) -> None:
+def _cancel(timer: asyncio.TimerHandle | None) -> None:
+    if timer is not None:
+        timer.cancel()
+
+
+class DateHeader:
+    """ASGI wrapper: one `date` header per answer. A proxied answer keeps the upstream's;
+    the gateway's own get one here (uvicorn's, added to every answer, is off)."""
+
+    def __init__(self, app: Any) -> None:
         self.app = app
-        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.body_timeout
-        body_done = False
-        timed_out = False
-        started = False
 
-        async def guarded_receive() -> dict[str, Any]:
-            nonlocal body_done, timed_out
-            if body_done:  # later receives wait for the disconnect: no deadline on that
-                return await receive()
-            if timed_out:
-                return {"type": "http.disconnect"}
-            try:
-                async with asyncio.timeout_at(deadline):
-                    msg = await receive()
-            except TimeoutError:
-                timed_out = True
-                if not started:
-                    err = request_timeout("body", self.body_timeout)
-                    body = err.body()
-                    await send_start(err.status, [(b"content-type", b"application/json"),
-                                                  (b"content-length", b"%d" % len(body)),
-                                                  (b"connection", b"close")])  # fmt: skip
-                    await send({"type": "http.response.body", "body": body})
-                # The app sees a client that left: it stops and records what it had.
-                return {"type": "http.disconnect"}
-            if msg["type"] != "http.request" or not msg.get("more_body"):
-                body_done = True
-            return msg
-
-        async def send_start(status: int, headers: list[tuple[bytes, bytes]]) -> None:
-            await send({"type": "http.response.start", "status": status,
-                        "headers": [*headers, (b"date", http_date())]})  # fmt: skip
-
-        async def guarded_send(msg: dict[str, Any]) -> None:
-            nonlocal started
-            if timed_out:  # the 408 went out instead
-                return
+        async def send_dated(msg: dict[str, Any]) -> None:
             if msg["type"] == "http.response.start":
-                started = True
-                headers = msg.get("headers", ())
-                if not any(name.lower() == b"date" for name, _ in headers):
-                    await send_start(msg["status"], list(headers))
-                    return
+                headers = msg.get("headers") or []
+                for name, _ in headers:
+                    if len(name) == 4 and name.lower() == b"date":
+                        break
+                else:
+                    msg = {**msg, "headers": [*headers, (b"date", http_date())]}
             await send(msg)
 
-        await self.app(scope, guarded_receive, guarded_send)
+        await self.app(scope, receive, send_dated)
 
 
 def uvicorn_config(
@@ -210,8 +214,8 @@ def uvicorn_config(
     return config
 
 
-def guarded(app: Any, cfg: Config) -> ServerGuard:
-    return ServerGuard(app, cfg.server.body_timeout_s)
+def guarded(app: Any) -> DateHeader:
+    return DateHeader(app)
 
 
 def run(config: uvicorn.Config) -> bool:
