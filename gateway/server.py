@@ -220,11 +220,11 @@ def guarded(app: Any) -> DateHeader:
 
 def run(config: uvicorn.Config) -> bool:
     """Serve until stopped; False when the server never started."""
-    server = uvicorn.Server(config)
     if config.workers > 1:
         from uvicorn.supervisors import Multiprocess
 
         Multiprocess(config, sockets=[config.bind_socket()]).run()
         return True
+    server = uvicorn.Server(config)
     server.run()
     return server.started
