@@ -125,9 +125,11 @@ def feedback_handlers(
             if not batch and first_error is not None:
                 return reply(422, _error(first_error.message, "invalid_feedback",
                                          first_error.param or None), headers)  # fmt: skip
+            # An error answer like any other (the first event's error), with the report.
             status = 422 if first_error is not None else 503
-            return reply(status, {"accepted": 0, "rejected": len(items), "results": results},
-                         headers)  # fmt: skip
+            first = results[0]["error"]
+            return reply(status, {"error": first, "accepted": 0, "rejected": len(items),
+                                  "results": results}, headers)  # fmt: skip
         body_out = {"accepted": accepted, "rejected": len(items) - accepted, "results": results}
         return reply(200, body_out, headers)
 
