@@ -10,11 +10,14 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
 from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.exceptions import HTTPException
 from litestar.handlers import asgi
 from litestar.types import Receive, Scope, Send
 
@@ -22,13 +25,14 @@ from collectors.drift import rows_to_jsonl, run_drift
 from collectors.intake import feedback_handlers
 from gateway.access import token_matches
 from gateway.config import Config
+from gateway.errors import error_envelope
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
 from gateway.providers import provider_for
 from gateway.record import CallRecord, RecordSink
 from gateway.recordlog import LogBusy, RecordLog
 from gateway.request import Proxy
-from gateway.routing import Router
+from gateway.routing import Router, exact_names
 from gateway.server import DateHeader, guarded
 from gateway.store import Store, StoreError, migrate_configured, open_store
 from gateway.tracing import Tracer, tracing_requested
@@ -36,6 +40,7 @@ from gateway.writer import BatchWriter, LogQueue, MemoryQueue, Queue
 
 log = logging.getLogger("gateway.app")
 
+_PHRASES = {s.value for s in HTTPStatus}
 ADMIN_INSERT_TABLES = frozenset({"llm_drift"})  # what CLI jobs may write through the gateway
 
 
@@ -81,7 +86,7 @@ def build_gateway(
 ) -> Gateway:
     store = store if store is not None else open_store(config.store)
     mc = config.metrics
-    metrics = Metrics(mc)
+    metrics = Metrics(mc, exact_names(config))
     providers = {name: provider_for(p) for name, p in config.providers.items()}
     router = Router(config, providers)
     writer = BatchWriter(
@@ -184,6 +189,35 @@ async def prepare_store(gw: Gateway) -> None:
         backoff = min(backoff * 2, 30.0)
 
 
+_STATUS_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                 429: "rate_limit_error"}  # fmt: skip
+
+
+def own_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Every error the framework answers for the gateway's own routes (unknown route, wrong
+    method, body too large, a bug) in OpenAI's error shape, like the ones the proxy sends."""
+    if isinstance(exc, HTTPException):
+        status, message = exc.status_code, str(exc.detail)
+        headers = exc.headers or {}
+    else:
+        log.error("unhandled error", exc_info=exc, extra={"path": request.url.path[:256]})
+        status, message, headers = 500, "The gateway failed internally.", {}
+    type_ = _STATUS_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    code = HTTPStatus(status).phrase.lower().replace(" ", "_") if status in _PHRASES else None
+    return Response(error_envelope(message, code, type_=type_), status_code=status,
+                    headers=headers, media_type=MediaType.JSON)  # fmt: skip
+
+
+def forbidden() -> Response[dict[str, Any]]:
+    msg = "A valid x-gateway-admin-token header is required."
+    return Response(error_envelope(msg, "forbidden", type_="permission_error"), status_code=403,
+                    media_type=MediaType.JSON)  # fmt: skip
+
+
+def bad_request(message: str, code: str) -> Response[dict[str, Any]]:
+    return Response(error_envelope(message, code), status_code=400, media_type=MediaType.JSON)
+
+
 def create_app(gw: Gateway) -> Litestar:
     async def on_startup() -> None:
         # Listen at once: migrations run in the background (the store may be slow or down);
@@ -246,16 +280,16 @@ def create_app(gw: Gateway) -> Litestar:
         return Response(body, status_code=200 if status == "ready" else 503)
 
     @post("/_gateway/sql", media_type=MediaType.TEXT)
-    async def admin_sql(request: Request) -> Response[bytes]:
+    async def admin_sql(request: Request) -> Response[Any]:
         # Lets `llm-gateway sql` reach the embedded store while the gateway holds it.
         if not admin(request):
-            return Response(b"forbidden\n", status_code=403)
-        sql = (await request.body()).decode()
+            return forbidden()
+        sql = (await request.body()).decode("utf-8", "replace")
         fmt = request.query_params.get("default_format", "PrettyCompact")
         try:
             out = await asyncio.to_thread(gw.store.query, sql, fmt)
         except StoreError as e:
-            return Response(str(e).encode() + b"\n", status_code=400)
+            return bad_request(str(e), "store_error")
         return Response(out, status_code=200)
 
     feedback = feedback_handlers(
@@ -263,17 +297,17 @@ def create_app(gw: Gateway) -> Litestar:
     )
 
     @post("/_gateway/insert", media_type=MediaType.TEXT)
-    async def admin_insert(request: Request) -> Response[bytes]:
+    async def admin_insert(request: Request) -> Response[Any]:
         # Lets CLI jobs (`llm-gateway drift`) write their rows into the store the gateway holds.
         if not admin(request):
-            return Response(b"forbidden\n", status_code=403)
+            return forbidden()
         table = request.query_params.get("table", "")
         if table not in ADMIN_INSERT_TABLES:
-            return Response(b"table not allowed\n", status_code=400)
+            return bad_request(f"table {table[:64]!r} not allowed", "table_not_allowed")
         try:
             await asyncio.to_thread(gw.store.insert, table, await request.body())
         except StoreError as e:
-            return Response(str(e).encode() + b"\n", status_code=400)
+            return bad_request(str(e), "store_error")
         return Response(b"ok\n", status_code=200)
 
     return Litestar(
@@ -281,6 +315,7 @@ def create_app(gw: Gateway) -> Litestar:
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         openapi_config=None,
+        exception_handlers={HTTPException: own_error, Exception: own_error},
         logging_config=None,  # ours is JSON, set up by the CLI
         debug=False,
     )

@@ -17,6 +17,7 @@ from typing import Any
 from gateway import __version__
 from gateway.config import Config, ConfigError, load_config
 from gateway.datadir import DataDirBusy, DataDirLock, running_gateway
+from gateway.errors import error_message
 from gateway.logs import setup_logging
 from gateway.store import StoreError, migrate_configured, open_store
 
@@ -113,7 +114,7 @@ class _ViaGateway:
             with urllib.request.urlopen(req, timeout=600) as r:
                 return r.read()
         except urllib.error.HTTPError as e:
-            raise StoreError(e.read().decode(errors="replace").strip()) from None
+            raise StoreError(error_message(e.read())) from None
         except urllib.error.URLError as e:
             raise StoreError(f"the gateway at {self.url} did not answer: {e.reason}") from None
 

@@ -56,7 +56,11 @@ class Route:
 class RetryConfig:
     # attempts across all targets of a route, the first included
     max_attempts: int = field(default=3, metadata=_at_least(1))
+    # first wait before the same provider is tried again; doubled per retry, jittered
     backoff_ms: float = 50.0
+    # an upstream 429 is retried only when this is on (the client's SDK retries by itself),
+    # and then only when its Retry-After fits in the call's deadline
+    on_429: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,11 @@ from typing import Any
 import msgspec
 
 _encode = msgspec.json.encode
+_decode = msgspec.json.decode
+
+# What decoding untrusted JSON can raise: bad syntax, bytes that are not UTF-8, nesting
+# deeper than the decoder's limit.
+JSON_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 def error_envelope(
@@ -47,6 +52,18 @@ def bad_json(detail: str) -> GatewayError:
     )
 
 
+def parse_json(body: bytes) -> Any:
+    """A client's JSON body, or a 400 `invalid_json` saying what is wrong with it."""
+    try:
+        return _decode(body)
+    except msgspec.DecodeError as e:
+        raise bad_json(str(e)) from None
+    except UnicodeDecodeError:
+        raise bad_json("the body is not valid UTF-8") from None
+    except RecursionError:
+        raise bad_json("the JSON is nested too deeply") from None
+
+
 def too_large(limit: int) -> GatewayError:
     return GatewayError(
         413,
@@ -66,6 +83,12 @@ def missing_model() -> GatewayError:
     )
 
 
+def wrong_type(param: str, expected: str) -> GatewayError:
+    return GatewayError(
+        400, f"`{param}` must be {expected}.", "invalid_request_error", "invalid_type", param
+    )
+
+
 def model_not_found(model: str) -> GatewayError:
     return GatewayError(
         404,
@@ -82,21 +105,20 @@ def no_credentials(detail: str) -> GatewayError:
     )
 
 
-def upstream_timeout(what: str, seconds: float) -> GatewayError:
+def upstream_timeout(what: str) -> GatewayError:
     return GatewayError(
         504,
-        f"The upstream did not answer in time ({what} timeout, {seconds:g}s).",
+        f"The upstream did not answer in time ({what}).",
         "timeout_error",
         "upstream_timeout",
     )
 
 
-def upstream_unreachable(detail: str) -> GatewayError:
+def upstream_unreachable(provider: str, what: str = "could not be reached") -> GatewayError:
+    """The client learns which configured provider failed, never its address: the detail
+    goes to the log and the row."""
     return GatewayError(
-        502,
-        f"Could not reach the upstream: {detail}",
-        "api_connection_error",
-        "upstream_unreachable",
+        502, f"The provider `{provider}` {what}.", "api_connection_error", "upstream_unreachable"
     )
 
 
@@ -108,3 +130,11 @@ def wrong_dialect(model: str) -> GatewayError:
         "unsupported_endpoint",
         "model",
     )
+
+
+def error_message(body: bytes) -> str:
+    """The message of an answer in the OpenAI error shape (the raw text of any other)."""
+    try:
+        return str(_decode(body)["error"]["message"])
+    except (*JSON_ERRORS, KeyError, TypeError):
+        return body.decode(errors="replace").strip()

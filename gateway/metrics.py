@@ -6,7 +6,9 @@ spec's units and bucket boundaries, as an OTel-to-Prometheus exporter would name
 `gen_ai_client_operation_time_to_first_chunk_seconds`. Gateway metrics are `gateway_*`.
 
 Cardinality is bounded: end users and sessions are never labels; the model and app labels
-keep the first `max_models` / `max_apps` distinct values and fold the rest into "other";
+keep the first `max_models` / `max_apps` distinct values (64 characters at most) and fold
+the rest into "other"; a model name the config does not route exactly is a label only once
+an upstream has answered it with success;
 request properties become labels only when listed in `metrics.property_labels`.
 
 With several worker processes (`server.workers` > 1) the CLI points
@@ -35,7 +37,7 @@ from gateway import genai
 from gateway.config import MetricsConfig
 from gateway.genai import DURATION_BUCKETS, TOKEN_BUCKETS
 from gateway.providers import genai_provider_name
-from gateway.record import CallRecord, Outcome, is_failed
+from gateway.record import FAILED_STATUS, CallRecord, Outcome, is_failed
 
 
 class DriftRowLike(Protocol):
@@ -61,19 +63,27 @@ OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 OTHER = "other"
 
 
-class LabelCap:
-    """Keeps the first `limit` distinct values of a label; later ones become "other"."""
+LABEL_MAX_CHARS = 64
 
-    def __init__(self, limit: int) -> None:
+
+class LabelCap:
+    """Keeps the first `limit` distinct values of a label, each at most `LABEL_MAX_CHARS`
+    long; later and longer ones become "other". `known` values (from the config) are
+    always kept and use none of the budget."""
+
+    def __init__(self, limit: int, known: Iterable[str] = ()) -> None:
         self.limit = limit
-        self.seen: set[str] = set()
+        self.known = frozenset(v for v in known if len(v) <= LABEL_MAX_CHARS)
+        self.seen: set[str] = set(self.known)
         self._lock = threading.Lock()
 
     def __call__(self, value: str) -> str:
         if value in self.seen:
             return value
+        if len(value) > LABEL_MAX_CHARS:
+            return OTHER
         with self._lock:
-            if len(self.seen) < self.limit:
+            if len(self.seen) - len(self.known) < self.limit:
                 self.seen.add(value)
                 return value
         return OTHER
@@ -84,7 +94,10 @@ def multiprocess() -> bool:
 
 
 class Metrics:
-    def __init__(self, cfg: MetricsConfig | None = None) -> None:
+    def __init__(
+        self, cfg: MetricsConfig | None = None, known_models: Iterable[str] = ()
+    ) -> None:
+        """`known_models`: the names the config routes exactly (routes and aliases)."""
         cfg = cfg or MetricsConfig()
         max_models, max_apps, property_labels = cfg.max_models, cfg.max_apps, cfg.property_labels
         mp = multiprocess()
@@ -93,7 +106,8 @@ class Metrics:
         self.registry = CollectorRegistry() if mp else reg
         if mp:
             MultiProcessCollector(self.registry)
-        self.models = LabelCap(max_models)
+        self.models = LabelCap(max_models, known_models)
+        self.error_types = LabelCap(32)
         self.apps = LabelCap(max_apps)
         self.property_labels = property_labels
         # `provider` (the configured provider) beside the semantic-convention labels, so that
@@ -202,9 +216,13 @@ class Metrics:
         """One finished call. Label children are cached per label set, so this is a few
         dictionary lookups and additions on the request path."""
         rejected = rec.outcome == Outcome.REJECTED
-        # A refused call's model name is whatever the client typed: it must not use up the
-        # model label's budget.
-        model = "" if rejected or not rec.request_model else self.models(rec.request_model)
+        model = rec.request_model
+        # A refused call's model name, or one the upstream answered with an error, is
+        # whatever the client typed: only names the config knows become labels then.
+        if model and (rejected or rec.status_code >= FAILED_STATUS):
+            model = model if model in self.models.known else OTHER
+        elif model:
+            model = self.models(model)
         app = self.apps(rec.app)
         status_class = f"{rec.status_code // 100}xx" if rec.status_code else "none"
         props = tuple(
@@ -212,7 +230,7 @@ class Metrics:
             for p, cap in zip(self.property_labels, self.prop_caps, strict=True)
         )
         failed = is_failed(rec)
-        error_type = (rec.error_type or rec.outcome) if failed else ""
+        error_type = self.error_types(rec.error_type or rec.outcome) if failed else ""
         key = (rec.operation, rec.provider, rec.provider_kind, model, app, status_class,
                error_type, props)  # fmt: skip
         ch = self._children.get(key)

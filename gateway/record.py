@@ -77,6 +77,7 @@ class CallRecord(msgspec.Struct, kw_only=True):
     upstream_ms: float = 0.0
     overhead_ms: float = 0.0
     attempts: int = 0
+    attempt_errors: list[str] = []  # "provider: reason" of each failed attempt, in order
     fallback_used: bool = False
     request_bytes: int = 0
     response_bytes: int = 0
@@ -84,6 +85,34 @@ class CallRecord(msgspec.Struct, kw_only=True):
     properties: dict[str, str] = {}
     request_body: str = ""
     response_body: str = ""
+
+
+# Column -> most characters stored. Most of these strings come from the client (headers,
+# body) or from an upstream's answer: a row never stores one whole.
+STRING_CAPS: dict[str, int] = {
+    "request_id": 128, "trace_id": 64, "span_id": 32, "parent_span_id": 32, "app": 128,
+    "end_user": 256, "session_id": 256, "provider": 128, "provider_kind": 64,
+    "endpoint": 512, "operation": 64, "request_model": 256, "upstream_model": 256,
+    "response_model": 256, "response_id": 256, "upstream_request_id": 128,
+    "system_fingerprint": 128, "error_type": 128, "error_message": 2000,
+    "finish_reason": 64, "price_source": 64, "user_agent": 256,
+}  # fmt: skip
+PROPERTY_KEY_CAP = 64
+PROPERTY_VALUE_CAP = 512
+ATTEMPT_ERROR_CAP = 500
+
+
+def cap_strings(rec: CallRecord) -> None:
+    """Cut every stored string to its column's cap."""
+    for name, cap in STRING_CAPS.items():
+        value = getattr(rec, name)
+        if len(value) > cap:
+            setattr(rec, name, value[:cap])
+    props = rec.properties
+    if any(len(k) > PROPERTY_KEY_CAP or len(v) > PROPERTY_VALUE_CAP for k, v in props.items()):
+        rec.properties = {k[:PROPERTY_KEY_CAP]: v[:PROPERTY_VALUE_CAP] for k, v in props.items()}
+    if rec.attempt_errors:
+        rec.attempt_errors = [e[:ATTEMPT_ERROR_CAP] for e in rec.attempt_errors]
 
 
 def is_failed(rec: CallRecord) -> bool:
@@ -102,7 +131,9 @@ class UsageSource(Protocol):
 def finish(
     rec: CallRecord, t0: float, observer: UsageSource | None, payload: dict[str, Any] | None
 ) -> None:
-    """Complete a record when its exchange ends: estimated usage, latency, overhead."""
+    """Complete a record when its exchange ends: estimated usage, latency, overhead, and
+    strings within their caps."""
+    cap_strings(rec)
     if observer is not None:
         _estimate_usage(rec, observer, payload)
     rec.latency_ms = (time.perf_counter() - t0) * 1000.0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from gateway.config import Config
 from gateway.providers import Provider
 
-_GLOB_CHARS = frozenset("*?[")
+GLOB_CHARS = frozenset("*?[")
 _CACHE_LIMIT = 4096
 
 
@@ -29,6 +29,12 @@ class Resolved:
     hops: tuple[Hop, ...]
 
 
+def exact_names(config: Config) -> set[str]:
+    """Model names the config itself spells out: exact route matches and aliases."""
+    exact = {r.match for r in config.routes if not GLOB_CHARS & set(r.match)}
+    return exact | set(config.aliases) | set(config.aliases.values())
+
+
 class Router:
     def __init__(self, config: Config, providers: dict[str, Provider]) -> None:
         self._aliases = dict(config.aliases)
@@ -38,7 +44,7 @@ class Router:
         for route in config.routes:
             pattern = (
                 re.compile(fnmatch.translate(route.match))
-                if _GLOB_CHARS & set(route.match)
+                if GLOB_CHARS & set(route.match)
                 else None
             )
             targets = tuple((providers[t.provider], t.model) for t in route.targets)

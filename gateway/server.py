@@ -34,7 +34,8 @@ _LIMITS_ATTR = "gateway_limits"
 def _canned(err: GatewayError) -> bytes:
     """A whole HTTP/1.1 answer, for when no request (and so no app) exists to send one."""
     body = err.body()
-    phrase = {408: b"Request Timeout", 503: b"Service Unavailable"}.get(err.status, b"")
+    phrase = {400: b"Bad Request", 408: b"Request Timeout",
+              503: b"Service Unavailable"}.get(err.status, b"")  # fmt: skip
     return b"".join(
         [
             b"HTTP/1.1 %d %s\r\n" % (err.status, phrase),
@@ -116,6 +117,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             and not cycle.response_complete
         ):
             self._body_timer = self.loop.call_later(self._body_timeout, self._body_expired)
+
+    def send_400_response(self, msg: str) -> None:
+        # What the HTTP parser refuses (a malformed head) gets the OpenAI shape too.
+        self.transport.write(_canned(GatewayError(400, msg, "invalid_request_error",
+                                                  "invalid_http_request")))  # fmt: skip
+        self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

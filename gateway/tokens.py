@@ -16,17 +16,19 @@ def from_chars(n: int) -> int:
     return (n + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN if n > 0 else 0
 
 
-def _text_chars(value: Any) -> int:
-    """Characters of text in a content value: a string, or a list of parts."""
+def _text_chars(value: Any, depth: int = 0) -> int:
+    """Characters of text in a content value: a string, or a list of parts (nested a few
+    levels at most: the body is the client's and may nest a thousand deep)."""
     if isinstance(value, str):
         return len(value)
-    if isinstance(value, list):
+    if isinstance(value, list) and depth < 4:
         n = 0
         for part in value:
             if isinstance(part, str):
                 n += len(part)
             elif isinstance(part, dict):
-                n += _text_chars(part.get("text")) + _text_chars(part.get("content"))
+                n += _text_chars(part.get("text"), depth + 1)
+                n += _text_chars(part.get("content"), depth + 1)
         return n
     return 0
 

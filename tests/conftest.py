@@ -200,6 +200,13 @@ def gateway_config(fake_url: str, selfhosted_url: str, data_path: str = "data") 
                 "timeouts": fast,
             },
             "vllm": {"kind": "vllm", "base_url": fake_url + "/v1", "timeouts": fast},
+            # a first-byte timeout that fits once in the total deadline, not twice
+            "slow": {
+                "kind": "openai",
+                "base_url": fake_url + "/v1",
+                "api_key": "sk-gw-secret-1",
+                "timeouts": {"connect": 1, "first_byte": 2, "total": 3},
+            },
             "selfhosted": {
                 "kind": "openai",
                 "base_url": selfhosted_url + "/v1",
@@ -220,6 +227,7 @@ def gateway_config(fake_url: str, selfhosted_url: str, data_path: str = "data") 
             {"match": "pt-*", "provider": "passthru", "model": "gpt-4o-mini"},
             {"match": "llama-*", "provider": "selfhosted"},
             {"match": "vllm-*", "provider": "vllm"},
+            {"match": "slow-*", "provider": "slow"},
             {"match": "gpt-*", "provider": "openai"},
             {"match": "text-embedding-*", "provider": "openai"},
             {"match": "o[0-9]*", "provider": "openai"},

@@ -133,6 +133,9 @@ class Behaviour:
     )
     headers: dict[str, str] = field(default_factory=dict)
     """Extra headers added to every response (e.g. ``retry-after``)."""
+    canned: bool = False
+    """Answer every request with one small 200 JSON, whatever it asked (for fuzzing: a
+    5xx then can only be the gateway's)."""
 
 
 @dataclass
@@ -324,6 +327,8 @@ class FakeUpstream:
         anthropic = route.startswith("/v1/messages")
         data: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
 
+        if b.canned:
+            return self._json(b, {"id": "canned", "object": "canned", "model": "canned"})
         if b.first_byte_delay:
             await asyncio.sleep(b.first_byte_delay)
         if self._failed < b.fail_times:

@@ -199,10 +199,17 @@ def test_publishable_key_cors(keyed: GatewayProcess):
     assert r.status_code == 204 and r.headers["access-control-allow-origin"] == ORIGIN
     assert "POST" in r.headers["access-control-allow-methods"]
     r = httpx.options(keyed.url + "/v1/feedback", headers={"Origin": "https://evil.example"})
-    assert r.status_code == 403
+    assert r.status_code == 403 and r.json()["error"]["code"] == "origin_not_allowed"
     # The LLM proxy itself never answers browsers with CORS headers.
     r = httpx.options(keyed.url + "/v1/chat/completions", headers={"Origin": ORIGIN})
     assert "access-control-allow-origin" not in r.headers
+
+
+def test_publishable_key_needs_an_origin(keyed: GatewayProcess):
+    # The key ships in web pages: without the browser's Origin it proves nothing.
+    ev = {"name": "copy", "session_id": "no-origin"}
+    for r in (post(keyed, ev, key=PUB_KEY), post(keyed, ev, {"X-Gateway-Key": PUB_KEY})):
+        assert r.status_code == 403 and r.json()["error"]["code"] == "origin_required"
 
 
 def test_publishable_key_rate_limit(keyed: GatewayProcess):

@@ -54,6 +54,11 @@ class KeyRing:
             return key
         if key is None and not self.open:
             return Denied(401, "missing_api_key", "A feedback key is required.")
+        if key is not None and key.kind == "publishable":
+            # A publishable key is public (it ships in a web page): it proves nothing without
+            # the browser's Origin, which is what binds it to the sites it was issued for.
+            return Denied(403, "origin_required", "A publishable key is only accepted from "
+                          "a browser: the request has no Origin header.")  # fmt: skip
         return key
 
 

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from litestar import MediaType, Request, Response, get, route
 from litestar.handlers import HTTPRouteHandler
 
@@ -20,15 +19,13 @@ from collectors.intake.access import Denied, KeyRing, RateLimiter
 from collectors.intake.events import Context, FeedbackEvent, Invalid, validate
 from collectors.intake.openapi import openapi
 from gateway.config import FeedbackConfig
+from gateway.errors import GatewayError, parse_json
 from gateway.errors import error_envelope as _error
 
-_decode = msgspec.json.decode
 COLLECTOR_JS = Path(__file__).parent.parent / "static" / "feedback.js"
 _CORS_HEADERS = (
     "content-type, authorization, x-gateway-key, x-gateway-app, x-gateway-user, x-gateway-session"
 )
-
-
 
 
 def feedback_handlers(
@@ -81,10 +78,9 @@ def feedback_handlers(
             msg = f"Body exceeds {cfg.max_body_bytes} bytes."
             return reply(413, _error(msg, "request_too_large"), headers)
         try:
-            payload = _decode(body)  # sendBeacon sends text/plain: the body is JSON all the same
-        except msgspec.DecodeError as e:
-            return reply(400, _error(f"The body is not valid JSON: {e}", "invalid_json"),
-                         headers)  # fmt: skip
+            payload = parse_json(body)  # sendBeacon sends text/plain: the body is JSON all the same
+        except GatewayError as e:
+            return reply(e.status, _error(e.message, e.code), headers)
         batch = isinstance(payload, list)
         items = payload if batch else [payload]
         if batch and not items:
@@ -129,9 +125,11 @@ def feedback_handlers(
             if not batch and first_error is not None:
                 return reply(422, _error(first_error.message, "invalid_feedback",
                                          first_error.param or None), headers)  # fmt: skip
+            # An error answer like any other (the first event's error), with the report.
             status = 422 if first_error is not None else 503
-            return reply(status, {"accepted": 0, "rejected": len(items), "results": results},
-                         headers)  # fmt: skip
+            first = results[0]["error"]
+            return reply(status, {"error": first, "accepted": 0, "rejected": len(items),
+                                  "results": results}, headers)  # fmt: skip
         body_out = {"accepted": accepted, "rejected": len(items) - accepted, "results": results}
         return reply(200, body_out, headers)
 
@@ -140,7 +138,8 @@ def feedback_handlers(
         presented = request.query_params.get("key", "")
         key = ring.find(presented) if presented else None
         if not origin or not ring.origin_allowed(origin, key):
-            return Response(None, status_code=403)
+            msg = f"Origin {origin or '(none)'} may not send feedback here."
+            return reply(403, _error(msg, "origin_not_allowed", type_="permission_error"), {})
         return Response(
             None,
             status_code=204,

@@ -63,6 +63,9 @@ def openapi(server_url: str = "/") -> dict[str, Any]:
         },
     }  # fmt: skip
 
+    # An error answer like any other; for a batch it carries the report too.
+    rejected_all = {**error, "properties": {**error["properties"], **result["properties"]}}
+
     def resp(schema: dict[str, Any], description: str) -> dict[str, Any]:
         return {"description": description,
                 "content": {"application/json": {"schema": schema}}}  # fmt: skip
@@ -99,7 +102,8 @@ def openapi(server_url: str = "/") -> dict[str, Any]:
                         "401": resp(error, "a key is required and was missing or wrong"),
                         "403": resp(error, "origin not allowed for this key"),
                         "413": resp(error, "body too large"),
-                        "422": resp({"oneOf": [error, result]}, "no event was valid"),
+                        "422": resp(rejected_all, "no event was valid (a batch: with "
+                                    "the report of every event)"),
                         "429": resp(error, "rate limited; see Retry-After"),
                     },
                 }

@@ -1,11 +1,14 @@
 """Attempts: send the call upstream along its route's hops, within the connect and
-first-byte deadlines, retrying the next hop on connection errors, timeouts, 429 and 5xx.
+first-byte deadlines and the call's total deadline, retrying the next hop on connection
+errors, timeouts and 5xx (429 when configured).
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
+import random
 import time
 from typing import Any
 
@@ -70,12 +73,19 @@ def upstream_body(
 
 
 class Attempts:
-    """Forwards calls upstream through the shared transport; counts failed attempts."""
+    """Forwards calls upstream through the shared transport; counts failed attempts.
+
+    One deadline (the first provider's `timeouts.total`, from when the call arrived) bounds
+    every attempt and every wait between them. A retry of the same provider waits a
+    jittered exponential backoff, or the upstream's `Retry-After` when it says longer; a
+    wait that would not fit in the deadline is not taken, and the last answer goes back.
+    """
 
     def __init__(self, retries: RetryConfig, transport: httpx.AsyncBaseTransport) -> None:
         self.transport = transport
         self.max_attempts = retries.max_attempts
         self.backoff = retries.backoff_ms / 1000.0
+        self.on_429 = retries.on_429
         # (provider, reason) -> failed attempts; read by the metrics sampler.
         self.failures: dict[tuple[str, str], int] = {}
 
@@ -91,15 +101,22 @@ class Attempts:
         hops: tuple[Hop, ...],
         rec: CallRecord,
         observer: Observer,
+        deadline: float,
     ) -> tuple[httpx.Response, Hop, float]:
-        """The first usable answer: (response, the hop that gave it, when it was sent)."""
+        """The first usable answer: (response, the hop that gave it, when it was sent).
+        `deadline`: the loop time by which the call must have its answer."""
+        loop = asyncio.get_running_loop()
         last_error: GatewayError | None = None
+        wait = 0.0
         attempt = 0
         while attempt < self.max_attempts:
             hop = hops[attempt % len(hops)]
             attempt += 1
-            if attempt > len(hops) and self.backoff:
-                await asyncio.sleep(self.backoff * (2 ** (attempt - len(hops) - 1)))
+            if attempt > len(hops):
+                wait = max(wait, self._backoff(attempt - len(hops)))
+            if wait:
+                await asyncio.sleep(min(wait, max(0.0, deadline - loop.time())))
+            wait = 0.0
             provider: Provider = hop.provider
             _note_hop(rec, hop, attempt, hops)
             try:
@@ -119,43 +136,62 @@ class Attempts:
                 extensions={"timeout": {"connect": t.connect, "read": None, "pool": t.connect + 5}},
             )
             t_up = _now()
+            first_byte_by = loop.time() + t.first_byte
             try:
-                async with asyncio.timeout(t.first_byte):
+                async with asyncio.timeout_at(min(first_byte_by, deadline)):
                     resp = await self.transport.handle_async_request(request)
             except (TimeoutError, httpx.TimeoutException) as e:
                 if _refused(e):
-                    last_error = errors.upstream_unreachable(f"{provider.name}: {e}")
-                    rec.outcome, rec.error_type = Outcome.UNREACHABLE, "connection_error"
-                    self._failed(rec, hop, "connection_error")
-                    continue
-                what, secs = (
-                    ("connect", t.connect)
-                    if isinstance(e, httpx.ConnectTimeout)
-                    else ("first byte", t.first_byte)
-                )
-                last_error = errors.upstream_timeout(what, secs)
-                rec.outcome, rec.error_type = Outcome.TIMEOUT, "timeout"
-                self._failed(rec, hop, what.replace(" ", "_") + "_timeout")
+                    last_error = errors.upstream_unreachable(provider.name)
+                    rec.error_message = f"{provider.name}: {e}"
+                    self._failed(rec, hop, Outcome.UNREACHABLE, "connection_error")
+                elif loop.time() >= deadline - 0.001:
+                    last_error = self._out_of_time(rec, hop, deadline)
+                    break
+                else:
+                    connect = isinstance(e, httpx.ConnectTimeout)
+                    what, secs = ("connect", t.connect) if connect else ("first byte", t.first_byte)
+                    last_error = errors.upstream_timeout(f"{what} timeout, {secs:g}s")
+                    self._failed(rec, hop, Outcome.TIMEOUT, what.replace(" ", "_") + "_timeout")
                 continue
             except httpx.TransportError as e:
-                last_error = errors.upstream_unreachable(
-                    f"{provider.name}: {e or type(e).__name__}"
-                )
-                rec.outcome, rec.error_type = Outcome.UNREACHABLE, "connection_error"
-                self._failed(rec, hop, "connection_error")
+                last_error = errors.upstream_unreachable(provider.name)
+                rec.error_message = f"{provider.name}: {e or type(e).__name__}"
+                self._failed(rec, hop, Outcome.UNREACHABLE, "connection_error")
                 continue
             status = resp.status_code
-            if (status == 429 or status >= 500) and attempt < self.max_attempts:
-                await resp.aclose()
-                rec.error_type = f"http_{status}"
-                self._failed(rec, hop, rec.error_type)
-                continue
+            if ((status == 429 and self.on_429) or status >= 500) and attempt < self.max_attempts:
+                after = retry_after(resp.headers.get("retry-after"))
+                nxt = hops[attempt % len(hops)]
+                same = nxt.provider is provider
+                if after is None or not same or loop.time() + after < deadline:
+                    await resp.aclose()
+                    self._failed(rec, hop, rec.outcome, f"http_{status}")
+                    wait = after if same and after else 0.0
+                    continue
             rec.outcome, rec.error_type = Outcome.OK, ""
             return resp, hop, t_up
         assert last_error is not None
         raise last_error
 
-    def _failed(self, rec: CallRecord, hop: Hop, reason: str) -> None:
+    def _backoff(self, retry: int) -> float:
+        """Jittered exponential backoff before the `retry`-th try of the same provider."""
+        return self.backoff * (2 ** (retry - 1)) * (0.5 + random.random() / 2)
+
+    def _out_of_time(self, rec: CallRecord, hop: Hop, deadline: float) -> GatewayError:
+        total = hop.provider.cfg.timeouts.total
+        self._failed(rec, hop, Outcome.TIMEOUT, "deadline")
+        n = rec.attempts
+        return errors.upstream_timeout(
+            f"the call's total deadline of {total:g}s, {n} attempt{'s' if n > 1 else ''}"
+        )
+
+    def _failed(self, rec: CallRecord, hop: Hop, outcome: Outcome, reason: str) -> None:
+        rec.outcome = outcome
+        rec.error_type = "timeout" if outcome is Outcome.TIMEOUT else reason
+        if outcome is Outcome.UNREACHABLE:
+            rec.error_type = "connection_error"
+        rec.attempt_errors.append(f"{hop.provider.name}: {reason}")
         key = (hop.provider.name, reason)
         self.failures[key] = self.failures.get(key, 0) + 1
         log.warning(
@@ -165,8 +201,25 @@ class Attempts:
                 "provider": hop.provider.name,
                 "attempt": rec.attempts,
                 "reason": reason,
+                "error": rec.error_message[:500],
             },
         )
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds an upstream asks to wait: `Retry-After` as seconds or as an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _note_hop(rec: CallRecord, hop: Hop, attempt: int, hops: tuple[Hop, ...]) -> None:

@@ -78,21 +78,20 @@ class Exchange:
         """Parse the body once (when the wire API needs its model); returns the model."""
         rec = self.rec
         if wire.needs_model:
-            try:
-                payload = _decode(body)
-            except msgspec.DecodeError as e:
-                raise errors.bad_json(str(e)) from None
+            payload = errors.parse_json(body)
             if not isinstance(payload, dict):
                 raise errors.bad_json("the body must be a JSON object")
             model = payload.get("model")
-            if not model or not isinstance(model, str):
+            if model is not None and not isinstance(model, str):
+                raise errors.wrong_type("model", "a string")
+            if not model:
                 raise errors.missing_model()
             rec.request_model = model
             wire.read_request(payload, rec)
             self.payload = payload
             return model
         if body and wire is OTHER and body[:1] == b"{":
-            with contextlib.suppress(msgspec.DecodeError):
+            with contextlib.suppress(*errors.JSON_ERRORS):
                 maybe = _decode(body)
                 if isinstance(maybe, dict) and isinstance(maybe.get("model"), str):
                     self.payload = maybe

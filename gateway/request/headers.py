@@ -62,21 +62,21 @@ class RequestHeaders:
         self.traceparent = self.user_agent = ""
         self.authorization = self.api_key = self.x_api_key = self.anthropic_version = b""
         self.content_length = -1
-        self.properties: dict[str, str] = {}
+        self.properties: dict[str, str] = {}  # lengths capped with the record's (`finish`)
         forward: Headers = [_IDENTITY]
         for name, value in headers:
             if name.startswith(b"x-gateway-"):
                 key = name[10:]
                 if key == b"app":
-                    self.app = value.decode("latin-1")[:128]
+                    self.app = value.decode("latin-1")
                 elif key == b"user":
-                    self.user = value.decode("latin-1")[:256]
+                    self.user = value.decode("latin-1")
                 elif key == b"session":
-                    self.session = value.decode("latin-1")[:256]
+                    self.session = value.decode("latin-1")
                 elif key == b"capture":
                     self.capture = value.decode("latin-1").strip().lower()
                 elif key.startswith(b"property-") and len(self.properties) < MAX_PROPERTIES:
-                    self.properties[key[9:].decode("latin-1")[:64]] = value.decode("latin-1")[:1024]
+                    self.properties[key[9:].decode("latin-1")] = value.decode("latin-1")
                 continue
             if name in _NOT_FORWARDED:
                 if name == b"authorization":
@@ -93,7 +93,7 @@ class RequestHeaders:
                     self.anthropic_version = value
                 continue
             if name == b"user-agent":
-                self.user_agent = value.decode("latin-1")[:256]
+                self.user_agent = value.decode("latin-1")
             elif name == b"traceparent":
                 self.traceparent = value.decode("latin-1")
             forward.append((name, value))

@@ -22,11 +22,12 @@ from gateway import errors
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.ids import new_request_id, valid_client_id
-from gateway.providers.wire import OTHER, WireAPI, wire_api_for
+from gateway.providers.wire import WireAPI, wire_api_for
 from gateway.record import CallRecord, Outcome
 from gateway.request.attempts import Attempts
 from gateway.request.exchange import Exchange, Receive, Send, read_body
 from gateway.request.headers import RequestHeaders
+from gateway.request.paths import checked_path
 from gateway.request.streaming import relay_stream, relay_whole
 from gateway.routing import Router
 from gateway.tracing import new_ids
@@ -82,7 +83,7 @@ class Proxy:
             app=headers.app,
             end_user=headers.user,
             session_id=headers.session,
-            endpoint=path if wire is not OTHER else path[:128],
+            endpoint=path,
             operation=wire.operation,
             user_agent=headers.user_agent,
             properties=headers.properties,
@@ -97,6 +98,7 @@ class Proxy:
         self.in_flight += 1
         ex = Exchange(rec, t0, self.sink)
         try:
+            checked_path(path)
             body = await read_body(receive, headers.content_length, self.max_body)
             if body is None:  # client left while sending its request
                 rec.outcome, rec.status_code = Outcome.CLIENT_DISCONNECTED, 499
@@ -150,6 +152,8 @@ class Proxy:
             if not hops:
                 raise errors.wrong_dialect(model)
         observer = ex.observer = wire.observer(rec)
+        # One deadline for the whole call: every attempt, every wait, and the answer's body.
+        deadline = asyncio.get_running_loop().time() + hops[0].provider.cfg.timeouts.total
         resp, hop, t_up = await self.attempts.forward(
             scope["method"],
             path,
@@ -161,17 +165,18 @@ class Proxy:
             hops,
             rec,
             observer,
+            deadline,
         )
         try:
             ctype = resp.headers.get("content-type", "")
             if rec.stream and resp.status_code == 200 and ctype.startswith("text/event-stream"):
                 self.streams_in_flight += 1
                 try:
-                    await relay_stream(send, resp, wire, ex, capture, t_up, hop)
+                    await relay_stream(send, resp, wire, ex, capture, t_up, hop, deadline)
                 finally:
                     self.streams_in_flight -= 1
             else:
                 rec.stream = False
-                await relay_whole(send, resp, ex, capture, t_up, hop)
+                await relay_whole(send, resp, ex, capture, t_up, hop, deadline)
         finally:
             await resp.aclose()

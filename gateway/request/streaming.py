@@ -24,23 +24,33 @@ _decode = msgspec.json.decode
 _now = time.perf_counter
 
 
+def deadline_message(hop: Hop) -> str:
+    return f"the call's total deadline of {hop.provider.cfg.timeouts.total:g}s"
+
+
 async def relay_whole(
-    send: Send, resp: httpx.Response, ex: Exchange, capture: int, t_up: float, hop: Hop
+    send: Send,
+    resp: httpx.Response,
+    ex: Exchange,
+    capture: int,
+    t_up: float,
+    hop: Hop,
+    deadline: float,
 ) -> None:
-    """A non-streamed answer: read whole (within the total deadline), then sent on.
-    `capture`: how many bytes of the body to keep (0: none)."""
+    """A non-streamed answer: read whole (within the call's deadline, a loop time), then
+    sent on. `capture`: how many bytes of the body to keep (0: none)."""
     rec, observer = ex.rec, ex.observer
     assert observer is not None
-    total = hop.provider.cfg.timeouts.total
     try:
-        async with asyncio.timeout(total):
+        async with asyncio.timeout_at(deadline):
             data = await resp.aread()
     except (TimeoutError, httpx.TimeoutException):
-        rec.outcome = Outcome.TIMEOUT
-        raise errors.upstream_timeout("total", total) from None
+        rec.outcome, rec.error_type = Outcome.TIMEOUT, "timeout"
+        raise errors.upstream_timeout(deadline_message(hop)) from None
     except httpx.TransportError as e:
         rec.outcome = Outcome.UPSTREAM_DISCONNECTED
-        raise errors.upstream_unreachable(f"the upstream closed the connection: {e}") from None
+        rec.error_message = f"the upstream closed the connection: {e or type(e).__name__}"
+        raise errors.upstream_unreachable(hop.provider.name, "closed the connection") from None
     rec.upstream_ms = (_now() - t_up) * 1000.0
     status = resp.status_code
     rec.status_code = status
@@ -52,7 +62,7 @@ async def relay_whole(
         rec.response_body = data[:capture].decode("utf-8", "replace")
     obj = None
     if data[:1] in (b"{", b"["):
-        with contextlib.suppress(msgspec.DecodeError):
+        with contextlib.suppress(*errors.JSON_ERRORS):
             obj = _decode(data)
     if status >= 400:
         rec.outcome = Outcome.UPSTREAM_ERROR
@@ -72,6 +82,7 @@ async def relay_stream(
     capture: int,
     t_up: float,
     hop: Hop,
+    deadline: float,
 ) -> None:
     """A streamed answer, passed through chunk by chunk; a stream that breaks ends with an
     error event in the stream's own dialect."""
@@ -85,13 +96,12 @@ async def relay_stream(
     filtering = observer.drop_usage_chunk
     captured: list[bytes] = []
     captured_size = 0
-    total = hop.provider.cfg.timeouts.total
     first_chunk: float | None = None
     n_bytes = 0
     t_last = t_up
     gateway_time = 0.0
     try:
-        async with asyncio.timeout(total):
+        async with asyncio.timeout_at(deadline):
             async for chunk in resp.aiter_raw():
                 t_in = _now()
                 if first_chunk is None:
@@ -121,7 +131,7 @@ async def relay_stream(
             await send({"type": "http.response.body", "body": tail.raw, "more_body": True})
     except (TimeoutError, httpx.TimeoutException):
         rec.outcome, rec.status_code, rec.error_type = Outcome.TIMEOUT, 504, "timeout"
-        rec.error_message = f"stream exceeded the total timeout of {total:g}s"
+        rec.error_message = f"the stream exceeded {deadline_message(hop)}"
         await send(
             {
                 "type": "http.response.body",
@@ -132,11 +142,12 @@ async def relay_stream(
     except httpx.TransportError as e:
         rec.outcome, rec.status_code = Outcome.UPSTREAM_DISCONNECTED, 502
         rec.error_type = "upstream_disconnected"
-        rec.error_message = f"the upstream closed the stream: {e or type(e).__name__}"[:1000]
+        rec.error_message = f"the upstream closed the stream: {e or type(e).__name__}"
+        message = f"The provider `{hop.provider.name}` closed the stream."
         await send(
             {
                 "type": "http.response.body",
-                "body": wire.stream_error(rec.error_message, "upstream_error"),
+                "body": wire.stream_error(message, "upstream_error"),
                 "more_body": True,
             }
         )

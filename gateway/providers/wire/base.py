@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from gateway.errors import error_envelope
+from gateway.errors import JSON_ERRORS, error_envelope
 from gateway.record import CallRecord, Outcome
 
 _decode = msgspec.json.decode
@@ -26,7 +26,7 @@ def event_json(data: bytes) -> dict[str, Any] | None:
         return None
     try:
         obj = _decode(data)
-    except msgspec.DecodeError:
+    except JSON_ERRORS:
         return None
     return obj if isinstance(obj, dict) else None
 
