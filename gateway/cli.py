@@ -159,13 +159,16 @@ def cmd_sql(args: argparse.Namespace) -> int:
     try:
         with store_access(cfg) as store:
             # One statement at a time, each printed alike: a table, or the FORMAT it names.
-            for i, stmt in enumerate(statements):
+            printed = False
+            for stmt in statements:
                 if has_format(stmt):
                     out = store.query(stmt, "TabSeparated")
                 else:
                     out = result_table(store.query(stmt, "JSONCompact")).encode()
-                sys.stdout.buffer.write((b"\n" if i else b"") + out)
-                sys.stdout.flush()
+                if out:  # DDL and inserts print nothing
+                    sys.stdout.buffer.write((b"\n" if printed else b"") + out)
+                    sys.stdout.flush()
+                    printed = True
     except (StoreError, DataDirBusy) as e:
         print(f"llm-gateway: {e}", file=sys.stderr)
         return 1

@@ -73,6 +73,10 @@ def test_every_statement_printed_alike_straight_to_the_store(tmp_path: Path):
     out = sql("SELECT 1 AS a FORMAT JSONEachRow; SELECT 2 AS b", tmp_path, env=env)
     first, second = _tables(out)
     assert first == '{"a":1}' and second.startswith("┌─b")
+    # DDL and inserts print nothing (an INSERT ... VALUES gets no FORMAT added to its data).
+    script = ("CREATE TABLE t (a Int32) ENGINE = Memory; INSERT INTO t VALUES (7); "
+              "-- then\nSELECT a FROM t")  # fmt: skip
+    assert sql(script, tmp_path, env=env) == "┌─a─┐\n│ 7 │\n└───┘\n"
 
 
 def test_every_statement_printed_alike_through_the_gateway(gateway: GatewayProcess):
