@@ -5,10 +5,12 @@ feedback for an id counts once."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import httpx
 import openai
+import pytest
 
 from gateway.ids import RequestIds
 from tests.conftest import GatewayProcess
@@ -27,7 +29,19 @@ def test_request_ids_reuse_and_forget_oldest():
     assert ids.assign("") not in ("", "a", "b", "c")
 
 
-def test_reused_id_gives_one_row_per_id_and_feedback_counts_once(gateway: GatewayProcess):
+@pytest.fixture
+def ready(gateway: GatewayProcess) -> GatewayProcess:
+    """The gateway once its store is migrated (it listens before: queries of the new
+    column would fail until then)."""
+    deadline = time.monotonic() + 60
+    while httpx.get(gateway.url + "/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "the store was not migrated in time"
+        time.sleep(0.1)
+    return gateway
+
+
+def test_reused_id_gives_one_row_per_id_and_feedback_counts_once(ready: GatewayProcess):
+    gateway = ready
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="k", max_retries=0)
     r = f"reuse-{uuid.uuid4()}"
     answers = [
@@ -47,14 +61,17 @@ def test_reused_id_gives_one_row_per_id_and_feedback_counts_once(gateway: Gatewa
         "SELECT request_id, events FROM llm_call_feedback "
         f"WHERE request_id IN ('{first}', '{second}') ORDER BY request_id"
     )
-    for _ in range(100):
+    deadline = time.monotonic() + 30  # the feedback writer flushes in the background
+    while True:
         got = {row["request_id"]: int(row["events"]) for row in gateway.sql(q)}
-        if sum(got.values()) >= 2:
+        if sum(got.values()) >= 2 or time.monotonic() > deadline:
             break
+        time.sleep(0.1)
     assert got == {first: 1, second: 1}
 
 
-def test_sdk_retry_with_the_same_id_is_stored_under_a_fresh_one(gateway: GatewayProcess, fake):
+def test_sdk_retry_with_the_same_id_is_stored_under_a_fresh_one(ready: GatewayProcess, fake):
+    gateway = ready
     # The upstream fails the first calls; the SDK retries the call with the same headers.
     fake.behaviour = Behaviour(fail_times=2, fail_status=503)
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="k", max_retries=3)
