@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -148,17 +149,72 @@ def store_access(cfg: Config) -> Iterator[Any]:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
+    from gateway.store.sqltext import has_format, split_statements
+
     cfg = _config(args)
     sql = args.query if args.query != "-" else sys.stdin.read()
+    statements = split_statements(sql)
+    if not statements:
+        print("llm-gateway: no SQL statement given", file=sys.stderr)
+        return 2
     try:
         with store_access(cfg) as store:
-            out = store.query(sql, "PrettyCompact")
+            # One statement at a time, each printed alike: a table, or the FORMAT it names.
+            printed = False
+            for stmt in statements:
+                if has_format(stmt):
+                    out = store.query(stmt, "TabSeparated")
+                else:
+                    out = result_table(store.query(stmt, "JSONCompact")).encode()
+                if out:  # DDL and inserts print nothing
+                    sys.stdout.buffer.write((b"\n" if printed else b"") + out)
+                    sys.stdout.flush()
+                    printed = True
     except (StoreError, DataDirBusy) as e:
         print(f"llm-gateway: {e}", file=sys.stderr)
         return 1
-    sys.stdout.buffer.write(out)
-    sys.stdout.flush()
     return 0
+
+
+_NUMERIC = ("Int", "UInt", "Float", "Decimal")
+
+
+def result_table(result: bytes) -> str:
+    """A JSONCompact result as a table: numbers right-aligned, costs through the money
+    formatter, NULL spelled out."""
+    from gateway.money import is_money_column, usd
+
+    if not result.strip():
+        return ""
+    doc = json.loads(result)
+    meta = doc["meta"]
+    names = [m["name"] for m in meta]
+    kinds = [m["type"].removeprefix("Nullable(").removeprefix("LowCardinality(") for m in meta]
+    numeric = [k.startswith(_NUMERIC) for k in kinds]
+    money = [is_money_column(n) and num for n, num in zip(names, numeric, strict=True)]
+
+    def cell(v: Any, is_money: bool) -> str:
+        if v is None:
+            return "NULL"
+        if is_money:
+            return usd(v)
+        if isinstance(v, str):
+            return v.replace("\n", "\\n")
+        if isinstance(v, list | dict):
+            return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+        return str(v)
+
+    rows = [[cell(v, m) for v, m in zip(r, money, strict=True)] for r in doc["data"]]
+    widths = [max([len(n), *(len(r[i]) for r in rows)]) for i, n in enumerate(names)]
+
+    def line(cells: list[str]) -> str:
+        cols = zip(cells, widths, numeric, strict=True)
+        aligned = (c.rjust(w) if num else c.ljust(w) for c, w, num in cols)
+        return "│ " + " │ ".join(aligned) + " │"
+
+    top = "┌─" + "─┬─".join(n.ljust(w, "─") for n, w in zip(names, widths, strict=True)) + "─┐"
+    bottom = "└─" + "─┴─".join("─" * w for w in widths) + "─┘"
+    return "\n".join([top, *(line(r) for r in rows), bottom]) + "\n"
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -555,24 +555,18 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
 
 
 def default_providers(env: dict[str, str]) -> dict[str, ProviderConfig]:
-    """The zero-config kinds (OpenAI and Anthropic), from the variables their SDKs read."""
+    """The zero-config kinds (OpenAI and Anthropic), from the variables their SDKs read;
+    read as a config file declaring them would be, so the same defaults apply (price_as)."""
     providers = {}
     for kind in KINDS.values():
         if not kind.zero_config:
             continue
-        key = env.get(kind.api_key_env) or None
-        providers[kind.kind] = ProviderConfig(
-            name=kind.kind,
-            kind=kind.kind,
-            base_url=(env.get(kind.base_url_env) or kind.default_base_url or "").rstrip("/"),
-            api_key=key,
-            auth="gateway" if key else "passthrough",
-            inject_stream_usage=kind.inject_stream_usage,
-            api_version=kind.default_api_version,
-            # The SDK variable may point at a corporate proxy of the provider: price as the
-            # provider (a self-hosted model's name simply finds no price).
-            price_as=kind.price_as,
-        )
+        declared = {"kind": kind.kind, "base_url": env.get(kind.base_url_env) or None,
+                    "api_key": env.get(kind.api_key_env) or None}  # fmt: skip
+        try:
+            providers[kind.kind] = _provider(kind.kind, declared, env)
+        except ConfigError as e:
+            raise ConfigError(kind.base_url_env, str(e).partition(": ")[2]) from None
     return providers
 
 

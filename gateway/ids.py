@@ -21,3 +21,28 @@ def new_request_id() -> str:
     n |= rand & 0x3FFF_FFFF_FFFF_FFFF
     h = f"{n:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class RequestIds:
+    """The id each call is stored under. A client's `X-Request-Id` names its call, unless
+    this process stored a call under it recently (an SDK retry that reuses its id, a client
+    that sends a constant): the repeat gets a fresh id, so a request id names one call and
+    feedback for it counts once. The client's id is kept with every call either way
+    (`client_request_id`); the id used is returned in the response's `X-Request-Id`.
+
+    Memory is bounded: the oldest ids are forgotten first (dicts keep insertion order).
+    """
+
+    __slots__ = ("_remember", "_seen")
+
+    def __init__(self, remember: int = 100_000) -> None:
+        self._remember = remember
+        self._seen: dict[str, None] = {}
+
+    def assign(self, client_id: str) -> str:
+        if not client_id or client_id in self._seen:
+            return new_request_id()
+        if len(self._seen) >= self._remember:
+            del self._seen[next(iter(self._seen))]
+        self._seen[client_id] = None
+        return client_id

@@ -39,7 +39,8 @@ FAILED_SQL = "(status_code >= {} OR outcome NOT IN ({}))".format(
 
 
 class CallRecord(msgspec.Struct, kw_only=True):
-    request_id: str
+    request_id: str  # names one call (see gateway/ids.py RequestIds)
+    client_request_id: str = ""  # the client's X-Request-Id as sent, when it sent a valid one
     trace_id: str = ""  # W3C trace id: the client's traceparent, or the gateway's own trace
     span_id: str = ""  # the gateway's span for this call (when tracing is on)
     parent_span_id: str = ""  # the client's span, from its traceparent

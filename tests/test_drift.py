@@ -34,6 +34,7 @@ from collectors.drift import (
     run_drift,
 )
 from gateway import metrics
+from gateway.money import usd
 from gateway.record import CallRecord, encode_line
 from gateway.store import migrate
 from gateway.store.chdb_store import ChdbStore
@@ -302,6 +303,13 @@ def run(store: ChdbStore) -> Run:
 
 
 # ------------------------------------------------------------------------------ shifts
+def test_cost_means_print_as_money(run: Run):
+    row = run.row("shift-tokens", "cost")
+    means = row.detail.split(";")[0]
+    assert means == f"mean {usd(row.reference_value)} -> {usd(row.current_value)}", means
+    assert "e-" not in means and means.startswith("mean 0.000")
+
+
 def test_longer_answers_flag_output_tokens(run: Run):
     flagged = run.flagged("shift-tokens")
     assert flagged.get("output_tokens") == "alert", flagged

@@ -52,7 +52,7 @@ def test_zero_config_quickstart(fake, tmp_path: Path):
         assert fake.requests[-2].headers["authorization"] == "Bearer sk-quickstart-gw"
         q = (
             "SELECT operation, request_model, stream, input_tokens, output_tokens, "
-            "cost_usd > 0 AS priced, latency_ms > 0 AS timed, ttft_ms IS NOT NULL AS ttft "
+            "cost_usd IS NULL AS unpriced, latency_ms > 0 AS timed, ttft_ms IS NOT NULL AS ttft "
             "FROM llm_calls WHERE operation = 'chat' ORDER BY started_at FORMAT JSONEachRow"
         )
         # The writer flushes every 500 ms by default, once the store is migrated (in the
@@ -74,7 +74,9 @@ def test_zero_config_quickstart(fake, tmp_path: Path):
             ("claude-haiku-4-5", False, 0),
         ]
         assert all(r["input_tokens"] > 0 and r["output_tokens"] == 5 for r in rows)
-        assert all(r["priced"] == 1 and r["timed"] == 1 for r in rows)
+        # Base URLs other than the providers' own APIs: not priced unless a config says
+        # what to price them as (README, "Providers").
+        assert all(r["unpriced"] == 1 and r["timed"] == 1 for r in rows)
         assert (tmp_path / "llm-gateway-data").is_dir()
     finally:
         proc.terminate()

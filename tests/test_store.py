@@ -206,6 +206,10 @@ def test_cluster_ddl_is_replicated_plus_distributed_and_parses(chhttp: ChHttpSer
     assert dist.startswith("CREATE TABLE IF NOT EXISTS llm_gateway.llm_calls ON CLUSTER 'prod'")
     assert "cityHash64(request_id)" in dist  # replays land on the same shard
     assert all("ON CLUSTER 'prod'" in s for s in stmts if "ALTER TABLE" in s)
+    # A column added later reaches the Distributed table too (inserts name it).
+    added = [s.split(" ON CLUSTER")[0].splitlines()[-1] for s in stmts
+             if "ADD COLUMN IF NOT EXISTS client_r" in s]  # fmt: skip
+    assert added == ["ALTER TABLE llm_gateway.llm_calls_local", "ALTER TABLE llm_gateway.llm_calls"]
     for s in stmts:  # the real ClickHouse parser accepts every statement
         chhttp.query("EXPLAIN AST " + s)
 

@@ -26,6 +26,7 @@ from collectors.drift.stats import (
     z_for,
 )
 from collectors.sql import Query, lit, select
+from gateway.money import usd
 
 DEFAULT_CONFIG = DriftConfig()
 
@@ -380,6 +381,7 @@ def _distribution_tests(
         _, df, p = chi2_homogeneity(cur, ref, ordered=True)
         ks_d, ks_p = _ks_pair(ks.get((r["app"], r["request_model"], r["metric"])))
         psi = float(r["psi"])
+        fmt = usd if r["metric"] == "cost" else _num
         row = {
             **head,
             "metric": r["metric"],
@@ -392,7 +394,7 @@ def _distribution_tests(
             "reference_value": float(r["mean_ref"]),
             "ks_statistic": ks_d,
             "ks_p_value": ks_p,
-            "detail": f"mean {_num(r['mean_ref'])} -> {_num(r['mean_cur'])}; "
+            "detail": f"mean {fmt(r['mean_ref'])} -> {fmt(r['mean_cur'])}; "
             f"{len(cur)} bins used, chi-square df {df}",
         }
         tests.append(_Test(row, psi, cfg.psi_warn, cfg.psi_alert, p, df > 0))

@@ -81,8 +81,20 @@ class Provider:
 
     @classmethod
     def default_price_as(cls, base_url: str) -> str:
-        """The genai-prices provider id for a provider of this kind at `base_url`."""
-        return cls.price_as
+        """The genai-prices provider id for a provider of this kind at `base_url`, the one
+        rule for configured and zero-config providers: the kind's price list at its own
+        public API (or for a kind without a single one, like Azure's per-resource URLs);
+        elsewhere the host's own list when genai-prices knows it (Groq, Together, ...);
+        else none, so an unknown server (a local one, a proxy) is priced only when the
+        config says what to price it as (`price_as`, or `prices` per model)."""
+        if cls.default_base_url is None or base_url.rstrip("/") == cls.default_base_url:
+            return cls.price_as
+        from genai_prices.data_snapshot import get_snapshot
+
+        try:
+            return get_snapshot().find_provider(None, None, base_url).id
+        except LookupError:
+            return ""
 
     def url(self, path: str, query: str, model: str) -> str:
         """Upstream URL for a client path such as `/v1/chat/completions`."""

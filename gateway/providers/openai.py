@@ -16,15 +16,3 @@ class OpenAI(Provider):
     zero_config = True
 
     __slots__ = ()
-
-    @classmethod
-    def default_price_as(cls, base_url: str) -> str:
-        if base_url.rstrip("/") == cls.default_base_url:
-            return cls.price_as
-        # An OpenAI-compatible host genai-prices knows (Groq, Together, ...) prices as itself.
-        from genai_prices.data_snapshot import get_snapshot
-
-        try:
-            return get_snapshot().find_provider(None, None, base_url).id
-        except LookupError:
-            return ""

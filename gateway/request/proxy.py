@@ -21,7 +21,7 @@ import httpx
 from gateway import errors
 from gateway.config import Config
 from gateway.errors import GatewayError
-from gateway.ids import new_request_id, valid_client_id
+from gateway.ids import RequestIds, valid_client_id
 from gateway.providers.wire import WireAPI, wire_api_for
 from gateway.record import CallRecord, Outcome
 from gateway.request.attempts import Attempts
@@ -57,6 +57,7 @@ class Proxy:
         self.capture_mode = config.capture.mode
         self.capture_override = config.capture.allow_header_override
         self.capture_limit = config.capture.max_body_bytes
+        self.request_ids = RequestIds()
         self.in_flight = 0
         self.streams_in_flight = 0
 
@@ -72,11 +73,13 @@ class Proxy:
         raw = scope.get("raw_path")
         path: str = raw.decode("latin-1") if raw else scope["root_path"] + scope["path"]
         headers = RequestHeaders(scope["headers"])
-        rid = headers.request_id if valid_client_id(headers.request_id) else new_request_id()
+        client_rid = headers.request_id if valid_client_id(headers.request_id) else ""
+        rid = self.request_ids.assign(client_rid)
         wire = wire_api_for(scope["method"], path)
         trace_id, parent_span = headers.parent_trace()
         rec = CallRecord(
             request_id=rid,
+            client_request_id=client_rid,
             trace_id=trace_id,
             parent_span_id=parent_span,
             started_at=wall0,

@@ -86,7 +86,10 @@ def for_cluster(stmt: str, cluster: str) -> list[str]:
         return [local, dist]
     m = _ALTER.search(stmt)
     if m:
-        return [_ALTER.sub(f"ALTER TABLE {m.group(1)}.{m.group(2)}_local{on}", stmt, 1)]
+        out = [_ALTER.sub(f"ALTER TABLE {m.group(1)}.{m.group(2)}_local{on}", stmt, 1)]
+        if "ADD COLUMN" in stmt:  # the Distributed table's columns follow its local table's
+            out.append(_ALTER.sub(f"ALTER TABLE {m.group(1)}.{m.group(2)}{on}", stmt, 1))
+        return out
     return [stmt]
 
 
