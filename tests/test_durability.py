@@ -158,9 +158,11 @@ def test_sigterm_lets_streams_finish_and_records_them(fake, selfhosted, tmp_path
 
     ids = [f"term-{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
     threads = [threading.Thread(target=stream, args=(r,)) for r in ids]
+    n0 = len(fake.requests)
     for t in threads:
         t.start()
-    time.sleep(0.5)  # streams are under way
+    # Every stream is under way upstream (a fixed sleep is too short on a loaded machine).
+    fake.wait_for_requests(n0 + len(ids), timeout=60)
     gw.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
     time.sleep(0.2)
     with pytest.raises(httpx.ConnectError):
