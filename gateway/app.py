@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
@@ -209,13 +210,13 @@ def create_app(gw: Gateway) -> Litestar:
         await gw.transport.aclose()
         gw.store.close()
 
-    def admin(request: Request) -> bool:
+    def admin(request: Request[Any, Any, Any]) -> bool:
         # Only a caller that can read the token file in the data directory gets in.
         return token_matches(request.headers.get("x-gateway-admin-token", ""), gw.admin_token)
 
     @asgi("/v1", is_mount=True, copy_scope=False)
     async def v1(scope: Scope, receive: Receive, send: Send) -> None:
-        await gw.proxy(scope, receive, send)
+        await gw.proxy(scope, receive, send)  # type: ignore[arg-type]  # plain ASGI dicts
 
     @get("/metrics", media_type="text/plain; version=0.0.4; charset=utf-8", sync_to_thread=False)
     def prometheus() -> bytes:
@@ -246,7 +247,7 @@ def create_app(gw: Gateway) -> Litestar:
         return Response(body, status_code=200 if status == "ready" else 503)
 
     @post("/_gateway/sql", media_type=MediaType.TEXT)
-    async def admin_sql(request: Request) -> Response[bytes]:
+    async def admin_sql(request: Request[Any, Any, Any]) -> Response[bytes]:
         # Lets `llm-gateway sql` reach the embedded store while the gateway holds it.
         if not admin(request):
             return Response(b"forbidden\n", status_code=403)
@@ -263,7 +264,7 @@ def create_app(gw: Gateway) -> Litestar:
     )
 
     @post("/_gateway/insert", media_type=MediaType.TEXT)
-    async def admin_insert(request: Request) -> Response[bytes]:
+    async def admin_insert(request: Request[Any, Any, Any]) -> Response[bytes]:
         # Lets CLI jobs (`llm-gateway drift`) write their rows into the store the gateway holds.
         if not admin(request):
             return Response(b"forbidden\n", status_code=403)

@@ -111,7 +111,8 @@ class _ViaGateway:
         )
         try:
             with urllib.request.urlopen(req, timeout=600) as r:
-                return r.read()
+                answer: bytes = r.read()
+                return answer
         except urllib.error.HTTPError as e:
             raise StoreError(e.read().decode(errors="replace").strip()) from None
         except urllib.error.URLError as e:
@@ -286,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     # user only; files and directories it creates get no group or other permissions.
     os.umask(0o077)
     args = _parser().parse_args(argv)
-    return args.fn(args)
+    code: int = args.fn(args)
+    return code
 
 
 if __name__ == "__main__":

@@ -207,7 +207,7 @@ class RecordLog:
             return Pos(0, 0), None
 
     def _write_checkpoint(self, done: Pos, in_flight: tuple[Pos, Pos] | None) -> None:
-        body = {"done": [done.seg, done.off]}
+        body: dict[str, object] = {"done": [done.seg, done.off]}
         if in_flight:
             body["in_flight"] = [[in_flight[0].seg, in_flight[0].off],
                                  [in_flight[1].seg, in_flight[1].off]]  # fmt: skip

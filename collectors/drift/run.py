@@ -72,7 +72,7 @@ def run_drift(
     cur_start = now - cfg.current_window
     ref_start = cur_start - cfg.reference_window
     rs, cs, ce = ts_sql(ref_start), ts_sql(cur_start), ts_sql(now)
-    base = {
+    base: dict[str, Any] = {
         "computed_at": now,
         "window_start": cur_start,
         "window_end": now,
@@ -105,7 +105,7 @@ def run_drift(
     ok_groups = []
     for key in sorted(groups):
         g = groups[key]
-        head = {**base, "app": key[0], "request_model": key[1]}
+        head: dict[str, Any] = {**base, "app": key[0], "request_model": key[1]}
         ref_n, cur_n = g.calls
         if min(ref_n, cur_n) < cfg.min_calls:
             why = []
@@ -250,7 +250,7 @@ def _version_rows(head: dict[str, Any], g: _Group) -> list[DriftRow]:
         ((col, val, v) for (col, val), v in g.versions.items() if v[1] and not v[0]),
         key=lambda t: t[2][2],
     )
-    common = {
+    common: dict[str, Any] = {
         "metric": "version_change",
         "threshold": 0.0,
         "current_calls": cur_n,
