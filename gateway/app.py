@@ -19,7 +19,7 @@ from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.handlers import asgi
 from litestar.types import Receive, Scope, Send
 
-from collectors.drift import rows_to_jsonl, run_drift
+from collectors.drift import drift_forever
 from collectors.intake import feedback_handlers
 from gateway.access import token_matches
 from gateway.config import Config
@@ -153,24 +153,6 @@ def open_queue(config: Config, stream: str = "") -> Queue:
     raise StoreError(f"no free record log slot under {lc.dir}")
 
 
-async def drift_forever(gw: Gateway) -> None:
-    """The periodic drift job, when `drift.enabled`: rows into llm_drift, gauges into
-    /metrics. A failed run is logged and tried again at the next interval."""
-    while True:
-        await asyncio.sleep(gw.config.drift.interval_minutes * 60)
-        try:
-            rows = await asyncio.to_thread(
-                run_drift, lambda sql: gw.store.query(sql, "JSONEachRow"), None, gw.config.drift
-            )
-            if rows:
-                await asyncio.to_thread(gw.store.insert, "llm_drift", rows_to_jsonl(rows))
-            gw.metrics.drift(rows)
-            alerts = sum(r.alert for r in rows)
-            log.info("drift evaluated", extra={"rows": len(rows), "alerts": alerts})
-        except Exception as e:
-            log.error("drift run failed", extra={"error": str(e)[:500]})
-
-
 async def prepare_store(gw: Gateway) -> None:
     """Migrate the store, retrying with a backoff until it answers."""
     backoff = 0.5
@@ -194,7 +176,13 @@ def create_app(gw: Gateway) -> Litestar:
         gw.feedback_writer.start()
         gw.background.append(asyncio.get_running_loop().create_task(gw.sample_forever()))
         if gw.config.drift.enabled:
-            gw.background.append(asyncio.get_running_loop().create_task(drift_forever(gw)))
+            drift = drift_forever(
+                lambda sql: gw.store.query(sql, "JSONEachRow"),
+                gw.store.insert,
+                gw.metrics.drift,
+                gw.config.drift,
+            )
+            gw.background.append(asyncio.get_running_loop().create_task(drift))
         log.info(
             "gateway started",
             extra={"store": gw.store.kind, "providers": sorted(gw.config.providers)},

@@ -122,7 +122,7 @@ class FeedbackConfig:
 
 @dataclass(frozen=True, slots=True)
 class DriftConfig:
-    """The drift job (collectors/drift.py): a periodic task in the gateway when enabled,
+    """The drift job (collectors/drift): a periodic task in the gateway when enabled,
     and `llm-gateway drift` for a CronJob either way."""
 
     enabled: bool = False
