@@ -21,6 +21,7 @@ from litestar.types import Receive, Scope, Send
 
 from collectors.drift import drift_forever
 from collectors.intake import feedback_handlers
+from collectors.views import views
 from gateway.access import token_matches
 from gateway.config import Config
 from gateway.metrics import Metrics
@@ -92,7 +93,7 @@ def build_gateway(
         {name: p.price_as for name, p in config.providers.items()},
         batch_size=config.store.batch_size,
         flush_interval=config.store.flush_interval_ms / 1000.0,
-        migrate=lambda: migrate_configured(store, config),
+        migrate=lambda: migrate_configured(store, config, views),
         on_priced=lambda v, known: metrics.priced(
             v.provider, v.request_model, v.cost_usd, known, v.app
         ),

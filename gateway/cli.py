@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+from collectors.views import views
 from gateway import __version__
 from gateway.config import Config, ConfigError, load_config
 from gateway.datadir import DataDirBusy, DataDirLock, running_gateway
@@ -138,7 +139,7 @@ def store_access(cfg: Config) -> Iterator[Any]:
     try:
         store = open_store(cfg.store)
         try:
-            migrate_configured(store, cfg)
+            migrate_configured(store, cfg, views)
             yield store
         finally:
             store.close()
@@ -211,7 +212,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             if cluster and cfg.store.kind != "clickhouse":
                 print("llm-gateway: --cluster needs store.kind: clickhouse", file=sys.stderr)
                 return 2
-            applied = migrate_configured(store, cfg, cluster)
+            applied = migrate_configured(store, cfg, views, cluster)
         finally:
             store.close()
     except (StoreError, DataDirBusy) as e:
