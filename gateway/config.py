@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from gateway.providers import KINDS, ProviderConfig, Timeouts
+from gateway.recordlog import LogConfig as LogConfig  # re-exported: a config section
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -86,19 +87,6 @@ class StoreConfig:
     queue_limit: int = field(default=100_000, metadata=_at_least(1))
     cluster: str = ""  # ClickHouse cluster name: Replicated + Distributed tables, ON CLUSTER DDL
     async_insert: bool = False  # let the server buffer inserts (async_insert=1, waited for)
-
-
-@dataclass(frozen=True, slots=True)
-class LogConfig:
-    """The durable local record log (see gateway/recordlog.py for the exact guarantee)."""
-
-    enabled: bool = True  # default: on unless store.kind is disabled
-    dir: str = ""  # default: <store.path>/log for chdb, else ./llm-gateway-log
-    max_bytes: int = field(default=1024 * 1024 * 1024, metadata=_at_least(4096))
-    segment_bytes: int = field(default=64 * 1024 * 1024, metadata=_at_least(4096))
-    fsync_interval_ms: float = 1000.0  # 0: fsync every record
-    # records held in memory while the log cannot write
-    memory_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
