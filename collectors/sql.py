@@ -1,10 +1,13 @@
-"""What the collectors share to talk SQL to the store: results as rows, string literals."""
+"""What the collectors share to talk SQL to the store: results as rows, string literals
+(the store's own quoting)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from typing import Any
+
+from gateway.store.sqltext import sql_string as lit  # a ClickHouse string literal
 
 Query = Callable[[str], bytes]  # a store's `query`: SQL in, JSONEachRow bytes out
 
@@ -15,6 +18,5 @@ def select(query: Query, sql: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def lit(s: str) -> str:
-    """A ClickHouse string literal."""
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+__all__ = ["Query", "lit", "select"]

@@ -21,8 +21,9 @@ from litestar.exceptions import HTTPException
 from litestar.handlers import asgi
 from litestar.types import Receive, Scope, Send
 
-from collectors.drift import rows_to_jsonl, run_drift
+from collectors.drift import drift_forever
 from collectors.intake import feedback_handlers
+from collectors.views import views
 from gateway.access import token_matches
 from gateway.config import Config
 from gateway.errors import error_envelope
@@ -96,7 +97,7 @@ def build_gateway(
         {name: p.price_as for name, p in config.providers.items()},
         batch_size=config.store.batch_size,
         flush_interval=config.store.flush_interval_ms / 1000.0,
-        migrate=lambda: migrate_configured(store, config),
+        migrate=lambda: migrate_configured(store, config, views),
         on_priced=lambda v, known: metrics.priced(
             v.provider, v.request_model, v.cost_usd, known, v.app
         ),
@@ -157,24 +158,6 @@ def open_queue(config: Config, stream: str = "") -> Queue:
     raise StoreError(f"no free record log slot under {lc.dir}")
 
 
-async def drift_forever(gw: Gateway) -> None:
-    """The periodic drift job, when `drift.enabled`: rows into llm_drift, gauges into
-    /metrics. A failed run is logged and tried again at the next interval."""
-    while True:
-        await asyncio.sleep(gw.config.drift.interval_minutes * 60)
-        try:
-            rows = await asyncio.to_thread(
-                run_drift, lambda sql: gw.store.query(sql, "JSONEachRow"), None, gw.config.drift
-            )
-            if rows:
-                await asyncio.to_thread(gw.store.insert, "llm_drift", rows_to_jsonl(rows))
-            gw.metrics.drift(rows)
-            alerts = sum(r.alert for r in rows)
-            log.info("drift evaluated", extra={"rows": len(rows), "alerts": alerts})
-        except Exception as e:
-            log.error("drift run failed", extra={"error": str(e)[:500]})
-
-
 async def prepare_store(gw: Gateway) -> None:
     """Migrate the store, retrying with a backoff until it answers."""
     backoff = 0.5
@@ -227,7 +210,13 @@ def create_app(gw: Gateway) -> Litestar:
         gw.feedback_writer.start()
         gw.background.append(asyncio.get_running_loop().create_task(gw.sample_forever()))
         if gw.config.drift.enabled:
-            gw.background.append(asyncio.get_running_loop().create_task(drift_forever(gw)))
+            drift = drift_forever(
+                lambda sql: gw.store.query(sql, "JSONEachRow"),
+                gw.store.insert,
+                gw.metrics.drift,
+                gw.config.drift,
+            )
+            gw.background.append(asyncio.get_running_loop().create_task(drift))
         log.info(
             "gateway started",
             extra={"store": gw.store.kind, "providers": sorted(gw.config.providers)},
@@ -243,13 +232,13 @@ def create_app(gw: Gateway) -> Litestar:
         await gw.transport.aclose()
         gw.store.close()
 
-    def admin(request: Request) -> bool:
+    def admin(request: Request[Any, Any, Any]) -> bool:
         # Only a caller that can read the token file in the data directory gets in.
         return token_matches(request.headers.get("x-gateway-admin-token", ""), gw.admin_token)
 
     @asgi("/v1", is_mount=True, copy_scope=False)
     async def v1(scope: Scope, receive: Receive, send: Send) -> None:
-        await gw.proxy(scope, receive, send)
+        await gw.proxy(scope, receive, send)  # type: ignore[arg-type]  # plain ASGI dicts
 
     @get("/metrics", media_type="text/plain; version=0.0.4; charset=utf-8", sync_to_thread=False)
     def prometheus() -> bytes:
@@ -280,7 +269,7 @@ def create_app(gw: Gateway) -> Litestar:
         return Response(body, status_code=200 if status == "ready" else 503)
 
     @post("/_gateway/sql", media_type=MediaType.TEXT)
-    async def admin_sql(request: Request) -> Response[Any]:
+    async def admin_sql(request: Request[Any, Any, Any]) -> Response[Any]:
         # Lets `llm-gateway sql` reach the embedded store while the gateway holds it.
         if not admin(request):
             return forbidden()
@@ -297,7 +286,7 @@ def create_app(gw: Gateway) -> Litestar:
     )
 
     @post("/_gateway/insert", media_type=MediaType.TEXT)
-    async def admin_insert(request: Request) -> Response[Any]:
+    async def admin_insert(request: Request[Any, Any, Any]) -> Response[Any]:
         # Lets CLI jobs (`llm-gateway drift`) write their rows into the store the gateway holds.
         if not admin(request):
             return forbidden()

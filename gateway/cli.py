@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+from collectors.views import views
 from gateway import __version__
 from gateway.config import Config, ConfigError, load_config
 from gateway.datadir import DataDirBusy, DataDirLock, running_gateway
@@ -113,7 +114,8 @@ class _ViaGateway:
         )
         try:
             with urllib.request.urlopen(req, timeout=600) as r:
-                return r.read()
+                answer: bytes = r.read()
+                return answer
         except urllib.error.HTTPError as e:
             raise StoreError(error_message(e.read())) from None
         except urllib.error.URLError as e:
@@ -139,7 +141,7 @@ def store_access(cfg: Config) -> Iterator[Any]:
     try:
         store = open_store(cfg.store)
         try:
-            migrate_configured(store, cfg)
+            migrate_configured(store, cfg, views)
             yield store
         finally:
             store.close()
@@ -267,7 +269,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             if cluster and cfg.store.kind != "clickhouse":
                 print("llm-gateway: --cluster needs store.kind: clickhouse", file=sys.stderr)
                 return 2
-            applied = migrate_configured(store, cfg, cluster)
+            applied = migrate_configured(store, cfg, views, cluster)
         finally:
             store.close()
     except (StoreError, DataDirBusy) as e:
@@ -343,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     # user only; files and directories it creates get no group or other permissions.
     os.umask(0o077)
     args = _parser().parse_args(argv)
-    return args.fn(args)
+    code: int = args.fn(args)
+    return code
 
 
 if __name__ == "__main__":

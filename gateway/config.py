@@ -9,17 +9,22 @@ store, OpenAI and Anthropic providers from the SDKs' own variables.
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 import os
 import re
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from gateway.providers import KINDS, ProviderConfig, Timeouts
+from gateway.recordlog import LogConfig as LogConfig  # re-exported: a config section
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 class ConfigError(ValueError):
@@ -89,19 +94,6 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class LogConfig:
-    """The durable local record log (see gateway/recordlog.py for the exact guarantee)."""
-
-    enabled: bool = True  # default: on unless store.kind is disabled
-    dir: str = ""  # default: <store.path>/log for chdb, else ./llm-gateway-log
-    max_bytes: int = field(default=1024 * 1024 * 1024, metadata=_at_least(4096))
-    segment_bytes: int = field(default=64 * 1024 * 1024, metadata=_at_least(4096))
-    fsync_interval_ms: float = 1000.0  # 0: fsync every record
-    # records held in memory while the log cannot write
-    memory_bytes: int = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
 class FeedbackKey:
     key: str
     kind: str  # server | publishable
@@ -122,7 +114,7 @@ class FeedbackConfig:
 
 @dataclass(frozen=True, slots=True)
 class DriftConfig:
-    """The drift job (collectors/drift.py): a periodic task in the gateway when enabled,
+    """The drift job (collectors/drift): a periodic task in the gateway when enabled,
     and `llm-gateway drift` for a CronJob either way."""
 
     enabled: bool = False
@@ -267,7 +259,7 @@ class _Section:
             raise ConfigError(self._k(name), f"must be one of {', '.join(choices)}; got {value!r}")
         return value
 
-    def num(self, name: str, default: float, minimum: float = 0.0) -> float:
+    def num(self, name: builtins.str, default: float, minimum: float = 0.0) -> float:
         value = self._get(name, (int, float), default, "a number")
         if isinstance(value, str):
             raise ConfigError(self._k(name), f"must be a number, got {value!r}")
@@ -275,18 +267,20 @@ class _Section:
             raise ConfigError(self._k(name), f"must be >= {minimum}, got {value!r}")
         return float(value)
 
-    def int(self, name: str, default: int, minimum: int = 0) -> int:
+    def int(
+        self, name: builtins.str, default: builtins.int, minimum: builtins.int = 0
+    ) -> builtins.int:
         value = self._get(name, (int,), default, "an integer")
         if isinstance(value, str):
             raise ConfigError(self._k(name), f"must be an integer, got {value!r}")
         if value < minimum:
             raise ConfigError(self._k(name), f"must be >= {minimum}, got {value!r}")
-        return value
+        return int(value)
 
-    def bool(self, name: str, default: bool) -> bool:
-        return self._get(name, (bool,), default, "true or false")
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
+        return bool(self._get(name, (bool,), default, "true or false"))
 
-    def str_map(self, name: str) -> dict[str, str]:
+    def str_map(self, name: builtins.str) -> dict[builtins.str, builtins.str]:
         value = self._get(name, (dict,), {}, "a mapping of strings")
         out: dict[str, str] = {}
         for k, v in value.items():
@@ -295,10 +289,10 @@ class _Section:
             out[str(k)] = str(v)
         return out
 
-    def section(self, name: str) -> _Section:
+    def section(self, name: builtins.str) -> _Section:
         return _Section(self.data.pop(name, None), self._k(name))
 
-    def raw(self, name: str) -> Any:
+    def raw(self, name: builtins.str) -> Any:
         return self.data.pop(name, None)
 
     def done(self) -> None:
@@ -306,10 +300,10 @@ class _Section:
             unknown = sorted(map(str, self.data))[0]
             raise ConfigError(self._k(unknown), "unknown key")
 
+_T = TypeVar("_T", bound="DataclassInstance")
 
 
-
-def _read(cls: type[Any], s: _Section, **given: Any) -> Any:
+def _read(cls: type[_T], s: _Section, **given: Any) -> _T:
     """A section's dataclass from its mapping: each field is read by its type with the
     default and limits written on the field; `given` supplies fields read otherwise."""
     values: dict[str, Any] = {}
@@ -317,7 +311,7 @@ def _read(cls: type[Any], s: _Section, **given: Any) -> Any:
         if f.name in given:
             values[f.name] = given[f.name]
             continue
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
         m = f.metadata
         if m.get("fixed"):
             continue
@@ -573,7 +567,7 @@ def default_providers(env: dict[str, str]) -> dict[str, ProviderConfig]:
 def default_routes(providers: dict[str, ProviderConfig]) -> tuple[Route, ...]:
     """Each kind's own model names (e.g. claude*) to its first provider; everything else to
     the first provider of a kind without such names, else to the first one routed."""
-    routes = []
+    routes: list[Route] = []
     catch_all = None
     for p in providers.values():
         models = KINDS[p.kind].default_models

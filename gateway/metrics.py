@@ -41,12 +41,16 @@ from gateway.record import FAILED_STATUS, CallRecord, Outcome, is_failed
 
 
 class DriftRowLike(Protocol):
-    app: str
-    request_model: str
-    metric: str
-    score: float
-    level: str
-
+    @property
+    def app(self) -> str: ...
+    @property
+    def request_model(self) -> str: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def level(self) -> str: ...
     @property
     def alert(self) -> bool: ...
 
@@ -57,6 +61,11 @@ class FeedbackEventLike(Protocol):
 
 
 disable_created_metrics()  # `*_created` series double the count and nobody graphs them
+
+def _mp_mode(mode: str, mp: bool) -> dict[str, Any]:
+    """How a gauge's per-process values combine, in multiprocess mode."""
+    return {"multiprocess_mode": mode} if mp else {}
+
 
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
@@ -103,7 +112,7 @@ class Metrics:
         mp = multiprocess()
         # In multiprocess mode values live in files; the exposition registry collects them.
         reg = None if mp else CollectorRegistry(auto_describe=True)
-        self.registry = CollectorRegistry() if mp else reg
+        self.registry = reg if reg is not None else CollectorRegistry()
         if mp:
             MultiProcessCollector(self.registry)
         self.models = LabelCap(max_models, known_models)
@@ -155,7 +164,7 @@ class Metrics:
             "gateway_unknown_price_calls", "Calls with tokens whose model has no known price.",
             ["provider", "model"], registry=reg,
         )  # fmt: skip
-        kw = {"multiprocess_mode": "livesum"} if mp else {}
+        kw = _mp_mode("livesum", mp)
         self.in_flight = Gauge(
             "gateway_requests_in_flight", "Requests being served now.", registry=reg, **kw
         )
@@ -172,7 +181,7 @@ class Metrics:
         )  # fmt: skip
         self.store_up = Gauge(
             "gateway_store_up", "1 when the last write to the store succeeded.", registry=reg,
-            **({"multiprocess_mode": "min"} if mp else {}),
+            **_mp_mode("min", mp),
         )  # fmt: skip
         self.pipeline = {
             name: Counter(f"gateway_records_{name}", doc, registry=reg)
@@ -192,9 +201,9 @@ class Metrics:
         )  # fmt: skip
         self.log_budget = Gauge(
             "gateway_record_log_budget_bytes", "The record log's disk budget (log.max_bytes).",
-            registry=reg, **({"multiprocess_mode": "max"} if mp else {}),
+            registry=reg, **_mp_mode("max", mp),
         )  # fmt: skip
-        gauge_kw = {"multiprocess_mode": "mostrecent"} if mp else {}
+        gauge_kw = _mp_mode("mostrecent", mp)
         self.drift_score = Gauge(
             "gateway_drift_score", "Latest drift score (PSI, JS distance, |z|, ...) per group "
             "and metric.", ["app", "model", "metric"], registry=reg, **gauge_kw,
@@ -208,7 +217,7 @@ class Metrics:
             ["name", "source"], registry=reg,
         )  # fmt: skip
         self.feedback_names = LabelCap(64)
-        self._children: dict[tuple[object, ...], tuple[object, ...]] = {}
+        self._children: dict[tuple[Any, ...], list[Any]] = {}
         self._last_pipeline: dict[str, int] = {}
         self._last_failures: dict[tuple[str, str], int] = {}
 
@@ -262,7 +271,7 @@ class Metrics:
         if rec.fallback_used:
             self.fallbacks.labels(rec.provider).inc()
 
-    def _make_children(self, key: tuple[object, ...]) -> list[Any]:
+    def _make_children(self, key: tuple[Any, ...]) -> list[Any]:
         operation, provider, kind, model, app, status_class, error_type, props = key
         if len(self._children) > 20_000:  # bounded anyway; keep the cache from growing
             self._children.clear()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import msgspec
 
@@ -126,7 +126,7 @@ class UsageSource(Protocol):
 
     usage_seen: bool
     output_chars: int
-    estimates_usage: bool
+    estimates_usage: ClassVar[bool]
 
 
 def finish(

@@ -33,10 +33,9 @@ import logging
 import os
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.config import LogConfig
 from gateway.filelock import try_lock
 
 log = logging.getLogger("gateway.recordlog")
@@ -61,6 +60,20 @@ class Pos:
 
 class LogBusy(Exception):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """The `log` config section: the durable local record log (the guarantee: above)."""
+
+    enabled: bool = True  # default: on unless store.kind is disabled
+    dir: str = ""  # default: <store.path>/log for chdb, else ./llm-gateway-log
+    max_bytes: int = field(default=1024 * 1024 * 1024, metadata={"min": 4096})
+    segment_bytes: int = field(default=64 * 1024 * 1024, metadata={"min": 4096})
+    fsync_interval_ms: float = 1000.0  # 0: fsync every record
+    # records held in memory while the log cannot write
+    memory_bytes: int = 64 * 1024 * 1024
+
 
 _LOG = LogConfig()  # the defaults
 
@@ -207,7 +220,7 @@ class RecordLog:
             return Pos(0, 0), None
 
     def _write_checkpoint(self, done: Pos, in_flight: tuple[Pos, Pos] | None) -> None:
-        body = {"done": [done.seg, done.off]}
+        body: dict[str, object] = {"done": [done.seg, done.off]}
         if in_flight:
             body["in_flight"] = [[in_flight[0].seg, in_flight[0].off],
                                  [in_flight[1].seg, in_flight[1].off]]  # fmt: skip

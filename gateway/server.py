@@ -164,9 +164,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def _cancel(timer: asyncio.TimerHandle | None) -> None:
+def _cancel(timer: asyncio.TimerHandle | None) -> asyncio.TimerHandle | None:
+    """Cancel a timer; None, for the slot that held it."""
     if timer is not None:
         timer.cancel()
+    return None
 
 
 class DateHeader:

@@ -413,16 +413,17 @@ class BatchWriter:
         if batch is None:
             return 0
         c = self.counters
-        rows = [] if self.pricer is not None else batch.lines
+        rows: list[bytes] = [] if self.pricer is not None else batch.lines
         priced_views: list[tuple[PriceView, bool]] = []
-        for line in batch.lines if self.pricer is not None else ():
-            try:
-                priced, view, known = price_line(self.pricer, self.price_ids, line)
-            except msgspec.DecodeError:  # a torn or foreign line: leave it out, say so
-                log.error("unreadable record line skipped", extra={"line": line[:200]})
-                continue
-            rows.append(priced)
-            priced_views.append((view, known))
+        if self.pricer is not None:
+            for line in batch.lines:
+                try:
+                    priced, view, known = price_line(self.pricer, self.price_ids, line)
+                except msgspec.DecodeError:  # a torn or foreign line: leave it out, say so
+                    log.error("unreadable record line skipped", extra={"line": line[:200]})
+                    continue
+                rows.append(priced)
+                priced_views.append((view, known))
         self.queue.begin(batch)
         try:
             self.prepare()

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from collectors.report import feedback_report, parse_since
+from collectors.views import views
 from gateway.record import CallRecord, encode_line
 from gateway.store import migrate
 from gateway.store.chdb_store import ChdbStore
@@ -149,7 +150,7 @@ def fx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fixture]:
     # chDB hosts one engine per process: one store for the whole module, closed at the end.
     store = ChdbStore(str(tmp_path_factory.mktemp("fv") / "db"), "fv")
     try:
-        migrate(store)
+        migrate(store, views=views)
         # keep the duplicate unmerged, so that only FINAL can collapse it
         store.command("SYSTEM STOP MERGES fv.llm_feedback")
         store.insert("llm_calls", lines(CALLS))
@@ -279,7 +280,7 @@ def test_sessions(fx: Fixture):
 
 
 def test_idle_minutes_is_a_migration_parameter():
-    sql = "\n".join(s for _, _, s in view_statements("db", None, session_idle_minutes=5))
+    sql = "\n".join(s for _, _, s in view_statements(views, "db", None, session_idle_minutes=5))
     assert "INTERVAL 5 MINUTE" in sql and "{" not in sql
     assert sql.count("CREATE OR REPLACE VIEW db.") == 2
 

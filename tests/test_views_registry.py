@@ -14,6 +14,7 @@ import pytest
 
 from collectors import signals
 from collectors.signals import COUNT, Signal
+from collectors.views import views
 from gateway.record import CallRecord, encode_line
 from gateway.store import migrate
 from gateway.store.chdb_store import ChdbStore
@@ -70,7 +71,7 @@ def call(rid: str, ago: float, app: str = "web") -> bytes:
 
 def test_a_new_signal_is_a_column_after_migrate(chdb: ChdbStore, monkeypatch: pytest.MonkeyPatch):
     db = Recording(chdb, "reg")
-    assert migrate(db)  # a fresh database: every numbered migration
+    assert migrate(db, views=views)  # a fresh database: every numbered migration
     assert any("CREATE OR REPLACE VIEW reg.llm_call_feedback" in c for c in db.commands)
     db.insert("llm_calls", call("r-1", 60))
     db.insert("llm_feedback", event("e-1", "bookmark", "r-1") + event("e-2", "copy", "r-1"))
@@ -81,21 +82,21 @@ def test_a_new_signal_is_a_column_after_migrate(chdb: ChdbStore, monkeypatch: py
                       {"bookmarks": COUNT})  # fmt: skip
     monkeypatch.setattr(signals, "SIGNALS", (*signals.SIGNALS, bookmark))
     db.commands.clear()
-    assert migrate(db) == []  # no numbered migration: the views alone are replaced
+    assert migrate(db, views=views) == []  # no numbered migration: the views alone are replaced
     assert sum("CREATE OR REPLACE VIEW" in c for c in db.commands) == 2
     row = db.rows("SELECT bookmarks, copies, events FROM reg.llm_call_feedback")
     assert row == [{"bookmarks": 1, "copies": 1, "events": 2}]
     assert db.rows("SELECT bookmarks FROM reg.llm_sessions") == [{"bookmarks": 1}]
 
     db.commands.clear()
-    assert migrate(db) == []  # idempotent: nothing changed, nothing replaced
+    assert migrate(db, views=views) == []  # idempotent: nothing changed, nothing replaced
     assert not [c for c in db.commands if "VIEW" in c]
     assert db.rows("SELECT bookmarks FROM reg.llm_call_feedback") == [{"bookmarks": 1}]
 
 
 def test_each_feedback_event_counts_once(chdb: ChdbStore):
     db = Recording(chdb, "once")
-    migrate(db)
+    migrate(db, views=views)
     # a client reused X-Request-Id `r-dup`: two call rows; and `r-one`, a call of its own
     db.insert("llm_calls", call("r-dup", 300) + call("r-dup", 120) + call("r-one", 200))
     db.insert(
@@ -129,7 +130,7 @@ def test_each_feedback_event_counts_once(chdb: ChdbStore):
 
 
 def test_view_ddl_on_a_cluster_parses(chdb: ChdbStore):
-    stmts = view_statements("llm_gateway", "prod", session_idle_minutes=10)
+    stmts = view_statements(views, "llm_gateway", "prod", session_idle_minutes=10)
     assert [name for name, _, _ in stmts] == ["llm_call_feedback", "llm_sessions"]
     for _, digest, sql in stmts:
         assert sql.startswith("CREATE OR REPLACE VIEW llm_gateway.") and "ON CLUSTER 'prod'" in sql

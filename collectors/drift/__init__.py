@@ -114,6 +114,7 @@ from collectors.drift.stats import (
     two_proportion_z,
     z_for,
 )
+from collectors.drift.task import drift_forever
 
 __all__ = [
     "COST_BUCKETS",
@@ -129,6 +130,7 @@ __all__ = [
     "DriftRow",
     "chi2_homogeneity",
     "chi2_sf",
+    "drift_forever",
     "fisher_exact",
     "format_report",
     "js_distance",

@@ -73,7 +73,7 @@ def run_drift(
     cur_start = now - cfg.current_window
     ref_start = cur_start - cfg.reference_window
     rs, cs, ce = ts_sql(ref_start), ts_sql(cur_start), ts_sql(now)
-    base = {
+    base: dict[str, Any] = {
         "computed_at": now,
         "window_start": cur_start,
         "window_end": now,
@@ -106,7 +106,7 @@ def run_drift(
     ok_groups = []
     for key in sorted(groups):
         g = groups[key]
-        head = {**base, "app": key[0], "request_model": key[1]}
+        head: dict[str, Any] = {**base, "app": key[0], "request_model": key[1]}
         ref_n, cur_n = g.calls
         if min(ref_n, cur_n) < cfg.min_calls:
             why = []
@@ -114,19 +114,8 @@ def run_drift(
                 why.append(f"{cur_n} calls in the current window")
             if ref_n < cfg.min_calls:
                 why.append(f"{ref_n} in the reference window")
-            rows.append(
-                DriftRow(
-                    **head,
-                    metric="sample_size",
-                    statistic="calls",
-                    score=float(min(ref_n, cur_n)),
-                    threshold=float(cfg.min_calls),
-                    level="skipped",
-                    current_calls=cur_n,
-                    reference_calls=ref_n,
-                    detail=f"{' and '.join(why)}: fewer than min_calls={cfg.min_calls}",
-                )
-            )
+            detail = f"{' and '.join(why)}: fewer than min_calls={cfg.min_calls}"
+            rows.append(_skipped(head, "sample_size", "calls", ref_n, cur_n, cfg.min_calls, detail))
             continue
         ok_groups.append(key)
         tests += _rate_tests(head, g, rows)
@@ -251,7 +240,7 @@ def _version_rows(head: dict[str, Any], g: _Group) -> list[DriftRow]:
         ((col, val, v) for (col, val), v in g.versions.items() if v[1] and not v[0]),
         key=lambda t: t[2][2],
     )
-    common = {
+    common: dict[str, Any] = {
         "metric": "version_change",
         "threshold": 0.0,
         "current_calls": cur_n,
@@ -289,6 +278,16 @@ def _version_rows(head: dict[str, Any], g: _Group) -> list[DriftRow]:
     return out
 
 
+def _skipped(
+    head: dict[str, Any], metric: str, statistic: str, ref_n: int, cur_n: int, minimum: int,
+    detail: str,
+) -> DriftRow:
+    """A test not run: too few calls (or values) in a window."""
+    return DriftRow(**head, metric=metric, statistic=statistic, score=float(min(ref_n, cur_n)),
+                    threshold=float(minimum), level="skipped", current_calls=cur_n,
+                    reference_calls=ref_n, detail=detail)  # fmt: skip
+
+
 def _feedback_tests(
     query: Query,
     base: dict[str, Any],
@@ -316,21 +315,12 @@ def _feedback_tests(
             if max(gate) == 0:
                 continue  # no feedback of this kind: nothing to compare
             if min(gate) < cfg.min_feedback_calls:
-                rows.append(
-                    DriftRow(
-                        **head,
-                        metric=metric,
-                        statistic="calls",
-                        score=float(min(gate)),
-                        threshold=float(cfg.min_feedback_calls),
-                        level="skipped",
-                        current_calls=gate[1],
-                        reference_calls=gate[0],
-                        detail=f"{gate[1]} calls with feedback in the current window, "
-                        f"{gate[0]} in the reference: fewer than "
-                        f"min_feedback_calls={cfg.min_feedback_calls}",
-                    )
+                detail = (
+                    f"{gate[1]} calls with feedback in the current window, {gate[0]} in the "
+                    f"reference: fewer than min_feedback_calls={cfg.min_feedback_calls}"
                 )
+                rows.append(_skipped(head, metric, "calls", gate[0], gate[1],
+                                     cfg.min_feedback_calls, detail))  # fmt: skip
                 continue
             tests.append(_rate_test(head, metric, x, n, what))
     return tests
@@ -349,20 +339,11 @@ def _distribution_tests(
         n_cur, n_ref = int(r["n_cur"]), int(r["n_ref"])
         head = {**base, "app": r["app"], "request_model": r["request_model"]}
         if min(n_cur, n_ref) < cfg.min_calls:
-            rows.append(
-                DriftRow(
-                    **head,
-                    metric=r["metric"],
-                    statistic="values",
-                    score=float(min(n_cur, n_ref)),
-                    threshold=float(cfg.min_calls),
-                    level="skipped",
-                    current_calls=n_cur,
-                    reference_calls=n_ref,
-                    detail=f"{n_cur} values in the current window, {n_ref} in the reference: "
-                    f"fewer than min_calls={cfg.min_calls}",
-                )
+            detail = (
+                f"{n_cur} values in the current window, {n_ref} in the reference: "
+                f"fewer than min_calls={cfg.min_calls}"
             )
+            rows.append(_skipped(head, r["metric"], "values", n_ref, n_cur, cfg.min_calls, detail))
             continue
         found.append((head, r))
     if not found:

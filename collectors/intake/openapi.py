@@ -32,7 +32,7 @@ def openapi(server_url: str = "/") -> dict[str, Any]:
                          "additionalProperties": {"type": "string", "maxLength": 1024}},
         },
     }  # fmt: skip
-    error = {
+    error: dict[str, Any] = {
         "type": "object",
         "required": ["error"],
         "properties": {
@@ -48,7 +48,7 @@ def openapi(server_url: str = "/") -> dict[str, Any]:
             }
         },
     }
-    result = {
+    result: dict[str, Any] = {
         "type": "object",
         "required": ["accepted", "rejected", "results"],
         "properties": {

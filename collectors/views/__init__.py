@@ -1,10 +1,11 @@
 """The views over `llm_calls` and `llm_feedback`, rendered from the signal registry
 (collectors/signals.py).
 
-`views(db, session_idle_minutes)` gives each view's name and SELECT; the store's migration
-step (gateway/store/migrate.py) creates or replaces a view whenever its text changed, after
-the numbered migrations. A new signal thus needs no migration of its own: a line in the
-registry, then `llm-gateway migrate` (or any start of the gateway).
+`views(db, session_idle_minutes)` gives each view's name and SELECT; the app and the CLI hand
+it to the store's migration step (gateway/store/migrate.py), which creates or replaces a view
+whenever its text changed, after the numbered migrations. A new signal thus needs no
+migration of its own: a line in the registry, then `llm-gateway migrate` (or any start of the
+gateway).
 
 Both views are joined when queried: a signal that arrived before its call's row is linked
 as soon as the row exists. Each side is read in its own subquery and the join is done on

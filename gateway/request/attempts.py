@@ -176,7 +176,7 @@ class Attempts:
 
     def _backoff(self, retry: int) -> float:
         """Jittered exponential backoff before the `retry`-th try of the same provider."""
-        return self.backoff * (2 ** (retry - 1)) * (0.5 + random.random() / 2)
+        return float(self.backoff * 2 ** (retry - 1) * (0.5 + random.random() / 2))
 
     def _out_of_time(self, rec: CallRecord, hop: Hop, deadline: float) -> GatewayError:
         total = hop.provider.cfg.timeouts.total

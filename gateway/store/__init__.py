@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from gateway.config import Config, StoreConfig
 from gateway.store.base import Store, StoreError
-from gateway.store.migrate import migrate
+from gateway.store.migrate import Views, migrate
 
 
-def migrate_configured(store: Store, cfg: Config, cluster: str | None = None) -> list[int]:
-    """Apply pending migrations with the settings the config bakes into the DDL; `cluster`
-    overrides `store.cluster`."""
+def migrate_configured(
+    store: Store, cfg: Config, views: Views, cluster: str | None = None
+) -> list[int]:
+    """Apply pending migrations with the settings the config bakes into the DDL, then create
+    or replace `views`; `cluster` overrides `store.cluster`."""
     return migrate(
         store,
         cfg.capture.body_ttl_days,
         cluster or cfg.store.cluster or None,
+        views,
         session_idle_minutes=cfg.feedback.session_idle_minutes,
     )
 
@@ -34,4 +37,4 @@ def open_store(cfg: StoreConfig) -> Store:
     return DisabledStore()
 
 
-__all__ = ["Store", "StoreError", "migrate", "migrate_configured", "open_store"]
+__all__ = ["Store", "StoreError", "Views", "migrate", "migrate_configured", "open_store"]

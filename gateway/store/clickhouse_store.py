@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from gateway.store.base import StoreError
 from gateway.store.sqltext import with_format
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
 
 
 class ClickHouseStore:
@@ -34,7 +38,7 @@ class ClickHouseStore:
                 async_insert=1, wait_for_async_insert=1, async_insert_deduplicate=1
             )
         parts = urlsplit(url)
-        self._params = {
+        self._params: dict[str, Any] = {
             "host": parts.hostname or "localhost",
             "port": parts.port or (8443 if parts.scheme == "https" else 8123),
             "secure": parts.scheme == "https",
@@ -46,10 +50,10 @@ class ClickHouseStore:
             "send_receive_timeout": 30,
             "autogenerate_session_id": False,
         }
-        self._client = None
+        self._client: Client | None = None
         self._lock = threading.Lock()
 
-    def _get(self):
+    def _get(self) -> Client:
         # Connect lazily: the gateway must start (and serve) while ClickHouse is down.
         if self._client is None:
             import clickhouse_connect

@@ -3,8 +3,9 @@
 Statements are idempotent (`IF NOT EXISTS`), so two processes migrating at once, or a
 crash between a migration and its bookkeeping row, are harmless.
 
-After them, the views rendered from the signal registry (collectors/views) are created, or
-replaced when their text changed (each view carries its text's digest as its comment).
+After them, the views the caller supplies (the app and the CLI pass collectors/views, rendered
+from the signal registry) are created, or replaced when their text changed (each view carries
+its text's digest as its comment).
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import Protocol
 
+from gateway.config import CaptureConfig, FeedbackConfig
+from gateway.record import FAILED_SQL
 from gateway.store.base import Store
 
 log = logging.getLogger("gateway.migrate")
@@ -93,14 +98,29 @@ def for_cluster(stmt: str, cluster: str) -> list[str]:
     return [stmt]
 
 
-# Settings baked into the DDL when a migration first runs.
-DEFAULTS = {"body_ttl_days": 30, "session_idle_minutes": 30}
+class View(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def select(self) -> str: ...
+
+
+# The views over the tables, for a database and the settings (`session_idle_minutes`).
+Views = Callable[..., Sequence[View]]
+
+# Settings baked into the DDL when a migration first runs: the config's own defaults.
+DEFAULTS = {
+    "body_ttl_days": CaptureConfig().body_ttl_days,
+    "session_idle_minutes": FeedbackConfig().session_idle_minutes,
+}
 
 
 def render(
     m: Migration, db: str, body_ttl_days: int, cluster: str | None, **params: int
 ) -> list[str]:
-    values = {**DEFAULTS, **params, "body_ttl_days": body_ttl_days, "db": db}
+    # `failed`: the one "failed call" predicate. A migration that used it keeps the text it
+    # was applied with: changing its meaning needs a migration that recreates the view.
+    values = {**DEFAULTS, **params, "body_ttl_days": body_ttl_days, "db": db, "failed": FAILED_SQL}
     out = []
     for stmt in _statements(m.sql):
         for k, v in values.items():
@@ -110,9 +130,14 @@ def render(
 
 
 def migrate(
-    store: Store, body_ttl_days: int = 30, cluster: str | None = None, **params: int
+    store: Store,
+    body_ttl_days: int = DEFAULTS["body_ttl_days"],
+    cluster: str | None = None,
+    views: Views | None = None,
+    **params: int,
 ) -> list[int]:
-    """Apply pending migrations; returns the versions applied now."""
+    """Apply pending migrations, then create or replace `views`; returns the versions
+    applied now."""
     db = store.database
     if not db:
         return []
@@ -144,16 +169,15 @@ def migrate(
         )
         log.info("migration applied", extra={"version": m.version, "migration": m.name})
         applied.append(m.version)
-    _replace_views(store, db, cluster, **params)
+    if views is not None:
+        _replace_views(store, db, cluster, views, **params)
     return applied
 
 
-def view_statements(db: str, cluster: str | None, **params: int) -> list[tuple[str, str, str]]:
+def view_statements(
+    views: Views, db: str, cluster: str | None, **params: int
+) -> list[tuple[str, str, str]]:
     """(view, digest, CREATE OR REPLACE VIEW statement) for each view."""
-    # The one place the schema takes something from collectors: the views are rendered
-    # from its signal registry.
-    from collectors.views import views
-
     on = f" ON CLUSTER '{cluster}'" if cluster else ""
     idle = {**DEFAULTS, **params}["session_idle_minutes"]
     out = []
@@ -164,10 +188,12 @@ def view_statements(db: str, cluster: str | None, **params: int) -> list[tuple[s
     return out
 
 
-def _replace_views(store: Store, db: str, cluster: str | None, **params: int) -> None:
+def _replace_views(
+    store: Store, db: str, cluster: str | None, views: Views, **params: int
+) -> None:
     listed = store.query(f"SELECT name, comment FROM system.tables WHERE database = '{db}'")
     have = {row["name"]: row["comment"] for row in map(json.loads, listed.splitlines())}
-    for name, digest, sql in view_statements(db, cluster, **params):
+    for name, digest, sql in view_statements(views, db, cluster, **params):
         if have.get(name) != digest:
             store.command(sql)
             log.info("view replaced", extra={"view": name})

@@ -118,8 +118,9 @@ def _end_user(payload: dict[str, Any]) -> str:
     if isinstance(user, str):
         return user[:256]
     md = payload.get("metadata")
-    if isinstance(md, dict) and isinstance(md.get("user_id"), str):
-        return md["user_id"][:256]  # Anthropic
+    uid = md.get("user_id") if isinstance(md, dict) else None
+    if isinstance(uid, str):
+        return uid[:256]  # Anthropic
     return ""
 
 

@@ -40,7 +40,7 @@ FROM
 (
     -- renamed first: the sums' aliases would otherwise shadow the columns they read
     SELECT started_at AS t, app AS a, provider AS p, request_model AS m,
-           status_code >= 400 OR outcome != 'ok' AS failed, input_tokens AS i,
+           {failed} AS failed, input_tokens AS i,
            output_tokens AS o, cache_read_tokens AS cr, cost_usd AS c, latency_ms AS l
     FROM {db}.llm_calls
 )

@@ -95,7 +95,8 @@ class _Base(Generic[R]):
     def _result(r: httpx.Response) -> dict[str, Any]:
         if r.status_code != 200:
             raise FeedbackError.from_response(r)
-        return r.json()
+        answer: dict[str, Any] = r.json()
+        return answer
 
     @staticmethod
     def _backoff(attempt: int, r: httpx.Response | None) -> float:
@@ -179,7 +180,7 @@ class FeedbackClient(_Base[str]):
         """Any signal, known or custom; returns its event_id."""
         ev = event(name, request_id, **fields)
         self.send([ev])
-        return ev["event_id"]
+        return str(ev["event_id"])
 
     def close(self) -> None:
         if self._own:
@@ -225,7 +226,7 @@ class AsyncFeedbackClient(_Base[Awaitable[str]]):
 
         async def go() -> str:
             await self.send([ev])
-            return ev["event_id"]
+            return str(ev["event_id"])
 
         return go()
 
