@@ -1,0 +1,217 @@
+"""Per-unit metrics in ClickHouse, summed per arm: what the always-valid tests need.
+
+Every metric is a ratio of per-unit sums, y/x (acceptance: accepted / shown suggestions;
+turns per session: turns / sessions; ...). A chatty user is one unit: the query first
+builds one row per unit (user, session or request, as the experiment assigns), then per
+arm returns n (units) and the sums of y, x, y², x², xy for each metric, from which the
+delta method gives the variance of the ratio (stats.py). One query reads any number of
+experiments at any number of cut-off times ("looks"), so a simulation of hundreds of
+experiments read 20 times each is one pass over the tables.
+
+Units seen under two variants (possible only after a weight change) are left out and
+counted under the arm ''.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from collectors.report import _rows
+from gateway.experiments.spec import METRICS
+
+Query = Callable[[str], bytes]
+
+# metric -> (numerator, denominator), both per-unit columns of the units stage below.
+RATIOS: dict[str, tuple[str, str]] = {
+    "acceptance_rate": ("accepted", "shown"),
+    "thumbs_up_rate": ("thumbs_up", "thumbs"),
+    "mean_rating": ("rating_sum", "rated"),
+    "copy_rate": ("copied", "calls"),
+    "share_rate": ("shared", "calls"),
+    "regenerate_rate": ("regenerated", "calls"),
+    "turns_per_session": ("turns", "sessions"),
+    "abandonment_rate": ("abandoned", "sessions"),
+    "error_rate": ("failed", "calls"),
+    "p95_latency": ("slow", "calls"),
+    "cost_per_call": ("cost", "priced"),
+    "cost_per_session": ("session_cost", "sessions"),
+}
+assert set(RATIOS) == set(METRICS), "every declared metric needs its SQL"
+
+_SHOWN = "('suggestion_shown', 'suggestion_accepted', 'suggestion_rejected')"
+FAILED = "(status_code >= 400 OR outcome != 'ok')"
+
+
+def quote(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _map(d: Mapping[str, str]) -> str:
+    if not d:
+        return "map()::Map(String, String)"
+    return "map(" + ", ".join(f"{quote(k)}, {quote(v)}" for k, v in d.items()) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class Arms:
+    """What to compare: rows of llm_calls grouped into (group, arm), with the unit of each
+    row. Experiments: group = experiment, arm = variant. Models of an app: group = app,
+    arm = request_model."""
+
+    group: str  # SQL over llm_calls columns
+    arm: str
+    unit: str
+    where: str
+    baseline: str  # SQL: the arm whose p95 latency defines "slow" for the group ('' none)
+
+
+def experiment_arms(units: Mapping[str, str], controls: Mapping[str, str]) -> Arms:
+    """`units`: experiment -> user | session | request; `controls`: experiment -> control."""
+    names = ", ".join(quote(n) for n in units)
+    unit = (
+        f"multiIf({_map(units)}[experiment] = 'user' AND end_user != '', end_user, "
+        f"{_map(units)}[experiment] = 'session' AND session_id != '', session_id, request_id)"
+    )
+    return Arms(
+        "toString(experiment)",
+        "toString(variant)",
+        unit,
+        f"experiment IN ({names})",
+        f"{_map(controls)}[g]",
+    )
+
+
+def model_arms(app: str) -> Arms:
+    """Every model an app used, with its end users as units (calls without one: each its
+    own unit). A user of several models is a unit of each."""
+    return Arms(
+        "toString(app)",
+        "toString(request_model)",
+        "concat(if(end_user != '', end_user, request_id), '/', request_model)",
+        f"app = {quote(app)}",
+        "''",
+    )
+
+
+def moments_sql(arms: Arms, looks: Sequence[float], session_idle_minutes: int = 30) -> str:
+    """Rows (look, g, arm, units, <metric>_sy, _sx, _syy, _sxx, _sxy ...) for each look:
+    an epoch time; calls that started after it are not counted at that look."""
+    look_list = ", ".join(f"toDateTime64({t:.3f}, 3, 'UTC')" for t in looks)
+    moments = ",\n    ".join(
+        f"sum({y}) AS {m}_sy, sum({x}) AS {m}_sx, sum({y} * {y}) AS {m}_syy, "
+        f"sum({x} * {x}) AS {m}_sxx, sum({x} * {y}) AS {m}_sxy"
+        for m, (y, x) in RATIOS.items()
+    )
+    # `slow`: slower than the baseline arm's p95 at that look (or the group's own p95).
+    return f"""
+WITH per_call AS (
+    SELECT c.*, f.*
+    FROM (
+        -- units and sessions as hashes: grouping on them is what the query spends time on
+        SELECT {arms.group} AS g, {arms.arm} AS arm, cityHash64({arms.unit}) AS unit,
+               request_id AS rid, started_at AS t, cityHash64(session_id) AS sid,
+               session_id != '' AS in_session, turn_index AS turn,
+               toUInt8{FAILED} AS failed, latency_ms AS lat, cost_usd AS cost_,
+               in_session AND session_id IN (
+                   SELECT session_id FROM llm_feedback FINAL
+                   WHERE name = 'session_end' AND session_id != '') AS s_ended
+        FROM llm_calls FINAL
+        WHERE {arms.where}
+    ) AS c
+    LEFT JOIN (
+        SELECT request_id AS frid,
+               toUInt8(countIf(name IN {_SHOWN}) > 0) AS f_shown,
+               toUInt8(countIf(name = 'suggestion_accepted') > 0) AS f_accepted,
+               toUInt8(countIf(name = 'thumbs' AND value IS NOT NULL) > 0) AS f_thumbs,
+               ifNull(avgIfOrNull(value, name = 'thumbs'), 0) AS f_thumbs_up,
+               toUInt8(countIf(name = 'rating' AND value IS NOT NULL) > 0) AS f_rated,
+               ifNull(avgIfOrNull(value, name = 'rating'), 0) AS f_rating,
+               toUInt8(countIf(name = 'copy') > 0) AS f_copied,
+               toUInt8(countIf(name = 'share') > 0) AS f_shared,
+               toUInt8(countIf(name = 'regenerate') > 0) AS f_regenerated,
+               toUInt8(countIf(name = 'session_end') > 0) AS f_ended
+        FROM llm_feedback FINAL
+        WHERE request_id != '' AND request_id IN (
+            SELECT request_id FROM llm_calls WHERE {arms.where})
+        GROUP BY request_id
+    ) AS f ON f.frid = c.rid
+),
+looked AS (
+    SELECT *, arrayJoin([{look_list}]) AS look FROM per_call WHERE t <= look
+),
+thresholds AS (
+    SELECT look AS th_look, g AS th_g,
+           quantileDeterministicIf(0.95)(lat, cityHash64(rid), {arms.baseline} IN ('', arm))
+               AS p95
+    FROM looked GROUP BY look, g
+),
+sessions AS (
+    SELECT look, g, unit, sid, any(in_session) AS has_session, any(arm) AS arm,
+           uniqExact(arm) AS arms,
+           count() AS calls, sum(f_shown) AS shown, sum(f_accepted) AS accepted,
+           sum(f_thumbs) AS thumbs, sum(f_thumbs_up) AS thumbs_up,
+           sum(f_rated) AS rated, sum(f_rating) AS rating_sum,
+           sum(f_copied) AS copied, sum(f_shared) AS shared, sum(f_regenerated) AS regenerated,
+           sum(failed) AS failed, sum(toUInt8(lat > th.p95)) AS slow,
+           countIf(cost_ IS NOT NULL) AS priced, sum(ifNull(cost_, 0)) AS cost,
+           max(turn) AS max_turn, max(t) AS last_t, max(f_ended OR s_ended) AS ended
+    FROM looked
+    LEFT JOIN thresholds AS th ON th.th_look = looked.look AND th.th_g = looked.g
+    GROUP BY look, g, unit, sid
+),
+units AS (
+    SELECT look, g, unit, if(uniqExact(arm) > 1 OR max(arms) > 1, '', any(arm)) AS arm,
+           sum(calls) AS calls, sum(shown) AS shown, sum(accepted) AS accepted,
+           sum(thumbs) AS thumbs, sum(thumbs_up) AS thumbs_up, sum(rated) AS rated,
+           sum(rating_sum) AS rating_sum, sum(copied) AS copied, sum(shared) AS shared,
+           sum(regenerated) AS regenerated, sum(failed) AS failed, sum(slow) AS slow,
+           sum(priced) AS priced, sum(cost) AS cost,
+           countIf(has_session) AS sessions, sumIf(max_turn, has_session) AS turns,
+           sumIf(cost, has_session) AS session_cost,
+           countIf(has_session AND NOT ended
+                   AND last_t < look - INTERVAL {int(session_idle_minutes)} MINUTE) AS abandoned
+    FROM sessions
+    GROUP BY look, g, unit
+)
+SELECT toFloat64(look) AS look, g, arm, count() AS units,
+    {moments}
+FROM units
+GROUP BY look, g, arm
+ORDER BY look, g, arm
+SETTINGS prefer_column_name_to_alias = 1
+"""
+
+
+@dataclass(slots=True)
+class Sums:
+    """One metric's per-unit sums in one arm."""
+
+    sy: float = 0.0
+    sx: float = 0.0
+    syy: float = 0.0
+    sxx: float = 0.0
+    sxy: float = 0.0
+
+
+@dataclass(slots=True)
+class ArmMoments:
+    look: float
+    group: str
+    arm: str
+    units: int
+    metrics: dict[str, Sums] = field(default_factory=dict)
+
+
+def read_moments(
+    query: Query, arms: Arms, looks: Sequence[float], session_idle_minutes: int = 30
+) -> list[ArmMoments]:
+    out = []
+    for r in _rows(query, moments_sql(arms, looks, session_idle_minutes)):
+        am = ArmMoments(float(r["look"]), str(r["g"]), str(r["arm"]), int(r["units"]))
+        for m in RATIOS:
+            am.metrics[m] = Sums(
+                *(float(r[f"{m}_{k}"]) for k in ("sy", "sx", "syy", "sxx", "sxy"))
+            )
+        out.append(am)
+    return out

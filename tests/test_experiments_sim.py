@@ -1,0 +1,73 @@
+"""The experiments simulation (bench/experiments_sim.py), reduced and seeded: synthetic
+users with known effects, inserted into chDB, read 20 times each through the real SQL
+(collectors/experiments/moments.py) and verdict code. One module-scoped run feeds every
+test: hundreds of simulated experiments in one table, evaluated by one query."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from bench.experiments_sim import LOOKS, Outcome, Scenario, run
+from gateway.store import migrate
+from gateway.store.chdb_store import ChdbStore
+
+ALPHA = 0.05
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Outcome]]:
+    store = ChdbStore(str(tmp_path_factory.mktemp("sim")), "llm_gateway")
+    migrate(store)
+    yield run(
+        store,
+        [
+            Scenario("aa", seeds=200, users=400, alpha=ALPHA),
+            Scenario("lift", seeds=3, users=10_000, lift=0.03, alpha=ALPHA),
+            Scenario("srm", seeds=3, users=4_000, lost_share=0.2, alpha=ALPHA),
+        ],
+    )
+    store.close()
+
+
+def test_no_effect_rarely_declares_a_winner_however_often_read(sim: dict[str, Outcome]) -> None:
+    aa = sim["aa"]
+    assert len(aa.verdicts) == 200
+    assert all(len(vs) == LOOKS for vs in aa.verdicts.values())
+    assert aa.ever_winner() <= ALPHA
+    # the same data read the same way with a fixed-horizon test: false winners galore
+    assert aa.naive_ever_winner() > ALPHA
+    assert aa.naive_ever_winner() > 2 * aa.ever_winner()
+    assert aa.ever_srm() <= 0.01
+
+
+def test_a_planted_three_point_lift_is_found(sim: dict[str, Outcome]) -> None:
+    lift = sim["lift"]
+    found = 0
+    for vs in lift.verdicts.values():
+        assert all(v.kind != "srm" for v in vs)
+        winners = [v for v in vs if v.kind == "winner"]
+        if not winners:
+            continue
+        found += 1
+        first = winners[0]
+        assert first.winner == "treatment"
+        (c,) = first.primary
+        assert c.low is not None and c.high is not None and c.low > 0
+        assert c.low < 0.03 < c.high + 0.01  # the interval is about the planted effect
+        # before the winner, "keep running" said how many more units it would take
+        before = vs[: vs.index(first)]
+        asked = [v.more_units_needed for v in before if v.kind == "keep_running"]
+        assert asked and all(n is not None and n > 0 for n in asked)
+    assert found >= 2
+
+
+def test_a_planted_assignment_bug_is_flagged_as_srm(sim: dict[str, Outcome]) -> None:
+    srm = sim["srm"]
+    for vs in srm.verdicts.values():
+        last = vs[-1]
+        assert last.kind == "srm", last
+        assert last.srm_p_value < 0.001
+        assert last.units["treatment"] < last.units["control"]
+        assert "assignment broken" in last.message
