@@ -79,7 +79,7 @@ class Outcome:
 def experiment(name: str, alpha: float) -> Experiment:
     return Experiment(
         name=name,
-        variants=(Variant("control", 50.0), Variant("treatment", 50.0)),
+        variants=(Variant("control", 50.0, "model-a"), Variant("treatment", 50.0, "model-b")),
         primary="acceptance_rate",
         guardrails=("error_rate",),
         margin=0.01,
@@ -88,9 +88,20 @@ def experiment(name: str, alpha: float) -> Experiment:
 
 
 CALL_COLUMNS = (
-    "request_id", "started_at", "app", "end_user", "session_id", "turn_index", "status_code",
-    "outcome", "latency_ms", "cost_usd", "experiment", "variant", "request_model",
-)  # fmt: skip
+    "request_id",
+    "started_at",
+    "app",
+    "end_user",
+    "session_id",
+    "turn_index",
+    "status_code",
+    "outcome",
+    "latency_ms",
+    "cost_usd",
+    "experiment",
+    "variant",
+    "request_model",
+)
 EVENT_COLUMNS = ("event_id", "ts", "request_id", "session_id", "app", "name", "value", "source")
 
 
@@ -120,7 +131,7 @@ def generate(sc: Scenario, seed: int, exp: Experiment) -> tuple[list[str], list[
             latency = rng.lognormvariate(6, 0.5)
             calls.append(
                 f"{rid}\t{t:.3f}\tsim\t{user}\t{session}\t{turn}\t200\tok\t{latency:.1f}\t"
-                f"0.001\t{exp.name}\t{a.variant.name}\tm\n"
+                f"0.001\t{exp.name}\t{a.variant.name}\t{a.variant.model}\n"
             )
             events.append(
                 f"{rid}-shown\t{t + 1:.3f}\t{rid}\t{session}\tsim\tsuggestion_shown\t1\tuser\n"
@@ -205,9 +216,7 @@ def run(store, scenarios: list[Scenario], log: Callable[[str], None] = lambda _:
         name = key.split("|", 1)[1]
         sc, _ = specs[name]
         o = out[sc.name]
-        o.naive_winner[name] = o.naive_winner.get(name, False) or naive_significant(
-            arms_, sc.alpha
-        )
+        o.naive_winner[name] = o.naive_winner.get(name, False) or naive_significant(arms_, sc.alpha)
     return out
 
 
@@ -236,8 +245,9 @@ def report(out: dict[str, Outcome]) -> str:
             if v.kind == "keep_running" and v.more_units_needed
         ]
         if asks:
-            lines.append(f"  'keep running' asked for a median {sorted(asks)[len(asks) // 2]}"
-                         " more units")  # fmt: skip
+            lines.append(
+                f"  'keep running' asked for a median {sorted(asks)[len(asks) // 2]} more units"
+            )
     return "\n".join(lines)
 
 

@@ -30,8 +30,9 @@ def assign_all(e: Experiment, n: int = 20_000) -> dict[str, str]:
     a = Assigner([e])
     out = {}
     for i in range(n):
-        got = a.assign(app="", model="m", properties={}, user=f"user-{i}", session="",
-                       request_id="")  # fmt: skip
+        got = a.assign(
+            app="", model="m", properties={}, user=f"user-{i}", session="", request_id=""
+        )
         assert got is not None
         out[f"user-{i}"] = got.variant.name
     return out
@@ -57,8 +58,12 @@ def test_parse_a_full_declaration() -> None:
     assert e.name == "summarizer" and e.control.name == "control"
     assert e.variants[1].model == "gpt-4o-mini" and e.variants[1].properties == {"prompt": "v2"}
     assert e.match.app == "sum" and e.match.properties == {"feature": "x"}
-    assert (e.unit, e.missing_unit, e.primary, e.margin) == ("session", "per-request",
-                                                             "thumbs_up_rate", 0.02)  # fmt: skip
+    assert (e.unit, e.missing_unit, e.primary, e.margin) == (
+        "session",
+        "per-request",
+        "thumbs_up_rate",
+        0.02,
+    )
     assert e.start == datetime(2026, 12, 1, tzinfo=UTC)
     assert e.stop == datetime(2026, 12, 31, tzinfo=UTC)  # naive times are UTC
     assert e.weights() == {"control": 0.5, "mini": 0.5}
@@ -70,12 +75,21 @@ def test_parse_a_full_declaration() -> None:
     [
         ({"variants": [{"name": "a"}]}, "experiments.x.variants", "two variants"),
         ({"variants": [{"name": "a"}, {"name": "a"}]}, "experiments.x.variants[1].name", "unique"),
-        ({"variants": [{"name": "a"}, {"name": "b", "weight": 0}]},
-         "experiments.x.variants[1].weight", "> 0"),
-        ({"variants": [{"name": "a"}, {"name": "b", "weight": "lots"}]},
-         "experiments.x.variants[1].weight", "float"),
-        ({"variants": [{"name": "a"}, {"model": "m"}]}, "experiments.x.variants[1].name",
-         "required"),
+        (
+            {"variants": [{"name": "a"}, {"name": "b", "weight": 0}]},
+            "experiments.x.variants[1].weight",
+            "> 0",
+        ),
+        (
+            {"variants": [{"name": "a"}, {"name": "b", "weight": "lots"}]},
+            "experiments.x.variants[1].weight",
+            "float",
+        ),
+        (
+            {"variants": [{"name": "a"}, {"model": "m"}]},
+            "experiments.x.variants[1].name",
+            "required",
+        ),
         ({"unit": "tenant"}, "experiments.x.unit", "user, session, request"),
         ({"missing_unit": "drop"}, "experiments.x.missing_unit", "exclude"),
         ({"primary": "happiness"}, "experiments.x.primary", "unknown metric"),
@@ -119,8 +133,13 @@ def test_assignment_is_the_same_in_another_process() -> None:
         "session='', request_id='').variant.name for i in range(200)))\n"
     )
     outs = {
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                       env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": seed, "PATH": ""},
+        ).stdout
         for seed in ("1", "2")
     }
     assert len(outs) == 1
@@ -161,17 +180,28 @@ def test_units_missing_and_match_rules() -> None:
     got = per_request.assign(**kw, session="")
     assert got is not None
     req = Assigner([exp((1, 1), unit="request")])
-    ids = {req.assign(**{**kw, "request_id": f"r{i}"}, session="s").variant.name
-           for i in range(50)}  # fmt: skip
+    ids = {req.assign(**{**kw, "request_id": f"r{i}"}, session="s").variant.name for i in range(50)}
     assert ids == {"a", "b"}  # by request: the same session gets both
 
     (m,) = parse_experiments(
-        {"x": {**BASE, "match": {"app": "sum", "model": "fast", "properties": {"f": "1"}},
-               "start": "2020-01-01", "stop": "2030-01-01"}}
+        {
+            "x": {
+                **BASE,
+                "match": {"app": "sum", "model": "fast", "properties": {"f": "1"}},
+                "start": "2020-01-01",
+                "stop": "2030-01-01",
+            }
+        }
     )
     a = Assigner([m])
-    ok = {"app": "sum", "model": "fast", "properties": {"f": "1", "g": "2"}, "user": "u",
-          "session": "", "request_id": "r"}  # fmt: skip
+    ok = {
+        "app": "sum",
+        "model": "fast",
+        "properties": {"f": "1", "g": "2"},
+        "user": "u",
+        "session": "",
+        "request_id": "r",
+    }
     assert a.assign(**ok) is not None
     assert a.assign(**{**ok, "app": "other"}) is None
     assert a.assign(**{**ok, "model": "gpt-4o"}) is None

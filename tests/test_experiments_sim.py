@@ -5,11 +5,13 @@ test: hundreds of simulated experiments in one table, evaluated by one query."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
 
-from bench.experiments_sim import LOOKS, Outcome, Scenario, run
+from bench.experiments_sim import LOOKS, Outcome, Scenario, experiment, looks, run
+from collectors.experiments.report import experiment_report, list_experiments, models_report
 from gateway.store import migrate
 from gateway.store.chdb_store import ChdbStore
 
@@ -17,10 +19,10 @@ ALPHA = 0.05
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Outcome]]:
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ChdbStore, dict]]:
     store = ChdbStore(str(tmp_path_factory.mktemp("sim")), "llm_gateway")
     migrate(store)
-    yield run(
+    out = run(
         store,
         [
             Scenario("aa", seeds=200, users=400, alpha=ALPHA),
@@ -28,7 +30,13 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Outcome]
             Scenario("srm", seeds=3, users=4_000, lost_share=0.2, alpha=ALPHA),
         ],
     )
+    yield store, out
     store.close()
+
+
+@pytest.fixture(scope="module")
+def sim(simulated: tuple[ChdbStore, dict[str, Outcome]]) -> dict[str, Outcome]:
+    return simulated[1]
 
 
 def test_no_effect_rarely_declares_a_winner_however_often_read(sim: dict[str, Outcome]) -> None:
@@ -71,3 +79,34 @@ def test_a_planted_assignment_bug_is_flagged_as_srm(sim: dict[str, Outcome]) -> 
         assert last.srm_p_value < 0.001
         assert last.units["treatment"] < last.units["control"]
         assert "assignment broken" in last.message
+
+
+def test_the_reports_read_the_same_data(simulated: tuple[ChdbStore, dict[str, Outcome]]) -> None:
+    store, out = simulated
+    query = store.query
+    end = looks()[-1]
+    name = next(n for n, vs in out["lift"].verdicts.items() if vs[-1].kind == "winner")
+    exp = experiment(name, ALPHA)
+    text = experiment_report(query, exp, at=end)
+    assert f"Experiment {name}: running, by user" in text
+    assert "VERDICT: WINNER: treatment wins on acceptance rate" in text
+    assert "treatment" in text and "model-b" in text and "Guardrails" in text
+    data = json.loads(experiment_report(query, exp, as_json=True, at=end))
+    assert data["kind"] == "winner" and data["winner"] == "treatment"
+    assert data["units"] == out["lift"].verdicts[name][-1].units
+    assert data["variants"]["treatment"]["calls"] > 0
+    (primary,) = data["primary"]
+    assert primary["low"] > 0 and primary["metric"] == "acceptance_rate"
+
+    srm = experiment("srm-0000", ALPHA)
+    listing = list_experiments(query, [exp, srm], at=end)
+    assert "WINNER: treatment" in listing and "ASSIGNMENT BROKEN (SRM)" in listing
+    rows = json.loads(list_experiments(query, [exp, srm], as_json=True, at=end))
+    assert [r["verdict"] for r in rows] == ["winner", "srm"]
+
+    models = models_report(query, "sim", at=end)
+    assert "Observational" in models and "model-a" in models and "model-b" in models
+    figures = json.loads(models_report(query, "sim", as_json=True, at=end))["models"]
+    a, b = figures["model-a"]["acceptance_rate"], figures["model-b"]["acceptance_rate"]
+    assert 0.25 < a["value"] < 0.35 and a["ci95"] < 0.01  # ~100,000 users per model
+    assert b["value"] > a["value"]  # the lift experiments' treatment is model-b

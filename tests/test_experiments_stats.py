@@ -29,8 +29,14 @@ T = 1_760_000_000.0
 def test_ratio_delta_method_matches_the_per_unit_formula() -> None:
     ys, xs = [1, 0, 3, 2, 0], [2, 1, 4, 2, 1]
     n = len(ys)
-    est = ratio(n, sum(ys), sum(xs), sum(y * y for y in ys), sum(x * x for x in xs),
-                sum(x * y for x, y in zip(xs, ys, strict=True)))  # fmt: skip
+    est = ratio(
+        n,
+        sum(ys),
+        sum(xs),
+        sum(y * y for y in ys),
+        sum(x * x for x in xs),
+        sum(x * y for x, y in zip(xs, ys, strict=True)),
+    )
     r = sum(ys) / sum(xs)
     # the textbook form: linearise each unit, z_i = (y_i - r x_i) / mean(x)
     mx = sum(xs) / n
@@ -80,13 +86,31 @@ def test_srm_check() -> None:
 # -- the SQL against hand-made rows ----------------------------------------------------
 
 
-def call(rid: str, user: str, variant: str, t: float, session: str = "", turn: int = 0,
-         status: int = 200, latency: float = 100.0, cost: float | None = 0.01,
-         experiment: str = "exp") -> bytes:  # fmt: skip
-    rec = CallRecord(request_id=rid, started_at=T + t, app="app", end_user=user,
-                     session_id=session, turn_index=turn, status_code=status,
-                     outcome="ok" if status < 400 else "upstream_error", latency_ms=latency,
-                     cost_usd=cost, request_model="m-" + variant)  # fmt: skip
+def call(
+    rid: str,
+    user: str,
+    variant: str,
+    t: float,
+    session: str = "",
+    turn: int = 0,
+    status: int = 200,
+    latency: float = 100.0,
+    cost: float | None = 0.01,
+    experiment: str = "exp",
+) -> bytes:
+    rec = CallRecord(
+        request_id=rid,
+        started_at=T + t,
+        app="app",
+        end_user=user,
+        session_id=session,
+        turn_index=turn,
+        status_code=status,
+        outcome="ok" if status < 400 else "upstream_error",
+        latency_ms=latency,
+        cost_usd=cost,
+        request_model="m-" + variant,
+    )
     line = encode_line(rec)
     return line[:-2] + f',"experiment":"{experiment}","variant":"{variant}"}}\n'.encode()
 
@@ -104,28 +128,38 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbStore]:
     migrate(s)
     calls = [
         # u1 (control): two calls in one session, both shown, one accepted, one rated 4
-        call("c1", "u1", "control", 0, "s1", 1), call("c2", "u1", "control", 60, "s1", 2),
+        call("c1", "u1", "control", 0, "s1", 1),
+        call("c2", "u1", "control", 60, "s1", 2),
         # u2 (control): one call, shown, not accepted, failed, slow; session ended
         call("c3", "u2", "control", 0, "s2", 1, status=500, latency=900.0),
         # u3 (treatment): three calls, all shown and accepted; thumbs up and down
-        call("c4", "u3", "treatment", 0, "s3", 1), call("c5", "u3", "treatment", 30, "s3", 2),
+        call("c4", "u3", "treatment", 0, "s3", 1),
+        call("c5", "u3", "treatment", 30, "s3", 2),
         call("c6", "u3", "treatment", 4000, "s3", 3, cost=None),
         # u4 seen under both variants (weights changed): left out
-        call("c7", "u4", "control", 0), call("c8", "u4", "treatment", 10),
+        call("c7", "u4", "control", 0),
+        call("c8", "u4", "treatment", 10),
         # another experiment, and a call in none
         call("c9", "u1", "control", 0, experiment="other"),
         call("c10", "u1", "", 0, experiment=""),
-    ]  # fmt: skip
+    ]
     events = [
-        event("e1", "c1", "suggestion_shown"), event("e2", "c1", "suggestion_accepted"),
-        event("e2b", "c1", "suggestion_accepted"), event("e3", "c2", "suggestion_rejected"),
-        event("e4", "c2", "rating", 4), event("e5", "c3", "suggestion_shown"),
+        event("e1", "c1", "suggestion_shown"),
+        event("e2", "c1", "suggestion_accepted"),
+        event("e2b", "c1", "suggestion_accepted"),
+        event("e3", "c2", "suggestion_rejected"),
+        event("e4", "c2", "rating", 4),
+        event("e5", "c3", "suggestion_shown"),
         event("e6", "", "session_end", session="s2"),
-        event("e7", "c4", "suggestion_accepted"), event("e8", "c5", "suggestion_accepted"),
-        event("e9", "c6", "suggestion_accepted"), event("e10", "c4", "thumbs", 1),
-        event("e11", "c5", "thumbs", 0), event("e12", "c6", "copy"), event("e13", "c6", "share"),
+        event("e7", "c4", "suggestion_accepted"),
+        event("e8", "c5", "suggestion_accepted"),
+        event("e9", "c6", "suggestion_accepted"),
+        event("e10", "c4", "thumbs", 1),
+        event("e11", "c5", "thumbs", 0),
+        event("e12", "c6", "copy"),
+        event("e13", "c6", "share"),
         event("e14", "c5", "regenerate"),
-    ]  # fmt: skip
+    ]
     s.insert("llm_calls", b"".join(calls))
     s.insert("llm_feedback", b"".join(events))
     yield s

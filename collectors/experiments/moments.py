@@ -210,8 +210,6 @@ def read_moments(
     for r in _rows(query, moments_sql(arms, looks, session_idle_minutes)):
         am = ArmMoments(float(r["look"]), str(r["g"]), str(r["arm"]), int(r["units"]))
         for m in RATIOS:
-            am.metrics[m] = Sums(
-                *(float(r[f"{m}_{k}"]) for k in ("sy", "sx", "syy", "sxx", "sxy"))
-            )
+            am.metrics[m] = Sums(*(float(r[f"{m}_{k}"]) for k in ("sy", "sx", "syy", "sxx", "sxy")))
         out.append(am)
     return out

@@ -81,9 +81,18 @@ def compare(
     better = low > 0 if good_up else high < 0
     worse = high < 0 if good_up else low > 0
     return Comparison(
-        metric, arm.arm, c.value, t.value, diff, low, high,
-        always_valid_p(diff, var, tau2), fixed_p(diff, var), better, worse,
-    )  # fmt: skip
+        metric,
+        arm.arm,
+        c.value,
+        t.value,
+        diff,
+        low,
+        high,
+        always_valid_p(diff, var, tau2),
+        fixed_p(diff, var),
+        better,
+        worse,
+    )
 
 
 def primary_tau(exp: Experiment) -> float:
@@ -138,11 +147,7 @@ def decide(exp: Experiment, arms: Iterable[ArmMoments]) -> Verdict:
     alpha = exp.alpha / len(treatments)
     tau = primary_tau(exp)
     v.primary = [compare(exp.primary, control, t, alpha, tau) for t in treatments]
-    v.guardrails = [
-        compare(g, control, t, alpha, None)
-        for t in treatments
-        for g in exp.guardrails
-    ]
+    v.guardrails = [compare(g, control, t, alpha, None) for t in treatments for g in exp.guardrails]
     harmed = {c.variant: c.metric for c in v.guardrails if c.worse}
     better = sorted(
         (c for c in v.primary if c.better and c.variant not in harmed),
@@ -163,8 +168,10 @@ def decide(exp: Experiment, arms: Iterable[ArmMoments]) -> Verdict:
     elif all(c.worse for c in v.primary):
         v.kind, v.winner = "winner", exp.control.name
         v.message = f"{exp.control.name} (control) wins on {label}: every variant is worse"
-    elif all(c.low is not None and c.high is not None and -exp.margin < c.low
-             and c.high < exp.margin for c in v.primary):  # fmt: skip
+    elif all(
+        c.low is not None and c.high is not None and -exp.margin < c.low and c.high < exp.margin
+        for c in v.primary
+    ):
         v.kind = "no_difference"
         v.message = f"no meaningful difference on {label}: every interval within ±{exp.margin:g}"
     else:
