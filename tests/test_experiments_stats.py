@@ -9,7 +9,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from collectors.experiments.moments import experiment_arms, model_arms, read_moments
+from collectors.experiments.moments import (
+    RATIOS,
+    ArmMoments,
+    Sums,
+    experiment_arms,
+    model_arms,
+    read_moments,
+)
 from collectors.experiments.stats import (
     always_valid_p,
     cs_halfwidth,
@@ -213,3 +220,58 @@ def test_decide_needs_enough_units(store: ChdbStore) -> None:
     v = decide(exp, got)
     assert v.kind == "keep_running" and v.more_units_needed == 197
     assert v.units == {"control": 2, "treatment": 1} and v.moved_units == 1
+
+
+# -- verdicts from per-arm sums --------------------------------------------------------
+
+
+def arm(name: str, units: int, accept: float, error: float = 0.0, seed: int = 1) -> ArmMoments:
+    """`units` users with 4 shown suggestions each, accepted with probability `accept`,
+    and 4 calls each failing with probability `error`."""
+    rng = random.Random(f"{name}{seed}")
+    a = ArmMoments(0.0, "exp", name, units)
+    for m in RATIOS:
+        a.metrics[m] = Sums()
+    for _ in range(units):
+        for metric, p in (("acceptance_rate", accept), ("error_rate", error)):
+            y = sum(rng.random() < p for _ in range(4))
+            s = a.metrics[metric]
+            s.sy, s.sx, s.syy, s.sxx, s.sxy = (
+                s.sy + y,
+                s.sx + 4,
+                s.syy + y * y,
+                s.sxx + 16,
+                s.sxy + 4 * y,
+            )
+    return a
+
+
+EXP = Experiment(
+    name="exp",
+    variants=(Variant("control", 1), Variant("treatment", 1)),
+    guardrails=("error_rate",),
+)
+
+
+def test_verdict_kinds() -> None:
+    win = decide(EXP, [arm("control", 5000, 0.30), arm("treatment", 5000, 0.34)])
+    assert win.kind == "winner" and win.winner == "treatment", win.message
+    (c,) = win.primary
+    assert c.low is not None and c.high is not None and c.low < 0.04 < c.high
+    lose = decide(EXP, [arm("control", 5000, 0.34), arm("treatment", 5000, 0.30)])
+    assert lose.kind == "winner" and lose.winner == "control"
+    same = decide(EXP, [arm("control", 60_000, 0.30), arm("treatment", 60_000, 0.30, seed=2)])
+    assert same.kind == "no_difference", same.message
+    early = decide(EXP, [arm("control", 300, 0.30), arm("treatment", 300, 0.31)])
+    assert early.kind == "keep_running" and early.more_units_needed
+    assert "more units" in early.message
+    # better on the primary metric, but it fails three times as often: stop it
+    harm = decide(EXP, [arm("control", 5000, 0.30, 0.01), arm("treatment", 5000, 0.34, 0.03)])
+    assert harm.kind == "guardrail" and "error rate" in harm.message
+    (g,) = harm.guardrails
+    assert g.worse and g.metric == "error_rate" and g.variant == "treatment"
+    # an error rate of 0 in the control is no reason to miss a variant's errors
+    zero = decide(EXP, [arm("control", 5000, 0.30, 0.0), arm("treatment", 5000, 0.30, 0.02)])
+    assert zero.kind == "guardrail"
+    srm = decide(EXP, [arm("control", 5000, 0.30), arm("treatment", 4400, 0.30)])
+    assert srm.kind == "srm" and "expected 50.0%" in srm.message

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from collectors.report import _rows
+from gateway.experiments.assign import ROUTED_PROPERTY
 from gateway.experiments.spec import METRICS
 
 Query = Callable[[str], bytes]
@@ -77,7 +78,7 @@ def experiment_arms(units: Mapping[str, str], controls: Mapping[str, str]) -> Ar
         "toString(experiment)",
         "toString(variant)",
         unit,
-        f"experiment IN ({names})",
+        f"experiment IN ({names}) AND properties[{quote(ROUTED_PROPERTY)}] = ''",
         f"{_map(controls)}[g]",
     )
 

@@ -8,7 +8,8 @@ A verdict is one of
   every variant loses to the control (the control wins);
 - `no_difference`: every interval lies inside ±margin;
 - `keep_running`: none of the above yet, with an estimate of how many more units it takes.
-With several treatments each is compared with the control at alpha / (variants - 1).
+With several treatments each is compared with the control at alpha / (variants - 1), and
+each guardrail at that divided by the number of guardrails.
 """
 
 from __future__ import annotations
@@ -73,8 +74,14 @@ def compare(
         none = (None, None, None, 1.0, 1.0, False, False)
         return Comparison(metric, arm.arm, c.value, t.value, *none)
     diff, var = t.value - c.value, c.variance + t.variance
-    scale = tau if tau is not None else abs(c.value) * GUARDRAIL_RELATIVE_SCALE
-    tau2 = max(scale, 1e-12) ** 2
+    # guardrails: tuned to 10% changes, or to the metric's natural step when that is
+    # larger (an error rate of 0 in the control must not make the mixture degenerate)
+    scale = (
+        tau
+        if tau is not None
+        else max(abs(c.value) * GUARDRAIL_RELATIVE_SCALE, METRICS[metric].scale)
+    )
+    tau2 = scale**2
     h = cs_halfwidth(var, tau2, alpha)
     low, high = diff - h, diff + h
     good_up = METRICS[metric].higher_is_better
@@ -147,7 +154,11 @@ def decide(exp: Experiment, arms: Iterable[ArmMoments]) -> Verdict:
     alpha = exp.alpha / len(treatments)
     tau = primary_tau(exp)
     v.primary = [compare(exp.primary, control, t, alpha, tau) for t in treatments]
-    v.guardrails = [compare(g, control, t, alpha, None) for t in treatments for g in exp.guardrails]
+    # Bonferroni over the guardrails too: a false stop is as costly as a false winner
+    g_alpha = alpha / max(1, len(exp.guardrails))
+    v.guardrails = [
+        compare(g, control, t, g_alpha, None) for t in treatments for g in exp.guardrails
+    ]
     harmed = {c.variant: c.metric for c in v.guardrails if c.worse}
     better = sorted(
         (c for c in v.primary if c.better and c.variant not in harmed),

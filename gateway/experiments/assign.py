@@ -28,6 +28,9 @@ from datetime import UTC, datetime
 from gateway.experiments.spec import Experiment, Variant
 
 _TWO64 = float(2**64)
+# Calls sent to a declared winner (auto_route_winner) carry this property = the winner;
+# the analysis leaves them out: they were not randomised.
+ROUTED_PROPERTY = "experiment_routed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,9 +102,6 @@ class Experiment:
         total = sum(v.weight for v in self.variants)
         return {v.name: v.weight / total for v in self.variants}
 
-    def active(self, now: datetime) -> bool:
-        return (self.start is None or now >= self.start) and (self.stop is None or now < self.stop)
-
 
 _D = Experiment(name="", variants=())
 
