@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [
         Scenario("aa", args.seeds, args.users),
         Scenario("lift", max(10, args.seeds // 10), 8000, lift=0.03),
-        Scenario("srm", max(10, args.seeds // 10), args.users * 2, lost_share=0.1),
+        Scenario("srm", max(10, args.seeds // 10), args.users * 4, lost_share=0.2),
     ]
     out = run(store, scenarios, lambda s: print(s, file=sys.stderr))
     print(report(out))
