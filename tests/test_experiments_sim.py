@@ -11,7 +11,12 @@ from collections.abc import Iterator
 import pytest
 
 from bench.experiments_sim import LOOKS, Outcome, Scenario, experiment, looks, run
-from collectors.experiments.report import experiment_report, list_experiments, models_report
+from collectors.experiments.report import (
+    command,
+    experiment_report,
+    list_experiments,
+    models_report,
+)
 from gateway.store import migrate
 from gateway.store.chdb_store import ChdbStore
 
@@ -104,9 +109,16 @@ def test_the_reports_read_the_same_data(simulated: tuple[ChdbStore, dict[str, Ou
     rows = json.loads(list_experiments(query, [exp, srm], as_json=True, at=end))
     assert [r["verdict"] for r in rows] == ["winner", "srm"]
 
-    models = models_report(query, "sim", at=end)
+    models = models_report(query, "sim", since="30d", at=end)
     assert "Observational" in models and "model-a" in models and "model-b" in models
-    figures = json.loads(models_report(query, "sim", as_json=True, at=end))["models"]
+    figures = json.loads(models_report(query, "sim", "30d", as_json=True, at=end))["models"]
     a, b = figures["model-a"]["acceptance_rate"], figures["model-b"]["acceptance_rate"]
     assert 0.25 < a["value"] < 0.35 and a["ci95"] < 0.01  # ~100,000 users per model
     assert b["value"] > a["value"]  # the lift experiments' treatment is model-b
+    recent = json.loads(models_report(query, "sim", "1d", as_json=True, at=end))["models"]
+    assert 0 < recent["model-a"]["users"] < figures["model-a"]["users"] / 5
+
+    code, text = command(query, [exp], "report", "nope")
+    assert code == 2 and "no experiment named 'nope'" in text and name in text
+    code, text = command(query, [exp], "report", name, as_json=True)
+    assert code == 0 and json.loads(text)["winner"] == "treatment"

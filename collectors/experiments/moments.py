@@ -83,14 +83,16 @@ def experiment_arms(units: Mapping[str, str], controls: Mapping[str, str]) -> Ar
     )
 
 
-def model_arms(app: str) -> Arms:
-    """Every model an app used, with its end users as units (calls without one: each its
-    own unit). A user of several models is a unit of each."""
+def model_arms(app: str, since: float | None = None) -> Arms:
+    """Every model an app used (calls since the epoch time `since`, if given), with its end
+    users as units (calls without one: each its own unit). A user of several models is a
+    unit of each."""
+    window = "" if since is None else f" AND started_at >= toDateTime64({since:.3f}, 3, 'UTC')"
     return Arms(
         "toString(app)",
         "toString(request_model)",
         "concat(if(end_user != '', end_user, request_id), '/', request_model)",
-        f"app = {quote(app)}",
+        f"app = {quote(app)}{window}",
         "''",
     )
 

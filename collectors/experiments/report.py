@@ -25,7 +25,7 @@ from collectors.experiments.moments import (
 )
 from collectors.experiments.stats import ratio
 from collectors.experiments.verdict import Comparison, Verdict, decide
-from collectors.report import _dec, _label, _rows, _table
+from collectors.report import _dec, _label, _rows, _table, parse_since
 from gateway.experiments.spec import METRICS, Experiment
 
 KIND_LABELS = {
@@ -210,10 +210,14 @@ def _interval(arm: ArmMoments, metric: str) -> tuple[float | None, float]:
     return e.value, 1.96 * math.sqrt(e.variance) if e.value is not None else math.inf
 
 
-def models_report(query: Query, app: str, as_json: bool = False, at: float | None = None) -> str:
-    """Every model `app` used, side by side, with 95% intervals (users as clusters)."""
+def models_report(
+    query: Query, app: str, since: str = "7d", as_json: bool = False, at: float | None = None
+) -> str:
+    """Every model `app` used in the last `since` (`30m`, `24h`, `7d`...), side by side,
+    with 95% intervals (users as clusters)."""
     look = time.time() if at is None else at
-    arms = [m for m in read_moments(query, model_arms(app), [look]) if m.arm != ""]
+    start = look - parse_since(since)
+    arms = [m for m in read_moments(query, model_arms(app, start), [look]) if m.arm != ""]
     lat = {
         r["model"]: r
         for r in _rows(
@@ -221,7 +225,8 @@ def models_report(query: Query, app: str, as_json: bool = False, at: float | Non
             "SELECT toString(request_model) AS model, count() AS calls, "
             "quantileDeterministic(0.95)(latency_ms, cityHash64(request_id)) AS p95_ms "
             f"FROM llm_calls FINAL WHERE app = {quote(app)} AND started_at <= "
-            f"toDateTime64({look:.3f}, 3, 'UTC') GROUP BY model",
+            f"toDateTime64({look:.3f}, 3, 'UTC') AND started_at >= "
+            f"toDateTime64({start:.3f}, 3, 'UTC') GROUP BY model",
         )
     }
     figures = {
@@ -247,7 +252,7 @@ def models_report(query: Query, app: str, as_json: bool = False, at: float | Non
             default=str,
         )
     if not figures:
-        return f"No calls from app {app!r}.\n"
+        return f"No calls from app {app!r} in the last {since}.\n"
 
     def cell(f: dict[str, Any], m: str) -> str:
         value, ci = f[m]["value"], f[m]["ci95"]
@@ -277,10 +282,27 @@ def models_report(query: Query, app: str, as_json: bool = False, at: float | Non
         "p95 ms",
     ]
     lines = [
-        f"Models used by app {app} (95% intervals, users as clusters)",
+        f"Models used by app {app} in the last {since} (95% intervals, users as clusters)",
         "",
         *_table(headers, body, 1),
         "",
         note,
     ]
     return "\n".join(lines) + "\n"
+
+
+def command(
+    query: Query,
+    experiments: Sequence[Experiment],
+    action: str,
+    name: str | None = None,
+    as_json: bool = False,
+) -> tuple[int, str]:
+    """`llm-gateway experiments list | report NAME`: (exit code, text to print)."""
+    if action == "list":
+        return 0, list_experiments(query, experiments, as_json)
+    known = {e.name: e for e in experiments}
+    if name not in known:
+        names = ", ".join(known) or "none are declared"
+        return 2, f"llm-gateway: no experiment named {name!r} (known: {names})\n"
+    return 0, experiment_report(query, known[name], as_json)
