@@ -5,18 +5,21 @@ test: hundreds of simulated experiments in one table, evaluated by one query."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 
 import pytest
 
 from bench.experiments_sim import LOOKS, Outcome, Scenario, experiment, looks, run
+from collectors.experiments.job import evaluate
 from collectors.experiments.report import (
     command,
     experiment_report,
     list_experiments,
     models_report,
 )
+from gateway.experiments import Assigner
 from gateway.store import migrate
 from gateway.store.chdb_store import ChdbStore
 
@@ -122,3 +125,17 @@ def test_the_reports_read_the_same_data(simulated: tuple[ChdbStore, dict[str, Ou
     assert code == 2 and "no experiment named 'nope'" in text and name in text
     code, text = command(query, [exp], "report", name, as_json=True)
     assert code == 0 and json.loads(text)["winner"] == "treatment"
+
+
+def test_the_periodic_evaluation_switches_to_a_winner_only_when_allowed(
+    simulated: tuple[ChdbStore, dict[str, Outcome]],
+) -> None:
+    store, out = simulated
+    name = next(n for n, vs in out["lift"].verdicts.items() if vs[-1].kind == "winner")
+    plain = experiment(name, ALPHA)
+    allowed = dataclasses.replace(plain, auto_route_winner=True)
+    for exp, routed in ((plain, {}), (allowed, {name: "treatment"})):
+        assigner = Assigner([exp])
+        verdicts = evaluate(store.query, [exp], assigner)
+        assert verdicts[name].kind == "winner"
+        assert assigner.winners() == routed

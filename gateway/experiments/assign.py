@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from gateway.experiments.spec import Experiment, Variant
 
@@ -117,7 +117,7 @@ class Assigner:
     ) -> Assignment | None:
         if not self._by_app:
             return None
-        t = datetime.now(UTC).timestamp() if now is None else now
+        t = time.time() if now is None else now
         for candidates in (self._by_app.get(app), self._by_app.get(None)):
             for c in candidates or ():
                 if not c.applies(model, properties, t):
