@@ -198,10 +198,7 @@ def run(store, scenarios: list[Scenario], log: Callable[[str], None] = lambda _:
     insert_tsv(store, "llm_feedback", EVENT_COLUMNS, events)
     log(f"generated and inserted in {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
-    arms = experiment_arms(
-        {n: e.unit for n, (_, e) in specs.items()},
-        {n: e.control.name for n, (_, e) in specs.items()},
-    )
+    arms = experiment_arms([e for _, e in specs.values()])
     moments = read_moments(lambda sql: store.query(sql, "JSONEachRow"), arms, looks())
     log(f"one query, {len(specs)} experiments x {LOOKS} looks: {time.perf_counter() - t:.1f} s")
     verdicts = decide_all([e for _, e in specs.values()], moments)

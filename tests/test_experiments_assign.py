@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -51,6 +51,7 @@ def test_parse_a_full_declaration() -> None:
                 "margin": 0.02,
                 "start": "2026-12-01T00:00:00Z",
                 "stop": datetime(2026, 12, 31),
+                "weights_since": date(2026, 12, 8),
                 "auto_route_winner": True,
             }
         }
@@ -66,6 +67,7 @@ def test_parse_a_full_declaration() -> None:
     )
     assert e.start == datetime(2026, 12, 1, tzinfo=UTC)
     assert e.stop == datetime(2026, 12, 31, tzinfo=UTC)  # naive times are UTC
+    assert e.weights_since == datetime(2026, 12, 8, tzinfo=UTC)  # YAML dates too
     assert e.weights() == {"control": 0.5, "mini": 0.5}
     assert parse_experiments(None) == ()
 
@@ -97,6 +99,7 @@ def test_parse_a_full_declaration() -> None:
         ({"margin": -1}, "experiments.x.margin", "> 0"),
         ({"alpha": 0.9}, "experiments.x.alpha", "between"),
         ({"start": "2026-12-02", "stop": "2026-12-01"}, "experiments.x.stop", "after start"),
+        ({"weights_since": "last tuesday"}, "experiments.x.weights_since", "ISO 8601"),
         ({"colour": "red"}, "experiments.x.colour", "unknown key"),
         ({"match": {"user": "u"}}, "experiments.x.match.user", "unknown key"),
     ],

@@ -3,9 +3,11 @@ migrations) against hand-made calls and signals, and the statistics on top."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -173,8 +175,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbStore]:
     s.close()
 
 
+USER_EXP = Experiment(name="exp", variants=(Variant("control", 1), Variant("treatment", 1)))
+
+
 def test_per_unit_sums(store: ChdbStore) -> None:
-    arms = experiment_arms({"exp": "user"}, {"exp": "control"})
+    arms = experiment_arms([USER_EXP])
     got = read_moments(lambda q: store.query(q), arms, [T + 1200, T + 86400])
     by = {(m.look, m.arm): m for m in got}
     assert {a for _, a in by} == {"control", "treatment", ""}
@@ -214,10 +219,9 @@ def test_model_arms_group_an_apps_calls_by_model(store: ChdbStore) -> None:
 
 
 def test_decide_needs_enough_units(store: ChdbStore) -> None:
-    exp = Experiment(name="exp", variants=(Variant("control", 1), Variant("treatment", 1)))
-    arms = experiment_arms({"exp": "user"}, {"exp": "control"})
+    arms = experiment_arms([USER_EXP])
     got = read_moments(lambda q: store.query(q), arms, [T + 86400])
-    v = decide(exp, got)
+    v = decide(USER_EXP, got)
     assert v.kind == "keep_running" and v.more_units_needed == 197
     assert v.units == {"control": 2, "treatment": 1} and v.moved_units == 1
 
@@ -275,3 +279,19 @@ def test_verdict_kinds() -> None:
     assert zero.kind == "guardrail"
     srm = decide(EXP, [arm("control", 5000, 0.30), arm("treatment", 4400, 0.30)])
     assert srm.kind == "srm" and "expected 50.0%" in srm.message
+
+
+def test_srm_counts_units_first_seen_since_the_weights_changed(store: ChdbStore) -> None:
+    def srm_units(since: float) -> dict[str, int]:
+        exp = dataclasses.replace(USER_EXP, weights_since=datetime.fromtimestamp(since, UTC))
+        got = read_moments(lambda q: store.query(q), experiment_arms([exp]), [T + 86400])
+        return {m.arm: m.srm_units for m in got}
+
+    assert srm_units(T - 1) == {"control": 2, "treatment": 1, "": 1}
+    assert srm_units(T + 1) == {"control": 0, "treatment": 0, "": 0}
+    # 50/50 for a week, then 90/10: the later units alone follow the weights
+    ninety = dataclasses.replace(EXP, variants=(Variant("control", 90), Variant("treatment", 10)))
+    c, t = arm("control", 5000 + 9000, 0.3), arm("treatment", 5000 + 1000, 0.3)
+    assert decide(ninety, [c, t]).kind == "srm"
+    c.srm_units, t.srm_units = 9000, 1000
+    assert decide(ninety, [c, t]).kind != "srm"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from collectors.report import _rows
 from gateway.experiments.assign import ROUTED_PROPERTY
-from gateway.experiments.spec import METRICS
+from gateway.experiments.spec import METRICS, Experiment
 
 Query = Callable[[str], bytes]
 
@@ -65,10 +65,13 @@ class Arms:
     unit: str
     where: str
     baseline: str  # SQL: the arm whose p95 latency defines "slow" for the group ('' none)
+    srm_since: str = "0"  # SQL: epoch seconds; the SRM check counts units first seen since
 
 
-def experiment_arms(units: Mapping[str, str], controls: Mapping[str, str]) -> Arms:
-    """`units`: experiment -> user | session | request; `controls`: experiment -> control."""
+def experiment_arms(experiments: Sequence[Experiment]) -> Arms:
+    units = {e.name: e.unit for e in experiments}
+    controls = {e.name: e.control.name for e in experiments}
+    since = {e.name: str(e.weights_since.timestamp()) for e in experiments if e.weights_since}
     names = ", ".join(quote(n) for n in units)
     unit = (
         f"multiIf({_map(units)}[experiment] = 'user' AND end_user != '', end_user, "
@@ -80,6 +83,7 @@ def experiment_arms(units: Mapping[str, str], controls: Mapping[str, str]) -> Ar
         unit,
         f"experiment IN ({names}) AND properties[{quote(ROUTED_PROPERTY)}] = ''",
         f"{_map(controls)}[g]",
+        f"toFloat64OrZero({_map(since)}[g])",
     )
 
 
@@ -158,7 +162,8 @@ sessions AS (
            sum(f_copied) AS copied, sum(f_shared) AS shared, sum(f_regenerated) AS regenerated,
            sum(failed) AS failed, sum(toUInt8(lat > th.p95)) AS slow,
            countIf(cost_ IS NOT NULL) AS priced, sum(ifNull(cost_, 0)) AS cost,
-           max(turn) AS max_turn, max(t) AS last_t, max(f_ended OR s_ended) AS ended
+           max(turn) AS max_turn, min(t) AS first_t, max(t) AS last_t,
+           max(f_ended OR s_ended) AS ended
     FROM looked
     LEFT JOIN thresholds AS th ON th.th_look = looked.look AND th.th_g = looked.g
     GROUP BY look, g, unit, sid
@@ -171,13 +176,14 @@ units AS (
            sum(regenerated) AS regenerated, sum(failed) AS failed, sum(slow) AS slow,
            sum(priced) AS priced, sum(cost) AS cost,
            countIf(has_session) AS sessions, sumIf(max_turn, has_session) AS turns,
-           sumIf(cost, has_session) AS session_cost,
+           sumIf(cost, has_session) AS session_cost, min(first_t) AS first_seen,
            countIf(has_session AND NOT ended
                    AND last_t < look - INTERVAL {int(session_idle_minutes)} MINUTE) AS abandoned
     FROM sessions
     GROUP BY look, g, unit
 )
 SELECT toFloat64(look) AS look, g, arm, count() AS units,
+    countIf(toFloat64(first_seen) >= {arms.srm_since}) AS srm_units,
     {moments}
 FROM units
 GROUP BY look, g, arm
@@ -204,6 +210,7 @@ class ArmMoments:
     arm: str
     units: int
     metrics: dict[str, Sums] = field(default_factory=dict)
+    srm_units: int = -1  # units first seen since the last weight change (-1: all)
 
 
 def read_moments(
@@ -212,6 +219,7 @@ def read_moments(
     out = []
     for r in _rows(query, moments_sql(arms, looks, session_idle_minutes)):
         am = ArmMoments(float(r["look"]), str(r["g"]), str(r["arm"]), int(r["units"]))
+        am.srm_units = int(r["srm_units"])
         for m in RATIOS:
             am.metrics[m] = Sums(*(float(r[f"{m}_{k}"]) for k in ("sy", "sx", "syy", "sxx", "sxy")))
         out.append(am)

@@ -47,9 +47,7 @@ def verdicts(
     if not experiments:
         return {}
     look = time.time() if at is None else at
-    arms = experiment_arms(
-        {e.name: e.unit for e in experiments}, {e.name: e.control.name for e in experiments}
-    )
+    arms = experiment_arms(experiments)
     moments = read_moments(query, arms, [look], session_idle_minutes)
     out = {}
     for e in experiments:

@@ -136,11 +136,12 @@ def decide(exp: Experiment, arms: Iterable[ArmMoments]) -> Verdict:
     v = Verdict(exp.name, "keep_running", "", units=units, look=look)
     v.moved_units = moved.units if moved else 0
     weights = exp.weights()
-    v.srm_p_value = srm_p([units[n] for n in names], [weights[n] for n in names])
+    srm_counts = [got[n].srm_units if got[n].srm_units >= 0 else units[n] for n in names]
+    v.srm_p_value = srm_p(srm_counts, [weights[n] for n in names])
     if v.srm_p_value < SRM_ALPHA:
         shares = ", ".join(
-            f"{n} {units[n] / max(1, sum(units.values())):.1%} (expected {weights[n]:.1%})"
-            for n in names
+            f"{n} {c / max(1, sum(srm_counts)):.1%} (expected {weights[n]:.1%})"
+            for n, c in zip(names, srm_counts, strict=True)
         )
         v.kind, v.message = "srm", f"assignment broken: units per variant {shares}"
         return v

@@ -13,6 +13,7 @@ experiments:
     guardrails: [error_rate, p95_latency, cost_per_call]
     margin: 0.01               # |difference| below this is "no meaningful difference"
     start: 2026-12-01T00:00:00Z
+    weights_since: 2026-12-08T00:00:00Z  # when the weights last changed (for the SRM check)
 ```
 
 The first variant is the control. The metric names are `METRICS` below; the SQL that
@@ -92,6 +93,9 @@ class Experiment:
     min_units: int = 100  # per variant, before any verdict
     start: datetime | None = None
     stop: datetime | None = None
+    # When the weights last changed: the sample-ratio check counts the units first seen
+    # since then (earlier units were assigned with the earlier weights).
+    weights_since: datetime | None = None
     auto_route_winner: bool = False
 
     @property
@@ -132,6 +136,7 @@ class _ExperimentIn(msgspec.Struct, forbid_unknown_fields=True):
     min_units: int = _D.min_units
     start: Any = None  # a datetime, a date, or ISO 8601 text: checked by _time()
     stop: Any = None
+    weights_since: Any = None
     auto_route_winner: bool = _D.auto_route_winner
 
 
@@ -228,6 +233,7 @@ def parse_experiment(name: str, data: Any, base: str = "experiments") -> Experim
         min_units=raw.min_units,
         start=start,
         stop=stop,
+        weights_since=_time(raw.weights_since, f"{key}.weights_since"),
         auto_route_winner=raw.auto_route_winner,
     )
 
