@@ -9,6 +9,7 @@ import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 from collectors.experiments.moments import (
@@ -28,7 +29,7 @@ from collectors.experiments.stats import (
 )
 from collectors.experiments.verdict import decide
 from gateway.experiments import Experiment, Variant
-from gateway.record import CallRecord, encode_line
+from gateway.record import CallRecord
 from gateway.store import migrate
 from gateway.store.chdb_store import ChdbStore
 
@@ -120,8 +121,8 @@ def call(
         cost_usd=cost,
         request_model="m-" + variant,
     )
-    line = encode_line(rec)
-    return line[:-2] + f',"experiment":"{experiment}","variant":"{variant}"}}\n'.encode()
+    row = {**msgspec.to_builtins(rec), "experiment": experiment, "variant": variant}
+    return msgspec.json.encode(row) + b"\n"
 
 
 def event(eid: str, rid: str, name: str, value: float = 1.0, session: str = "") -> bytes:
