@@ -14,14 +14,13 @@ counted under the arm ''.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from collectors.report import _rows
+from collectors.signals import feeding, in_list
+from collectors.sql import Query, lit, select
 from gateway.experiments.assign import ROUTED_PROPERTY
 from gateway.experiments.spec import METRICS, Experiment
-
-Query = Callable[[str], bytes]
 
 # metric -> (numerator, denominator), both per-unit columns of the units stage below.
 RATIOS: dict[str, tuple[str, str]] = {
@@ -40,18 +39,15 @@ RATIOS: dict[str, tuple[str, str]] = {
 }
 assert set(RATIOS) == set(METRICS), "every declared metric needs its SQL"
 
-_SHOWN = "('suggestion_shown', 'suggestion_accepted', 'suggestion_rejected')"
+# sessions that ended: the signals feeding llm_sessions.ended
+_ENDED = in_list(feeding("session", "ended"))
 FAILED = "(status_code >= 400 OR outcome != 'ok')"
-
-
-def quote(s: str) -> str:
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _map(d: Mapping[str, str]) -> str:
     if not d:
         return "map()::Map(String, String)"
-    return "map(" + ", ".join(f"{quote(k)}, {quote(v)}" for k, v in d.items()) + ")"
+    return "map(" + ", ".join(f"{lit(k)}, {lit(v)}" for k, v in d.items()) + ")"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +68,7 @@ def experiment_arms(experiments: Sequence[Experiment]) -> Arms:
     units = {e.name: e.unit for e in experiments}
     controls = {e.name: e.control.name for e in experiments}
     since = {e.name: str(e.weights_since.timestamp()) for e in experiments if e.weights_since}
-    names = ", ".join(quote(n) for n in units)
+    names = ", ".join(lit(n) for n in units)
     unit = (
         f"multiIf({_map(units)}[experiment] = 'user' AND end_user != '', end_user, "
         f"{_map(units)}[experiment] = 'session' AND session_id != '', session_id, request_id)"
@@ -81,7 +77,7 @@ def experiment_arms(experiments: Sequence[Experiment]) -> Arms:
         "toString(experiment)",
         "toString(variant)",
         unit,
-        f"experiment IN ({names}) AND properties[{quote(ROUTED_PROPERTY)}] = ''",
+        f"experiment IN ({names}) AND properties[{lit(ROUTED_PROPERTY)}] = ''",
         f"{_map(controls)}[g]",
         f"toFloat64OrZero({_map(since)}[g])",
     )
@@ -96,7 +92,7 @@ def model_arms(app: str, since: float | None = None) -> Arms:
         "toString(app)",
         "toString(request_model)",
         "concat(if(end_user != '', end_user, request_id), '/', request_model)",
-        f"app = {quote(app)}{window}",
+        f"app = {lit(app)}{window}",
         "''",
     )
 
@@ -113,36 +109,24 @@ def moments_sql(arms: Arms, looks: Sequence[float], session_idle_minutes: int = 
     # `slow`: slower than the baseline arm's p95 at that look (or the group's own p95).
     return f"""
 WITH per_call AS (
-    SELECT c.*, f.*
-    FROM (
-        -- units and sessions as hashes: grouping on them is what the query spends time on
-        SELECT {arms.group} AS g, {arms.arm} AS arm, cityHash64({arms.unit}) AS unit,
-               request_id AS rid, started_at AS t, cityHash64(session_id) AS sid,
-               session_id != '' AS in_session, turn_index AS turn,
-               toUInt8{FAILED} AS failed, latency_ms AS lat, cost_usd AS cost_,
-               in_session AND session_id IN (
-                   SELECT session_id FROM llm_feedback FINAL
-                   WHERE name = 'session_end' AND session_id != '') AS s_ended
-        FROM llm_calls FINAL
-        WHERE {arms.where}
-    ) AS c
-    LEFT JOIN (
-        SELECT request_id AS frid,
-               toUInt8(countIf(name IN {_SHOWN}) > 0) AS f_shown,
-               toUInt8(countIf(name = 'suggestion_accepted') > 0) AS f_accepted,
-               toUInt8(countIf(name = 'thumbs' AND value IS NOT NULL) > 0) AS f_thumbs,
-               ifNull(avgIfOrNull(value, name = 'thumbs'), 0) AS f_thumbs_up,
-               toUInt8(countIf(name = 'rating' AND value IS NOT NULL) > 0) AS f_rated,
-               ifNull(avgIfOrNull(value, name = 'rating'), 0) AS f_rating,
-               toUInt8(countIf(name = 'copy') > 0) AS f_copied,
-               toUInt8(countIf(name = 'share') > 0) AS f_shared,
-               toUInt8(countIf(name = 'regenerate') > 0) AS f_regenerated,
-               toUInt8(countIf(name = 'session_end') > 0) AS f_ended
-        FROM llm_feedback FINAL
-        WHERE request_id != '' AND request_id IN (
-            SELECT request_id FROM llm_calls WHERE {arms.where})
-        GROUP BY request_id
-    ) AS f ON f.frid = c.rid
+    -- one row per call with its signals (the view counts each event once, on one call);
+    -- units and sessions as hashes: grouping on them is what the query spends time on
+    SELECT {arms.group} AS g, {arms.arm} AS arm, cityHash64({arms.unit}) AS unit,
+           request_id AS rid, started_at AS t, cityHash64(session_id) AS sid,
+           session_id != '' AS in_session, turn_index AS turn,
+           toUInt8{FAILED} AS failed, latency_ms AS lat, cost_usd AS cost_,
+           shown AS f_shown, accepted AS f_accepted,
+           toUInt8(thumbs IS NOT NULL) AS f_thumbs, ifNull(thumbs, 0) AS f_thumbs_up,
+           toUInt8(ratings > 0) AS f_rated, ifNull(rating, 0) AS f_rating,
+           toUInt8(copies > 0) AS f_copied, toUInt8(shares > 0) AS f_shared,
+           toUInt8(regenerations > 0) AS f_regenerated,
+           in_session AND (session_id IN (
+               SELECT session_id FROM llm_feedback WHERE name IN {_ENDED} AND session_id != '')
+               OR request_id IN (
+               SELECT request_id FROM llm_feedback WHERE name IN {_ENDED} AND request_id != ''))
+               AS s_ended
+    FROM llm_call_feedback
+    WHERE {arms.where}
 ),
 looked AS (
     SELECT *, arrayJoin([{look_list}]) AS look FROM per_call WHERE t <= look
@@ -163,7 +147,7 @@ sessions AS (
            sum(failed) AS failed, sum(toUInt8(lat > th.p95)) AS slow,
            countIf(cost_ IS NOT NULL) AS priced, sum(ifNull(cost_, 0)) AS cost,
            max(turn) AS max_turn, min(t) AS first_t, max(t) AS last_t,
-           max(f_ended OR s_ended) AS ended
+           max(s_ended) AS ended
     FROM looked
     LEFT JOIN thresholds AS th ON th.th_look = looked.look AND th.th_g = looked.g
     GROUP BY look, g, unit, sid
@@ -217,7 +201,7 @@ def read_moments(
     query: Query, arms: Arms, looks: Sequence[float], session_idle_minutes: int = 30
 ) -> list[ArmMoments]:
     out = []
-    for r in _rows(query, moments_sql(arms, looks, session_idle_minutes)):
+    for r in select(query, moments_sql(arms, looks, session_idle_minutes)):
         am = ArmMoments(float(r["look"]), str(r["g"]), str(r["arm"]), int(r["units"]))
         am.srm_units = int(r["srm_units"])
         for m in RATIOS:

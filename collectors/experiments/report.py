@@ -20,12 +20,13 @@ from collectors.experiments.moments import (
     Query,
     experiment_arms,
     model_arms,
-    quote,
     read_moments,
 )
 from collectors.experiments.stats import ratio
 from collectors.experiments.verdict import Comparison, Verdict, decide
-from collectors.report import _dec, _label, _rows, _table, parse_since
+from collectors.report.feedback import parse_since
+from collectors.report.text import dec, label, table
+from collectors.sql import lit, select
 from gateway.experiments.spec import METRICS, Experiment
 
 KIND_LABELS = {
@@ -103,14 +104,14 @@ def list_experiments(
         for e in experiments
     ]
     headers = ["experiment", "status", "unit", "primary", "weights", "units", "verdict"]
-    return "\n".join(_table(headers, body, 5)) + "\n"
+    return "\n".join(table(headers, body, 5)) + "\n"
 
 
 def _figures(query: Query, name: str) -> dict[str, dict[str, Any]]:
-    rows = _rows(
+    rows = select(
         query,
         "SELECT toString(variant) AS variant, calls, users, sessions, p95_latency_ms, "
-        f"cost_usd FROM llm_experiment_variants WHERE experiment = {quote(name)}",
+        f"total_cost_usd FROM llm_experiment_variants WHERE experiment = {lit(name)}",
     )
     return {r["variant"]: r for r in rows}
 
@@ -169,12 +170,12 @@ def experiment_report(
             " ".join(f"{k}={val}" for k, val in var.properties.items()) or "-",
             f"{weights[var.name]:.0%}",
             str(v.units.get(var.name, 0)),
-            _label(str(int(figures[var.name]["calls"])) if var.name in figures else "0"),
-            _dec(figures.get(var.name, {}).get("p95_latency_ms"), 0),
+            label(str(int(figures[var.name]["calls"])) if var.name in figures else "0"),
+            dec(figures.get(var.name, {}).get("p95_latency_ms"), 0),
         ]
         for var in exp.variants
     ]
-    lines += _table(
+    lines += table(
         ["variant", "model", "properties", "weight", "units", "calls", "p95 ms"], body, 3
     )
     srm = f"Sample ratio: p = {v.srm_p_value:.3g} (always-valid; flagged below 0.001)"
@@ -183,9 +184,9 @@ def experiment_report(
     lines += ["", srm, ""]
     headers = ["metric", "variant", "control", "variant", "diff", "interval", "p", ""]
     if v.primary:
-        lines += ["Primary", *_table(headers, _comparison_rows(v.primary), 2), ""]
+        lines += ["Primary", *table(headers, _comparison_rows(v.primary), 2), ""]
     if v.guardrails:
-        lines += ["Guardrails", *_table(headers, _comparison_rows(v.guardrails), 2), ""]
+        lines += ["Guardrails", *table(headers, _comparison_rows(v.guardrails), 2), ""]
     if v.more_units_needed is not None:
         lines.append(f"More units needed (estimate): {v.more_units_needed}")
     return "\n".join(lines).rstrip() + "\n"
@@ -218,11 +219,11 @@ def models_report(
     arms = [m for m in read_moments(query, model_arms(app, start), [look]) if m.arm != ""]
     lat = {
         r["model"]: r
-        for r in _rows(
+        for r in select(
             query,
             "SELECT toString(request_model) AS model, count() AS calls, "
             "quantileDeterministic(0.95)(latency_ms, cityHash64(request_id)) AS p95_ms "
-            f"FROM llm_calls FINAL WHERE app = {quote(app)} AND started_at <= "
+            f"FROM llm_calls FINAL WHERE app = {lit(app)} AND started_at <= "
             f"toDateTime64({look:.3f}, 3, 'UTC') AND started_at >= "
             f"toDateTime64({start:.3f}, 3, 'UTC') GROUP BY model",
         )
@@ -260,11 +261,11 @@ def models_report(
 
     body = [
         [
-            _label(model),
+            label(model),
             str(f["users"]),
             str(f["calls"]),
             *(cell(f, m) for m in _MODEL_METRICS),
-            _dec(f["p95_latency_ms"], 0),
+            dec(f["p95_latency_ms"], 0),
         ]
         for model, f in sorted(figures.items())
     ]
@@ -282,7 +283,7 @@ def models_report(
     lines = [
         f"Models used by app {app} in the last {since} (95% intervals, users as clusters)",
         "",
-        *_table(headers, body, 1),
+        *table(headers, body, 1),
         "",
         note,
     ]
