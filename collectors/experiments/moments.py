@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from collectors.signals import feeding, in_list
 from collectors.sql import Query, lit, select
+from collectors.views.experiment_variants import FAILED
 from gateway.experiments.assign import ROUTED_PROPERTY
 from gateway.experiments.spec import METRICS, Experiment
 
@@ -41,7 +42,6 @@ assert set(RATIOS) == set(METRICS), "every declared metric needs its SQL"
 
 # sessions that ended: the signals feeding llm_sessions.ended
 _ENDED = in_list(feeding("session", "ended"))
-FAILED = "(status_code >= 400 OR outcome != 'ok')"
 
 
 def _map(d: Mapping[str, str]) -> str:
@@ -52,11 +52,11 @@ def _map(d: Mapping[str, str]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Arms:
-    """What to compare: rows of llm_calls grouped into (group, arm), with the unit of each
-    row. Experiments: group = experiment, arm = variant. Models of an app: group = app,
-    arm = request_model."""
+    """What to compare: calls (rows of llm_call_feedback) grouped into (group, arm), with
+    the unit of each. Experiments: group = experiment, arm = variant. Models of an app:
+    group = app, arm = request_model."""
 
-    group: str  # SQL over llm_calls columns
+    group: str  # SQL over llm_call_feedback columns
     arm: str
     unit: str
     where: str
