@@ -19,9 +19,11 @@ from litestar.handlers import asgi
 from litestar.types import Receive, Scope, Send
 
 from collectors.drift import rows_to_jsonl, run_drift
+from collectors.experiments.job import INTERVAL_S, evaluate, gauge_values
 from collectors.intake import feedback_handlers
 from gateway.access import token_matches
 from gateway.config import Config
+from gateway.experiments.spec import check_models
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
 from gateway.providers import provider_for
@@ -83,6 +85,7 @@ def build_gateway(
     metrics = Metrics(mc)
     providers = {name: provider_for(p) for name, p in config.providers.items()}
     router = Router(config, providers)
+    check_models(config.experiments, lambda model: router.resolve(model) is not None)
     writer = BatchWriter(
         store,
         open_queue(config),
@@ -169,6 +172,30 @@ async def drift_forever(gw: Gateway) -> None:
             log.error("drift run failed", extra={"error": str(e)[:500]})
 
 
+async def experiments_forever(gw: Gateway) -> None:
+    """Evaluate the declared experiments at start and every INTERVAL_S: gauges into
+    /metrics, and the switch to a declared winner where allowed. A failed run is logged
+    and tried again at the next interval."""
+    while True:
+        try:
+            verdicts = await asyncio.to_thread(
+                evaluate,
+                lambda sql: gw.store.query(sql, "JSONEachRow"),
+                gw.config.experiments,
+                gw.proxy.assigner,
+                gw.config.feedback.session_idle_minutes,
+            )
+            for v in verdicts.values():
+                gw.metrics.experiment(v.experiment, *gauge_values(v))
+            log.info(
+                "experiments evaluated",
+                extra={"verdicts": {k: v.kind for k, v in verdicts.items()}},
+            )
+        except Exception as e:
+            log.error("experiments evaluation failed", extra={"error": str(e)[:500]})
+        await asyncio.sleep(INTERVAL_S)
+
+
 def create_app(gw: Gateway) -> Litestar:
     async def on_startup() -> None:
         try:
@@ -181,6 +208,8 @@ def create_app(gw: Gateway) -> Litestar:
         gw.background.append(asyncio.get_running_loop().create_task(gw.sample_forever()))
         if gw.config.drift.enabled:
             gw.background.append(asyncio.get_running_loop().create_task(drift_forever(gw)))
+        if gw.config.experiments:
+            gw.background.append(asyncio.get_running_loop().create_task(experiments_forever(gw)))
         log.info(
             "gateway started",
             extra={"store": gw.store.kind, "providers": sorted(gw.config.providers)},

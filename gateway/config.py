@@ -14,11 +14,14 @@ import re
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from gateway.providers import KINDS, ProviderConfig, Timeouts
+
+if TYPE_CHECKING:
+    from gateway.experiments.spec import Experiment
 
 
 class ConfigError(ValueError):
@@ -195,6 +198,7 @@ class Config:
     retries: RetryConfig = field(default_factory=RetryConfig)
     prices: dict[str, ModelPrice] = field(default_factory=dict)
     log_level: str = field(default="info", metadata={"choices": LOG_LEVELS})
+    experiments: tuple[Experiment, ...] = ()  # gateway/experiments/spec.py
 
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -494,6 +498,8 @@ def _prices(s: _Section) -> dict[str, ModelPrice]:
 
 def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
     """Validate a parsed YAML document (after interpolation) into a `Config`."""
+    from gateway.experiments.spec import parse_experiments  # it imports ConfigError
+
     env = dict(os.environ) if env is None else env
     root = _Section(_interpolate(data or {}, env, ""), "")
     server = _read(ServerConfig, root.section("server"))
@@ -520,6 +526,7 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
         aliases=_aliases(root.section("aliases")),
         retries=_read(RetryConfig, root.section("retries")),
         prices=_prices(root.section("prices")),
+        experiments=parse_experiments(root.raw("experiments")),
     )
 
 

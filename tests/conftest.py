@@ -225,6 +225,13 @@ def gateway_config(fake_url: str, selfhosted_url: str, data_path: str = "data") 
             {"match": "o[0-9]*", "provider": "openai"},
         ],
         "aliases": {"fast": "gpt-4o-mini"},
+        # evaluated at start, so that its gauges are on /metrics (test_dashboards)
+        "experiments": {
+            "dashboards": {
+                "match": {"app": "exp-dashboards"},
+                "variants": [{"name": "control"}, {"name": "treatment"}],
+            }
+        },
         "prices": {"llama-3-8b": {"input": 0.1, "output": 0.2}},
     }
 

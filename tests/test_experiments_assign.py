@@ -6,10 +6,12 @@ import subprocess
 import sys
 from collections import Counter
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
+import yaml
 
-from gateway.config import ConfigError
+from gateway.config import ConfigError, parse_config
 from gateway.experiments import Assigner, Experiment, Variant, parse_experiments
 
 BASE = {
@@ -223,3 +225,29 @@ def test_route_to_winner_only_when_allowed() -> None:
     got = [a.assign(**kw, user=f"u{i}") for i in range(20)]
     assert {(g.variant.name, g.routed) for g in got if g} == {("b", True)}
     assert a.winners() == {"e1": "b"}
+
+
+def test_the_config_file_declares_experiments(tmp_path: Path) -> None:
+    cfg = parse_config({"experiments": {"x": BASE}}, env={})
+    (e,) = cfg.experiments
+    assert e.name == "x" and [v.model for v in e.variants] == ["gpt-4o", "gpt-4o-mini"]
+    assert parse_config({}, env={}).experiments == ()
+    with pytest.raises(ConfigError, match=r"^experiments\.x\.unit: "):
+        parse_config({"experiments": {"x": {**BASE, "unit": "team"}}}, env={})
+    # a variant's model must have a route: checked when the gateway starts
+    bad = {
+        "store": {"kind": "disabled"},
+        "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+        "routes": [{"match": "gpt-*", "provider": "p"}],
+        "experiments": {"x": {"variants": [{"name": "a"}, {"name": "b", "model": "llama"}]}},
+    }
+    (tmp_path / "gw.yaml").write_text(yaml.safe_dump(bad))
+    r = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", "gw.yaml", "--port", "9"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2, r.stderr
+    assert "experiments.x.variants[1].model: no route matches model 'llama'" in r.stderr

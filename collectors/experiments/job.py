@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from collectors.experiments.moments import Query
 from collectors.experiments.report import verdicts
-from collectors.experiments.verdict import Verdict
+from collectors.experiments.verdict import KINDS, Verdict
 from gateway.experiments import Assigner, Experiment
 
 log = logging.getLogger("collectors.experiments")
@@ -41,3 +41,15 @@ def evaluate(
                 extra={"experiment": name, "variant": v.winner, "verdict": v.message},
             )
     return out
+
+
+def gauge_values(
+    v: Verdict,
+) -> tuple[int, dict[str, int], float, list[tuple[str, float, float, float]]]:
+    """A verdict as the gauges take it: (code in KINDS, units, SRM p, primary effects)."""
+    effects = [
+        (c.variant, c.diff, c.low, c.high)
+        for c in v.primary
+        if c.diff is not None and c.low is not None and c.high is not None
+    ]
+    return KINDS.index(v.kind), v.units, v.srm_p_value, effects

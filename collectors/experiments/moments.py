@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 from collectors.signals import feeding, in_list
 from collectors.sql import Query, lit, select
-from collectors.views.experiment_variants import FAILED
 from gateway.experiments.assign import ROUTED_PROPERTY
 from gateway.experiments.spec import METRICS, Experiment
+from gateway.record import FAILED_SQL
 
 # metric -> (numerator, denominator), both per-unit columns of the units stage below.
 RATIOS: dict[str, tuple[str, str]] = {
@@ -114,7 +114,7 @@ WITH per_call AS (
     SELECT {arms.group} AS g, {arms.arm} AS arm, cityHash64({arms.unit}) AS unit,
            request_id AS rid, started_at AS t, cityHash64(session_id) AS sid,
            session_id != '' AS in_session, turn_index AS turn,
-           toUInt8{FAILED} AS failed, latency_ms AS lat, cost_usd AS cost_,
+           toUInt8{FAILED_SQL} AS failed, latency_ms AS lat, cost_usd AS cost_,
            shown AS f_shown, accepted AS f_accepted,
            toUInt8(thumbs IS NOT NULL) AS f_thumbs, ifNull(thumbs, 0) AS f_thumbs_up,
            toUInt8(ratings > 0) AS f_rated, ifNull(rating, 0) AS f_rating,

@@ -29,6 +29,7 @@ from collectors.experiments.stats import (
 from gateway.experiments.spec import METRICS, Experiment
 
 SRM_ALPHA = 0.001
+KINDS = ("keep_running", "winner", "no_difference", "guardrail", "srm")  # gauge codes
 GUARDRAIL_RELATIVE_SCALE = 0.1  # guardrail mixtures are tuned to 10% changes
 
 

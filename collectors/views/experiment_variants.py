@@ -1,11 +1,11 @@
 """`llm_experiment_variants`: per-variant figures of every experiment, as plain aggregates
 over `llm_call_feedback` (the verdicts, with per-unit statistics, come from
 `llm-gateway experiments`). Rates are over calls; acceptance over shown suggestions;
-failed: status >= 400 or an outcome other than ok."""
+failed calls as `gateway.record.is_failed` says."""
 
 from __future__ import annotations
 
-FAILED = "(status_code >= 400 OR outcome != 'ok')"
+from gateway.record import FAILED_SQL
 
 
 def experiment_variants_sql(db: str) -> str:
@@ -25,7 +25,7 @@ def experiment_variants_sql(db: str) -> str:
     countIf(copies > 0) / count() AS copy_rate,
     countIf(shares > 0) / count() AS share_rate,
     countIf(regenerations > 0) / count() AS regenerate_rate,
-    countIf{FAILED} / count() AS error_rate,
+    countIf{FAILED_SQL} / count() AS error_rate,
     quantileDeterministic(0.5)(latency_ms, cityHash64(request_id)) AS p50_latency_ms,
     quantileDeterministic(0.95)(latency_ms, cityHash64(request_id)) AS p95_latency_ms,
     sum(cost_usd) AS total_cost_usd,

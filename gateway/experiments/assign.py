@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from gateway.experiments.spec import Experiment, Variant
+from gateway.record import CallRecord
 
 _TWO64 = float(2**64)
 # Calls sent to a declared winner (auto_route_winner) carry this property = the winner;
@@ -133,3 +134,24 @@ class Assigner:
                     return None  # excluded: no unit id, and the experiment wants one
                 return Assignment(exp.name, c.variant(unit))
         return None
+
+    def apply(self, rec: CallRecord, model: str) -> str:
+        """Assign the call, if an experiment takes it: the record gets the experiment, the
+        variant and the variant's properties. Returns the model to route."""
+        a = self.assign(
+            app=rec.app,
+            model=model,
+            properties=rec.properties,
+            user=rec.end_user,
+            session=rec.session_id,
+            request_id=rec.request_id,
+        )
+        if a is None:
+            return model
+        v = a.variant
+        rec.experiment, rec.variant = a.experiment, v.name
+        if v.properties or a.routed:
+            rec.properties = {**rec.properties, **v.properties}
+            if a.routed:
+                rec.properties[ROUTED_PROPERTY] = v.name
+        return v.model or model

@@ -23,6 +23,7 @@ computes them lives with the analysis (collectors/experiments/metrics.py).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -245,3 +246,14 @@ def parse_experiments(data: Any, base: str = "experiments") -> tuple[Experiment,
     if not isinstance(data, dict):
         raise ConfigError(base, "must be a mapping of experiment name to its declaration")
     return tuple(parse_experiment(str(name), spec, base) for name, spec in data.items())
+
+
+def check_models(experiments: tuple[Experiment, ...], routable: Callable[[str], bool]) -> None:
+    """Every variant's model must have a route (checked at start, once routes are built)."""
+    for e in experiments:
+        for i, v in enumerate(e.variants):
+            if v.model is not None and not routable(v.model):
+                raise ConfigError(
+                    f"experiments.{e.name}.variants[{i}].model",
+                    f"no route matches model {v.model!r} (see routes and aliases)",
+                )
