@@ -42,6 +42,7 @@ TARGETS = (
     "gateway-nometrics",
     "gateway-traced",
     "gateway-norecord",
+    "gateway-experiment",
 )
 HIGH_C, WARMUP_S = 32, 2.0
 RATIO_TARGET, ADDED_MS_TARGET = 0.90, 1.0
@@ -147,6 +148,12 @@ def gateway_yaml(tmp: Path, name: str, upstream_port: int) -> Path:
     log = "log: {enabled: false}\n" if name == "gateway-nolog" else ""
     if name == "gateway-nometrics":
         log += "metrics: {enabled: false}\n"
+    if name == "gateway-experiment":  # every call assigned (by request id) to a variant
+        log += (
+            "experiments:\n  bench:\n    unit: request\n    variants:\n"
+            "      - {name: a, model: gpt-4o-mini}\n"
+            "      - {name: b, model: gpt-4o-mini, properties: {prompt: v2}}\n"
+        )
     cfg = tmp / f"{name}.yaml"
     cfg.write_text(
         f"store: {store}\n" + log + "providers:\n"
@@ -377,6 +384,7 @@ def headline(results: dict[str, dict[str, dict[str, WrkResult]]]) -> dict[str, o
         ("log", "gateway", "gateway-nolog"),
         ("metrics", "gateway", "gateway-nometrics"),
         ("tracing", "gateway-traced", "gateway"),
+        ("experiment", "gateway-experiment", "gateway"),
     ):
         if with_ in chat and without in chat and chat[without]["c32"].rps:
             on, off = chat[with_], chat[without]
@@ -467,7 +475,7 @@ def main() -> int:
     if av := h.get("added_p50_ms_vs_baseline"):
         assert isinstance(av, dict)
         print(f"    (info) gateway p50 - baseline p50 at c=1: {av['value']:+.3f} ms")
-    for key in ("log", "metrics", "tracing"):
+    for key in ("log", "metrics", "tracing", "experiment"):
         if lr := h.get(f"{key}_on_vs_off_rps_ratio"):
             assert isinstance(lr, dict)
             lp = h.get(f"{key}_added_p50_ms", {"value": float("nan")})

@@ -22,11 +22,13 @@ from litestar.handlers import asgi
 from litestar.types import Receive, Scope, Send
 
 from collectors.drift import drift_forever
+from collectors.experiments.job import INTERVAL_S, evaluate, gauge_values
 from collectors.intake import feedback_handlers
 from collectors.views import views
 from gateway.access import token_matches
 from gateway.config import Config
 from gateway.errors import error_envelope
+from gateway.experiments.spec import check_models
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
 from gateway.providers import provider_for
@@ -90,6 +92,7 @@ def build_gateway(
     metrics = Metrics(mc, exact_names(config))
     providers = {name: provider_for(p) for name, p in config.providers.items()}
     router = Router(config, providers)
+    check_models(config.experiments, lambda model: router.resolve(model) is not None)
     writer = BatchWriter(
         store,
         open_queue(config),
@@ -158,6 +161,32 @@ def open_queue(config: Config, stream: str = "") -> Queue:
     raise StoreError(f"no free record log slot under {lc.dir}")
 
 
+async def experiments_forever(gw: Gateway) -> None:
+    """Evaluate the declared experiments at start and every INTERVAL_S: gauges into
+    /metrics, and the switch to a declared winner where allowed. A failed run is logged
+    and tried again at the next interval."""
+    while not gw.writer.migrated:  # the columns and views come first (prepare_store)
+        await asyncio.sleep(0.5)
+    while True:
+        try:
+            verdicts = await asyncio.to_thread(
+                evaluate,
+                lambda sql: gw.store.query(sql, "JSONEachRow"),
+                gw.config.experiments,
+                gw.proxy.assigner,
+                gw.config.feedback.session_idle_minutes,
+            )
+            for v in verdicts.values():
+                gw.metrics.experiment(v.experiment, *gauge_values(v))
+            log.info(
+                "experiments evaluated",
+                extra={"verdicts": {k: v.kind for k, v in verdicts.items()}},
+            )
+        except Exception as e:
+            log.error("experiments evaluation failed", extra={"error": str(e)[:500]})
+        await asyncio.sleep(INTERVAL_S)
+
+
 async def prepare_store(gw: Gateway) -> None:
     """Migrate the store, retrying with a backoff until it answers."""
     backoff = 0.5
@@ -217,6 +246,8 @@ def create_app(gw: Gateway) -> Litestar:
                 gw.config.drift,
             )
             gw.background.append(asyncio.get_running_loop().create_task(drift))
+        if gw.config.experiments:
+            gw.background.append(asyncio.get_running_loop().create_task(experiments_forever(gw)))
         log.info(
             "gateway started",
             extra={"store": gw.store.kind, "providers": sorted(gw.config.providers)},

@@ -62,6 +62,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except StoreError as e:
             print(f"llm-gateway: {e}", file=sys.stderr)
             return 1
+        except ConfigError as e:  # what needs the built routes (experiments' models)
+            print(f"llm-gateway: configuration error: {e}", file=sys.stderr)
+            return 2
         if lock is not None:
             shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
             gw.admin_token = lock.publish(f"http://{shown}:{port}")
@@ -220,12 +223,20 @@ def result_table(result: bytes) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from collectors.experiments.report import models_report
     from collectors.report import feedback_report
 
     cfg = _config(args)
+    if args.what == "models" and not args.app:
+        print("llm-gateway: report models needs --app", file=sys.stderr)
+        return 2
     try:
         with store_access(cfg) as store:
-            text = feedback_report(lambda sql: store.query(sql, "JSONEachRow"), args.since)
+            query = lambda sql: store.query(sql, "JSONEachRow")  # noqa: E731
+            if args.what == "models":
+                text = models_report(query, args.app, args.since, args.json)
+            else:
+                text = feedback_report(query, args.since)
     except ValueError as e:
         print(f"llm-gateway: --since: {e}", file=sys.stderr)
         return 2
@@ -234,6 +245,26 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 1
     print(text)
     return 0
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    from collectors.experiments.report import command
+
+    cfg = _config(args)
+    try:
+        with store_access(cfg) as store:
+            code, text = command(
+                lambda sql: store.query(sql, "JSONEachRow"),
+                cfg.experiments,
+                args.action,
+                args.name,
+                args.json,
+            )
+    except (StoreError, DataDirBusy) as e:
+        print(f"llm-gateway: {e}", file=sys.stderr)
+        return 1
+    print(text, file=sys.stderr if code else sys.stdout, end="")
+    return code
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
@@ -320,8 +351,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     q.add_argument("query", help="the SQL (a FORMAT clause is honoured); - reads it from stdin")
     r = command("report", "reports for product teams", cmd_report)
-    r.add_argument("what", choices=["feedback"], help="the report")
+    r.add_argument("what", choices=["feedback", "models"], help="the report")
     r.add_argument("--since", default="7d", help="window, e.g. 7d, 24h, 30m (default: 7d)")
+    r.add_argument("--app", help="models: the app whose models to compare (observational)")
+    r.add_argument("--json", action="store_true", help="models: JSON instead of a table")
+    e = command("experiments", "experiments and their verdicts", cmd_experiments)
+    e.add_argument("action", choices=["list", "report"], help="list all, or report one")
+    e.add_argument("name", nargs="?", help="report: the experiment's name")
+    e.add_argument("--json", action="store_true", help="JSON instead of a table")
     command("drift", "evaluate drift now, store and print it (exit 0)", cmd_drift)
     p.epilog = _commands_help(sub)
     return p

@@ -26,6 +26,9 @@ from gateway.recordlog import LogConfig as LogConfig  # re-exported: a config se
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
+if TYPE_CHECKING:
+    from gateway.experiments.spec import Experiment
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message starts with the offending key."""
@@ -202,6 +205,7 @@ class Config:
     retries: RetryConfig = field(default_factory=RetryConfig)
     prices: dict[str, ModelPrice] = field(default_factory=dict)
     log_level: str = field(default="info", metadata={"choices": LOG_LEVELS})
+    experiments: tuple[Experiment, ...] = ()  # gateway/experiments/spec.py
 
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -518,6 +522,8 @@ def _prices(s: _Section) -> dict[str, ModelPrice]:
 
 def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
     """Validate a parsed YAML document (after interpolation) into a `Config`."""
+    from gateway.experiments.spec import parse_experiments  # it imports ConfigError
+
     env = dict(os.environ) if env is None else env
     root = _Section(_interpolate(data or {}, env, ""), "")
     srv = root.section("server")
@@ -545,6 +551,7 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
         aliases=_aliases(root.section("aliases")),
         retries=_read(RetryConfig, root.section("retries")),
         prices=_prices(root.section("prices")),
+        experiments=parse_experiments(root.raw("experiments")),
     )
 
 

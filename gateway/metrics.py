@@ -212,6 +212,25 @@ class Metrics:
             "gateway_drift_alert", "1 while the latest drift run alerts on this group and metric.",
             ["app", "model", "metric"], registry=reg, **gauge_kw,
         )  # fmt: skip
+        # Experiments: labels are the declared experiments and variants (bounded by config).
+        self.experiment_verdict = Gauge(
+            "gateway_experiment_verdict", "Latest verdict per experiment: 0 keep running, "
+            "1 winner, 2 no meaningful difference, 3 guardrail breached, 4 assignment broken "
+            "(sample ratio mismatch).", ["experiment"], registry=reg, **gauge_kw,
+        )  # fmt: skip
+        self.experiment_units = Gauge(
+            "gateway_experiment_units", "Units (users, sessions or requests) per variant at "
+            "the latest evaluation.", ["experiment", "variant"], registry=reg, **gauge_kw,
+        )  # fmt: skip
+        self.experiment_effect = Gauge(
+            "gateway_experiment_effect", "Primary metric, variant minus control, at the latest "
+            "evaluation: the estimate and the always-valid interval's edges.",
+            ["experiment", "variant", "bound"], registry=reg, **gauge_kw,
+        )  # fmt: skip
+        self.experiment_srm_p = Gauge(
+            "gateway_experiment_srm_p", "Always-valid p-value of the sample-ratio check (below "
+            "0.001: assignment broken).", ["experiment"], registry=reg, **gauge_kw,
+        )  # fmt: skip
         self.feedback = Counter(
             "gateway_feedback_events", "End-user signals received, by name and source.",
             ["name", "source"], registry=reg,
@@ -298,6 +317,24 @@ class Metrics:
 
     def feedback_event(self, event: FeedbackEventLike) -> None:
         self.feedback.labels(self.feedback_names(event.name), event.source).inc()
+
+    def experiment(
+        self,
+        name: str,
+        verdict: int,
+        units: dict[str, int],
+        srm_p: float,
+        effects: Iterable[tuple[str, float, float, float]],
+    ) -> None:
+        """The latest evaluation of one experiment; `effects`: (variant, estimate, low,
+        high) of the primary metric against the control."""
+        self.experiment_verdict.labels(name).set(verdict)
+        self.experiment_srm_p.labels(name).set(srm_p)
+        for variant, n in units.items():
+            self.experiment_units.labels(name, variant).set(n)
+        for variant, est, low, high in effects:
+            for bound, value in (("estimate", est), ("low", low), ("high", high)):
+                self.experiment_effect.labels(name, variant, bound).set(value)
 
     def drift(self, rows: Iterable[DriftRowLike]) -> None:
         """The latest drift run. Several rows may share a key (one per new version): the

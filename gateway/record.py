@@ -84,6 +84,8 @@ class CallRecord(msgspec.Struct, kw_only=True):
     response_bytes: int = 0
     user_agent: str = ""
     properties: dict[str, str] = {}
+    experiment: str = ""  # the experiment the call was assigned to (gateway/experiments)
+    variant: str = ""
     request_body: str = ""
     response_body: str = ""
 

@@ -433,6 +433,7 @@ def test_template_variables_list_the_labels(prometheus: Prometheus):
         "model": {"gpt-4o", "gpt-4o-mini", "claude-haiku-4-5"},
         "provider": {"openai", "anthropic", "selfhosted"},
         "genai_provider": {"openai", "anthropic"},
+        "experiment": {"dashboards"},  # declared in the test gateway's config
     }
     for dashboard in load_dashboards().values():
         for name, var in variables(dashboard).items():
@@ -466,7 +467,8 @@ def test_metric_names_exist(prometheus: Prometheus):
     # The drift gauges have series only once a drift run evaluated a group (with data in
     # both windows); check their names against the code that defines them instead.
     metrics_src = (Path(__file__).parent.parent / "gateway" / "metrics.py").read_text()
-    for name in ("gateway_drift_score", "gateway_drift_alert"):
+    # So does the experiment's effect, once an evaluation had enough units.
+    for name in ("gateway_drift_score", "gateway_drift_alert", "gateway_experiment_effect"):
         if name in used and name not in exposed:
             assert f'"{name}"' in metrics_src, name
             used.pop(name)

@@ -282,7 +282,7 @@ def test_sessions(fx: Fixture):
 def test_idle_minutes_is_a_migration_parameter():
     sql = "\n".join(s for _, _, s in view_statements(views, "db", None, session_idle_minutes=5))
     assert "INTERVAL 5 MINUTE" in sql and "{" not in sql
-    assert sql.count("CREATE OR REPLACE VIEW db.") == 2
+    assert sql.count("CREATE OR REPLACE VIEW db.") == 3  # with llm_experiment_variants
 
 
 # -- the report ------------------------------------------------------------------------------

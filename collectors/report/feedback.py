@@ -10,10 +10,9 @@ when they started in it; sessions when their last activity is in it.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
+from collectors.report.text import dec, label, pct, table, whole
 from collectors.sql import Query, select
 
 _SINCE = re.compile(r"\s*(\d{1,6})\s*([mhdw])\s*")
@@ -29,55 +28,6 @@ def parse_since(since: str) -> int:
             f"h (hours), d (days) or w (weeks), e.g. 30m, 24h or 7d; got {since!r}"
         )
     return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-
-
-# -- formatting --------------------------------------------------------------------------
-
-
-def _num(v: Any) -> float | None:
-    # 64-bit integers may come quoted (output_format_json_quote_64bit_integers)
-    if v is None:
-        return None
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def _int(v: Any) -> str:
-    n = _num(v)
-    return "-" if n is None else str(round(n))
-
-
-def _pct(v: Any) -> str:
-    n = _num(v)
-    return "-" if n is None else f"{n * 100:.1f}%"
-
-
-def _dec(v: Any, places: int = 2) -> str:
-    n = _num(v)
-    if n is None:
-        return "-"
-    return str(round(n)) if n == round(n) else f"{n:.{places}f}"
-
-
-def _label(v: Any) -> str:
-    s = "" if v is None else str(v)
-    return s if s else "(none)"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int) -> list[str]:
-    """Columns left-aligned up to `numeric_from`, right-aligned from there on."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            c.ljust(w) if i < numeric_from else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return ("  " + "  ".join(parts)).rstrip()
-
-    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
 # -- the sections ------------------------------------------------------------------------
@@ -99,14 +49,14 @@ def _acceptance(query: Query, secs: int, since: str) -> list[str]:
     body = [
         [
             r["day"],
-            _label(r["model"]),
-            _int(r["shown_calls"]),
-            _int(r["accepted_calls"]),
-            _pct(r["acceptance_rate"]),
+            label(r["model"]),
+            whole(r["shown_calls"]),
+            whole(r["accepted_calls"]),
+            pct(r["acceptance_rate"]),
         ]
         for r in rows
     ]
-    return out + _table(["day", "model", "shown", "accepted", "rate"], body, 2)
+    return out + table(["day", "model", "shown", "accepted", "rate"], body, 2)
 
 
 def _turns(query: Query, secs: int, since: str) -> list[str]:
@@ -125,16 +75,16 @@ def _turns(query: Query, secs: int, since: str) -> list[str]:
         return [*out, f"  no data: no session was active in the last {since}"]
     body = [
         [
-            _label(r["app"]),
-            _int(r["sessions"]),
-            _dec(r["avg_turns"]),
-            _dec(r["p50_turns"], 1),
-            _dec(r["p90_turns"], 1),
-            _pct(r["abandoned_share"]),
+            label(r["app"]),
+            whole(r["sessions"]),
+            dec(r["avg_turns"]),
+            dec(r["p50_turns"], 1),
+            dec(r["p90_turns"], 1),
+            pct(r["abandoned_share"]),
         ]
         for r in rows
     ]
-    return out + _table(["app", "sessions", "avg turns", "p50", "p90", "abandoned"], body, 1)
+    return out + table(["app", "sessions", "avg turns", "p50", "p90", "abandoned"], body, 1)
 
 
 def _share_copy(query: Query, secs: int, since: str) -> list[str]:
@@ -152,17 +102,17 @@ def _share_copy(query: Query, secs: int, since: str) -> list[str]:
         return [*out, f"  no data: no calls in the last {since}"]
     body = [
         [
-            _label(r["model"]),
-            _int(r["calls"]),
-            _int(r["shared_calls"]),
-            _pct(r["share_rate"]),
-            _int(r["copied_calls"]),
-            _pct(r["copy_rate"]),
+            label(r["model"]),
+            whole(r["calls"]),
+            whole(r["shared_calls"]),
+            pct(r["share_rate"]),
+            whole(r["copied_calls"]),
+            pct(r["copy_rate"]),
         ]
         for r in rows
     ]
     headers = ["model", "calls", "shared", "share rate", "copied", "copy rate"]
-    return out + _table(headers, body, 1)
+    return out + table(headers, body, 1)
 
 
 def _ratings(query: Query, secs: int, since: str) -> list[str]:
@@ -179,14 +129,14 @@ def _ratings(query: Query, secs: int, since: str) -> list[str]:
         return [*out, f"  no data: no rated calls in the last {since}"]
     body = [
         [
-            _label(r["prompt"]),
-            _int(r["rated_calls"]),
-            _int(r["rating_events"]),
-            _dec(r["avg_rating"]),
+            label(r["prompt"]),
+            whole(r["rated_calls"]),
+            whole(r["rating_events"]),
+            dec(r["avg_rating"]),
         ]
         for r in rows
     ]
-    return out + _table(["prompt", "rated calls", "ratings", "avg rating"], body, 1)
+    return out + table(["prompt", "rated calls", "ratings", "avg rating"], body, 1)
 
 
 def feedback_report(query: Query, since: str = "7d") -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from collectors.views.call_feedback import call_feedback_sql
+from collectors.views.experiment_variants import experiment_variants_sql
 from collectors.views.sessions import sessions_sql
 
 
@@ -32,6 +33,7 @@ def views(db: str, session_idle_minutes: int) -> list[View]:
     return [
         View("llm_call_feedback", call_feedback_sql(db)),
         View("llm_sessions", sessions_sql(db, session_idle_minutes)),
+        View("llm_experiment_variants", experiment_variants_sql(db)),
     ]
 
 

@@ -18,6 +18,7 @@ CALL_COLUMNS = (
     "request_id", "started_at", "app", "end_user", "session_id", "turn_index", "provider",
     "operation", "request_model", "response_model", "status_code", "outcome", "finish_reason",
     "input_tokens", "output_tokens", "cost_usd", "latency_ms", "ttft_ms", "properties",
+    "experiment", "variant",
 )  # fmt: skip
 
 

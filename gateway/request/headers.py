@@ -133,4 +133,7 @@ def response_headers(resp: httpx.Response, rec: CallRecord) -> Headers:
             continue
         out.append((lname, value))
     out.append((b"x-request-id", rec.request_id.encode()))
+    if rec.experiment:  # so the app can show what the variant goes with (e.g. its prompt)
+        out.append((b"x-gateway-experiment", rec.experiment.encode()))
+        out.append((b"x-gateway-variant", rec.variant.encode()))
     return out

@@ -21,6 +21,7 @@ import httpx
 from gateway import errors
 from gateway.config import Config
 from gateway.errors import GatewayError
+from gateway.experiments import Assigner
 from gateway.ids import RequestIds, valid_client_id
 from gateway.providers.wire import WireAPI, wire_api_for
 from gateway.record import CallRecord, Outcome
@@ -51,6 +52,8 @@ class Proxy:
     ) -> None:
         self.tracing = tracing
         self.router = router
+        # None without experiments: the request path then does not even look
+        self.assigner = Assigner(config.experiments) if config.experiments else None
         self.sink = sink
         self.attempts = Attempts(config.retries, transport)
         self.max_body = config.server.max_body_bytes
@@ -146,6 +149,8 @@ class Proxy:
     ) -> None:
         rec = ex.rec
         model = ex.read_request(body, wire)
+        if self.assigner is not None and model:
+            model = self.assigner.apply(rec, model)
         resolved = self.router.resolve(model) if model else self.router.default
         if resolved is None:
             raise errors.model_not_found(model)

@@ -1,0 +1,157 @@
+"""Which variant a call gets: deterministic, sticky, cheap.
+
+The scheme is weighted rendezvous hashing. For a unit (a user, a session or a request id)
+each variant scores `weight / -ln(h)`, where `h` in (0, 1) is BLAKE2b of
+(experiment, variant, unit id); the highest score wins. Hence:
+- the same unit gets the same variant in every process, replica and restart (BLAKE2b,
+  not Python's salted `hash()`), and each variant gets its weight's share of the units;
+- changing weights moves units only towards the change: raising one variant's weight
+  moves units into it and nowhere else, lowering one moves units out of it and nowhere
+  else, and each such step moves the fewest units possible (its change in share; with
+  two variants, 50/50 -> 60/40 moves exactly 10% of the units, all from B to A). A new
+  variant takes its share from the others; nobody moves between the old ones. Changing
+  several weights at once moves no unit that making the changes one by one would not.
+  A unit that was moved shows up under two variants; the analysis leaves such units out.
+
+Calls without the unit's id are left out of the experiment (`missing_unit: exclude`) or
+assigned by their request id (`per-request`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from gateway.experiments.spec import Experiment, Variant
+from gateway.record import CallRecord
+
+_TWO64 = float(2**64)
+# Calls sent to a declared winner (auto_route_winner) carry this property = the winner;
+# the analysis leaves them out: they were not randomised.
+ROUTED_PROPERTY = "experiment_routed"
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    experiment: str
+    variant: Variant
+    routed: bool = False  # every unit sent to the declared winner (auto_route_winner)
+
+
+def _score(prefix: bytes, unit: bytes, weight: float) -> float:
+    h = hashlib.blake2b(prefix + unit, digest_size=8).digest()
+    u = (int.from_bytes(h, "big") + 0.5) / _TWO64
+    return weight / -math.log(u)
+
+
+class _Compiled:
+    __slots__ = ("exp", "model", "props", "start", "stop", "table")
+
+    def __init__(self, exp: Experiment) -> None:
+        self.exp = exp
+        self.model = exp.match.model
+        self.props = tuple(exp.match.properties.items())
+        self.start = exp.start.timestamp() if exp.start else -math.inf
+        self.stop = exp.stop.timestamp() if exp.stop else math.inf
+        self.table = tuple(
+            (f"{exp.name}\x00{v.name}\x00".encode(), v.weight, v) for v in exp.variants
+        )
+
+    def applies(self, model: str, properties: Mapping[str, str], now: float) -> bool:
+        if not self.start <= now < self.stop:
+            return False
+        if self.model is not None and model != self.model:
+            return False
+        return all(properties.get(k) == v for k, v in self.props)
+
+    def variant(self, unit: str) -> Variant:
+        b = unit.encode()
+        best, best_score = self.table[0][2], -1.0
+        for prefix, weight, v in self.table:
+            s = _score(prefix, b, weight)
+            if s > best_score:
+                best, best_score = v, s
+        return best
+
+
+class Assigner:
+    """The request path's view of the experiments: `assign()` per call, in microseconds.
+    The first active experiment whose match fits a call takes it (one per call)."""
+
+    def __init__(self, experiments: Iterable[Experiment]) -> None:
+        self._by_app: dict[str | None, list[_Compiled]] = {}
+        self._winners: dict[str, Variant] = {}
+        self.experiments = tuple(experiments)
+        for exp in self.experiments:
+            self._by_app.setdefault(exp.match.app, []).append(_Compiled(exp))
+
+    def __bool__(self) -> bool:
+        return bool(self.experiments)
+
+    def route_to_winner(self, experiment: str, variant: str) -> bool:
+        """Send every unit of `experiment` to `variant` from now on (auto_route_winner);
+        False when the experiment does not allow it or has no such variant."""
+        for exp in self.experiments:
+            if exp.name == experiment and exp.auto_route_winner:
+                for v in exp.variants:
+                    if v.name == variant:
+                        self._winners[experiment] = v
+                        return True
+        return False
+
+    def winners(self) -> dict[str, str]:
+        return {e: v.name for e, v in self._winners.items()}
+
+    def assign(
+        self,
+        *,
+        app: str,
+        model: str,
+        properties: Mapping[str, str],
+        user: str,
+        session: str,
+        request_id: str,
+        now: float | None = None,
+    ) -> Assignment | None:
+        if not self._by_app:
+            return None
+        t = time.time() if now is None else now
+        for candidates in (self._by_app.get(app), self._by_app.get(None)):
+            for c in candidates or ():
+                if not c.applies(model, properties, t):
+                    continue
+                exp = c.exp
+                winner = self._winners.get(exp.name)
+                if winner is not None:
+                    return Assignment(exp.name, winner, routed=True)
+                unit = user if exp.unit == "user" else session if exp.unit == "session" else ""
+                if exp.unit == "request" or (not unit and exp.missing_unit == "per-request"):
+                    unit = request_id
+                if not unit:
+                    return None  # excluded: no unit id, and the experiment wants one
+                return Assignment(exp.name, c.variant(unit))
+        return None
+
+    def apply(self, rec: CallRecord, model: str) -> str:
+        """Assign the call, if an experiment takes it: the record gets the experiment, the
+        variant and the variant's properties. Returns the model to route."""
+        a = self.assign(
+            app=rec.app,
+            model=model,
+            properties=rec.properties,
+            user=rec.end_user,
+            session=rec.session_id,
+            request_id=rec.request_id,
+        )
+        if a is None:
+            return model
+        v = a.variant
+        rec.experiment, rec.variant = a.experiment, v.name
+        if v.properties or a.routed:
+            rec.properties = {**rec.properties, **v.properties}
+            if a.routed:
+                rec.properties[ROUTED_PROPERTY] = v.name
+        return v.model or model
