@@ -98,6 +98,8 @@ class Provider:
         """Headers carrying the client's credential; empty when it sent none this kind takes."""
         if authorization:
             return [(b"authorization", authorization)]
+        if api_key:  # an Azure OpenAI client's key, sent to an OpenAI-style upstream
+            return [(b"authorization", b"Bearer " + api_key)]
         return []
 
     def credentials(self, authorization: bytes, api_key: bytes, x_api_key: bytes) -> Headers:

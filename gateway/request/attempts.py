@@ -48,7 +48,7 @@ def upstream_body(
     if payload is None:
         return body
     changed = False
-    if hop.model != rec.request_model:
+    if hop.model != payload.get("model"):
         payload = {**payload, "model": hop.model}
         changed = True
     observer.drop_usage_chunk = False

@@ -23,6 +23,7 @@ from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.ids import new_request_id, valid_client_id
 from gateway.providers.wire import OTHER, WireAPI, wire_api_for
+from gateway.providers.wire.paths import ClientPath, client_path, without_api_version
 from gateway.record import CallRecord, Outcome
 from gateway.request.attempts import Attempts
 from gateway.request.exchange import Exchange, Receive, Send, read_body
@@ -69,7 +70,9 @@ class Proxy:
         wall0 = time.time()
         # Under the /v1 mount the framework rewrites `path`; the raw path is what the client sent.
         raw = scope.get("raw_path")
-        path: str = raw.decode("latin-1") if raw else scope["root_path"] + scope["path"]
+        endpoint: str = raw.decode("latin-1") if raw else scope["root_path"] + scope["path"]
+        client = client_path(endpoint)
+        path = client.path
         headers = RequestHeaders(scope["headers"])
         rid = headers.request_id if valid_client_id(headers.request_id) else new_request_id()
         wire = wire_api_for(scope["method"], path)
@@ -82,7 +85,7 @@ class Proxy:
             app=headers.app,
             end_user=headers.user,
             session_id=headers.session,
-            endpoint=path if wire is not OTHER else path[:128],
+            endpoint=endpoint if wire is not OTHER else endpoint[:128],
             operation=wire.operation,
             user_agent=headers.user_agent,
             properties=headers.properties,
@@ -105,7 +108,7 @@ class Proxy:
             if capture:
                 rec.request_body = body[:capture].decode("utf-8", "replace")
             ex.watch_disconnect(receive)
-            await self._handle(scope, path, send, headers, wire, body, ex, capture)
+            await self._handle(scope, client, send, headers, wire, body, ex, capture)
         except GatewayError as e:
             rec.outcome = Outcome.REJECTED if e.status < 500 else rec.outcome
             await ex.reject(send, e)
@@ -131,7 +134,7 @@ class Proxy:
     async def _handle(
         self,
         scope: Scope,
-        path: str,
+        client: ClientPath,
         send: Send,
         headers: RequestHeaders,
         wire: WireAPI,
@@ -140,7 +143,7 @@ class Proxy:
         capture: int,
     ) -> None:
         rec = ex.rec
-        model = ex.read_request(body, wire)
+        model = ex.read_request(body, wire, client.deployment)
         resolved = self.router.resolve(model) if model else self.router.default
         if resolved is None:
             raise errors.model_not_found(model)
@@ -150,10 +153,11 @@ class Proxy:
             if not hops:
                 raise errors.wrong_dialect(model)
         observer = ex.observer = wire.observer(rec)
+        query = scope.get("query_string", b"").decode("latin-1")
         resp, hop, t_up = await self.attempts.forward(
             scope["method"],
-            path,
-            scope.get("query_string", b"").decode("latin-1"),
+            client.path,
+            without_api_version(query) if client.azure else query,
             headers,
             wire,
             body,
