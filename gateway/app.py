@@ -282,7 +282,16 @@ def create_app(gw: Gateway) -> Litestar:
         return Response(b"ok\n", status_code=200)
 
     return Litestar(
-        route_handlers=[v1, azure_paths, prometheus, healthz, readyz, admin_sql, admin_insert, *feedback],
+        route_handlers=[
+            v1,
+            azure_paths,
+            prometheus,
+            healthz,
+            readyz,
+            admin_sql,
+            admin_insert,
+            *feedback,
+        ],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         openapi_config=None,

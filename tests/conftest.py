@@ -191,6 +191,7 @@ def gateway_config(fake_url: str, selfhosted_url: str, data_path: str = "data") 
                 "kind": "anthropic",
                 "base_url": fake_url,
                 "api_key": "ant-secret-3",
+                "drop_params": ["seed"],
                 "timeouts": fast,
             },
             "dead": {

@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import struct
 import threading
@@ -126,6 +127,10 @@ class Behaviour:
     completion_tokens: int | None = None
     """Override the completion/output token formula."""
     anthropic_delta_full_usage: bool = False
+    anthropic_tool_use: dict[str, Any] | None = None
+    """Anthropic: after the text, a ``tool_use`` block with this ``id``, ``name`` and ``input``
+    (streamed as ``input_json_delta`` pieces, as in Anthropic's documented example), and
+    ``stop_reason`` ``tool_use``."""
     """Anthropic message_delta usage also carries input/cache tokens (newer API behaviour)."""
     embedding_dim: int = 8
     models: list[str] = field(
@@ -815,8 +820,13 @@ class FakeUpstream:
                 },
             }
 
+        tool = b.anthropic_tool_use
+        if tool is not None:
+            b = dataclasses.replace(b, stop_reason="tool_use")
         if not data.get("stream"):
             content = [{"type": "text", "text": text}] if text else []
+            if tool is not None:
+                content.append({"type": "tool_use", **tool})
             return self._json(b, message(content, True, u.completion))
 
         def events() -> Iterator[tuple[str | None, Any]]:
@@ -840,6 +850,23 @@ class FakeUpstream:
                     },
                 )
             yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+            if tool is not None:
+                block = {"type": "tool_use", "id": tool["id"], "name": tool["name"], "input": {}}
+                yield (
+                    "content_block_start",
+                    {"type": "content_block_start", "index": 1, "content_block": block},
+                )
+                args = json.dumps(tool["input"])
+                for piece in ("", *split_reply(args, 3)):
+                    yield (
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": 1,
+                            "delta": {"type": "input_json_delta", "partial_json": piece},
+                        },
+                    )
+                yield "content_block_stop", {"type": "content_block_stop", "index": 1}
             usage: dict[str, Any] = {"output_tokens": u.completion}
             if b.anthropic_delta_full_usage:
                 usage = {"input_tokens": u.prompt, **cache, "output_tokens": u.completion}

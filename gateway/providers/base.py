@@ -14,6 +14,8 @@ from typing import ClassVar
 
 Headers = list[tuple[bytes, bytes]]
 
+DEFAULT_MAX_TOKENS = 4096
+
 
 class MissingCredentials(Exception):
     pass
@@ -44,6 +46,10 @@ class ProviderConfig:
     # genai-prices provider id whose price list applies; "" = none known (cost NULL unless
     # a price override in config names the model).
     price_as: str = ""
+    # Translated calls (another dialect's client): `max_tokens` when the client names none
+    # (Anthropic requires one), and client parameters dropped rather than refused.
+    max_tokens: int = field(default=DEFAULT_MAX_TOKENS, metadata={"min": 1})
+    drop_params: frozenset[str] = frozenset()
 
 
 class Provider:

@@ -22,6 +22,7 @@ from gateway import errors
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.ids import new_request_id, valid_client_id
+from gateway.providers.translate import translation_for
 from gateway.providers.wire import OTHER, WireAPI, wire_api_for
 from gateway.providers.wire.paths import ClientPath, client_path, without_api_version
 from gateway.record import CallRecord, Outcome
@@ -87,6 +88,7 @@ class Proxy:
             session_id=headers.session,
             endpoint=endpoint if wire is not OTHER else endpoint[:128],
             operation=wire.operation,
+            client_api=wire.dialect or "openai",
             user_agent=headers.user_agent,
             properties=headers.properties,
         )
@@ -166,16 +168,19 @@ class Proxy:
             rec,
             observer,
         )
+        translation = translation_for(wire, hop.provider)
+        if translation is not None:  # the answer is read in the upstream's dialect
+            ex.observer = translation.observer(rec)
         try:
             ctype = resp.headers.get("content-type", "")
             if rec.stream and resp.status_code == 200 and ctype.startswith("text/event-stream"):
                 self.streams_in_flight += 1
                 try:
-                    await relay_stream(send, resp, wire, ex, capture, t_up, hop)
+                    await relay_stream(send, resp, wire, ex, capture, t_up, hop, translation)
                 finally:
                     self.streams_in_flight -= 1
             else:
                 rec.stream = False
-                await relay_whole(send, resp, ex, capture, t_up, hop)
+                await relay_whole(send, resp, ex, capture, t_up, hop, translation)
         finally:
             await resp.aclose()

@@ -13,6 +13,7 @@ import httpx
 import msgspec
 
 from gateway import errors
+from gateway.providers.translate import Translation
 from gateway.providers.wire import WireAPI
 from gateway.record import Outcome
 from gateway.request.exchange import Exchange, Send
@@ -21,14 +22,22 @@ from gateway.routing import Hop
 from gateway.sse import SSESplitter
 
 _decode = msgspec.json.decode
+_encode = msgspec.json.encode
 _now = time.perf_counter
 
 
 async def relay_whole(
-    send: Send, resp: httpx.Response, ex: Exchange, capture: int, t_up: float, hop: Hop
+    send: Send,
+    resp: httpx.Response,
+    ex: Exchange,
+    capture: int,
+    t_up: float,
+    hop: Hop,
+    translation: Translation | None = None,
 ) -> None:
-    """A non-streamed answer: read whole (within the total deadline), then sent on.
-    `capture`: how many bytes of the body to keep (0: none)."""
+    """A non-streamed answer: read whole (within the total deadline), then sent on (in the
+    client's dialect when the call is translated). `capture`: how many bytes of the body
+    to keep (0: none)."""
     rec, observer = ex.rec, ex.observer
     assert observer is not None
     total = hop.provider.cfg.timeouts.total
@@ -45,15 +54,18 @@ async def relay_whole(
     status = resp.status_code
     rec.status_code = status
     rec.response_bytes = len(data)
+    obj = None
+    if data[:1] in (b"{", b"["):
+        with contextlib.suppress(msgspec.DecodeError):
+            obj = _decode(data)
+    if translation is not None and (obj is not None or status >= 400):
+        answer = translation.error(obj, status) if status >= 400 else translation.response(obj)
+        data = _encode(answer)
     headers = response_headers(resp, rec)
     headers.append((b"content-length", str(len(data)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     if capture:
         rec.response_body = data[:capture].decode("utf-8", "replace")
-    obj = None
-    if data[:1] in (b"{", b"["):
-        with contextlib.suppress(msgspec.DecodeError):
-            obj = _decode(data)
     if status >= 400:
         rec.outcome = Outcome.UPSTREAM_ERROR
         observer.error_body(obj)
@@ -72,9 +84,11 @@ async def relay_stream(
     capture: int,
     t_up: float,
     hop: Hop,
+    translation: Translation | None = None,
 ) -> None:
-    """A streamed answer, passed through chunk by chunk; a stream that breaks ends with an
-    error event in the stream's own dialect."""
+    """A streamed answer, passed through chunk by chunk (event by event into the client's
+    dialect when the call is translated); a stream that breaks ends with an error event in
+    the client's dialect."""
     rec, observer, t0 = ex.rec, ex.observer, ex.t0
     assert observer is not None
     rec.status_code = 200
@@ -82,7 +96,8 @@ async def relay_stream(
         {"type": "http.response.start", "status": 200, "headers": response_headers(resp, rec)}
     )
     splitter = SSESplitter()
-    filtering = observer.drop_usage_chunk
+    convert = translation.stream(ex.payload or {}) if translation is not None else None
+    filtering = observer.drop_usage_chunk or convert is not None
     captured: list[bytes] = []
     captured_size = 0
     total = hop.provider.cfg.timeouts.total
@@ -99,7 +114,7 @@ async def relay_stream(
                 n_bytes += len(chunk)
                 if filtering:
                     out = b"".join(
-                        ev.raw
+                        convert.event(ev.event, ev.data) if convert else ev.raw
                         for ev in splitter.feed(chunk)
                         if not observer.event(ev.event, ev.data)
                     )
@@ -118,7 +133,8 @@ async def relay_stream(
                 gateway_time += t_last - t_in
         tail = splitter.flush()
         if tail is not None and not observer.event(tail.event, tail.data) and filtering:
-            await send({"type": "http.response.body", "body": tail.raw, "more_body": True})
+            out = convert.event(tail.event, tail.data) if convert else tail.raw
+            await send({"type": "http.response.body", "body": out, "more_body": True})
     except (TimeoutError, httpx.TimeoutException):
         rec.outcome, rec.status_code, rec.error_type = Outcome.TIMEOUT, 504, "timeout"
         rec.error_message = f"stream exceeded the total timeout of {total:g}s"
