@@ -132,6 +132,10 @@ class Behaviour:
     (streamed as ``input_json_delta`` pieces, as in Anthropic's documented example), and
     ``stop_reason`` ``tool_use``."""
     """Anthropic message_delta usage also carries input/cache tokens (newer API behaviour)."""
+    openai_tool_call: dict[str, Any] | None = None
+    """Chat: after the text, a tool call with this ``id``, ``name`` and ``arguments`` (a JSON
+    string; streamed in pieces after a first delta carrying id and name, as OpenAI does), and
+    ``finish_reason`` ``tool_calls``."""
     embedding_dim: int = 8
     models: list[str] = field(
         default_factory=lambda: ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small"]
@@ -504,6 +508,9 @@ class FakeUpstream:
             sev: {"filtered": False, "severity": "safe"}
             for sev in ("hate", "self_harm", "sexual", "violence")
         }
+        tool = b.openai_tool_call
+        if tool is not None:
+            b = dataclasses.replace(b, finish_reason="tool_calls")
         if not data.get("stream"):
             choice: dict[str, Any] = {
                 "index": 0,
@@ -511,6 +518,14 @@ class FakeUpstream:
                 "finish_reason": b.finish_reason,
                 "logprobs": None,
             }
+            if tool is not None:
+                choice["message"]["tool_calls"] = [
+                    {
+                        "id": tool["id"],
+                        "type": "function",
+                        "function": {"name": tool["name"], "arguments": tool["arguments"]},
+                    }
+                ]
             out: dict[str, Any] = {
                 "id": cid,
                 "object": "chat.completion",
@@ -573,6 +588,13 @@ class FakeUpstream:
             yield None, chunk(delta({"role": "assistant", "content": "", "refusal": None}))
             for piece in u.chunks:
                 yield None, chunk(delta({"content": piece}))
+            if tool is not None:
+                first = {"id": tool["id"], "type": "function",
+                         "function": {"name": tool["name"], "arguments": ""}}  # fmt: skip
+                yield None, chunk(delta({"tool_calls": [{"index": 0, **first}]}))
+                for piece in split_reply(tool["arguments"], 3):
+                    call = {"index": 0, "function": {"arguments": piece}}
+                    yield None, chunk(delta({"tool_calls": [call]}))
             yield None, chunk(delta({}, b.finish_reason))
             if with_usage:
                 yield None, chunk([], self._chat_usage_dict(b, u))

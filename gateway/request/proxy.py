@@ -151,7 +151,11 @@ class Proxy:
             raise errors.model_not_found(model)
         hops = resolved.hops
         if wire.dialect is not None:
-            hops = tuple(h for h in hops if h.provider.dialect == wire.dialect)
+            hops = tuple(
+                h
+                for h in hops
+                if h.provider.dialect == wire.dialect or translation_for(wire, h.provider)
+            )
             if not hops:
                 raise errors.wrong_dialect(model)
         observer = ex.observer = wire.observer(rec)

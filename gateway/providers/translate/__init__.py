@@ -46,10 +46,12 @@ class Translation(Protocol):
 
 
 from gateway.providers.translate.chat_to_messages import CHAT_TO_MESSAGES  # noqa: E402
+from gateway.providers.translate.messages_to_chat import MESSAGES_TO_CHAT  # noqa: E402
 
 # (client wire path, upstream dialect) -> translation
 TRANSLATIONS: dict[tuple[str, str], Translation] = {
     ("/v1/chat/completions", "anthropic"): CHAT_TO_MESSAGES,
+    ("/v1/messages", "openai"): MESSAGES_TO_CHAT,
 }
 
 

@@ -48,10 +48,10 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
 _OPENAI_FINISH = frozenset({"stop", "length", "tool_calls", "content_filter"})
 
 
-def unsupported(param: str, why: str = "") -> GatewayError:
+def unsupported(param: str, why: str = "", api: str = "Anthropic Messages API") -> GatewayError:
     return GatewayError(
         400,
-        f"`{param}` cannot be carried to the Anthropic Messages API that serves this model"
+        f"`{param}` cannot be carried to the {api} that serves this model"
         + (f" ({why})" if why else "")
         + "; remove it, or list it in the provider's drop_params to have it dropped.",
         "invalid_request_error",
@@ -361,15 +361,16 @@ class ChunkStream:
         kind = event or as_str(obj.get("type"))
         if kind == "content_block_delta":
             d = obj.get("delta")
-            dt = d.get("type") if isinstance(d, dict) else None
+            if not isinstance(d, dict):
+                return b""
+            dt = d.get("type")
             if dt == "text_delta":
-                return self._delta({"content": as_str(d.get("text"))})  # type: ignore[union-attr]
+                return self._delta({"content": as_str(d.get("text"))})
             index = self.tools.get(obj.get("index"))
             if dt == "input_json_delta" and index is not None:
-                args = as_str(d.get("partial_json"))  # type: ignore[union-attr]
-                return self._delta(
-                    {"tool_calls": [{"index": index, "function": {"arguments": args}}]}
-                )
+                args = as_str(d.get("partial_json"))
+                call = {"index": index, "function": {"arguments": args}}
+                return self._delta({"tool_calls": [call]})
             return b""  # thinking and signature deltas have no chat equivalent
         if kind == "content_block_start":
             block = obj.get("content_block")
