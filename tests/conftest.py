@@ -201,6 +201,12 @@ def gateway_config(fake_url: str, selfhosted_url: str, data_path: str = "data") 
                 "timeouts": fast,
             },
             "vllm": {"kind": "vllm", "base_url": fake_url + "/v1", "timeouts": fast},
+            "gemini": {
+                "kind": "gemini",
+                "base_url": fake_url + "/v1",
+                "api_key": "gm-secret-4",
+                "timeouts": fast,
+            },
             "selfhosted": {
                 "kind": "openai",
                 "base_url": selfhosted_url + "/v1",
@@ -221,6 +227,7 @@ def gateway_config(fake_url: str, selfhosted_url: str, data_path: str = "data") 
             {"match": "pt-*", "provider": "passthru", "model": "gpt-4o-mini"},
             {"match": "llama-*", "provider": "selfhosted"},
             {"match": "vllm-*", "provider": "vllm"},
+            {"match": "gemini*", "provider": "gemini"},
             {"match": "gpt-*", "provider": "openai"},
             {"match": "text-embedding-*", "provider": "openai"},
             {"match": "o[0-9]*", "provider": "openai"},

@@ -63,3 +63,33 @@ def test_proxy_through_vllm_without_credentials(gateway: GatewayProcess, fake):
     assert row["provider"] == "vllm" and row["provider_kind"] == "vllm"
     assert row["status_code"] == 200 and row["outcome"] == "ok"
     assert row["input_tokens"] > 0 and row["usage_estimated"] is False
+
+
+def test_gemini_kind_defaults_from_its_module():
+    cfg = parse_config({"providers": {"g": {"kind": "gemini", "api_key": "k"}}}, {})
+    p = cfg.providers["g"]
+    assert p.base_url == "https://generativelanguage.googleapis.com/v1beta/openai"
+    assert p.price_as == "google" and p.auth == "gateway"
+    provider = provider_for(p)
+    assert provider.credentials(b"", b"", b"") == [(b"authorization", b"Bearer k")]
+    assert provider.url("/v1/chat/completions", "", "gemini-2.0-flash") == (
+        "https://generativelanguage.googleapis.com/v1beta/openai/chat/completions"
+    )
+    assert genai_provider_name("gemini") == "gcp.gemini"
+    # Routed by the default routes when it is the only provider configured.
+    assert cfg.routes[0].match == "gemini*"
+
+
+def test_gemini_call_priced_by_genai_prices(gateway: GatewayProcess, fake):
+    r = uuid.uuid4().hex
+    resp = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json={"model": "gemini-2.0-flash", "messages": MESSAGES},
+        headers={"X-Request-Id": r},
+        timeout=10,
+    )
+    assert resp.status_code == 200
+    assert fake.last_request.headers["authorization"] == "Bearer gm-secret-4"
+    row = gateway.call_row(r)
+    assert row["provider_kind"] == "gemini" and row["input_tokens"] > 0
+    assert row["cost_usd"] is not None and row["cost_usd"] > 0
