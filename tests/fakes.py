@@ -58,6 +58,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests import fake_bedrock
+
 __all__ = [
     "Behaviour",
     "FakeUpstream",
@@ -130,7 +132,7 @@ class Behaviour:
     anthropic_tool_use: dict[str, Any] | None = None
     """Anthropic: after the text, a ``tool_use`` block with this ``id``, ``name`` and ``input``
     (streamed as ``input_json_delta`` pieces, as in Anthropic's documented example), and
-    ``stop_reason`` ``tool_use``."""
+    ``stop_reason`` ``tool_use``. Bedrock Converse: the same as a ``toolUse`` block."""
     """Anthropic message_delta usage also carries input/cache tokens (newer API behaviour)."""
     openai_tool_call: dict[str, Any] | None = None
     """Chat: after the text, a tool call with this ``id``, ``name`` and ``arguments`` (a JSON
@@ -154,6 +156,8 @@ class RecordedRequest:
     json: Any
     deployment: str | None = None
     """Azure deployment name for ``/openai/deployments/{deployment}/...`` routes."""
+    raw_path: str = ""
+    """The path as sent, percent-encoding kept (what a SigV4 signature covers)."""
 
 
 def split_reply(text: str, n: int) -> list[str]:
@@ -328,10 +332,13 @@ class FakeUpstream:
                 body=body,
                 json=parsed,
                 deployment=deployment,
+                raw_path=request.raw_path.partition("?")[0],
             )
         )
         anthropic = route.startswith("/v1/messages")
         data: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+        if route.startswith("/model/"):
+            return await self._bedrock(request, b, data, route)
 
         if b.first_byte_delay:
             await asyncio.sleep(b.first_byte_delay)
@@ -361,6 +368,21 @@ class FakeUpstream:
         if post and route == "/v1/messages/count_tokens":
             return self._json(b, {"input_tokens": self._anthropic_usage(b, data).prompt})
         return self._json(b, {"echo": path})
+
+    async def _bedrock(
+        self, request: web.Request, b: Behaviour, data: dict[str, Any], route: str
+    ) -> web.StreamResponse:
+        if b.first_byte_delay:
+            await asyncio.sleep(b.first_byte_delay)
+        if b.status != 200:
+            return fake_bedrock.error(b.status, f"Fake Bedrock error (HTTP {b.status})")
+        u = self._anthropic_usage(b, data)
+        usage = fake_bedrock.usage(u.prompt, u.completion, b.cached_tokens, b.cache_write_tokens)
+        tool = b.anthropic_tool_use
+        if route.endswith("/converse-stream"):
+            frames = fake_bedrock.events(u.chunks, tool, usage)
+            return await fake_bedrock.stream(request, frames, b.stream_error_after_chunks)
+        return self._json(b, fake_bedrock.answer(u.chunks, tool, usage))
 
     # ------------------------------------------------------------------ helpers
     def _json(self, b: Behaviour, payload: Any, status: int = 200) -> web.Response:

@@ -93,3 +93,26 @@ def test_gemini_call_priced_by_genai_prices(gateway: GatewayProcess, fake):
     row = gateway.call_row(r)
     assert row["provider_kind"] == "gemini" and row["input_tokens"] > 0
     assert row["cost_usd"] is not None and row["cost_usd"] > 0
+
+
+def test_bedrock_kind_region_url_and_api_key():
+    cfg = parse_config(
+        {"providers": {"b": {"kind": "bedrock",
+                             "base_url": "https://bedrock-runtime.eu-west-3.amazonaws.com"}}},
+        {},
+    )  # fmt: skip
+    provider = provider_for(cfg.providers["b"])
+    assert provider.region == "eu-west-3"  # type: ignore[attr-defined]
+    assert cfg.providers["b"].price_as == "aws"
+    model = "arn:aws:bedrock:eu-west-3:1:inference-profile/eu.anthropic.claude-v1:0"
+    assert provider.url("/converse", "", model) == (
+        "https://bedrock-runtime.eu-west-3.amazonaws.com/model/"
+        "arn:aws:bedrock:eu-west-3:1:inference-profile%2Feu.anthropic.claude-v1:0/converse"
+    )
+    assert provider.credentials(b"Bearer client", b"", b"") == []  # never the client's
+    # A Bedrock API key replaces SigV4: sent as a bearer token, nothing signed.
+    keyed = parse_config({"providers": {"b": {"kind": "bedrock", "api_key": "bk"}}}, {})
+    p2 = provider_for(keyed.providers["b"])
+    assert p2.credentials(b"", b"", b"") == [(b"authorization", b"Bearer bk")]
+    assert p2.sign("POST", "https://x/model/m/converse", b"{}") == []
+    assert genai_provider_name("bedrock") == "aws.bedrock"

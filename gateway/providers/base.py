@@ -125,6 +125,10 @@ class Provider:
     def version_header(self, client_value: bytes) -> Headers:
         return []
 
+    def sign(self, method: str, url: str, body: bytes) -> Headers:
+        """Headers that sign one request over its URL and body (AWS SigV4); none by default."""
+        return []
+
 
 KINDS: dict[str, type[Provider]] = {}
 

@@ -114,13 +114,14 @@ class Attempts:
                 content, up_path = upstream_body(body, payload, hop, wire, rec, observer), path
             else:
                 content = translation.request(payload, hop.model, provider.cfg)
-                up_path = translation.upstream_path
+                up_path = translation.path(rec.stream)
             t = provider.cfg.timeouts
             version = provider.version_header(headers.anthropic_version)
+            url = provider.url(up_path, query, hop.model)
             request = httpx.Request(
                 method,
-                provider.url(up_path, query, hop.model),
-                headers=headers.forward + creds + version,
+                url,
+                headers=headers.forward + creds + version + provider.sign(method, url, content),
                 content=content if method != "GET" else None,
                 extensions={"timeout": {"connect": t.connect, "read": None, "pool": t.connect + 5}},
             )

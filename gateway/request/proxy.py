@@ -37,6 +37,8 @@ log = logging.getLogger("gateway.proxy")
 
 Scope = dict[str, Any]
 _now = time.perf_counter
+# SSE, and the AWS event-stream framing of Bedrock's ConverseStream (translated to SSE).
+_STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
 
 
 class Proxy:
@@ -177,7 +179,7 @@ class Proxy:
             ex.observer = translation.observer(rec)
         try:
             ctype = resp.headers.get("content-type", "")
-            if rec.stream and resp.status_code == 200 and ctype.startswith("text/event-stream"):
+            if rec.stream and resp.status_code == 200 and ctype.startswith(_STREAM_TYPES):
                 self.streams_in_flight += 1
                 try:
                     await relay_stream(send, resp, wire, ex, capture, t_up, hop, translation)

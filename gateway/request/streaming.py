@@ -59,7 +59,10 @@ async def relay_whole(
         with contextlib.suppress(msgspec.DecodeError):
             obj = _decode(data)
     if translation is not None and (obj is not None or status >= 400):
-        answer = translation.error(obj, status) if status >= 400 else translation.response(obj)
+        if status >= 400:
+            answer = translation.error(obj, status)
+        else:
+            answer = translation.response(obj, ex.payload or {})
         data = _encode(answer)
     headers = response_headers(resp, rec)
     headers.append((b"content-length", str(len(data)).encode()))
@@ -92,10 +95,12 @@ async def relay_stream(
     rec, observer, t0 = ex.rec, ex.observer, ex.t0
     assert observer is not None
     rec.status_code = 200
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": response_headers(resp, rec)}
-    )
-    splitter = SSESplitter()
+    headers = response_headers(resp, rec)
+    if translation is not None:  # the client reads SSE, whatever the upstream's framing
+        headers = [h for h in headers if h[0] != b"content-type"]
+        headers.append((b"content-type", b"text/event-stream; charset=utf-8"))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    splitter = translation.splitter() if translation is not None else SSESplitter()
     convert = translation.stream(ex.payload or {}) if translation is not None else None
     filtering = observer.drop_usage_chunk or convert is not None
     captured: list[bytes] = []

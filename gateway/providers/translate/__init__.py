@@ -10,10 +10,20 @@ and ids are the upstream's, as for any other call. What the target API cannot ca
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from gateway.providers.base import Provider, ProviderConfig
 from gateway.providers.wire import Observer, WireAPI
+from gateway.sse import SSEEvent
+
+
+class Splitter(Protocol):
+    """Splits an upstream stream into events: SSE (`gateway.sse`) or AWS event-stream."""
+
+    def feed(self, chunk: bytes) -> Iterator[SSEEvent]: ...
+
+    def flush(self) -> SSEEvent | None: ...
 
 
 class StreamTranslator(Protocol):
@@ -25,14 +35,21 @@ class StreamTranslator(Protocol):
 class Translation(Protocol):
     client_api: str  # the client's dialect: openai | anthropic
     upstream_api: str  # the upstream's dialect
-    upstream_path: str  # the wire path called upstream, e.g. /v1/messages
     observer: type[Observer]  # reads the upstream's answer into the record
+
+    def path(self, stream: bool) -> str:
+        """The path called upstream, e.g. /v1/messages."""
+        ...
+
+    def splitter(self) -> Splitter:
+        """Splits the upstream's stream into events."""
+        ...
 
     def request(self, payload: dict[str, Any], model: str, cfg: ProviderConfig) -> bytes:
         """The upstream's request body; raises a 400 GatewayError for what cannot be carried."""
         ...
 
-    def response(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def response(self, obj: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
         """A whole (non-streamed) answer in the client's shape."""
         ...
 
@@ -45,6 +62,7 @@ class Translation(Protocol):
         ...
 
 
+from gateway.providers.translate.chat_to_converse import CHAT_TO_CONVERSE  # noqa: E402
 from gateway.providers.translate.chat_to_messages import CHAT_TO_MESSAGES  # noqa: E402
 from gateway.providers.translate.messages_to_chat import MESSAGES_TO_CHAT  # noqa: E402
 
@@ -52,6 +70,7 @@ from gateway.providers.translate.messages_to_chat import MESSAGES_TO_CHAT  # noq
 TRANSLATIONS: dict[tuple[str, str], Translation] = {
     ("/v1/chat/completions", "anthropic"): CHAT_TO_MESSAGES,
     ("/v1/messages", "openai"): MESSAGES_TO_CHAT,
+    ("/v1/chat/completions", "bedrock"): CHAT_TO_CONVERSE,
 }
 
 

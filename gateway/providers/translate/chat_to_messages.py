@@ -23,6 +23,7 @@ from gateway.errors import GatewayError, error_envelope
 from gateway.providers.base import ProviderConfig
 from gateway.providers.wire.base import as_int, as_str, event_json
 from gateway.providers.wire.messages import FINISH_REASONS, AnthropicObserver
+from gateway.sse import SSESplitter
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -218,10 +219,19 @@ def _int_usage(u: Any) -> dict[str, int]:
 class ChatToMessages:
     client_api = "openai"
     upstream_api = "anthropic"
-    upstream_path = "/v1/messages"
     observer = AnthropicObserver
 
+    def path(self, stream: bool) -> str:
+        return "/v1/messages"
+
+    def splitter(self) -> SSESplitter:
+        return SSESplitter()
+
     def request(self, payload: dict[str, Any], model: str, cfg: ProviderConfig) -> bytes:
+        return _encode(self.body(payload, model, cfg))
+
+    def body(self, payload: dict[str, Any], model: str, cfg: ProviderConfig) -> dict[str, Any]:
+        """The Anthropic request (a dict), checked for what cannot be carried."""
         drop = cfg.drop_params
         for key, value in payload.items():
             if key in _CARRIED or key in drop or value is None:
@@ -263,9 +273,9 @@ class ChatToMessages:
             body["metadata"] = {"user_id": payload["user"]}
         if payload.get("stream") is True:
             body["stream"] = True
-        return _encode(body)
+        return body
 
-    def response(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def response(self, obj: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
         texts: list[str] = []
         calls: list[dict[str, Any]] = []
         for b in obj.get("content") or ():
@@ -354,6 +364,17 @@ class ChunkStream:
             [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
         )
 
+    def _message_delta(self, stop_reason: Any, usage: Any) -> bytes:
+        """The finish chunk (an Anthropic stop reason, mapped)."""
+        self.finish = finish_reason(stop_reason)
+        self.usage.update(_int_usage(usage))
+        return self._delta({}, self.finish or "stop")
+
+    def _message_stop(self) -> bytes:
+        """The usage chunk when the client asked for it, then the end of the stream."""
+        tail = self._chunk([], _usage(self.usage)) if self.include_usage else b""
+        return tail + b"data: [DONE]\n\n"
+
     def event(self, event: str, data: bytes) -> bytes:
         obj = event_json(data)
         if obj is None:
@@ -391,12 +412,11 @@ class ChunkStream:
             return self._delta({"role": "assistant", "content": ""})
         if kind == "message_delta":
             d = obj.get("delta")
-            self.finish = finish_reason(d.get("stop_reason") if isinstance(d, dict) else None)
-            self.usage.update(_int_usage(obj.get("usage")))
-            return self._delta({}, self.finish or "stop")
+            return self._message_delta(
+                d.get("stop_reason") if isinstance(d, dict) else None, obj.get("usage")
+            )
         if kind == "message_stop":
-            tail = self._chunk([], _usage(self.usage)) if self.include_usage else b""
-            return tail + b"data: [DONE]\n\n"
+            return self._message_stop()
         if kind == "error":
             err = obj.get("error")
             type_ = as_str(err.get("type")) if isinstance(err, dict) else "api_error"

@@ -21,6 +21,7 @@ from gateway.providers.base import ProviderConfig
 from gateway.providers.translate.chat_to_messages import unsupported
 from gateway.providers.wire.base import as_int, as_str, event_json
 from gateway.providers.wire.chat import ChatObserver
+from gateway.sse import SSESplitter
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -200,8 +201,13 @@ def anthropic_error(message: str, status: int, type_: str = "") -> dict[str, Any
 class MessagesToChat:
     client_api = "anthropic"
     upstream_api = "openai"
-    upstream_path = "/v1/chat/completions"
     observer = ChatObserver
+
+    def path(self, stream: bool) -> str:
+        return "/v1/chat/completions"
+
+    def splitter(self) -> SSESplitter:
+        return SSESplitter()
 
     def request(self, payload: dict[str, Any], model: str, cfg: ProviderConfig) -> bytes:
         drop = cfg.drop_params
@@ -237,7 +243,7 @@ class MessagesToChat:
                 body["stream_options"] = {"include_usage": True}
         return _encode(body)
 
-    def response(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def response(self, obj: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
         choices = obj.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices else {}
         msg = choice.get("message") if isinstance(choice, dict) else None
