@@ -1,7 +1,10 @@
 -- wrk script: POST an OpenAI chat completion (model gpt-4o-mini, 2 messages).
 -- Environment: WRK_STREAM=1 asks for an SSE stream with usage; WRK_APP sets X-Gateway-App
 -- (the gateway records it in the `app` column; the other targets ignore it).
+-- WRK_DIALECT=anthropic POSTs the same conversation to /v1/messages (Anthropic's shape),
+-- which the gateway translates for the OpenAI-kind upstream.
 local stream = os.getenv("WRK_STREAM") == "1"
+local anthropic = os.getenv("WRK_DIALECT") == "anthropic"
 local app = os.getenv("WRK_APP")
 wrk.method = "POST"
 wrk.path = "/v1/chat/completions"
@@ -14,3 +17,10 @@ wrk.body = '{"model":"gpt-4o-mini","messages":['
   .. '"temperature":0.2,"max_tokens":64'
   .. (stream and ',"stream":true,"stream_options":{"include_usage":true}' or '')
   .. '}'
+if anthropic then
+  wrk.path = "/v1/messages"
+  wrk.headers["anthropic-version"] = "2023-06-01"
+  wrk.body = '{"model":"gpt-4o-mini","system":"You are a helpful assistant. Answer briefly.",'
+    .. '"messages":[{"role":"user","content":"What is the capital of France?"}],'
+    .. '"temperature":0.2,"max_tokens":64' .. (stream and ',"stream":true' or '') .. '}'
+end

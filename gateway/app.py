@@ -271,6 +271,11 @@ def create_app(gw: Gateway) -> Litestar:
     async def v1(scope: Scope, receive: Receive, send: Send) -> None:
         await gw.proxy(scope, receive, send)  # type: ignore[arg-type]  # plain ASGI dicts
 
+    @asgi("/openai", is_mount=True, copy_scope=False)
+    async def azure_paths(scope: Scope, receive: Receive, send: Send) -> None:
+        # Azure OpenAI SDK paths (/openai/deployments/{deployment}/..., /openai/v1/...)
+        await gw.proxy(scope, receive, send)  # type: ignore[arg-type]  # plain ASGI dicts
+
     @get("/metrics", media_type="text/plain; version=0.0.4; charset=utf-8", sync_to_thread=False)
     def prometheus() -> bytes:
         gw.sample_metrics()
@@ -331,7 +336,16 @@ def create_app(gw: Gateway) -> Litestar:
         return Response(b"ok\n", status_code=200)
 
     return Litestar(
-        route_handlers=[v1, prometheus, healthz, readyz, admin_sql, admin_insert, *feedback],
+        route_handlers=[
+            v1,
+            azure_paths,
+            prometheus,
+            healthz,
+            readyz,
+            admin_sql,
+            admin_insert,
+            *feedback,
+        ],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         openapi_config=None,

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
     from gateway.experiments.spec import Experiment
+from gateway.providers.base import DEFAULT_MAX_TOKENS
 
 
 class ConfigError(ValueError):
@@ -336,6 +337,13 @@ def _read(cls: type[_T], s: _Section, **given: Any) -> _T:
     return cls(**values)
 
 
+def _names(s: _Section, name: str) -> frozenset[str]:
+    value = s.raw(name) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{s.key}.{name}", "must be a list of parameter names")
+    return frozenset(value)
+
+
 def _provider(name: str, data: Any, env: dict[str, str]) -> ProviderConfig:
     """One provider; its kind (from the registry) supplies every default."""
     s = _Section(data, f"providers.{name}")
@@ -365,6 +373,8 @@ def _provider(name: str, data: Any, env: dict[str, str]) -> ProviderConfig:
         deployments=s.str_map("deployments"),
         headers=s.str_map("headers"),
         price_as=s.str("price_as", kind.default_price_as(base_url)),
+        max_tokens=s.int("max_tokens", DEFAULT_MAX_TOKENS, 1),
+        drop_params=_names(s, "drop_params"),
     )
     s.done()
     return provider

@@ -163,6 +163,18 @@ def seed_outage(data_dir: Path) -> None:
     assert p.returncode == 0, p.stderr
 
 
+# The gateway's AWS identity (SigV4 for the bedrock provider): from the environment, the
+# first link of botocore's credential chain; no shared files read.
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+    "AWS_SESSION_TOKEN": "session-token-example",
+    "AWS_REGION": "us-west-2",
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+}
+
+
 def gateway_config(fake_url: str, selfhosted_url: str, data_path: str = "data") -> dict[str, Any]:
     fast = {"connect": 1, "first_byte": 1.5, "total": 4}
     return {
@@ -198,6 +210,7 @@ def gateway_config(fake_url: str, selfhosted_url: str, data_path: str = "data") 
                 "base_url": fake_url,
                 "api_key": "ant-secret-3",
                 "price_as": "anthropic",
+                "drop_params": ["seed"],
                 "timeouts": fast,
             },
             "dead": {
@@ -213,6 +226,13 @@ def gateway_config(fake_url: str, selfhosted_url: str, data_path: str = "data") 
                 "base_url": fake_url + "/v1",
                 "api_key": "sk-gw-secret-1",
                 "timeouts": {"connect": 1, "first_byte": 2, "total": 3},
+            },
+            "bedrock": {"kind": "bedrock", "base_url": fake_url, "timeouts": fast},
+            "gemini": {
+                "kind": "gemini",
+                "base_url": fake_url + "/v1",
+                "api_key": "gm-secret-4",
+                "timeouts": fast,
             },
             "selfhosted": {
                 "kind": "openai",
@@ -235,6 +255,8 @@ def gateway_config(fake_url: str, selfhosted_url: str, data_path: str = "data") 
             {"match": "llama-*", "provider": "selfhosted"},
             {"match": "vllm-*", "provider": "vllm"},
             {"match": "slow-*", "provider": "slow"},
+            {"match": "gemini*", "provider": "gemini"},
+            {"match": "anthropic.*", "provider": "bedrock"},
             {"match": "gpt-*", "provider": "openai"},
             {"match": "text-embedding-*", "provider": "openai"},
             {"match": "o[0-9]*", "provider": "openai"},
@@ -277,6 +299,6 @@ def gateway(
     fake: FakeUpstream, selfhosted: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("gw")
-    gw = GatewayProcess(gateway_config(fake.url, selfhosted.url), workdir).start()
+    gw = GatewayProcess(gateway_config(fake.url, selfhosted.url), workdir, AWS_ENV).start()
     yield gw
     gw.stop()

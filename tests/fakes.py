@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import struct
 import threading
@@ -56,6 +57,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests import fake_bedrock
 
 __all__ = [
     "Behaviour",
@@ -126,7 +129,15 @@ class Behaviour:
     completion_tokens: int | None = None
     """Override the completion/output token formula."""
     anthropic_delta_full_usage: bool = False
+    anthropic_tool_use: dict[str, Any] | None = None
+    """Anthropic: after the text, a ``tool_use`` block with this ``id``, ``name`` and ``input``
+    (streamed as ``input_json_delta`` pieces, as in Anthropic's documented example), and
+    ``stop_reason`` ``tool_use``. Bedrock Converse: the same as a ``toolUse`` block."""
     """Anthropic message_delta usage also carries input/cache tokens (newer API behaviour)."""
+    openai_tool_call: dict[str, Any] | None = None
+    """Chat: after the text, a tool call with this ``id``, ``name`` and ``arguments`` (a JSON
+    string; streamed in pieces after a first delta carrying id and name, as OpenAI does), and
+    ``finish_reason`` ``tool_calls``."""
     embedding_dim: int = 8
     models: list[str] = field(
         default_factory=lambda: ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small"]
@@ -148,6 +159,8 @@ class RecordedRequest:
     json: Any
     deployment: str | None = None
     """Azure deployment name for ``/openai/deployments/{deployment}/...`` routes."""
+    raw_path: str = ""
+    """The path as sent, percent-encoding kept (what a SigV4 signature covers)."""
 
 
 def split_reply(text: str, n: int) -> list[str]:
@@ -322,10 +335,13 @@ class FakeUpstream:
                 body=body,
                 json=parsed,
                 deployment=deployment,
+                raw_path=request.raw_path.partition("?")[0],
             )
         )
         anthropic = route.startswith("/v1/messages")
         data: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+        if route.startswith("/model/"):
+            return await self._bedrock(request, b, data, route)
 
         if b.canned:
             return self._json(b, {"id": "canned", "object": "canned", "model": "canned"})
@@ -357,6 +373,21 @@ class FakeUpstream:
         if post and route == "/v1/messages/count_tokens":
             return self._json(b, {"input_tokens": self._anthropic_usage(b, data).prompt})
         return self._json(b, {"echo": path})
+
+    async def _bedrock(
+        self, request: web.Request, b: Behaviour, data: dict[str, Any], route: str
+    ) -> web.StreamResponse:
+        if b.first_byte_delay:
+            await asyncio.sleep(b.first_byte_delay)
+        if b.status != 200:
+            return fake_bedrock.error(b.status, f"Fake Bedrock error (HTTP {b.status})")
+        u = self._anthropic_usage(b, data)
+        usage = fake_bedrock.usage(u.prompt, u.completion, b.cached_tokens, b.cache_write_tokens)
+        tool = b.anthropic_tool_use
+        if route.endswith("/converse-stream"):
+            frames = fake_bedrock.events(u.chunks, tool, usage)
+            return await fake_bedrock.stream(request, frames, b.stream_error_after_chunks)
+        return self._json(b, fake_bedrock.answer(u.chunks, tool, usage))
 
     # ------------------------------------------------------------------ helpers
     def _json(self, b: Behaviour, payload: Any, status: int = 200) -> web.Response:
@@ -504,6 +535,9 @@ class FakeUpstream:
             sev: {"filtered": False, "severity": "safe"}
             for sev in ("hate", "self_harm", "sexual", "violence")
         }
+        tool = b.openai_tool_call
+        if tool is not None:
+            b = dataclasses.replace(b, finish_reason="tool_calls")
         if not data.get("stream"):
             choice: dict[str, Any] = {
                 "index": 0,
@@ -511,6 +545,14 @@ class FakeUpstream:
                 "finish_reason": b.finish_reason,
                 "logprobs": None,
             }
+            if tool is not None:
+                choice["message"]["tool_calls"] = [
+                    {
+                        "id": tool["id"],
+                        "type": "function",
+                        "function": {"name": tool["name"], "arguments": tool["arguments"]},
+                    }
+                ]
             out: dict[str, Any] = {
                 "id": cid,
                 "object": "chat.completion",
@@ -573,6 +615,13 @@ class FakeUpstream:
             yield None, chunk(delta({"role": "assistant", "content": "", "refusal": None}))
             for piece in u.chunks:
                 yield None, chunk(delta({"content": piece}))
+            if tool is not None:
+                first = {"id": tool["id"], "type": "function",
+                         "function": {"name": tool["name"], "arguments": ""}}  # fmt: skip
+                yield None, chunk(delta({"tool_calls": [{"index": 0, **first}]}))
+                for piece in split_reply(tool["arguments"], 3):
+                    call = {"index": 0, "function": {"arguments": piece}}
+                    yield None, chunk(delta({"tool_calls": [call]}))
             yield None, chunk(delta({}, b.finish_reason))
             if with_usage:
                 yield None, chunk([], self._chat_usage_dict(b, u))
@@ -820,8 +869,13 @@ class FakeUpstream:
                 },
             }
 
+        tool = b.anthropic_tool_use
+        if tool is not None:
+            b = dataclasses.replace(b, stop_reason="tool_use")
         if not data.get("stream"):
             content = [{"type": "text", "text": text}] if text else []
+            if tool is not None:
+                content.append({"type": "tool_use", **tool})
             return self._json(b, message(content, True, u.completion))
 
         def events() -> Iterator[tuple[str | None, Any]]:
@@ -845,6 +899,23 @@ class FakeUpstream:
                     },
                 )
             yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+            if tool is not None:
+                block = {"type": "tool_use", "id": tool["id"], "name": tool["name"], "input": {}}
+                yield (
+                    "content_block_start",
+                    {"type": "content_block_start", "index": 1, "content_block": block},
+                )
+                args = json.dumps(tool["input"])
+                for piece in ("", *split_reply(args, 3)):
+                    yield (
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": 1,
+                            "delta": {"type": "input_json_delta", "partial_json": piece},
+                        },
+                    )
+                yield "content_block_stop", {"type": "content_block_stop", "index": 1}
             usage: dict[str, Any] = {"output_tokens": u.completion}
             if b.anthropic_delta_full_usage:
                 usage = {"input_tokens": u.prompt, **cache, "output_tokens": u.completion}

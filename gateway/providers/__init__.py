@@ -25,7 +25,7 @@ from gateway.providers import openai, azure, anthropic  # noqa: F401  (order: se
 # isort: on
 
 for _m in pkgutil.iter_modules(__path__):
-    if _m.name not in ("base", "wire"):
+    if _m.name not in ("base", "wire", "translate"):
         importlib.import_module(f"{__name__}.{_m.name}")
 
 

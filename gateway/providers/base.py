@@ -14,6 +14,8 @@ from typing import ClassVar
 
 Headers = list[tuple[bytes, bytes]]
 
+DEFAULT_MAX_TOKENS = 4096
+
 
 class MissingCredentials(Exception):
     pass
@@ -44,6 +46,10 @@ class ProviderConfig:
     # genai-prices provider id whose price list applies; "" = none known (cost NULL unless
     # a price override in config names the model).
     price_as: str = ""
+    # Translated calls (another dialect's client): `max_tokens` when the client names none
+    # (Anthropic requires one), and client parameters dropped rather than refused.
+    max_tokens: int = field(default=DEFAULT_MAX_TOKENS, metadata={"min": 1})
+    drop_params: frozenset[str] = frozenset()
 
 
 class Provider:
@@ -110,6 +116,8 @@ class Provider:
         """Headers carrying the client's credential; empty when it sent none this kind takes."""
         if authorization:
             return [(b"authorization", authorization)]
+        if api_key:  # an Azure OpenAI client's key, sent to an OpenAI-style upstream
+            return [(b"authorization", b"Bearer " + api_key)]
         return []
 
     def credentials(self, authorization: bytes, api_key: bytes, x_api_key: bytes) -> Headers:
@@ -127,6 +135,10 @@ class Provider:
         )
 
     def version_header(self, client_value: bytes) -> Headers:
+        return []
+
+    def sign(self, method: str, url: str, body: bytes) -> Headers:
+        """Headers that sign one request over its URL and body (AWS SigV4); none by default."""
         return []
 
 

@@ -20,6 +20,7 @@ from gateway import errors
 from gateway.config import RetryConfig
 from gateway.errors import GatewayError
 from gateway.providers import MissingCredentials, Provider
+from gateway.providers.translate import translation_for
 from gateway.providers.wire import Observer, WireAPI
 from gateway.record import CallRecord, Outcome
 from gateway.request.headers import RequestHeaders
@@ -51,7 +52,7 @@ def upstream_body(
     if payload is None:
         return body
     changed = False
-    if hop.model != rec.request_model:
+    if hop.model != payload.get("model"):
         payload = {**payload, "model": hop.model}
         changed = True
     observer.drop_usage_chunk = False
@@ -125,13 +126,19 @@ class Attempts:
                 )
             except MissingCredentials as e:
                 raise errors.no_credentials(str(e)) from None
-            content = upstream_body(body, payload, hop, wire, rec, observer)
+            translation = translation_for(wire, provider)
+            if translation is None or payload is None:
+                content, up_path = upstream_body(body, payload, hop, wire, rec, observer), path
+            else:
+                content = translation.request(payload, hop.model, provider.cfg)
+                up_path = translation.path(rec.stream)
             t = provider.cfg.timeouts
             version = provider.version_header(headers.anthropic_version)
+            url = provider.url(up_path, query, hop.model)
             request = httpx.Request(
                 method,
-                provider.url(path, query, hop.model),
-                headers=headers.forward + creds + version,
+                url,
+                headers=headers.forward + creds + version + provider.sign(method, url, content),
                 content=content if method != "GET" else None,
                 extensions={"timeout": {"connect": t.connect, "read": None, "pool": t.connect + 5}},
             )
@@ -227,4 +234,5 @@ def _note_hop(rec: CallRecord, hop: Hop, attempt: int, hops: tuple[Hop, ...]) ->
     rec.provider = hop.provider.name
     rec.provider_kind = hop.provider.kind
     rec.upstream_model = hop.model
+    rec.upstream_api = hop.provider.dialect
     rec.fallback_used = hop is not hops[0]

@@ -74,14 +74,15 @@ class Exchange:
                     task.cancel()
                 return
 
-    def read_request(self, body: bytes, wire: WireAPI) -> str:
-        """Parse the body once (when the wire API needs its model); returns the model."""
+    def read_request(self, body: bytes, wire: WireAPI, deployment: str = "") -> str:
+        """Parse the body once (when the wire API needs its model); returns the model (an
+        Azure client path's deployment names it, whatever the body says)."""
         rec = self.rec
         if wire.needs_model:
             payload = errors.parse_json(body)
             if not isinstance(payload, dict):
                 raise errors.bad_json("the body must be a JSON object")
-            model = payload.get("model")
+            model = deployment or payload.get("model")
             if model is not None and not isinstance(model, str):
                 raise errors.wrong_type("model", "a string")
             if not model:

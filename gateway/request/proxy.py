@@ -23,7 +23,9 @@ from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.experiments import Assigner
 from gateway.ids import RequestIds, valid_client_id
+from gateway.providers.translate import translation_for
 from gateway.providers.wire import WireAPI, wire_api_for
+from gateway.providers.wire.paths import ClientPath, client_path, without_api_version
 from gateway.record import CallRecord, Outcome
 from gateway.request.attempts import Attempts
 from gateway.request.exchange import Exchange, Receive, Send, read_body
@@ -37,6 +39,8 @@ log = logging.getLogger("gateway.proxy")
 
 Scope = dict[str, Any]
 _now = time.perf_counter
+# SSE, and the AWS event-stream framing of Bedrock's ConverseStream (translated to SSE).
+_STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
 
 
 class Proxy:
@@ -74,7 +78,9 @@ class Proxy:
         wall0 = time.time()
         # Under the /v1 mount the framework rewrites `path`; the raw path is what the client sent.
         raw = scope.get("raw_path")
-        path: str = raw.decode("latin-1") if raw else scope["root_path"] + scope["path"]
+        endpoint: str = raw.decode("latin-1") if raw else scope["root_path"] + scope["path"]
+        client = client_path(endpoint)
+        path = client.path
         headers = RequestHeaders(scope["headers"])
         client_rid = headers.request_id if valid_client_id(headers.request_id) else ""
         rid = self.request_ids.assign(client_rid)
@@ -89,8 +95,9 @@ class Proxy:
             app=headers.app,
             end_user=headers.user,
             session_id=headers.session,
-            endpoint=path,
+            endpoint=endpoint,
             operation=wire.operation,
+            client_api=wire.dialect or "openai",
             user_agent=headers.user_agent,
             properties=headers.properties,
         )
@@ -104,7 +111,7 @@ class Proxy:
         self.in_flight += 1
         ex = Exchange(rec, t0, self.sink)
         try:
-            checked_path(path)
+            checked_path(endpoint)  # the path as sent, Azure deployment included
             body = await read_body(receive, headers.content_length, self.max_body)
             if body is None:  # client left while sending its request
                 rec.outcome, rec.status_code = Outcome.CLIENT_DISCONNECTED, 499
@@ -113,7 +120,7 @@ class Proxy:
             if capture:
                 rec.request_body = body[:capture].decode("utf-8", "replace")
             ex.watch_disconnect(receive)
-            await self._handle(scope, path, send, headers, wire, body, ex, capture)
+            await self._handle(scope, client, send, headers, wire, body, ex, capture)
         except GatewayError as e:
             rec.outcome = Outcome.REJECTED if e.status < 500 else rec.outcome
             await ex.reject(send, e)
@@ -139,7 +146,7 @@ class Proxy:
     async def _handle(
         self,
         scope: Scope,
-        path: str,
+        client: ClientPath,
         send: Send,
         headers: RequestHeaders,
         wire: WireAPI,
@@ -148,7 +155,7 @@ class Proxy:
         capture: int,
     ) -> None:
         rec = ex.rec
-        model = ex.read_request(body, wire)
+        model = ex.read_request(body, wire, client.deployment)
         if self.assigner is not None and model:
             model = self.assigner.apply(rec, model)
         resolved = self.router.resolve(model) if model else self.router.default
@@ -156,16 +163,21 @@ class Proxy:
             raise errors.model_not_found(model)
         hops = resolved.hops
         if wire.dialect is not None:
-            hops = tuple(h for h in hops if h.provider.dialect == wire.dialect)
+            hops = tuple(
+                h
+                for h in hops
+                if h.provider.dialect == wire.dialect or translation_for(wire, h.provider)
+            )
             if not hops:
                 raise errors.wrong_dialect(model)
         observer = ex.observer = wire.observer(rec)
         # One deadline for the whole call: every attempt, every wait, and the answer's body.
         deadline = asyncio.get_running_loop().time() + hops[0].provider.cfg.timeouts.total
+        query = scope.get("query_string", b"").decode("latin-1")
         resp, hop, t_up = await self.attempts.forward(
             scope["method"],
-            path,
-            scope.get("query_string", b"").decode("latin-1"),
+            client.path,
+            without_api_version(query) if client.azure else query,
             headers,
             wire,
             body,
@@ -175,16 +187,21 @@ class Proxy:
             observer,
             deadline,
         )
+        translation = translation_for(wire, hop.provider)
+        if translation is not None:  # the answer is read in the upstream's dialect
+            ex.observer = translation.observer(rec)
         try:
             ctype = resp.headers.get("content-type", "")
-            if rec.stream and resp.status_code == 200 and ctype.startswith("text/event-stream"):
+            if rec.stream and resp.status_code == 200 and ctype.startswith(_STREAM_TYPES):
                 self.streams_in_flight += 1
                 try:
-                    await relay_stream(send, resp, wire, ex, capture, t_up, hop, deadline)
+                    await relay_stream(
+                        send, resp, wire, ex, capture, t_up, hop, deadline, translation
+                    )
                 finally:
                     self.streams_in_flight -= 1
             else:
                 rec.stream = False
-                await relay_whole(send, resp, ex, capture, t_up, hop, deadline)
+                await relay_whole(send, resp, ex, capture, t_up, hop, deadline, translation)
         finally:
             await resp.aclose()

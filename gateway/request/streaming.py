@@ -13,6 +13,7 @@ import httpx
 import msgspec
 
 from gateway import errors
+from gateway.providers.translate import Translation
 from gateway.providers.wire import WireAPI
 from gateway.record import Outcome
 from gateway.request.exchange import Exchange, Send
@@ -21,6 +22,7 @@ from gateway.routing import Hop
 from gateway.sse import SSESplitter
 
 _decode = msgspec.json.decode
+_encode = msgspec.json.encode
 _now = time.perf_counter
 
 
@@ -36,9 +38,11 @@ async def relay_whole(
     t_up: float,
     hop: Hop,
     deadline: float,
+    translation: Translation | None = None,
 ) -> None:
     """A non-streamed answer: read whole (within the call's deadline, a loop time), then
-    sent on. `capture`: how many bytes of the body to keep (0: none)."""
+    sent on (in the client's dialect when the call is translated). `capture`: how many
+    bytes of the body to keep (0: none)."""
     rec, observer = ex.rec, ex.observer
     assert observer is not None
     try:
@@ -55,15 +59,22 @@ async def relay_whole(
     status = resp.status_code
     rec.status_code = status
     rec.response_bytes = len(data)
+    obj = None
+    if data[:1] in (b"{", b"["):
+        with contextlib.suppress(*errors.JSON_ERRORS):
+            obj = _decode(data)
+    if translation is not None and (obj is not None or status >= 400):
+        if status >= 400:
+            answer = translation.error(obj, status)
+        else:
+            assert obj is not None  # a success is translated only when it was JSON
+            answer = translation.response(obj, ex.payload or {})
+        data = _encode(answer)
     headers = response_headers(resp, rec)
     headers.append((b"content-length", str(len(data)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     if capture:
         rec.response_body = data[:capture].decode("utf-8", "replace")
-    obj = None
-    if data[:1] in (b"{", b"["):
-        with contextlib.suppress(*errors.JSON_ERRORS):
-            obj = _decode(data)
     if status >= 400:
         rec.outcome = Outcome.UPSTREAM_ERROR
         observer.error_body(obj)
@@ -83,17 +94,22 @@ async def relay_stream(
     t_up: float,
     hop: Hop,
     deadline: float,
+    translation: Translation | None = None,
 ) -> None:
-    """A streamed answer, passed through chunk by chunk; a stream that breaks ends with an
-    error event in the stream's own dialect."""
+    """A streamed answer, passed through chunk by chunk (event by event into the client's
+    dialect when the call is translated); a stream that breaks ends with an error event in
+    the client's dialect."""
     rec, observer, t0 = ex.rec, ex.observer, ex.t0
     assert observer is not None
     rec.status_code = 200
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": response_headers(resp, rec)}
-    )
-    splitter = SSESplitter()
-    filtering = observer.drop_usage_chunk
+    headers = response_headers(resp, rec)
+    if translation is not None:  # the client reads SSE, whatever the upstream's framing
+        headers = [h for h in headers if h[0] != b"content-type"]
+        headers.append((b"content-type", b"text/event-stream; charset=utf-8"))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    splitter = translation.splitter() if translation is not None else SSESplitter()
+    convert = translation.stream(ex.payload or {}) if translation is not None else None
+    filtering = observer.drop_usage_chunk or convert is not None
     captured: list[bytes] = []
     captured_size = 0
     first_chunk: float | None = None
@@ -109,7 +125,7 @@ async def relay_stream(
                 n_bytes += len(chunk)
                 if filtering:
                     out = b"".join(
-                        ev.raw
+                        convert.event(ev.event, ev.data) if convert else ev.raw
                         for ev in splitter.feed(chunk)
                         if not observer.event(ev.event, ev.data)
                     )
@@ -128,7 +144,8 @@ async def relay_stream(
                 gateway_time += t_last - t_in
         tail = splitter.flush()
         if tail is not None and not observer.event(tail.event, tail.data) and filtering:
-            await send({"type": "http.response.body", "body": tail.raw, "more_body": True})
+            out = convert.event(tail.event, tail.data) if convert else tail.raw
+            await send({"type": "http.response.body", "body": out, "more_body": True})
     except (TimeoutError, httpx.TimeoutException):
         rec.outcome, rec.status_code, rec.error_type = Outcome.TIMEOUT, 504, "timeout"
         rec.error_message = f"the stream exceeded {deadline_message(hop)}"

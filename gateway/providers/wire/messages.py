@@ -12,7 +12,7 @@ from gateway.providers.wire.base import Observer, WireAPI, as_int, as_str, event
 _encode = msgspec.json.encode
 
 # Finish reasons are normalised to OpenAI's vocabulary so that cross-provider queries work.
-_STOP = {
+FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "max_tokens": "length",
@@ -44,7 +44,7 @@ class AnthropicObserver(Observer):
 
     def _stop(self, reason: Any) -> None:
         if isinstance(reason, str) and reason:
-            self.rec.finish_reason = _STOP.get(reason, reason)
+            self.rec.finish_reason = FINISH_REASONS.get(reason, reason)
 
     def body(self, obj: Any) -> None:
         if not isinstance(obj, dict):

@@ -1,0 +1,79 @@
+"""AWS Bedrock Converse: usage in the body's `usage` (`inputTokens` without the cached
+input, `cacheReadInputTokens`, `cacheWriteInputTokens`) and, in ConverseStream, in the
+last `metadata` event; the stop reason in `stopReason` / the `messageStop` event. Served
+only through translation (clients speak OpenAI chat), so it has no client path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.providers.wire.base import Observer, as_int, as_str, event_json
+
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
+    "model_context_window_exceeded": "length",
+}
+
+
+class ConverseObserver(Observer):
+    __slots__ = ()
+
+    def _usage(self, u: Any) -> None:
+        if not isinstance(u, dict):
+            return
+        self.usage_seen = True
+        rec = self.rec
+        rec.cache_read_tokens = as_int(u.get("cacheReadInputTokens"))
+        rec.cache_write_tokens = as_int(u.get("cacheWriteInputTokens"))
+        rec.input_tokens = (
+            as_int(u.get("inputTokens")) + rec.cache_read_tokens + rec.cache_write_tokens
+        )
+        rec.output_tokens = as_int(u.get("outputTokens"))
+
+    def _stop(self, reason: Any) -> None:
+        if isinstance(reason, str) and reason:
+            self.rec.finish_reason = FINISH_REASONS.get(reason, reason)
+
+    def body(self, obj: Any) -> None:
+        if not isinstance(obj, dict):
+            return
+        self._stop(obj.get("stopReason"))
+        self._usage(obj.get("usage"))
+        output = obj.get("output")
+        msg = output.get("message") if isinstance(output, dict) else None
+        for block in (msg.get("content") or ()) if isinstance(msg, dict) else ():
+            if isinstance(block, dict):
+                self.output_chars += len(as_str(block.get("text")))
+
+    def error_body(self, obj: Any) -> None:
+        if isinstance(obj, dict) and "error" not in obj:  # Bedrock: {"message": ...}
+            self.rec.error_message = as_str(obj.get("message"))[:1000]
+            return
+        super().error_body(obj)
+
+    def event(self, event: str, data: bytes) -> bool:
+        obj = event_json(data)
+        if obj is None:
+            return False
+        if event == "contentBlockDelta":
+            delta = obj.get("delta")
+            if isinstance(delta, dict):
+                tool = delta.get("toolUse")
+                n = len(as_str(delta.get("text"))) + (
+                    len(as_str(tool.get("input"))) if isinstance(tool, dict) else 0
+                )
+                if n:
+                    self.output_chars += n
+                    self.content_seen = True
+        elif event == "messageStop":
+            self._stop(obj.get("stopReason"))
+        elif event == "metadata":
+            self._usage(obj.get("usage"))
+        elif event.startswith("exception:"):
+            self._stream_error({"error": {"type": event[10:], "message": obj.get("message")}})
+        return False
