@@ -383,9 +383,12 @@ def test_body_over_limit_is_413(gateway: GatewayProcess):
 
 
 def test_anthropic_messages_for_openai_model_is_400(gateway: GatewayProcess):
+    # /v1/messages to an OpenAI-kind model is translated; a request the translation cannot
+    # carry (no messages) is refused by it, naming the parameter, before anything is sent.
     resp = httpx.post(gateway.url + "/v1/messages", json={"model": "gpt-4o", "messages": []})
     assert resp.status_code == 400
-    assert resp.json()["error"]["code"] == "unsupported_endpoint"
+    error = resp.json()["error"]
+    assert error["code"] == "invalid_value" and error["param"] == "messages", error
 
 
 # ---------------------------------------------------------------------------- timeouts and cuts
