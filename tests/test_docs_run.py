@@ -48,6 +48,9 @@ NOT_RUN = [
     ("README.md", "uv add ../llm-gateway/clients/python",
      "a path relative to the reader's own app project"),
     ("README.md", "uv run llm-gateway migrate --cluster NAME", "needs a ClickHouse cluster"),
+    ("README.md", "uv run llm-gateway experiments report summarizer-model --json",
+     "needs the experiment declared in the configuration above; "
+     "tests/test_experiments_e2e.py runs the report"),
     ("README.md", 'uv run llm-gateway sql ...',
      "a placeholder: the queries themselves are the sql blocks, run below"),
     ("docs/feedback-queries.md", 'uv run llm-gateway sql ...',
