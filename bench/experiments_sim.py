@@ -249,6 +249,7 @@ def report(out: dict[str, Outcome]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from collectors.views import views
     from gateway.store import migrate
     from gateway.store.chdb_store import ChdbStore
 
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="experiments-sim-")
     store = ChdbStore(tmp, "llm_gateway")
-    migrate(store)
+    migrate(store, views=views)
     scenarios = [
         Scenario("aa", args.seeds, args.users),
         Scenario("lift", max(10, args.seeds // 10), 8000, lift=0.03),

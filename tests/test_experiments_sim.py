@@ -19,6 +19,7 @@ from collectors.experiments.report import (
     list_experiments,
     models_report,
 )
+from collectors.views import views
 from gateway.experiments import Assigner
 from gateway.store import migrate
 from gateway.store.chdb_store import ChdbStore
@@ -29,7 +30,7 @@ ALPHA = 0.05
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ChdbStore, dict]]:
     store = ChdbStore(str(tmp_path_factory.mktemp("sim")), "llm_gateway")
-    migrate(store)
+    migrate(store, views=views)
     out = run(
         store,
         [

@@ -28,6 +28,7 @@ from collectors.experiments.stats import (
     units_needed,
 )
 from collectors.experiments.verdict import decide
+from collectors.views import views
 from gateway.experiments import Experiment, Variant
 from gateway.record import CallRecord
 from gateway.store import migrate
@@ -135,7 +136,7 @@ def event(eid: str, rid: str, name: str, value: float = 1.0, session: str = "") 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbStore]:
     s = ChdbStore(str(tmp_path_factory.mktemp("exp")), "llm_gateway")
-    migrate(s)
+    migrate(s, views=views)
     calls = [
         # u1 (control): two calls in one session, both shown, one accepted, one rated 4
         call("c1", "u1", "control", 0, "s1", 1),
