@@ -381,8 +381,12 @@ def test_body_over_limit_is_413(gateway: GatewayProcess):
     assert resp.status_code == 413
 
 
-def test_anthropic_messages_for_openai_model_is_400(gateway: GatewayProcess):
-    resp = httpx.post(gateway.url + "/v1/messages", json={"model": "gpt-4o", "messages": []})
+def test_anthropic_messages_for_a_model_without_translation_is_400(gateway: GatewayProcess):
+    # OpenAI-kind models are reached by translation (test_translate_messages); a Bedrock
+    # model is not (Messages -> Converse is not translated).
+    resp = httpx.post(
+        gateway.url + "/v1/messages", json={"model": "anthropic.claude-v2", "messages": []}
+    )
     assert resp.status_code == 400
     assert resp.json()["error"]["code"] == "unsupported_endpoint"
 
