@@ -35,7 +35,8 @@ from gateway.writer import BatchWriter, LogQueue, MemoryQueue, Queue
 
 log = logging.getLogger("gateway.app")
 
-ADMIN_INSERT_TABLES = frozenset({"llm_drift"})  # what CLI jobs may write through the gateway
+# What CLI jobs (`llm-gateway drift`, `llm-gateway keys`) may write through the gateway.
+ADMIN_INSERT_TABLES = frozenset({"llm_drift", "llm_gateway_keys"})
 
 
 @dataclass

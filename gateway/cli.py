@@ -1,4 +1,4 @@
-"""`llm-gateway serve | migrate | sql`."""
+"""`llm-gateway serve | migrate | sql | report | drift | keys`."""
 
 from __future__ import annotations
 
@@ -266,6 +266,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from gateway.access.admin import run
+
+    try:
+        with store_access(_config(args)) as store:
+            return run(args, store)
+    except (StoreError, DataDirBusy) as e:
+        print(f"llm-gateway: {e}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="llm-gateway", description=__doc__)
     p.add_argument(
@@ -297,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("drift", help="evaluate drift now, store and print it (exit 0)")
     d.add_argument("--config", default=argparse.SUPPRESS)
     d.set_defaults(fn=cmd_drift)
+    from gateway.access.admin import add_parser as add_keys_parser
+
+    add_keys_parser(
+        sub, lambda kp: kp.add_argument("--config", default=argparse.SUPPRESS), cmd_keys
+    )
     args = p.parse_args(argv)
     return args.fn(args)
 
