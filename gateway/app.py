@@ -21,6 +21,7 @@ from litestar.types import Receive, Scope, Send
 
 from collectors.drift import DriftConfig, rows_to_jsonl, run_drift
 from collectors.intake import feedback_handlers
+from gateway.access.gate import Gate
 from gateway.config import Config
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
@@ -51,6 +52,7 @@ class Gateway:
     metrics: Metrics
     feedback_writer: BatchWriter
     tracer: Tracer | None = None
+    gate: Gate | None = None
     admin_token: str = ""
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -67,6 +69,8 @@ class Gateway:
             upstream_failures=self.proxy.upstream_failures,
             log_budget=self.config.log.max_bytes if self.config.log.enabled else 0,
         )  # fmt: skip
+        if self.gate is not None:
+            self.metrics.access(self.gate.refusals, self.gate.limiter.failures)
 
     async def sample_forever(self, every: float = 1.0) -> None:
         while True:
@@ -130,7 +134,16 @@ def build_gateway(
         on_call(rec)
         tracer.record(rec)  # type: ignore[union-attr]
 
-    proxy = Proxy(config, router, transport, on_call_traced if tracer else on_call, bool(tracer))
+    gate = Gate(config.auth)
+    pricer = Pricer(config.prices)
+
+    def price(rec: CallRecord) -> float | None:
+        p = config.providers.get(rec.provider)
+        return pricer.price_call(p.price_as, rec)[0] if p else None
+
+    proxy = Proxy(
+        config, router, transport, on_call_traced if tracer else on_call, bool(tracer), gate, price
+    )
     return Gateway(
         config=config,
         store=store,
@@ -140,6 +153,7 @@ def build_gateway(
         metrics=metrics,
         tracer=tracer,
         feedback_writer=feedback_writer,
+        gate=gate,
     )
 
 
@@ -206,6 +220,12 @@ def create_app(gw: Gateway) -> Litestar:
         except StoreError as e:
             # Serve anyway: records wait in the log; the writer migrates once the store is back.
             log.error("store not migrated at start; will serve and retry", extra={"error": str(e)})
+        if gw.gate is not None and gw.store.kind != "disabled":
+            # Keys are read before the first request; then every auth.refresh_seconds.
+            await gw.gate.refresh(gw.store.query)
+            gw.background.append(
+                asyncio.get_running_loop().create_task(gw.gate.refresh_forever(gw.store.query))
+            )
         gw.writer.start()
         gw.feedback_writer.start()
         gw.background.append(asyncio.get_running_loop().create_task(gw.sample_forever()))
@@ -223,6 +243,8 @@ def create_app(gw: Gateway) -> Litestar:
         await gw.feedback_writer.stop()
         if gw.tracer is not None:
             await asyncio.to_thread(gw.tracer.shutdown)  # exports what is batched
+        if gw.gate is not None:
+            await gw.gate.close()
         await gw.transport.aclose()
         gw.store.close()
 

@@ -11,9 +11,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from gateway.access.config import AuthConfig
 
 
 class ConfigError(ValueError):
@@ -175,6 +178,12 @@ class ServerConfig:
     shutdown_grace_s: float = 30.0  # in-flight streams get this long after SIGTERM
 
 
+def _auth_defaults() -> AuthConfig:
+    from gateway.access.config import AuthConfig  # imports this module: not at the top
+
+    return AuthConfig()
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -184,6 +193,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     drift: DriftSettings = field(default_factory=DriftSettings)
+    auth: AuthConfig = field(default_factory=_auth_defaults)  # gateway keys and limits
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
     aliases: dict[str, str] = field(default_factory=dict)
@@ -568,6 +578,10 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
         ps.done()
     pr.done()
 
+    from gateway.access.config import parse_auth
+
+    auth = parse_auth(root.raw("auth"))
+
     log_level = root.str("log_level", "info", ("debug", "info", "warning", "error"))
     root.done()
     return Config(
@@ -578,6 +592,7 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
         metrics=metrics_cfg,
         feedback=feedback_cfg,
         drift=drift_cfg,
+        auth=auth,
         providers=providers,
         routes=routes,
         aliases=alias_map,

@@ -199,6 +199,17 @@ class Metrics:
             ["name", "source"], registry=reg,
         )  # fmt: skip
         self.feedback_names = LabelCap(64)
+        self.refusals = Counter(
+            "gateway_access_refusals", "Calls refused by gateway keys and limits, by reason.",
+            ["reason"], registry=reg,
+        )  # fmt: skip
+        self.limiter_failures = Counter(
+            "gateway_limiter_failures",
+            "Times the shared limits store (Redis) could not be reached (auth.redis_failure "
+            "says whether those calls were admitted).", registry=reg,
+        )  # fmt: skip
+        self._last_refusals: dict[str, int] = {}
+        self._last_limiter_failures = 0
         self._children: dict[tuple[object, ...], tuple[object, ...]] = {}
         self._last_pipeline: dict[str, int] = {}
         self._last_failures: dict[tuple[str, str], int] = {}
@@ -206,7 +217,7 @@ class Metrics:
     def observe(self, rec: CallRecord) -> None:
         """One finished call. Label children are cached per label set, so this is a few
         dictionary lookups and additions on the request path."""
-        rejected = rec.outcome == "rejected"
+        rejected = rec.outcome == "rejected" or rec.outcome.startswith("refused_")
         # A refused call's model name is whatever the client typed: it must not use up the
         # model label's budget.
         model = "" if rejected or not rec.request_model else self.models(rec.request_model)
@@ -321,6 +332,17 @@ class Metrics:
             if delta > 0:
                 (self.write_retries if name == "retries" else self.pipeline[name]).inc(delta)
             last[name] = value
+
+    def access(self, refusals: dict[str, int], limiter_failures: int) -> None:
+        """The gate's running totals (reasons are a fixed set: a bounded label)."""
+        for outcome, value in refusals.items():
+            delta = value - self._last_refusals.get(outcome, 0)
+            if delta > 0:
+                self.refusals.labels(outcome.removeprefix("refused_")).inc(delta)
+                self._last_refusals[outcome] = value
+        if limiter_failures > self._last_limiter_failures:
+            self.limiter_failures.inc(limiter_failures - self._last_limiter_failures)
+            self._last_limiter_failures = limiter_failures
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -20,6 +20,9 @@ import httpx
 import msgspec
 
 from gateway import errors
+from gateway.access.answers import AccessDenied
+from gateway.access.gate import Gate, Ticket
+from gateway.access.keys import GatewayKey, presented_secret
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.ids import new_request_id, valid_client_id
@@ -123,6 +126,8 @@ class _Meta:
         "capture",
         "content_length",
         "forward",
+        "host",
+        "origin",
         "properties",
         "request_id",
         "session",
@@ -134,7 +139,7 @@ class _Meta:
 
     def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
         self.request_id = self.app = self.user = self.session = self.capture = ""
-        self.traceparent = self.user_agent = ""
+        self.traceparent = self.user_agent = self.host = self.origin = ""
         self.authorization = self.api_key = self.x_api_key = self.anthropic_version = b""
         self.content_length = -1
         self.properties: dict[str, str] = {}
@@ -166,11 +171,15 @@ class _Meta:
                     self.content_length = int(value) if value.isdigit() else -1
                 elif name == b"anthropic-version":
                     self.anthropic_version = value
+                elif name == b"host":
+                    self.host = value.decode("latin-1")
                 continue
             if name == b"user-agent":
                 self.user_agent = value.decode("latin-1")[:256]
             elif name == b"traceparent":
                 self.traceparent = value.decode("latin-1")
+            elif name == b"origin":
+                self.origin = value.decode("latin-1")
             forward.append((name, value))
         self.forward = forward
 
@@ -233,7 +242,8 @@ def _refused(e: BaseException) -> bool:
 class _Exchange:
     """One call's state on the request path."""
 
-    __slots__ = ("client_gone", "done", "observer", "payload", "rec", "recorded", "t0", "watcher")
+    __slots__ = ("client_gone", "done", "key", "observer", "payload", "rec", "recorded", "t0",
+                 "ticket", "watcher")  # fmt: skip
 
     def __init__(self, rec: CallRecord, t0: float) -> None:
         self.rec = rec
@@ -244,6 +254,8 @@ class _Exchange:
         self.observer: Observer | None = None
         self.payload: dict[str, Any] | None = None
         self.watcher: asyncio.Task[None] | None = None
+        self.key: GatewayKey | None = None
+        self.ticket: Ticket | None = None
 
 
 async def _watch_disconnect(receive: Receive, ex: _Exchange, task: asyncio.Task[Any]) -> None:
@@ -268,8 +280,13 @@ class Proxy:
         transport: httpx.AsyncBaseTransport,
         record: Callable[[CallRecord], None],
         tracing: bool = False,
+        gate: Gate | None = None,
+        price: Callable[[CallRecord], float | None] | None = None,
     ) -> None:
         self.tracing = tracing
+        self.gate = gate
+        self.price = price  # the cost of a call, for the spend of a key with a budget
+        self._settling: set[asyncio.Task[None]] = set()
         self.config = config
         self.router = router
         self.transport = transport
@@ -323,6 +340,8 @@ class Proxy:
         self.in_flight += 1
         ex = _Exchange(rec, t0)
         try:
+            if self.gate is not None:
+                self._identify(meta, ex)
             body = await self._read_body(receive, meta)
             if body is None:  # client left while sending its request
                 rec.outcome, rec.status_code = CLIENT_DISCONNECTED, 499
@@ -335,6 +354,9 @@ class Proxy:
                 _watch_disconnect(receive, ex, asyncio.current_task())  # type: ignore[arg-type]
             )
             await self._handle(scope, path, send, meta, endpoint, body, ex, capture == "full")
+        except AccessDenied as e:
+            rec.outcome = e.outcome
+            await self._reject(send, ex, e)
         except GatewayError as e:
             rec.outcome = REJECTED if e.status < 500 else rec.outcome
             await self._reject(send, ex, e)
@@ -356,6 +378,39 @@ class Proxy:
             ex.done = True
             self.in_flight -= 1
             self._commit(ex)
+            if ex.ticket is not None and ex.ticket.adm is not None:  # the answer broke off
+                task = asyncio.get_running_loop().create_task(self._settle(ex))
+                self._settling.add(task)
+                task.add_done_callback(self._settling.discard)
+
+    def _identify(self, meta: _Meta, ex: _Exchange) -> None:
+        """Who calls (raises AccessDenied). A gateway key is consumed: never sent upstream."""
+        assert self.gate is not None
+        key = self.gate.identify(
+            meta.host, meta.origin, meta.authorization, meta.x_api_key, meta.api_key
+        )
+        if key is None:
+            return
+        ex.key = key
+        rec = ex.rec
+        rec.key_id, rec.key_name = key.key_id, key.name
+        if key.app:
+            rec.app = key.app  # the key says which app it is; a header cannot claim another
+        if presented_secret(meta.authorization, b"", b""):
+            meta.authorization = b""
+        if presented_secret(b"", meta.x_api_key, meta.api_key):
+            meta.x_api_key = meta.api_key = b""
+
+    async def _settle(self, ex: _Exchange) -> None:
+        """Charge the key what the call used (tokens, cost) and give back its slot. Done
+        before the answer's last bytes go out, so that the client's next call (here or on
+        another replica) sees this one's spend."""
+        ticket, rec = ex.ticket, ex.rec
+        if self.gate is None or ticket is None or ticket.adm is None:
+            return
+        budget = ticket.adm.period
+        cost = self.price(rec) if self.price is not None and budget else None
+        await self.gate.settle(ticket, rec.input_tokens + rec.output_tokens, cost)
 
     def _commit(self, ex: _Exchange) -> None:
         """Hand the record to the writer, once. Called before the response's last bytes go
@@ -410,10 +465,13 @@ class Proxy:
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
                     (b"x-request-id", rec.request_id.encode()),
+                    *(e.headers if isinstance(e, AccessDenied) else ()),
+                    *(ex.ticket.headers if ex.ticket is not None else ()),
                 ],
             }
         )
         self._commit(ex)
+        await self._settle(ex)
         await send({"type": "http.response.body", "body": body})
 
     # ------------------------------------------------------------------ forwarding
@@ -470,6 +528,12 @@ class Proxy:
                     "model",
                 )
 
+        if ex.key is not None:
+            assert self.gate is not None
+            # The allowlist applies to the model after aliases: the one actually called.
+            ex.ticket = await self.gate.admit(
+                ex.key, resolved.model if model else "", rec.end_user, payload
+            )
         observer = ex.observer = endpoint.observer(rec)
         ex.payload = payload
         resp, hop, t_up = await self._forward(
@@ -618,7 +682,8 @@ class Proxy:
             },
         )
 
-    def _response_headers(self, resp: httpx.Response, rec: CallRecord) -> list[tuple[bytes, bytes]]:
+    def _response_headers(self, resp: httpx.Response, ex: _Exchange) -> list[tuple[bytes, bytes]]:
+        rec = ex.rec
         out = []
         for name, value in resp.headers.raw:
             lname = name.lower()
@@ -629,6 +694,8 @@ class Proxy:
                 continue
             out.append((lname, value))
         out.append((b"x-request-id", rec.request_id.encode()))
+        if ex.ticket is not None:
+            out += ex.ticket.headers
         return out
 
     async def _whole(
@@ -657,7 +724,7 @@ class Proxy:
         status = resp.status_code
         rec.status_code = status
         rec.response_bytes = len(data)
-        headers = self._response_headers(resp, rec)
+        headers = self._response_headers(resp, ex)
         headers.append((b"content-length", str(len(data)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         if capture:
@@ -673,6 +740,7 @@ class Proxy:
         elif obj is not None:
             observer.body(obj)
         self._commit(ex)
+        await self._settle(ex)
         await send({"type": "http.response.body", "body": data})
 
     async def _stream(
@@ -692,7 +760,7 @@ class Proxy:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": self._response_headers(resp, rec),
+                "headers": self._response_headers(resp, ex),
             }
         )
         splitter = SSESplitter()
@@ -766,6 +834,7 @@ class Proxy:
                 rec.response_body = b"".join(captured)[:limit].decode("utf-8", "replace")
             rec.overhead_ms = gateway_time * 1000.0
         self._commit(ex)
+        await self._settle(ex)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

@@ -122,8 +122,10 @@ class Gate:
         return ticket
 
     async def settle(self, ticket: Ticket, tokens: int, cost_usd: float | None) -> None:
-        if ticket.adm is not None:
-            await self.limiter.settle(ticket.adm, tokens, cost_usd or 0.0)
+        """Once per ticket (later calls do nothing)."""
+        adm, ticket.adm = ticket.adm, None
+        if adm is not None:
+            await self.limiter.settle(adm, tokens, cost_usd or 0.0)
 
     def count(self, outcome: str) -> None:
         self.refusals[outcome] = self.refusals.get(outcome, 0) + 1
