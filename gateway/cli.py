@@ -204,7 +204,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     cfg = _config(args)
     try:
         with store_access(cfg) as store:
-            text = feedback_report(lambda sql: store.query(sql, "JSONEachRow"), args.since)
+            if args.what == "keys":
+                from gateway.access.report import keys_report
+
+                text = keys_report(store)
+            else:
+                text = feedback_report(lambda sql: store.query(sql, "JSONEachRow"), args.since)
     except ValueError as e:
         print(f"llm-gateway: --since: {e}", file=sys.stderr)
         return 2
@@ -301,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("query", help="the SQL (a FORMAT clause is honoured); - reads it from stdin")
     q.set_defaults(fn=cmd_sql)
     r = sub.add_parser("report", help="reports for product teams")
-    r.add_argument("what", choices=["feedback"])
+    r.add_argument("what", choices=["feedback", "keys"])
     r.add_argument("--config", default=argparse.SUPPRESS)
     r.add_argument("--since", default="7d", help="window, e.g. 7d, 24h, 30m (default 7d)")
     r.set_defaults(fn=cmd_report)
