@@ -97,6 +97,19 @@ def test_valid_key_openai_and_anthropic_sdks(gw: GatewayProcess, fake: FakeUpstr
     assert out.content[0].text
     assert fake.requests[-1].headers["x-api-key"] == "ant-secret-3"
 
+    # Azure clients send `api-key`; the key may use any model (no allowlist).
+    any_model = make_key(gw)["key"]
+    r = httpx.post(gw.url + "/v1/chat/completions", headers={"api-key": any_model},
+                   json={"model": "gpt-4o-azure", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 200, r.text
+    assert fake.requests[-1].headers["api-key"] == "az-secret-2"
+    # A passthrough provider forwards the client's credential: never the gateway key.
+    r = httpx.post(gw.url + "/v1/chat/completions",
+                   headers={"authorization": f"Bearer {any_model}"},
+                   json={"model": "pt-x", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+    assert all(any_model not in json.dumps(q.headers) for q in fake.requests)
+
 
 def test_missing_and_wrong_keys_get_401(gw: GatewayProcess, fake: FakeUpstream):
     fake.reset()
