@@ -259,7 +259,7 @@ async def test_redis_unreachable_follows_the_failure_mode(mode: str, caplog):
         await lim.close()
 
 
-async def test_redis_outage_and_return(redis_server: RedisServer):
+async def test_redis_outage_and_return():
     r = RedisServer().start()
     lim = RedisLimiter(r.url, "closed", timeout_s=0.2)
     k = key(rpm=100)
