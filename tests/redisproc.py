@@ -29,7 +29,8 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    def __init__(self, *args: str) -> None:
+        self.args = args  # extra redis-server options, e.g. "--requirepass", "s3cret"
         self.binary = require_redis()
         self.dir = tempfile.mkdtemp(prefix="redis-test-")
         self.port = _free_port()
@@ -42,7 +43,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+             "--save", "", "--appendonly", "no", "--protected-mode", "yes", *self.args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -51,7 +52,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                    if s.recv(64)[:1] in (b"+", b"-"):  # PONG, or NOAUTH: it answers
                         return self
             except OSError:
                 time.sleep(0.02)

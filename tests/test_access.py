@@ -363,3 +363,41 @@ def test_keys_cli_json_output(store: ChdbStore, capsys):
     listed = json.loads(capsys.readouterr().out)
     assert [d["name"] for d in listed] == ["cli"] and "key" not in listed[0]
     assert admin.run(argparse.Namespace(keys_cmd="revoke", json=True, key="nope"), store) == 2
+
+
+# -- the small Redis client -----------------------------------------------------------------
+def test_resp_parser_waits_for_whole_replies():
+    from gateway.access.resp import _Incomplete, _parse
+
+    wire = bytearray(b"*4\r\n$3\r\nrpm\r\n:7\r\n$-1\r\n*1\r\n+OK\r\n")
+    assert _parse(wire, 0) == ([b"rpm", 7, None, [b"OK"]], len(wire))
+    for cut in range(1, len(wire)):
+        with pytest.raises(_Incomplete):
+            _parse(wire[:cut], 0)
+
+
+async def test_resp_client_auth_db_scripts_and_reconnect():
+    from gateway.access.resp import Redis, RedisReplyError, RedisUnavailable
+
+    with RedisServer("--requirepass", "s3cret") as r:
+        c = Redis(f"redis://:s3cret@127.0.0.1:{r.port}/3")
+        assert await c.call("SET", "k", 1.5) == b"OK"
+        assert await c.call("GET", "k") == b"1.5"
+        assert await c.call("DBSIZE") == 1
+        sha = c.script("return {KEYS[1], ARGV[1], 42}")
+        assert await c.run(sha, ["a"], ["b"]) == [b"a", b"b", 42]
+        await c.call("SCRIPT", "FLUSH")  # forgotten scripts are sent again
+        assert await c.run(sha, ["x"], [1]) == [b"x", b"1", 42]
+        with pytest.raises(RedisReplyError):
+            await c.call("NOSUCHCOMMAND")
+        assert await c.call("PING") == b"PONG"  # the connection survives an error reply
+        r.stop()
+        with pytest.raises(RedisUnavailable):
+            await c.call("PING")
+        r.start()
+        assert await c.call("GET", "k") is None  # reconnected (nothing was persisted)
+        await c.close()
+        bad = Redis(f"redis://:wrong@127.0.0.1:{r.port}/0")
+        with pytest.raises(RedisUnavailable):
+            await bad.call("PING")
+        await bad.close()

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from gateway.access.keys import GatewayKey, Limits
 from gateway.access.policy import Bucket, period_id, period_seconds_left
+from gateway.access.resp import Redis, RedisReplyError, RedisUnavailable
 
 log = logging.getLogger("gateway.access.limiter")
 
@@ -264,23 +265,18 @@ return 1
 """
 
 
+_FAILURES = (RedisUnavailable, RedisReplyError, OSError)
+
+
 class RedisLimiter:
     """Counters shared by every replica through one Redis."""
 
     def __init__(
         self, url: str, failure: str = "open", timeout_s: float = 0.25, prefix: str = "lgw"
     ) -> None:
-        import redis.asyncio as aioredis
-
-        self._client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry_on_timeout=False,
-            max_connections=256,
-        )
-        self._admit = self._client.register_script(_ADMIT)
-        self._settle = self._client.register_script(_SETTLE)
+        self._client = Redis(url, timeout_s)
+        self._admit = self._client.script(_ADMIT)
+        self._settle = self._client.script(_SETTLE)
         self.failure = failure
         self.prefix = prefix
         self.failures = 0
@@ -321,8 +317,6 @@ class RedisLimiter:
         return adm
 
     async def admit(self, key: GatewayKey, user: str, est_tokens: int) -> Admission:
-        from redis.exceptions import RedisError
-
         lim = key.limits
         user = user[:_MAX_USER_LEN]
         adm = Admission(ok=False, key=key, user=user, est_tokens=est_tokens)
@@ -337,10 +331,12 @@ class RedisLimiter:
         argv = [lim.budget_usd, lim.concurrency, slot, SLOT_TTL, *caps,
                 *(a for _, _, a in amounts)]  # fmt: skip
         try:
-            out = await self._admit(keys=self._keys(key, user, adm.period or "-"), args=argv)
-        except (RedisError, OSError) as e:
+            keys = self._keys(key, user, adm.period or "-")
+            out = await self._client.run(self._admit, keys, argv)
+        except _FAILURES as e:
             self._failed(e, "admit")
             return self._unavailable(adm)
+        assert isinstance(out, list)
         refusal, wait, rpm_level, tpm_level = (
             v.decode() if isinstance(v, bytes) else str(v) for v in out[:4]
         )
@@ -356,38 +352,36 @@ class RedisLimiter:
         return adm
 
     async def settle(self, adm: Admission, tokens: int, cost_usd: float) -> None:
-        from redis.exceptions import RedisError
-
         key, lim = adm.key, adm.key.limits
         delta = tokens - adm.est_tokens
         if not (adm.slot or (cost_usd > 0 and adm.period) or (delta and (lim.tpm or lim.user_tpm))):
             return
         keys = self._keys(key, adm.user, adm.period or "-")
-        spend_ttl = math.ceil(period_seconds_left(lim.budget_period)) + 86400
+        spend_ttl = math.ceil(period_seconds_left(lim.budget_period)) + 86400 if adm.period else 0
         argv = [cost_usd if adm.period else 0, spend_ttl, adm.slot, delta, lim.tpm,
                 lim.user_tpm if adm.user else 0]  # fmt: skip
         try:
-            await self._settle(keys=[keys[0], keys[1], keys[3], keys[5]], args=argv)
-        except (RedisError, OSError) as e:
+            await self._client.run(self._settle, [keys[0], keys[1], keys[3], keys[5]], argv)
+        except _FAILURES as e:
             self._failed(e, "settle")
 
     async def seed_spend(self, key: GatewayKey, usd: float) -> None:
-        from redis.exceptions import RedisError
-
         lim = key.limits
         ttl = math.ceil(period_seconds_left(lim.budget_period)) + 86400
         spend_key = self._k(key, f"spend:{period_id(lim.budget_period)}")
         try:
-            await self._client.set(spend_key, repr(float(usd)), nx=True, ex=ttl)
-        except (RedisError, OSError) as e:
+            await self._client.call("SET", spend_key, float(usd), "NX", "EX", ttl)
+        except _FAILURES as e:
             self._failed(e, "seed")
 
     async def spent(self, key: GatewayKey) -> float:
-        value = await self._client.get(self._k(key, f"spend:{period_id(key.limits.budget_period)}"))
-        return float(value or 0.0)
+        value = await self._client.call(
+            "GET", self._k(key, f"spend:{period_id(key.limits.budget_period)}")
+        )
+        return float(value or 0.0)  # type: ignore[arg-type]
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.close()
 
 
 def open_limiter(redis_url: str, failure: str = "open", timeout_ms: float = 250.0) -> Limiter:
