@@ -125,6 +125,38 @@ class GatewayProcess:
         raise AssertionError(f"expected {n} rows where {where}, got {len(rows)}")
 
 
+_OUTAGE = """
+import sys
+from gateway.store import migrate
+from gateway.store.chdb_store import ChdbStore
+
+store = ChdbStore(sys.argv[1], "llm_gateway")
+migrate(store)
+# a week of answers, then an hour where every call of the group failed
+for start, span, n, status in ((8 * 86400, 7 * 86400 - 7200, 400, 200), (3500, 3400, 250, 503)):
+    store.command(
+        "INSERT INTO llm_gateway.llm_calls (request_id, started_at, app, request_model, "
+        "provider, status_code, outcome, error_type, finish_reason, input_tokens, "
+        "output_tokens, latency_ms) "
+        f"SELECT concat('o-{status}-', toString(number)), "
+        f"now64(3) - toIntervalMillisecond(({start} - number * {span} / {n}) * 1000), "
+        f"'outage', 'gpt-4o', 'openai', {status}, if({status} = 200, 'ok', 'upstream_error'), "
+        f"if({status} = 200, '', 'server_error'), if({status} = 200, 'stop', ''), 100, "
+        f"if({status} = 200, 20, 0), 900 FROM numbers({n})"
+    )
+store.close()
+"""
+
+
+def seed_outage(data_dir: Path) -> None:
+    """Calls of app `outage`, model gpt-4o, in a chDB store at `data_dir` (database
+    llm_gateway): 400 answers over the week before the last hour, then 250 calls in the last
+    hour that all failed (503). Written by a process of its own: one chDB engine each."""
+    p = subprocess.run([sys.executable, "-c", _OUTAGE, str(data_dir)], capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+
+
 def gateway_config(fake_url: str, selfhosted_url: str, data_path: str = "data") -> dict[str, Any]:
     fast = {"connect": 1, "first_byte": 1.5, "total": 4}
     return {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import openai
 
-from tests.conftest import GatewayProcess, gateway_config
+from tests.conftest import GatewayProcess, gateway_config, seed_outage
 
 
 def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -73,10 +73,34 @@ def test_sigterm_flushes_and_exits_zero_then_restart_reads_rows(fake, selfhosted
 
 
 def test_drift_command_through_running_gateway(gateway: GatewayProcess):
+    r = f"cli-{uuid.uuid4()}"
+    openai.OpenAI(base_url=gateway.url + "/v1", api_key="k").chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"X-Request-Id": r})  # fmt: skip
+    gateway.call_row(r)
     before = gateway.sql("SELECT count() AS n FROM llm_drift")[0]["n"]
     p = cli("drift", "--config", str(gateway.config_path), cwd=gateway.workdir)
     assert p.returncode == 0, p.stderr
     assert "Drift" in p.stdout
-    # Too few calls to compare: groups are reported as skipped, and the rows are stored.
-    rows = gateway.sql("SELECT metric, level FROM llm_drift")
-    assert len(rows) > before and all(r["level"] == "skipped" for r in rows)
+    # Too few calls to compare: groups are reported as skipped, and no row says so in the
+    # table (a row per group and run that says nothing).
+    assert "SKIPPED (" in p.stdout and "fewer than min_calls=200" in p.stdout
+    assert gateway.sql("SELECT count() AS n FROM llm_drift")[0]["n"] == before
+
+
+def test_drift_when_every_call_of_a_group_failed(tmp_path: Path):
+    data = tmp_path / "d"
+    seed_outage(data)
+    env = {"LLM_GATEWAY_DATA_DIR": str(data)}
+    p = cli("drift", cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr and "not evaluated" not in p.stderr, p.stderr
+    out = p.stdout
+    assert "1 group(s) evaluated" in out, out
+    assert "outage / gpt-4o  error_rate: z +" in out and "250/250 = 100.00%" in out, out
+    assert "length_rate: no answer in the current window: every call failed" in out, out
+    p = cli("sql", "SELECT metric, level FROM llm_drift ORDER BY metric FORMAT JSONEachRow",
+            cwd=tmp_path, env=env)  # fmt: skip
+    stored = {json.loads(x)["metric"]: json.loads(x)["level"] for x in p.stdout.splitlines()}
+    assert stored["error_rate"] == "alert" and "length_rate" not in stored, stored
+    assert "skipped" not in stored.values()

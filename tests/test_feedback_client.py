@@ -1,19 +1,25 @@
-"""collectors.client against a running gateway: every signal lands in llm_feedback linked to
-its call, resending an event is idempotent, refusals raise naming the field; plus the
-request's shape (key, app, retries) against a mock transport."""
+"""The Python feedback client (clients/python, `llm_gateway_feedback`) against a running
+gateway: every signal lands in llm_feedback linked to its call, resending an event is
+idempotent, refusals raise naming the field; plus the request's shape (key, app, retries)
+against a mock transport, and the client as a wheel of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
+import sys
 import time
 import uuid
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from llm_gateway_feedback import AsyncFeedbackClient, FeedbackClient, FeedbackError, event
 
-from collectors.client import AsyncFeedbackClient, FeedbackClient, FeedbackError, event
 from tests.conftest import GatewayProcess
 
 
@@ -182,3 +188,36 @@ def test_unreachable_gateway_raises():
         fb.copy("req-1")
     assert e.value.status == 0
     fb.close()
+
+
+CLIENT_DIR = Path(__file__).resolve().parent.parent / "clients" / "python"
+FROM_WHEEL = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import llm_gateway_feedback as m
+assert m.__file__.startswith(sys.argv[1]), m.__file__
+assert {"chdb", "gateway", "collectors", "litestar"}.isdisjoint(sys.modules), sorted(sys.modules)
+print(m.FeedbackClient.__name__, m.event("share", "r-1")["name"])
+"""
+
+
+def test_the_client_is_a_wheel_of_its_own(tmp_path: Path):
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not on PATH")
+    p = subprocess.run([uv, "build", "--wheel", "--out-dir", str(tmp_path), str(CLIENT_DIR)],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    (wheel,) = tmp_path.glob("llm_gateway_feedback-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "llm_gateway_feedback/__init__.py" in names and "llm_gateway_feedback/py.typed" in names
+    assert not [n for n in names if n.startswith(("gateway/", "collectors/"))]
+    requires = [line for line in meta.splitlines() if line.startswith("Requires-Dist:")]
+    assert requires == ["Requires-Dist: httpx>=0.27"]  # httpx only: not chDB
+    # a pure-Python wheel imports straight from the archive, without the gateway's packages
+    p = subprocess.run([sys.executable, "-I", "-c", FROM_WHEEL, str(wheel)],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["FeedbackClient", "share"]

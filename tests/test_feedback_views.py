@@ -1,5 +1,6 @@
-"""The feedback views (migration 0006), the feedback report and the documented queries, on chDB
-through the real migrations, against hand-made calls and signals with hand-computed numbers."""
+"""The feedback views (collectors/views, rendered from the signal registry), the feedback
+report and the documented queries, on chDB through the real migrations, against hand-made
+calls and signals with hand-computed numbers."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from collectors.report import feedback_report, parse_since
 from gateway.record import CallRecord, encode_line
 from gateway.store import migrate
 from gateway.store.chdb_store import ChdbStore
-from gateway.store.migrate import migrations, render
+from gateway.store.migrate import view_statements
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 NOW = float(int(time.time()))  # whole seconds: durations come out exact
@@ -278,10 +279,9 @@ def test_sessions(fx: Fixture):
 
 
 def test_idle_minutes_is_a_migration_parameter():
-    m = next(m for m in migrations() if m.name == "feedback_views")
-    sql = "\n".join(render(m, "db", 30, None, session_idle_minutes=5))
+    sql = "\n".join(s for _, _, s in view_statements("db", None, session_idle_minutes=5))
     assert "INTERVAL 5 MINUTE" in sql and "{" not in sql
-    assert sql.count("CREATE VIEW IF NOT EXISTS db.") == 2
+    assert sql.count("CREATE OR REPLACE VIEW db.") == 2
 
 
 # -- the report ------------------------------------------------------------------------------

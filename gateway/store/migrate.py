@@ -2,10 +2,14 @@
 
 Statements are idempotent (`IF NOT EXISTS`), so two processes migrating at once, or a
 crash between a migration and its bookkeeping row, are harmless.
+
+After them, the views rendered from the signal registry (collectors/views) are created, or
+replaced when their text changed (each view carries its text's digest as its comment).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -137,4 +141,30 @@ def migrate(
         )
         log.info("migration applied", extra={"version": m.version, "migration": m.name})
         applied.append(m.version)
+    _replace_views(store, db, cluster, **params)
     return applied
+
+
+def view_statements(db: str, cluster: str | None, **params: int) -> list[tuple[str, str, str]]:
+    """(view, digest, CREATE OR REPLACE VIEW statement) for each view."""
+    # The one place the schema takes something from collectors: the views are rendered
+    # from its signal registry.
+    from collectors.views import views
+
+    on = f" ON CLUSTER '{cluster}'" if cluster else ""
+    idle = {**DEFAULTS, **params}["session_idle_minutes"]
+    out = []
+    for v in views(db, session_idle_minutes=idle):
+        digest = hashlib.sha256(v.select.encode()).hexdigest()[:16]
+        sql = f"CREATE OR REPLACE VIEW {db}.{v.name}{on} AS\n{v.select}\nCOMMENT '{digest}'"
+        out.append((v.name, digest, sql))
+    return out
+
+
+def _replace_views(store: Store, db: str, cluster: str | None, **params: int) -> None:
+    listed = store.query(f"SELECT name, comment FROM system.tables WHERE database = '{db}'")
+    have = {row["name"]: row["comment"] for row in map(json.loads, listed.splitlines())}
+    for name, digest, sql in view_statements(db, cluster, **params):
+        if have.get(name) != digest:
+            store.command(sql)
+            log.info("view replaced", extra={"view": name})

@@ -4,10 +4,11 @@
 -- metric: input_tokens, output_tokens, latency, ttft, cost (statistic psi),
 -- finish_reason_mix (js_distance), error_rate, length_rate, content_filter_rate,
 -- refusal_rate, acceptance_rate, share_rate (z), version_change (new_response_model,
--- new_system_fingerprint, new_versions), sample_size (level skipped).
+-- new_system_fingerprint, new_versions).
 -- score is compared with threshold; p_value is the row's hypothesis test (chi-square for
 -- psi and js_distance, Fisher's exact test for z), ks_* the Kolmogorov-Smirnov second
--- opinion on distributions. level: ok | warn | alert | skipped; alert = (level = 'alert').
+-- opinion on distributions. level: ok | warn | alert; alert = (level = 'alert'). What a run
+-- skipped (too few calls) is in its report, not stored.
 -- shard_by: cityHash64(app, request_model)
 CREATE TABLE IF NOT EXISTS {db}.llm_drift
 (

@@ -1,6 +1,6 @@
 """Send end-user feedback to the gateway from a server-side app.
 
-    from collectors.client import FeedbackClient
+    from llm_gateway_feedback import FeedbackClient
 
     fb = FeedbackClient("http://127.0.0.1:8080", key="sk_fb_...", app="support-bot")
     resp = openai_client.chat.completions.with_raw_response.create(...)

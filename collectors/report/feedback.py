@@ -9,11 +9,12 @@ when they started in it; sessions when their last activity is in it.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from collectors.sql import Query, select
 
 _SINCE = re.compile(r"\s*(\d{1,6})\s*([mhdw])\s*")
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -28,12 +29,6 @@ def parse_since(since: str) -> int:
             f"h (hours), d (days) or w (weeks), e.g. 30m, 24h or 7d; got {since!r}"
         )
     return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-
-
-def _rows(query: Callable[[str], bytes], sql: str) -> list[dict[str, Any]]:
-    out = query(sql)
-    text = out.decode() if isinstance(out, bytes | bytearray) else str(out)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 # -- formatting --------------------------------------------------------------------------
@@ -88,8 +83,8 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: 
 # -- the sections ------------------------------------------------------------------------
 
 
-def _acceptance(query: Callable[[str], bytes], secs: int, since: str) -> list[str]:
-    rows = _rows(
+def _acceptance(query: Query, secs: int, since: str) -> list[str]:
+    rows = select(
         query,
         "SELECT toString(toDate(started_at)) AS day, toString(request_model) AS model, "
         "sum(shown) AS shown_calls, sum(accepted) AS accepted_calls, "
@@ -114,8 +109,8 @@ def _acceptance(query: Callable[[str], bytes], secs: int, since: str) -> list[st
     return out + _table(["day", "model", "shown", "accepted", "rate"], body, 2)
 
 
-def _turns(query: Callable[[str], bytes], secs: int, since: str) -> list[str]:
-    rows = _rows(
+def _turns(query: Query, secs: int, since: str) -> list[str]:
+    rows = select(
         query,
         "SELECT app, count() AS sessions, avg(turns) AS avg_turns, "
         "quantile(0.5)(turns) AS p50_turns, quantile(0.9)(turns) AS p90_turns, "
@@ -142,8 +137,8 @@ def _turns(query: Callable[[str], bytes], secs: int, since: str) -> list[str]:
     return out + _table(["app", "sessions", "avg turns", "p50", "p90", "abandoned"], body, 1)
 
 
-def _share_copy(query: Callable[[str], bytes], secs: int, since: str) -> list[str]:
-    rows = _rows(
+def _share_copy(query: Query, secs: int, since: str) -> list[str]:
+    rows = select(
         query,
         "SELECT toString(request_model) AS model, count() AS calls, "
         "countIf(shares > 0) AS shared_calls, countIf(copies > 0) AS copied_calls, "
@@ -170,8 +165,8 @@ def _share_copy(query: Callable[[str], bytes], secs: int, since: str) -> list[st
     return out + _table(headers, body, 1)
 
 
-def _ratings(query: Callable[[str], bytes], secs: int, since: str) -> list[str]:
-    rows = _rows(
+def _ratings(query: Query, secs: int, since: str) -> list[str]:
+    rows = select(
         query,
         "SELECT properties['prompt'] AS prompt, count() AS rated_calls, "
         "sum(ratings) AS rating_events, avg(rating) AS avg_rating "
@@ -194,7 +189,7 @@ def _ratings(query: Callable[[str], bytes], secs: int, since: str) -> list[str]:
     return out + _table(["prompt", "rated calls", "ratings", "avg rating"], body, 1)
 
 
-def feedback_report(query: Callable[[str], bytes], since: str = "7d") -> str:
+def feedback_report(query: Query, since: str = "7d") -> str:
     """The feedback report over the last `since` (`30m`, `24h`, `7d`...), as plain text.
     `query(sql)` runs SQL on the gateway's store and returns JSONEachRow bytes."""
     secs = parse_since(since)

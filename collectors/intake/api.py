@@ -16,12 +16,13 @@ import msgspec
 from litestar import MediaType, Request, Response, get, route
 from litestar.handlers import HTTPRouteHandler
 
-from collectors.access import Denied, KeyRing, RateLimiter
-from collectors.feedback import Context, FeedbackEvent, Invalid, openapi, validate
+from collectors.intake.access import Denied, KeyRing, RateLimiter
+from collectors.intake.events import Context, FeedbackEvent, Invalid, validate
+from collectors.intake.openapi import openapi
 from gateway.config import FeedbackConfig
 
 _decode = msgspec.json.decode
-COLLECTOR_JS = Path(__file__).with_name("static") / "feedback.js"
+COLLECTOR_JS = Path(__file__).parent.parent / "static" / "feedback.js"
 _CORS_HEADERS = (
     "content-type, authorization, x-gateway-key, x-gateway-app, x-gateway-user, x-gateway-session"
 )

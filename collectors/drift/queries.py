@@ -1,0 +1,131 @@
+"""The SQL of a drift run: four queries whose statistics (PSI, Kolmogorov-Smirnov, the
+counts behind the rest) ClickHouse computes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from collectors.drift.config import (
+    DISTRIBUTIONS,
+    FAILED_SQL,
+    REFUSAL_ERROR_TYPES,
+)
+from collectors.signals import feeding, in_list
+from collectors.sql import lit
+
+
+def ts_sql(t: datetime) -> str:
+    return f"toDateTime64('{t.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}', 3, 'UTC')"
+
+
+def _floats(xs: Iterable[float]) -> str:
+    return "[" + ", ".join(repr(float(x)) for x in xs) + "]"
+
+
+def groups_in(groups: Iterable[tuple[str, str]]) -> str:
+    return "(app, request_model) IN (" + ", ".join(
+        f"({lit(a)}, {lit(m)})" for a, m in groups
+    ) + ")"  # fmt: skip
+
+
+def categories_sql(rs: str, cs: str, ce: str) -> str:
+    """Per group and window: calls by (finish reason, failed, refused), by response model and
+    by system fingerprint, each with its first call (grouping sets: one scan)."""
+    return f"""
+SELECT toString(app) AS app, toString(request_model) AS request_model, cur,
+       grouping(response_model, system_fingerprint) AS kind,
+       toString(finish_reason) AS finish_reason, failed, refused,
+       toString(response_model) AS response_model,
+       toString(system_fingerprint) AS system_fingerprint,
+       count() AS calls, toString(min(started_at)) AS first_seen
+FROM
+(
+    SELECT app, request_model, started_at >= {cs} AS cur, started_at, finish_reason,
+           toUInt8({FAILED_SQL}) AS failed,
+           toUInt8(finish_reason IN ('refusal', 'content_filter')
+                   OR match(error_type, {lit(REFUSAL_ERROR_TYPES)})) AS refused,
+           response_model, system_fingerprint
+    FROM llm_calls FINAL
+    WHERE started_at >= {rs} AND started_at < {ce}
+)
+GROUP BY GROUPING SETS (
+    (app, request_model, cur, finish_reason, failed, refused),
+    (app, request_model, cur, response_model),
+    (app, request_model, cur, system_fingerprint)
+)
+SETTINGS force_grouping_standard_compatibility = 1"""
+
+
+def feedback_sql(rs: str, cs: str, ce: str, groups: str) -> str:
+    """Per group and window: calls with any feedback, with a suggestion, accepted, shared.
+    llm_feedback is read without FINAL: each count is of calls that have at least one such
+    event, which a duplicate event cannot change, and FINAL would read every partition (ts is
+    not in its sorting key, so the time filter cannot be applied before the merge)."""
+    # the signals behind llm_call_feedback's `shown`, `accepted` and `shares`
+    shown, accepted, shared = (in_list(feeding("call", c)) for c in ("shown", "accepted", "shares"))
+    return f"""
+SELECT toString(c.app) AS app, toString(c.request_model) AS request_model, c.cur AS cur,
+       count() AS with_feedback, countIf(f.shown > 0) AS shown,
+       countIf(f.accepted > 0) AS accepted, countIf(f.shared > 0) AS shared
+FROM
+(
+    SELECT request_id, app, request_model, started_at >= {cs} AS cur
+    FROM llm_calls FINAL
+    WHERE started_at >= {rs} AND started_at < {ce} AND {groups}
+) AS c
+INNER JOIN
+(
+    SELECT request_id AS rid, countIf(name IN {shown}) AS shown,
+           countIf(name IN {accepted}) AS accepted, countIf(name IN {shared}) AS shared
+    FROM llm_feedback
+    WHERE request_id != '' AND ts >= {rs} - INTERVAL 1 DAY AND ts < {ce} + INTERVAL 1 DAY
+    GROUP BY request_id
+) AS f ON f.rid = c.request_id
+GROUP BY app, request_model, cur"""
+
+
+def _values_sql(rs: str, cs: str, ce: str, groups: str) -> str:
+    """(app, request_model, metric, cur, value) for every answer and distribution metric."""
+    tuples = ", ".join(
+        f"({lit(name)}, {expr}, {i + 1})" for i, (name, expr, _) in enumerate(DISTRIBUTIONS)
+    )
+    return f"""
+    SELECT app, request_model, started_at >= {cs} AS cur,
+           arrayJoin(arrayFilter(t -> isNotNull(t.2), [{tuples}])) AS mv,
+           mv.1 AS metric, assumeNotNull(mv.2) AS value, mv.3 AS metric_index
+    FROM llm_calls FINAL
+    WHERE started_at >= {rs} AND started_at < {ce} AND NOT {FAILED_SQL} AND {groups}"""
+
+
+def psi_sql(rs: str, cs: str, ce: str, groups: str, eps: float) -> str:
+    """PSI per group and metric on fixed bins, in SQL: each value's bin is the number of
+    boundaries below it; sumMap aligns the two windows' counts on the bins either has."""
+    bounds = "[" + ", ".join(_floats(b) for _, _, b in DISTRIBUTIONS) + "]"
+    p = f"greatest(c / n_cur, {eps!r})"
+    q = f"greatest(r / n_ref, {eps!r})"
+    return f"""
+SELECT toString(app) AS app, toString(request_model) AS request_model, metric, n_cur, n_ref,
+       if(n_cur = 0 OR n_ref = 0, 0, arraySum((c, r) -> ({p} - {q}) * ln({p} / {q}), h.2, h.3))
+           AS psi,
+       h.1 AS bins, h.2 AS cur_counts, h.3 AS ref_counts, mean_cur, mean_ref
+FROM
+(
+    SELECT app, request_model, metric, countIf(cur) AS n_cur, countIf(NOT cur) AS n_ref,
+           sumMap([toUInt8(arraySum(arrayMap(b -> value > b, {bounds}[metric_index])))],
+                  [toUInt64(cur)], [toUInt64(NOT cur)]) AS h,
+           avgIf(value, cur) AS mean_cur, avgIf(value, NOT cur) AS mean_ref
+    FROM ({_values_sql(rs, cs, ce, groups)})
+    GROUP BY app, request_model, metric
+)"""
+
+
+def ks_sql(rs: str, cs: str, ce: str, groups: str, pairs: str) -> str:
+    # Only (group, metric) pairs with values in both windows: the function refuses an
+    # empty sample. Sample 0 is the reference, 1 the current window.
+    return f"""
+SELECT toString(app) AS app, toString(request_model) AS request_model, metric,
+       kolmogorovSmirnovTest('two-sided')(value, toUInt8(cur)) AS ks
+FROM ({_values_sql(rs, cs, ce, groups)})
+WHERE (app, request_model, metric) IN ({pairs})
+GROUP BY app, request_model, metric"""
