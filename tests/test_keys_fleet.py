@@ -13,6 +13,7 @@ import clickhouse_connect
 import httpx
 import pytest
 
+from gateway.access.keys import new_secret
 from tests.chhttp import ChHttpServer
 from tests.conftest import GatewayProcess, gateway_config
 from tests.redisproc import RedisServer
@@ -116,3 +117,27 @@ def test_keys_cli_talks_straight_to_clickhouse(fleet):
     assert len(rows) == 1 and rows[0][0].startswith("sha256:")
     assert created["key"] not in json.dumps(rows)
     assert not list(Path(a.workdir).glob("llm-gateway-data"))  # nothing embedded was opened
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+def test_unreachable_redis_follows_the_failure_mode(fake, selfhosted, tmp_path: Path, mode: str):
+    dead = RedisServer()  # never started: nothing listens on its port
+    secret = new_secret()
+    cfg = gateway_config(fake.url, selfhosted.url)
+    cfg["auth"] = {"require_key": True, "redis_url": dead.url, "redis_failure": mode,
+                   "keys": [{"name": "k", "key": secret, "rpm": 100}]}  # fmt: skip
+    gw = GatewayProcess(cfg, tmp_path).start()
+    try:
+        r = post(gw, secret)
+        if mode == "open":
+            assert r.status_code == 200  # admitted; the limits do not hold meanwhile
+        else:
+            assert r.status_code == 503 and r.json()["error"]["code"] == "limiter_unavailable"
+            assert gw.call_row(r.headers["x-request-id"])["outcome"] == "refused_limiter"
+        metrics = httpx.get(gw.url + "/metrics").text
+        failures = [ln for ln in metrics.splitlines()
+                    if ln.startswith("gateway_limiter_failures_total ")]  # fmt: skip
+        assert failures and float(failures[0].split()[1]) >= 1
+        assert "redis unreachable" in gw.log()
+    finally:
+        gw.stop()
