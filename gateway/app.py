@@ -7,10 +7,9 @@ store, the batch writer — so that no request constructs any of them.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -19,18 +18,19 @@ from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.handlers import asgi
 from litestar.types import Receive, Scope, Send
 
-from collectors.drift import DriftConfig, rows_to_jsonl, run_drift
+from collectors.drift import rows_to_jsonl, run_drift
 from collectors.intake import feedback_handlers
+from gateway.access import token_matches
 from gateway.access.gate import Gate
 from gateway.config import Config
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
-from gateway.providers import Provider
-from gateway.proxy import Proxy
-from gateway.record import CallRecord
+from gateway.providers import provider_for
+from gateway.record import CallRecord, RecordSink
 from gateway.recordlog import LogBusy, RecordLog
+from gateway.request import Proxy
 from gateway.routing import Router
-from gateway.store import Store, StoreError, migrate, open_store
+from gateway.store import Store, StoreError, migrate_configured, open_store
 from gateway.tracing import Tracer, tracing_requested
 from gateway.writer import BatchWriter, LogQueue, MemoryQueue, Queue
 
@@ -85,22 +85,19 @@ def build_gateway(
 ) -> Gateway:
     store = store if store is not None else open_store(config.store)
     mc = config.metrics
-    metrics = Metrics(mc.max_models, mc.max_apps, mc.property_labels)
-    providers = {name: Provider(p) for name, p in config.providers.items()}
+    metrics = Metrics(mc)
+    providers = {name: provider_for(p) for name, p in config.providers.items()}
     router = Router(config, providers)
+    pricer = Pricer(config.prices)
+    price_ids = {name: p.price_as for name, p in config.providers.items()}
     writer = BatchWriter(
         store,
         open_queue(config),
-        Pricer(config.prices),
-        {name: p.price_as for name, p in config.providers.items()},
+        pricer,
+        price_ids,
         batch_size=config.store.batch_size,
         flush_interval=config.store.flush_interval_ms / 1000.0,
-        migrate=lambda: migrate(
-            store,
-            config.capture.body_ttl_days,
-            config.store.cluster or None,
-            session_idle_minutes=config.feedback.session_idle_minutes,
-        ),
+        migrate=lambda: migrate_configured(store, config),
         on_priced=lambda v, known: metrics.priced(
             v.provider, v.request_model, v.cost_usd, known, v.app
         ),
@@ -122,28 +119,17 @@ def build_gateway(
     )
 
     tracer = Tracer() if tracing_requested() else None
-
-    def on_call(rec: CallRecord) -> None:
-        metrics.observe(rec)
-        writer.record(rec)
-
-    if not mc.enabled:
-        on_call = writer.record
-
-    def on_call_traced(rec: CallRecord) -> None:
-        on_call(rec)
-        tracer.record(rec)  # type: ignore[union-attr]
-
+    consumers: list[Callable[[CallRecord], object]] = [writer.record]
+    if mc.enabled:
+        consumers.insert(0, metrics.observe)
+    if tracer is not None:
+        consumers.append(tracer.record)
     gate = Gate(config.auth)
-    pricer = Pricer(config.prices)
 
-    def price(rec: CallRecord) -> float | None:
-        p = config.providers.get(rec.provider)
-        return pricer.price_call(p.price_as, rec)[0] if p else None
+    def price(rec: CallRecord) -> float | None:  # a key's spend, as its row will be priced
+        return pricer.price_call(price_ids.get(rec.provider, ""), rec)[0]
 
-    proxy = Proxy(
-        config, router, transport, on_call_traced if tracer else on_call, bool(tracer), gate, price
-    )
+    proxy = Proxy(config, router, transport, RecordSink(*consumers), bool(tracer), gate, price)
     return Gateway(
         config=config,
         store=store,
@@ -178,31 +164,14 @@ def open_queue(config: Config, stream: str = "") -> Queue:
     raise StoreError(f"no free record log slot under {lc.dir}")
 
 
-def drift_config(cfg: Config) -> DriftConfig:
-    d = cfg.drift
-    return DriftConfig(
-        current_window=timedelta(minutes=d.current_window_minutes),
-        reference_window=timedelta(days=d.reference_window_days),
-        min_calls=d.min_calls,
-        min_feedback_calls=d.min_feedback_calls,
-        psi_warn=d.psi_warn,
-        psi_alert=d.psi_alert,
-        js_warn=d.js_warn,
-        js_alert=d.js_alert,
-        alpha=d.alpha,
-        warn_alpha=d.warn_alpha,
-    )
-
-
 async def drift_forever(gw: Gateway) -> None:
     """The periodic drift job, when `drift.enabled`: rows into llm_drift, gauges into
     /metrics. A failed run is logged and tried again at the next interval."""
-    dcfg = drift_config(gw.config)
     while True:
         await asyncio.sleep(gw.config.drift.interval_minutes * 60)
         try:
             rows = await asyncio.to_thread(
-                run_drift, lambda sql: gw.store.query(sql, "JSONEachRow"), None, dcfg
+                run_drift, lambda sql: gw.store.query(sql, "JSONEachRow"), None, gw.config.drift
             )
             if rows:
                 await asyncio.to_thread(gw.store.insert, "llm_drift", rows_to_jsonl(rows))
@@ -248,6 +217,10 @@ def create_app(gw: Gateway) -> Litestar:
         await gw.transport.aclose()
         gw.store.close()
 
+    def admin(request: Request) -> bool:
+        # Only a caller that can read the token file in the data directory gets in.
+        return token_matches(request.headers.get("x-gateway-admin-token", ""), gw.admin_token)
+
     @asgi("/v1", is_mount=True, copy_scope=False)
     async def v1(scope: Scope, receive: Receive, send: Send) -> None:
         await gw.proxy(scope, receive, send)
@@ -279,10 +252,8 @@ def create_app(gw: Gateway) -> Litestar:
 
     @post("/_gateway/sql", media_type=MediaType.TEXT)
     async def admin_sql(request: Request) -> Response[bytes]:
-        # Lets `llm-gateway sql` reach the embedded store while the gateway holds it. Only
-        # a caller that can read the token file in the data directory gets in.
-        token = request.headers.get("x-gateway-admin-token", "")
-        if not gw.admin_token or not hmac.compare_digest(token, gw.admin_token):
+        # Lets `llm-gateway sql` reach the embedded store while the gateway holds it.
+        if not admin(request):
             return Response(b"forbidden\n", status_code=403)
         sql = (await request.body()).decode()
         fmt = request.query_params.get("default_format", "PrettyCompact")
@@ -299,8 +270,7 @@ def create_app(gw: Gateway) -> Litestar:
     @post("/_gateway/insert", media_type=MediaType.TEXT)
     async def admin_insert(request: Request) -> Response[bytes]:
         # Lets CLI jobs (`llm-gateway drift`) write their rows into the store the gateway holds.
-        token = request.headers.get("x-gateway-admin-token", "")
-        if not gw.admin_token or not hmac.compare_digest(token, gw.admin_token):
+        if not admin(request):
             return Response(b"forbidden\n", status_code=403)
         table = request.query_params.get("table", "")
         if table not in ADMIN_INSERT_TABLES:

@@ -1,4 +1,4 @@
-"""`llm-gateway serve | migrate | sql | report | drift | keys`."""
+"""llm-gateway: an OpenAI-compatible gateway that records every LLM call."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+from gateway import __version__
 from gateway.config import Config, ConfigError, load_config
 from gateway.datadir import DataDirBusy, DataDirLock, running_gateway
 from gateway.logs import setup_logging
-from gateway.store import StoreError, migrate, open_store
+from gateway.store import StoreError, migrate_configured, open_store
 
 log = logging.getLogger("gateway.cli")
 
@@ -170,12 +171,7 @@ def store_access(cfg: Config) -> Iterator[Any]:
     try:
         store = open_store(cfg.store)
         try:
-            migrate(
-                store,
-                cfg.capture.body_ttl_days,
-                cfg.store.cluster or None,
-                session_idle_minutes=cfg.feedback.session_idle_minutes,
-            )
+            migrate_configured(store, cfg)
             yield store
         finally:
             store.close()
@@ -224,12 +220,11 @@ def cmd_drift(args: argparse.Namespace) -> int:
     """Evaluate drift now, store the rows, print the report. Exit 0 either way: a CronJob
     should not fail because a model drifted."""
     from collectors.drift import format_report, rows_to_jsonl, run_drift
-    from gateway.app import drift_config
 
     cfg = _config(args)
     try:
         with store_access(cfg) as store:
-            rows = run_drift(lambda sql: store.query(sql, "JSONEachRow"), cfg=drift_config(cfg))
+            rows = run_drift(lambda sql: store.query(sql, "JSONEachRow"), cfg=cfg.drift)
             if rows:
                 store.insert("llm_drift", rows_to_jsonl(rows))
     except (StoreError, DataDirBusy) as e:
@@ -254,7 +249,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             if cluster and cfg.store.kind != "clickhouse":
                 print("llm-gateway: --cluster needs store.kind: clickhouse", file=sys.stderr)
                 return 2
-            applied = migrate(store, cfg.capture.body_ttl_days, cluster)
+            applied = migrate_configured(store, cfg, cluster)
         finally:
             store.close()
     except (StoreError, DataDirBusy) as e:
@@ -282,43 +277,67 @@ def cmd_keys(args: argparse.Namespace) -> int:
         return 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="llm-gateway", description=__doc__)
+def _parser() -> argparse.ArgumentParser:
+    from gateway.config import ServerConfig
+
+    srv = ServerConfig()
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="llm-gateway", description=__doc__, formatter_class=fmt)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(
         "--config",
         default=os.environ.get("LLM_GATEWAY_CONFIG"),
-        help="YAML config file (default: $LLM_GATEWAY_CONFIG, else zero-config)",
+        help="YAML config file ($LLM_GATEWAY_CONFIG; none: zero-config)",
     )
-    sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("serve", help="run the gateway")
-    s.add_argument("--config", default=argparse.SUPPRESS)
-    s.add_argument("--host")
-    s.add_argument("--port", type=int)
-    s.set_defaults(fn=cmd_serve)
-    m = sub.add_parser("migrate", help="create or update the tables")
-    m.add_argument("--config", default=argparse.SUPPRESS)
-    m.add_argument("--cluster", help="ClickHouse cluster: Replicated + Distributed tables")
-    m.set_defaults(fn=cmd_migrate)
-    q = sub.add_parser(
-        "sql", help='run a query against the store, e.g. "SELECT count() FROM llm_calls"'
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    config_help = "YAML config file (overrides the one given before the command)"
+
+    def command(name: str, help: str, fn: Any) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, description=help, formatter_class=fmt)
+        c.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+        c.set_defaults(fn=fn)
+        return c
+
+    s = command("serve", "run the gateway", cmd_serve)
+    s.add_argument("--host", help=f"listen address (default: server.host, {srv.host})")
+    s.add_argument("--port", type=int, help=f"listen port (default: server.port, {srv.port})")
+    m = command("migrate", "create or update the tables", cmd_migrate)
+    m.add_argument(
+        "--cluster", help="ClickHouse cluster: Replicated + Distributed tables "
+        "(default: store.cluster)",
+    )  # fmt: skip
+    q = command(
+        "sql", 'run a query against the store, e.g. "SELECT count() FROM llm_calls"', cmd_sql
     )
-    q.add_argument("--config", default=argparse.SUPPRESS)
     q.add_argument("query", help="the SQL (a FORMAT clause is honoured); - reads it from stdin")
-    q.set_defaults(fn=cmd_sql)
-    r = sub.add_parser("report", help="reports for product teams")
-    r.add_argument("what", choices=["feedback", "keys"])
-    r.add_argument("--config", default=argparse.SUPPRESS)
-    r.add_argument("--since", default="7d", help="window, e.g. 7d, 24h, 30m (default 7d)")
-    r.set_defaults(fn=cmd_report)
-    d = sub.add_parser("drift", help="evaluate drift now, store and print it (exit 0)")
-    d.add_argument("--config", default=argparse.SUPPRESS)
-    d.set_defaults(fn=cmd_drift)
+    r = command("report", "reports for product teams", cmd_report)
+    r.add_argument("what", choices=["feedback", "keys"], help="the report")
+    r.add_argument("--since", default="7d", help="window, e.g. 7d, 24h, 30m (default: 7d)")
+    command("drift", "evaluate drift now, store and print it (exit 0)", cmd_drift)
     from gateway.access.admin import add_parser as add_keys_parser
 
-    add_keys_parser(
-        sub, lambda kp: kp.add_argument("--config", default=argparse.SUPPRESS), cmd_keys
-    )
-    args = p.parse_args(argv)
+    add_keys_parser(command(
+        "keys", "gateway keys: create, list, revoke, rotate (secrets shown once)", cmd_keys
+    ))  # fmt: skip
+    p.epilog = _commands_help(sub)
+    return p
+
+
+def _commands_help(sub: Any) -> str:
+    """Every command with its options and their defaults, for the top-level --help."""
+    lines = ["commands and their options:"]
+    for name, c in sub.choices.items():
+        lines.append(f"  {name}: {c.description}")
+        for a in c._actions:
+            if isinstance(a, argparse._HelpAction) or a.dest == "fn":
+                continue
+            flag = ", ".join(a.option_strings) or a.dest
+            lines.append(f"      {flag}: {a.help}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     return args.fn(args)
 
 

@@ -1,19 +1,24 @@
 """Declarative gateway configuration: YAML plus `${ENV}` interpolation, validated at start.
 
 Every validation error names the dotted key that is wrong, so an operator can fix the
-file without reading code. With no file at all, `default_config()` gives the zero-config
-gateway: embedded store, OpenAI and Anthropic providers from the SDKs' own variables.
+file without reading code. Each section is a dataclass whose fields are its keys, with
+their defaults and limits (`metadata`: `min`, `choices`) written there once; `_read`
+turns a YAML mapping into one. With no file at all the zero-config gateway: embedded
+store, OpenAI and Anthropic providers from the SDKs' own variables.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+
+from gateway.providers import KINDS, ProviderConfig, Timeouts
 
 if TYPE_CHECKING:
     from gateway.access.config import AuthConfig
@@ -27,40 +32,14 @@ class ConfigError(ValueError):
         self.key = key
 
 
-PROVIDER_KINDS = ("openai", "azure", "anthropic")
 STORE_KINDS = ("chdb", "clickhouse", "disabled")
 CAPTURE_MODES = ("metadata", "full")
 AUTH_MODES = ("gateway", "passthrough")
-
-DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
-DEFAULT_ANTHROPIC_URL = "https://api.anthropic.com"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    connect: float = 10.0
-    first_byte: float = 120.0
-    total: float = 600.0
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderConfig:
-    name: str
-    kind: str
-    base_url: str
-    api_key: str | None = None
-    # "gateway": the configured key is used and the client's is ignored; "passthrough":
-    # the client's own credential header goes upstream. Default: gateway when a key is set.
-    auth: str = "passthrough"
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    # OpenAI-compatible servers differ on `stream_options`; some reject it.
-    inject_stream_usage: bool = True
-    api_version: str | None = None  # azure: api-version; anthropic: anthropic-version
-    deployments: dict[str, str] = field(default_factory=dict)  # azure: model -> deployment
-    headers: dict[str, str] = field(default_factory=dict)  # extra headers sent upstream
-    # genai-prices provider id whose price list applies; "" = none known (cost NULL unless
-    # a price override in config names the model).
-    price_as: str = ""
+def _at_least(n: float) -> dict[str, Any]:
+    return {"min": n}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +56,8 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class RetryConfig:
-    max_attempts: int = 3  # attempts across all targets of a route, the first included
+    # attempts across all targets of a route, the first included
+    max_attempts: int = field(default=3, metadata=_at_least(1))
     backoff_ms: float = 50.0
 
 
@@ -93,15 +73,15 @@ class ModelPrice:
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    kind: str = "chdb"
-    path: str = "llm-gateway-data"
+    kind: str = field(default="chdb", metadata={"choices": STORE_KINDS})
+    path: str = "llm-gateway-data"  # or $LLM_GATEWAY_DATA_DIR
     url: str = "http://localhost:8123"
     username: str = "default"
     password: str = ""
     database: str = "llm_gateway"
-    batch_size: int = 1000
-    flush_interval_ms: float = 500.0
-    queue_limit: int = 100_000
+    batch_size: int = field(default=1000, metadata=_at_least(1))
+    flush_interval_ms: float = field(default=500.0, metadata=_at_least(1))
+    queue_limit: int = field(default=100_000, metadata=_at_least(1))
     cluster: str = ""  # ClickHouse cluster name: Replicated + Distributed tables, ON CLUSTER DDL
     async_insert: bool = False  # let the server buffer inserts (async_insert=1, waited for)
 
@@ -110,10 +90,10 @@ class StoreConfig:
 class LogConfig:
     """The durable local record log (see gateway/recordlog.py for the exact guarantee)."""
 
-    enabled: bool = True
+    enabled: bool = True  # default: on unless store.kind is disabled
     dir: str = ""  # default: <store.path>/log for chdb, else ./llm-gateway-log
-    max_bytes: int = 1024 * 1024 * 1024
-    segment_bytes: int = 64 * 1024 * 1024
+    max_bytes: int = field(default=1024 * 1024 * 1024, metadata=_at_least(4096))
+    segment_bytes: int = field(default=64 * 1024 * 1024, metadata=_at_least(4096))
     fsync_interval_ms: float = 1000.0  # 0: fsync every record
 
 
@@ -122,59 +102,84 @@ class FeedbackKey:
     key: str
     kind: str  # server | publishable
     origins: tuple[str, ...] = ()  # publishable: browser origins allowed (CORS)
-    rate_per_minute: int = 600  # publishable: per key and client IP
+    # publishable: per key and client IP
+    rate_per_minute: int = field(default=600, metadata=_at_least(1))
     app: str = ""  # when set, events sent with this key belong to this app
 
 
 @dataclass(frozen=True, slots=True)
 class FeedbackConfig:
     keys: tuple[FeedbackKey, ...] = ()  # none: server-side senders need no key
-    max_batch: int = 500
-    max_body_bytes: int = 1024 * 1024
-    session_idle_minutes: int = 30  # a session quiet this long, not ended, is abandoned
+    max_batch: int = field(default=500, metadata=_at_least(1))
+    max_body_bytes: int = field(default=1024 * 1024, metadata=_at_least(1024))
+    # a session quiet this long, not ended, is abandoned
+    session_idle_minutes: int = field(default=30, metadata=_at_least(1))
 
 
 @dataclass(frozen=True, slots=True)
-class DriftSettings:
+class DriftConfig:
     """The drift job (collectors/drift.py): a periodic task in the gateway when enabled,
     and `llm-gateway drift` for a CronJob either way."""
 
     enabled: bool = False
-    interval_minutes: float = 60.0
-    current_window_minutes: float = 60.0
-    reference_window_days: float = 7.0
-    min_calls: int = 200
-    min_feedback_calls: int = 100
+    interval_minutes: float = field(default=60.0, metadata=_at_least(0.1))
+    current_window: timedelta = field(
+        default=timedelta(hours=1),
+        metadata={"key": "current_window_minutes", "unit": timedelta(minutes=1), "min": 1},
+    )
+    reference_window: timedelta = field(
+        default=timedelta(days=7),
+        metadata={"key": "reference_window_days", "unit": timedelta(days=1), "min": 0.01},
+    )
+    # per window, for a group (and for each distribution's values)
+    min_calls: int = field(default=200, metadata=_at_least(1))
+    # per window, for acceptance_rate and share_rate
+    min_feedback_calls: int = field(default=100, metadata=_at_least(1))
     psi_warn: float = 0.1
     psi_alert: float = 0.2
+    # floor of a bin's proportion (an empty bin), for PSI; not a config key
+    psi_epsilon: float = field(default=1e-4, metadata={"fixed": True})
     js_warn: float = 0.05
     js_alert: float = 0.1
-    alpha: float = 0.001  # chance per run that unchanged traffic raises any alert
-    warn_alpha: float = 0.05
+    # Family-wise error rates per run, spread over the run's tests (Bonferroni): the chance
+    # that traffic that did not change raises any alert (warning) in a run.
+    alpha: float = field(default=0.001, metadata=_at_least(1e-12))
+    warn_alpha: float = field(default=0.05, metadata=_at_least(1e-12))
+
+    def __post_init__(self) -> None:
+        if self.current_window <= timedelta(0) or self.reference_window <= timedelta(0):
+            raise ConfigError("drift", "drift windows must be positive durations")
+        if not 0 < self.alpha <= self.warn_alpha < 1:
+            raise ConfigError("drift.alpha", "needs alpha <= warn_alpha < 1")
+        if self.psi_warn > self.psi_alert:
+            raise ConfigError("drift.psi_warn", "must not exceed drift.psi_alert")
+        if self.min_calls < 1 or self.min_feedback_calls < 1:
+            raise ConfigError("drift.min_calls", "min_calls and min_feedback_calls must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     enabled: bool = True  # per-call metrics (pipeline gauges are always kept)
-    max_models: int = 100  # distinct model label values; more fold into "other"
-    max_apps: int = 50
+    # distinct model label values; more fold into "other"
+    max_models: int = field(default=100, metadata=_at_least(1))
+    max_apps: int = field(default=50, metadata=_at_least(1))
     property_labels: tuple[str, ...] = ()  # X-Gateway-Property-<name>s that become labels
 
 
 @dataclass(frozen=True, slots=True)
 class CaptureConfig:
-    mode: str = "metadata"
+    mode: str = field(default="metadata", metadata={"choices": CAPTURE_MODES})
     max_body_bytes: int = 32_768
     allow_header_override: bool = True
-    body_ttl_days: int = 30
+    body_ttl_days: int = field(default=30, metadata=_at_least(1))
 
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    max_body_bytes: int = 10 * 1024 * 1024
-    workers: int = 1
+    max_body_bytes: int = field(default=10 * 1024 * 1024, metadata=_at_least(1))
+    workers: int = field(default=1, metadata=_at_least(1))
     shutdown_grace_s: float = 30.0  # in-flight streams get this long after SIGTERM
 
 
@@ -192,22 +197,15 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
-    drift: DriftSettings = field(default_factory=DriftSettings)
+    drift: DriftConfig = field(default_factory=DriftConfig)
     auth: AuthConfig = field(default_factory=_auth_defaults)  # gateway keys and limits
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
     aliases: dict[str, str] = field(default_factory=dict)
     retries: RetryConfig = field(default_factory=RetryConfig)
     prices: dict[str, ModelPrice] = field(default_factory=dict)
-    log_level: str = "info"
+    log_level: str = field(default="info", metadata={"choices": LOG_LEVELS})
 
-
-_ServerConfig_D = ServerConfig()
-_StoreConfig_D = StoreConfig()
-_CaptureConfig_D = CaptureConfig()
-_LogConfig_D = LogConfig()
-_RetryConfig_D = RetryConfig()
-_Timeouts_D = Timeouts()
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -304,62 +302,69 @@ class _Section:
             raise ConfigError(self._k(unknown), "unknown key")
 
 
+
+
+def _read(cls: type[Any], s: _Section, **given: Any) -> Any:
+    """A section's dataclass from its mapping: each field is read by its type with the
+    default and limits written on the field; `given` supplies fields read otherwise."""
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name in given:
+            values[f.name] = given[f.name]
+            continue
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        m = f.metadata
+        if m.get("fixed"):
+            continue
+        if f.type == "bool":
+            values[f.name] = s.bool(f.name, default)
+        elif f.type == "int":
+            values[f.name] = s.int(f.name, default, m.get("min", 0))
+        elif f.type == "float":
+            values[f.name] = s.num(f.name, default, m.get("min", 0.0))
+        elif f.type == "str":
+            values[f.name] = s.str(f.name, default, m.get("choices"))
+        elif f.type == "timedelta":  # read as a number of `unit`s under its own key
+            unit = m["unit"]
+            values[f.name] = unit * s.num(m["key"], default / unit, m["min"])
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name}: read it and pass it in `given`")
+    s.done()
+    return cls(**values)
+
+
 def _provider(name: str, data: Any, env: dict[str, str]) -> ProviderConfig:
+    """One provider; its kind (from the registry) supplies every default."""
     s = _Section(data, f"providers.{name}")
-    kind = s.str("kind", None, PROVIDER_KINDS)
-    if kind is None:
-        raise ConfigError(
-            f"providers.{name}.kind", f"is required (one of {', '.join(PROVIDER_KINDS)})"
-        )
-    default_url = {"openai": DEFAULT_OPENAI_URL, "anthropic": DEFAULT_ANTHROPIC_URL}.get(kind)
-    base_url = s.str("base_url", default_url)
+    kind_name = s.str("kind", None, tuple(KINDS))
+    if kind_name is None:
+        raise ConfigError(f"providers.{name}.kind", f"is required (one of {', '.join(KINDS)})")
+    kind = KINDS[kind_name]
+    base_url = s.str("base_url", kind.default_base_url)
     if not base_url:
-        raise ConfigError(f"providers.{name}.base_url", f"is required for kind {kind}")
+        raise ConfigError(f"providers.{name}.base_url", f"is required for kind {kind_name}")
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"providers.{name}.base_url", f"must be an http(s) URL, got {base_url!r}")
     api_key = s.str("api_key") or None
     auth = s.str("auth", "gateway" if api_key else "passthrough", AUTH_MODES)
     if auth == "gateway" and not api_key:
         raise ConfigError(f"providers.{name}.api_key", "is required when auth is gateway")
-    t = s.section("timeouts")
-    timeouts = Timeouts(
-        connect=t.num("connect", _Timeouts_D.connect, 0.001),
-        first_byte=t.num("first_byte", _Timeouts_D.first_byte, 0.001),
-        total=t.num("total", _Timeouts_D.total, 0.001),
-    )
-    t.done()
-    deployments = s.str_map("deployments")
+    timeouts = _read(Timeouts, s.section("timeouts"))
     provider = ProviderConfig(
         name=name,
-        kind=kind,
+        kind=kind_name,
         base_url=base_url.rstrip("/"),
         api_key=api_key,
         auth=auth,
         timeouts=timeouts,
-        inject_stream_usage=s.bool("inject_stream_usage", kind != "anthropic"),
-        api_version=s.str(
-            "api_version", {"azure": "2024-10-21", "anthropic": "2023-06-01"}.get(kind)
-        ),
-        deployments=deployments,
+        inject_stream_usage=s.bool("inject_stream_usage", kind.inject_stream_usage),
+        api_version=s.str("api_version", kind.default_api_version),
+        deployments=s.str_map("deployments"),
         headers=s.str_map("headers"),
-        price_as=s.str("price_as", _default_price_as(kind, base_url)),
+        price_as=s.str("price_as", kind.default_price_as(base_url)),
     )
     s.done()
     return provider
-
-
-def _default_price_as(kind: str, base_url: str) -> str:
-    if kind in ("anthropic", "azure"):
-        return kind
-    if base_url.rstrip("/") == DEFAULT_OPENAI_URL:
-        return "openai"
-    # An OpenAI-compatible host genai-prices knows (Groq, Together, ...) prices as itself.
-    from genai_prices.data_snapshot import get_snapshot
-
-    try:
-        return get_snapshot().find_provider(None, None, base_url).id
-    except LookupError:
-        return ""
 
 
 def _targets(s: _Section, key: str, providers: dict[str, ProviderConfig]) -> tuple[Target, ...]:
@@ -384,63 +389,33 @@ def _targets(s: _Section, key: str, providers: dict[str, ProviderConfig]) -> tup
     return (primary, *(one(f, f"{key}.fallbacks[{i}]") for i, f in enumerate(fallbacks)))
 
 
-def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
-    """Validate a parsed YAML document (after interpolation) into a `Config`."""
-    env = dict(os.environ) if env is None else env
-    data = _interpolate(data or {}, env, "")
-    root = _Section(data, "")
+_DEFAULT_STORE = StoreConfig()
 
-    srv = root.section("server")
-    server = ServerConfig(
-        host=srv.str("host", _ServerConfig_D.host),
-        port=srv.int("port", _ServerConfig_D.port, 0),
-        max_body_bytes=srv.int("max_body_bytes", _ServerConfig_D.max_body_bytes, 1),
-        workers=srv.int("workers", 1, 1),
-        shutdown_grace_s=srv.num("shutdown_grace_s", _ServerConfig_D.shutdown_grace_s, 0),
-    )
-    srv.done()
 
-    st = root.section("store")
-    store = StoreConfig(
-        kind=st.str("kind", _StoreConfig_D.kind, STORE_KINDS),
-        path=st.str("path", env.get("LLM_GATEWAY_DATA_DIR", _StoreConfig_D.path)),
-        url=st.str("url", _StoreConfig_D.url),
-        username=st.str("username", _StoreConfig_D.username),
-        password=st.str("password", _StoreConfig_D.password),
-        database=st.str("database", _StoreConfig_D.database),
-        batch_size=st.int("batch_size", _StoreConfig_D.batch_size, 1),
-        flush_interval_ms=st.num("flush_interval_ms", _StoreConfig_D.flush_interval_ms, 1),
-        queue_limit=st.int("queue_limit", _StoreConfig_D.queue_limit, 1),
-        cluster=st.str("cluster", ""),
-        async_insert=st.bool("async_insert", False),
+def _store(s: _Section, env: dict[str, str]) -> StoreConfig:
+    store = _read(
+        StoreConfig, s, path=s.str("path", env.get("LLM_GATEWAY_DATA_DIR", _DEFAULT_STORE.path))
     )
     if store.cluster and store.kind != "clickhouse":
         raise ConfigError("store.cluster", "needs store.kind: clickhouse")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", store.database):
         raise ConfigError("store.database", f"must be a plain identifier, got {store.database!r}")
-    st.done()
+    return store
 
-    if store.kind == "chdb" and server.workers > 1:
-        raise ConfigError(
-            "server.workers",
-            "the embedded store (store.kind: chdb) is a single-process engine: run one "
-            "worker, or use a ClickHouse server (store.kind: clickhouse) for several",
-        )
 
-    lg = root.section("log")
-    log_cfg = LogConfig(
+def _log(s: _Section, store: StoreConfig) -> LogConfig:
+    default_dir = str(Path(store.path) / "log") if store.kind == "chdb" else "llm-gateway-log"
+    return _read(
+        LogConfig,
+        s,
         # Nothing to make durable when nothing is recorded.
-        enabled=lg.bool("enabled", store.kind != "disabled"),
-        dir=lg.str("dir", "")
-        or (str(Path(store.path) / "log") if store.kind == "chdb" else "llm-gateway-log"),
-        max_bytes=lg.int("max_bytes", _LogConfig_D.max_bytes, 4096),
-        segment_bytes=lg.int("segment_bytes", _LogConfig_D.segment_bytes, 4096),
-        fsync_interval_ms=lg.num("fsync_interval_ms", _LogConfig_D.fsync_interval_ms, 0),
+        enabled=s.bool("enabled", store.kind != "disabled"),
+        dir=s.str("dir", "") or default_dir,
     )
-    lg.done()
 
-    mt = root.section("metrics")
-    labels = mt.raw("property_labels") or []
+
+def _metrics(s: _Section) -> MetricsConfig:
+    labels = s.raw("property_labels") or []
     if not isinstance(labels, list) or not all(
         isinstance(x, str) and re.fullmatch(r"[a-z0-9_-]{1,32}", x) for x in labels
     ):
@@ -448,125 +423,72 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
             "metrics.property_labels",
             "must be a list of lower-case property names ([a-z0-9_-], <= 32)",
         )
-    metrics_cfg = MetricsConfig(
-        enabled=mt.bool("enabled", True),
-        max_models=mt.int("max_models", 100, 1),
-        max_apps=mt.int("max_apps", 50, 1),
-        property_labels=tuple(labels),
-    )
-    mt.done()
+    return _read(MetricsConfig, s, property_labels=tuple(labels))
 
-    fb = root.section("feedback")
-    raw_keys = fb.raw("keys") or []
+
+def _feedback_key(item: Any, k: str) -> FeedbackKey:
+    ks = _Section(item, k)
+    key = ks.str("key")
+    if not key or len(key) < 8:
+        raise ConfigError(f"{k}.key", "is required (8 characters or more)")
+    kind = ks.str("kind", None, ("server", "publishable"))
+    if kind is None:
+        raise ConfigError(f"{k}.kind", "is required: server or publishable")
+    origins = ks.raw("origins") or []
+    if not isinstance(origins, list) or not all(
+        isinstance(o, str) and (o == "*" or o.startswith(("http://", "https://")))
+        for o in origins
+    ):
+        raise ConfigError(f"{k}.origins", "must be a list of origins like https://app.example")
+    if kind == "publishable" and not origins:
+        raise ConfigError(f"{k}.origins", "a publishable key needs origins")
+    return _read(
+        FeedbackKey, ks, key=key, kind=kind, origins=tuple(o.rstrip("/") for o in origins)
+    )
+
+
+def _feedback(s: _Section) -> FeedbackConfig:
+    raw_keys = s.raw("keys") or []
     if not isinstance(raw_keys, list):
         raise ConfigError("feedback.keys", "must be a list")
-    keys = []
-    for i, item in enumerate(raw_keys):
-        ks = _Section(item, f"feedback.keys[{i}]")
-        key = ks.str("key")
-        if not key or len(key) < 8:
-            raise ConfigError(f"feedback.keys[{i}].key", "is required (8 characters or more)")
-        kind = ks.str("kind", None, ("server", "publishable"))
-        if kind is None:
-            raise ConfigError(f"feedback.keys[{i}].kind", "is required: server or publishable")
-        origins = ks.raw("origins") or []
-        if not isinstance(origins, list) or not all(
-            isinstance(o, str) and (o == "*" or o.startswith(("http://", "https://")))
-            for o in origins
-        ):
-            raise ConfigError(
-                f"feedback.keys[{i}].origins", "must be a list of origins like https://app.example"
-            )
-        if kind == "publishable" and not origins:
-            raise ConfigError(f"feedback.keys[{i}].origins", "a publishable key needs origins")
-        keys.append(
-            FeedbackKey(
-                key=key,
-                kind=kind,
-                origins=tuple(o.rstrip("/") for o in origins),
-                rate_per_minute=ks.int("rate_per_minute", 600, 1),
-                app=ks.str("app", ""),
-            )
-        )
-        ks.done()
-    feedback_cfg = FeedbackConfig(
-        keys=tuple(keys),
-        max_batch=fb.int("max_batch", 500, 1),
-        max_body_bytes=fb.int("max_body_bytes", 1024 * 1024, 1024),
-        session_idle_minutes=fb.int("session_idle_minutes", 30, 1),
-    )
-    fb.done()
+    keys = tuple(_feedback_key(item, f"feedback.keys[{i}]") for i, item in enumerate(raw_keys))
+    return _read(FeedbackConfig, s, keys=keys)
 
-    dr = root.section("drift")
-    d0 = DriftSettings()
-    drift_cfg = DriftSettings(
-        enabled=dr.bool("enabled", False),
-        interval_minutes=dr.num("interval_minutes", d0.interval_minutes, 0.1),
-        current_window_minutes=dr.num("current_window_minutes", d0.current_window_minutes, 1),
-        reference_window_days=dr.num("reference_window_days", d0.reference_window_days, 0.01),
-        min_calls=dr.int("min_calls", d0.min_calls, 1),
-        min_feedback_calls=dr.int("min_feedback_calls", d0.min_feedback_calls, 1),
-        psi_warn=dr.num("psi_warn", d0.psi_warn, 0),
-        psi_alert=dr.num("psi_alert", d0.psi_alert, 0),
-        js_warn=dr.num("js_warn", d0.js_warn, 0),
-        js_alert=dr.num("js_alert", d0.js_alert, 0),
-        alpha=dr.num("alpha", d0.alpha, 1e-12),
-        warn_alpha=dr.num("warn_alpha", d0.warn_alpha, 1e-12),
-    )
-    if not drift_cfg.alpha <= drift_cfg.warn_alpha < 1:
-        raise ConfigError("drift.alpha", "needs alpha <= warn_alpha < 1")
-    if drift_cfg.psi_warn > drift_cfg.psi_alert:
-        raise ConfigError("drift.psi_warn", "must not exceed drift.psi_alert")
-    dr.done()
 
-    cp = root.section("capture")
-    capture = CaptureConfig(
-        mode=cp.str("mode", _CaptureConfig_D.mode, CAPTURE_MODES),
-        max_body_bytes=cp.int("max_body_bytes", _CaptureConfig_D.max_body_bytes, 0),
-        allow_header_override=cp.bool("allow_header_override", True),
-        body_ttl_days=cp.int("body_ttl_days", _CaptureConfig_D.body_ttl_days, 1),
-    )
-    cp.done()
+def _providers(raw: Any, env: dict[str, str]) -> dict[str, ProviderConfig]:
+    if raw is None:
+        return default_providers(env)
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError("providers", "must be a non-empty mapping of name to provider")
+    return {str(n): _provider(str(n), p, env) for n, p in raw.items()}
 
-    raw_providers = root.raw("providers")
-    if raw_providers is None:
-        providers = default_providers(env)
-    else:
-        if not isinstance(raw_providers, dict) or not raw_providers:
-            raise ConfigError("providers", "must be a non-empty mapping of name to provider")
-        providers = {str(n): _provider(str(n), p, env) for n, p in raw_providers.items()}
 
-    raw_routes = root.raw("routes")
-    if raw_routes is None:
-        routes = default_routes(providers)
-    else:
-        if not isinstance(raw_routes, list):
-            raise ConfigError("routes", "must be a list")
-        routes_list = []
-        for i, r in enumerate(raw_routes):
-            rs = _Section(r, f"routes[{i}]")
-            match = rs.str("match")
-            if not match:
-                raise ConfigError(f"routes[{i}].match", "is required (a model name or glob)")
-            routes_list.append(Route(match=match, targets=_targets(rs, f"routes[{i}]", providers)))
-            rs.done()
-        routes = tuple(routes_list)
+def _routes(raw: Any, providers: dict[str, ProviderConfig]) -> tuple[Route, ...]:
+    if raw is None:
+        return default_routes(providers)
+    if not isinstance(raw, list):
+        raise ConfigError("routes", "must be a list")
+    routes = []
+    for i, r in enumerate(raw):
+        rs = _Section(r, f"routes[{i}]")
+        match = rs.str("match")
+        if not match:
+            raise ConfigError(f"routes[{i}].match", "is required (a model name or glob)")
+        routes.append(Route(match=match, targets=_targets(rs, f"routes[{i}]", providers)))
+        rs.done()
+    return tuple(routes)
 
-    aliases = root.section("aliases")
-    alias_map = {k: aliases.str(k) for k in list(aliases.data)}
-    aliases.done()
 
-    rt = root.section("retries")
-    retries = RetryConfig(
-        max_attempts=rt.int("max_attempts", _RetryConfig_D.max_attempts, 1),
-        backoff_ms=rt.num("backoff_ms", _RetryConfig_D.backoff_ms, 0),
-    )
-    rt.done()
+def _aliases(s: _Section) -> dict[str, str]:
+    aliases = {k: s.str(k) for k in list(s.data)}
+    s.done()
+    return aliases
 
-    pr = root.section("prices")
+
+def _prices(s: _Section) -> dict[str, ModelPrice]:
     prices: dict[str, ModelPrice] = {}
-    for model in list(pr.data):
-        ps = pr.section(model)
+    for model in list(s.data):
+        ps = s.section(model)
         if "input" not in ps.data or "output" not in ps.data:
             raise ConfigError(f"prices.{model}", "needs input and output (USD per million tokens)")
         prices[model] = ModelPrice(
@@ -576,72 +498,81 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
             cache_write=ps.num("cache_write", -1.0, -1.0) if "cache_write" in ps.data else None,
         )
         ps.done()
-    pr.done()
+    s.done()
+    return prices
 
-    from gateway.access.config import parse_auth
 
-    auth = parse_auth(root.raw("auth"))
+def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
+    """Validate a parsed YAML document (after interpolation) into a `Config`."""
+    env = dict(os.environ) if env is None else env
+    root = _Section(_interpolate(data or {}, env, ""), "")
+    server = _read(ServerConfig, root.section("server"))
+    store = _store(root.section("store"), env)
+    if store.kind == "chdb" and server.workers > 1:
+        raise ConfigError(
+            "server.workers",
+            "the embedded store (store.kind: chdb) is a single-process engine: run one "
+            "worker, or use a ClickHouse server (store.kind: clickhouse) for several",
+        )
+    providers = _providers(root.raw("providers"), env)
+    from gateway.access.config import parse_auth  # imports this module: not at the top
 
-    log_level = root.str("log_level", "info", ("debug", "info", "warning", "error"))
-    root.done()
-    return Config(
+    return _read(
+        Config,
+        root,
         server=server,
         store=store,
-        capture=capture,
-        log=log_cfg,
-        metrics=metrics_cfg,
-        feedback=feedback_cfg,
-        drift=drift_cfg,
-        auth=auth,
+        log=_log(root.section("log"), store),
+        metrics=_metrics(root.section("metrics")),
+        feedback=_feedback(root.section("feedback")),
+        drift=_read(DriftConfig, root.section("drift")),
+        capture=_read(CaptureConfig, root.section("capture")),
+        auth=parse_auth(root.raw("auth")),
         providers=providers,
-        routes=routes,
-        aliases=alias_map,
-        retries=retries,
-        prices=prices,
-        log_level=log_level,
+        routes=_routes(root.raw("routes"), providers),
+        aliases=_aliases(root.section("aliases")),
+        retries=_read(RetryConfig, root.section("retries")),
+        prices=_prices(root.section("prices")),
     )
 
 
 def default_providers(env: dict[str, str]) -> dict[str, ProviderConfig]:
-    """OpenAI and Anthropic, from the variables the official SDKs read."""
-    openai_key = env.get("OPENAI_API_KEY") or None
-    anthropic_key = env.get("ANTHROPIC_API_KEY") or None
-    anthropic_url = (env.get("ANTHROPIC_BASE_URL") or DEFAULT_ANTHROPIC_URL).rstrip("/")
-    return {
-        "openai": ProviderConfig(
-            name="openai",
-            kind="openai",
-            base_url=(env.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_URL).rstrip("/"),
-            api_key=openai_key,
-            auth="gateway" if openai_key else "passthrough",
-            # The SDK variable may point at a corporate proxy of OpenAI: price as OpenAI
-            # (a self-hosted model's name simply finds no OpenAI price).
-            price_as="openai",
-        ),
-        "anthropic": ProviderConfig(
-            name="anthropic",
-            kind="anthropic",
-            base_url=anthropic_url,
-            api_key=anthropic_key,
-            auth="gateway" if anthropic_key else "passthrough",
-            inject_stream_usage=False,
-            api_version="2023-06-01",
-            price_as="anthropic",
-        ),
-    }
+    """The zero-config kinds (OpenAI and Anthropic), from the variables their SDKs read."""
+    providers = {}
+    for kind in KINDS.values():
+        if not kind.zero_config:
+            continue
+        key = env.get(kind.api_key_env) or None
+        providers[kind.kind] = ProviderConfig(
+            name=kind.kind,
+            kind=kind.kind,
+            base_url=(env.get(kind.base_url_env) or kind.default_base_url or "").rstrip("/"),
+            api_key=key,
+            auth="gateway" if key else "passthrough",
+            inject_stream_usage=kind.inject_stream_usage,
+            api_version=kind.default_api_version,
+            # The SDK variable may point at a corporate proxy of the provider: price as the
+            # provider (a self-hosted model's name simply finds no price).
+            price_as=kind.price_as,
+        )
+    return providers
 
 
 def default_routes(providers: dict[str, ProviderConfig]) -> tuple[Route, ...]:
-    """Claude models to the first Anthropic provider; everything else to the first other one."""
+    """Each kind's own model names (e.g. claude*) to its first provider; everything else to
+    the first provider of a kind without such names, else to the first one routed."""
     routes = []
-    anthropic = next((p for p in providers.values() if p.kind == "anthropic"), None)
-    other = next((p for p in providers.values() if p.kind != "anthropic"), None)
-    if anthropic:
-        routes.append(Route(match="claude*", targets=(Target(anthropic.name),)))
-    if other:
-        routes.append(Route(match="*", targets=(Target(other.name),)))
-    elif anthropic:
-        routes.append(Route(match="*", targets=(Target(anthropic.name),)))
+    catch_all = None
+    for p in providers.values():
+        models = KINDS[p.kind].default_models
+        if models and not any(r.match == models for r in routes):
+            routes.append(Route(match=models, targets=(Target(p.name),)))
+        elif not models and catch_all is None:
+            catch_all = p
+    if catch_all is None and routes:
+        catch_all = providers[routes[0].targets[0].provider]
+    if catch_all is not None:
+        routes.append(Route(match="*", targets=(Target(catch_all.name),)))
     return tuple(routes)
 
 

@@ -17,6 +17,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.filelock import try_lock
+
 LOCK_FILE = "gateway.lock"
 INFO_FILE = "gateway.json"
 
@@ -38,17 +40,11 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = try_lock(self.dir / LOCK_FILE)
+        if fd is None:
             running = running_gateway(str(self.dir))
             who = f" (gateway pid {running.pid} at {running.url})" if running else ""
-            raise DataDirBusy(
-                f"the data directory {self.dir} is in use by another process{who}"
-            ) from None
+            raise DataDirBusy(f"the data directory {self.dir} is in use by another process{who}")
         self._fd = fd
 
     def publish(self, url: str) -> str:

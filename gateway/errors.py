@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 _encode = msgspec.json.encode
+
+
+def error_envelope(
+    message: str, code: str | None, param: str | None = None, type_: str = "invalid_request_error"
+) -> dict[str, Any]:
+    """OpenAI's error shape: `{"error": {message, type, param, code}}`."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
 class GatewayError(Exception):
@@ -24,18 +33,10 @@ class GatewayError(Exception):
         self.type = type_
         self.code = code
         self.param = param
+        self.headers: list[tuple[bytes, bytes]] = []  # extra response headers (Retry-After...)
 
     def body(self) -> bytes:
-        return _encode(
-            {
-                "error": {
-                    "message": self.message,
-                    "type": self.type,
-                    "param": self.param,
-                    "code": self.code,
-                }
-            }
-        )
+        return _encode(error_envelope(self.message, self.code, self.param, self.type))
 
 
 def bad_json(detail: str) -> GatewayError:
@@ -97,4 +98,14 @@ def upstream_unreachable(detail: str) -> GatewayError:
         f"Could not reach the upstream: {detail}",
         "api_connection_error",
         "upstream_unreachable",
+    )
+
+
+def wrong_dialect(model: str) -> GatewayError:
+    return GatewayError(
+        400,
+        f"The model `{model}` is not routed to an Anthropic provider; /v1/messages needs one.",
+        "invalid_request_error",
+        "unsupported_endpoint",
+        "model",
     )

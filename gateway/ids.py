@@ -6,11 +6,12 @@ import os
 import re
 import time
 
-_CLIENT_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# What a client-supplied id (request id, feedback event id) may look like.
+CLIENT_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 def valid_client_id(value: str) -> bool:
-    return bool(value) and _CLIENT_ID.fullmatch(value) is not None
+    return bool(value) and CLIENT_ID.fullmatch(value) is not None
 
 
 def new_request_id() -> str:

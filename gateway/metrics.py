@@ -31,7 +31,11 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from gateway.record import CallRecord
+from gateway import genai
+from gateway.config import MetricsConfig
+from gateway.genai import DURATION_BUCKETS, TOKEN_BUCKETS
+from gateway.providers import genai_provider_name
+from gateway.record import REFUSALS, CallRecord, Outcome, is_failed
 
 
 class DriftRowLike(Protocol):
@@ -52,14 +56,8 @@ class FeedbackEventLike(Protocol):
 
 disable_created_metrics()  # `*_created` series double the count and nobody graphs them
 
-DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
-                    40.96, 81.92)  # fmt: skip
-TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
-                 16777216, 67108864)  # fmt: skip
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
-# gen_ai.provider.name well-known values, by provider kind.
-GENAI_PROVIDER = {"openai": "openai", "azure": "azure.ai.openai", "anthropic": "anthropic"}
 OTHER = "other"
 
 
@@ -86,12 +84,9 @@ def multiprocess() -> bool:
 
 
 class Metrics:
-    def __init__(
-        self,
-        max_models: int = 100,
-        max_apps: int = 50,
-        property_labels: tuple[str, ...] = (),
-    ) -> None:
+    def __init__(self, cfg: MetricsConfig | None = None) -> None:
+        cfg = cfg or MetricsConfig()
+        max_models, max_apps, property_labels = cfg.max_models, cfg.max_apps, cfg.property_labels
         mp = multiprocess()
         # In multiprocess mode values live in files; the exposition registry collects them.
         reg = None if mp else CollectorRegistry(auto_describe=True)
@@ -103,20 +98,20 @@ class Metrics:
         self.property_labels = property_labels
         # `provider` (the configured provider) beside the semantic-convention labels, so that
         # two OpenAI-compatible upstreams can be told apart.
-        genai = ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "app",
-                 "provider"]  # fmt: skip
+        genai_labels = [genai.L_OPERATION, genai.L_PROVIDER, genai.L_REQUEST_MODEL, "app",
+                        "provider"]  # fmt: skip
         self.duration = Histogram(
-            "gen_ai_client_operation_duration_seconds", "GenAI operation duration.",
-            [*genai, "error_type"], buckets=DURATION_BUCKETS, registry=reg,
+            genai.OPERATION_DURATION, "GenAI operation duration.",
+            [*genai_labels, "error_type"], buckets=DURATION_BUCKETS, registry=reg,
         )  # fmt: skip
         self.tokens = Histogram(
-            "gen_ai_client_token_usage", "Number of input and output tokens used.",
-            [*genai, "gen_ai_token_type"], buckets=TOKEN_BUCKETS, registry=reg,
+            genai.TOKEN_USAGE, "Number of input and output tokens used.",
+            [*genai_labels, genai.L_TOKEN_TYPE], buckets=TOKEN_BUCKETS, registry=reg,
         )  # fmt: skip
         self.ttfc = Histogram(
-            "gen_ai_client_operation_time_to_first_chunk_seconds",
+            genai.TIME_TO_FIRST_CHUNK,
             "Time to receive the first chunk of a streamed response.",
-            genai, buckets=DURATION_BUCKETS, registry=reg,
+            genai_labels, buckets=DURATION_BUCKETS, registry=reg,
         )  # fmt: skip
         props = [f"property_{p.replace('-', '_')}" for p in property_labels]
         self.prop_caps = [LabelCap(max_apps) for _ in property_labels]
@@ -217,7 +212,7 @@ class Metrics:
     def observe(self, rec: CallRecord) -> None:
         """One finished call. Label children are cached per label set, so this is a few
         dictionary lookups and additions on the request path."""
-        rejected = rec.outcome == "rejected" or rec.outcome.startswith("refused_")
+        rejected = rec.outcome == Outcome.REJECTED or rec.outcome in REFUSALS
         # A refused call's model name is whatever the client typed: it must not use up the
         # model label's budget.
         model = "" if rejected or not rec.request_model else self.models(rec.request_model)
@@ -227,7 +222,7 @@ class Metrics:
             cap(rec.properties.get(p, ""))
             for p, cap in zip(self.property_labels, self.prop_caps, strict=True)
         )
-        failed = rec.status_code >= 400 or rec.outcome != "ok"
+        failed = is_failed(rec)
         error_type = (rec.error_type or rec.outcome) if failed else ""
         key = (rec.operation, rec.provider, rec.provider_kind, model, app, status_class,
                error_type, props)  # fmt: skip
@@ -264,7 +259,7 @@ class Metrics:
         operation, provider, kind, model, app, status_class, error_type, props = key
         if len(self._children) > 20_000:  # bounded anyway; keep the cache from growing
             self._children.clear()
-        gp = GENAI_PROVIDER.get(str(kind), str(kind))
+        gp = genai_provider_name(str(kind))
         g = (operation, gp, model, app, provider)
         ch: list[Any] = [
             self.duration.labels(*g, error_type),

@@ -1,21 +1,55 @@
 """The call record: one row of `llm_calls`, built on the request path and written in batches.
 
 Field names are the column names; `encode_line` turns a record into a JSONEachRow line, the one
-wire format every store variant (chDB, ClickHouse over HTTP) accepts.
+wire format every store variant (chDB, ClickHouse over HTTP) accepts. `finish` completes a
+record when its exchange ends; a `RecordSink` hands it to everything that consumes it.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, Protocol
+
 import msgspec
 
-# Outcomes say how the exchange ended, independently of the HTTP status.
-OK = "ok"
-UPSTREAM_ERROR = "upstream_error"  # upstream answered with an error status or error event
-UPSTREAM_DISCONNECTED = "upstream_disconnected"  # upstream closed mid-response
-CLIENT_DISCONNECTED = "client_disconnected"  # client went away; upstream cancelled
-TIMEOUT = "timeout"
-UNREACHABLE = "upstream_unreachable"  # could not connect to any target
-REJECTED = "rejected"  # the gateway refused the request (bad input, no route, no credentials)
+from gateway.tokens import estimate_input, from_chars
+
+
+class Outcome(StrEnum):
+    """How the exchange ended, independently of the HTTP status (stored as these strings)."""
+
+    OK = "ok"
+    UPSTREAM_ERROR = "upstream_error"  # upstream answered with an error status or error event
+    UPSTREAM_DISCONNECTED = "upstream_disconnected"  # upstream closed mid-response
+    CLIENT_DISCONNECTED = "client_disconnected"  # client went away; upstream cancelled
+    TIMEOUT = "timeout"
+    UNREACHABLE = "upstream_unreachable"  # could not connect to any target
+    REJECTED = "rejected"  # the gateway refused the request (bad input, no route, no credentials)
+    # Refused by gateway keys and limits (gateway/access), one outcome per reason.
+    REFUSED_KEY = "refused_key"  # no key where one is required, or an unknown/revoked key
+    REFUSED_MODEL = "refused_model"  # the key may not use the model
+    REFUSED_ORIGIN = "refused_origin"  # a browser origin not allowed
+    REFUSED_HOST = "refused_host"  # a Host header that is not the gateway's
+    REFUSED_RPM = "refused_rpm"
+    REFUSED_TPM = "refused_tpm"
+    REFUSED_USER_RPM = "refused_user_rpm"
+    REFUSED_USER_TPM = "refused_user_tpm"
+    REFUSED_CONCURRENCY = "refused_concurrency"
+    REFUSED_BUDGET = "refused_budget"
+    REFUSED_LIMITER = "refused_limiter"  # the shared limits store was unreachable (fail closed)
+
+
+REFUSALS = frozenset(o for o in Outcome if o.value.startswith("refused_"))
+
+# A call *failed* when its status is an error or its outcome is not a success one. The
+# Python predicate and the SQL expression are both generated from these two facts.
+SUCCESS_OUTCOMES = frozenset({Outcome.OK})
+FAILED_STATUS = 400
+FAILED_SQL = "(status_code >= {} OR outcome NOT IN ({}))".format(
+    FAILED_STATUS, ", ".join(f"'{o.value}'" for o in sorted(SUCCESS_OUTCOMES))
+)
 
 
 class CallRecord(msgspec.Struct, kw_only=True):
@@ -31,7 +65,7 @@ class CallRecord(msgspec.Struct, kw_only=True):
     session_id: str = ""
     turn_index: int = 0
     provider: str = ""  # configured provider name that served the call
-    provider_kind: str = ""  # openai | azure | anthropic
+    provider_kind: str = ""  # a registered provider kind: openai | azure | anthropic | ...
     endpoint: str = ""  # path as the client called it, e.g. /v1/chat/completions
     operation: str = ""  # chat | text_completion | embeddings | responses | models | other
     request_model: str = ""  # as the client asked
@@ -42,7 +76,7 @@ class CallRecord(msgspec.Struct, kw_only=True):
     system_fingerprint: str = ""
     stream: bool = False
     status_code: int = 0
-    outcome: str = OK
+    outcome: Outcome = Outcome.OK
     error_type: str = ""
     error_message: str = ""
     finish_reason: str = ""
@@ -66,6 +100,58 @@ class CallRecord(msgspec.Struct, kw_only=True):
     properties: dict[str, str] = {}
     request_body: str = ""
     response_body: str = ""
+
+
+def is_failed(rec: CallRecord) -> bool:
+    """The one "failed call" predicate (SQL twin: `FAILED_SQL`)."""
+    return rec.status_code >= FAILED_STATUS or rec.outcome not in SUCCESS_OUTCOMES
+
+
+class UsageSource(Protocol):
+    """What finishing a record needs to know of the observer that read the answer."""
+
+    usage_seen: bool
+    output_chars: int
+    estimates_usage: bool
+
+
+def finish(
+    rec: CallRecord, t0: float, observer: UsageSource | None, payload: dict[str, Any] | None
+) -> None:
+    """Complete a record when its exchange ends: estimated usage, latency, overhead."""
+    if observer is not None:
+        _estimate_usage(rec, observer, payload)
+    rec.latency_ms = (time.perf_counter() - t0) * 1000.0
+    # Outside the upstream window everything is the gateway's; inside a stream's
+    # window, the time spent handling chunks (already in overhead_ms) is too.
+    rec.overhead_ms += max(rec.latency_ms - rec.upstream_ms, 0.0)
+
+
+def _estimate_usage(rec: CallRecord, observer: UsageSource, payload: dict[str, Any] | None) -> None:
+    """Estimate tokens when the upstream reported none for an answer it did give."""
+    if observer.usage_seen or not observer.estimates_usage or payload is None:
+        return
+    if rec.outcome == Outcome.UPSTREAM_ERROR or (
+        rec.status_code >= 400 and not observer.output_chars
+    ):
+        return
+    rec.input_tokens = estimate_input(payload)
+    rec.output_tokens = from_chars(observer.output_chars)
+    rec.usage_estimated = True
+
+
+class RecordSink:
+    """The one hand-off of finished records: every consumer (metrics, the writer, the
+    tracer), in order. Consumers must not block: they run on the request path."""
+
+    __slots__ = ("_consumers",)
+
+    def __init__(self, *consumers: Callable[[CallRecord], object]) -> None:
+        self._consumers = consumers
+
+    def __call__(self, rec: CallRecord) -> None:
+        for consume in self._consumers:
+            consume(rec)
 
 
 _encode = msgspec.json.Encoder().encode

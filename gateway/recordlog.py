@@ -20,7 +20,6 @@ Past `max_bytes` on disk a record is not kept: the caller counts and logs the dr
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -28,6 +27,9 @@ import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from gateway.config import LogConfig
+from gateway.filelock import try_lock
 
 log = logging.getLogger("gateway.recordlog")
 
@@ -49,14 +51,16 @@ class Pos:
 class LogBusy(Exception):
     pass
 
+_LOG = LogConfig()  # the defaults
+
 
 class RecordLog:
     def __init__(
         self,
         directory: str | os.PathLike[str],
-        segment_bytes: int = 64 * 1024 * 1024,
-        max_bytes: int = 1024 * 1024 * 1024,
-        fsync_interval: float = 1.0,
+        segment_bytes: int = _LOG.segment_bytes,
+        max_bytes: int = _LOG.max_bytes,
+        fsync_interval: float = _LOG.fsync_interval_ms / 1000.0,
     ) -> None:
         self.dir = Path(directory)
         self.segment_bytes = segment_bytes
@@ -76,13 +80,9 @@ class RecordLog:
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise LogBusy(f"record log {self.dir} is held by another process") from None
+        fd = try_lock(self.dir / LOCK)
+        if fd is None:
+            raise LogBusy(f"record log {self.dir} is held by another process")
         self._lock_fd = fd
         id_file = self.dir / LOG_ID
         if not id_file.exists():
@@ -175,11 +175,10 @@ class RecordLog:
         tmp.write_text(json.dumps(body))
         os.replace(tmp, self.dir / CHECKPOINT)
 
-    def begin(self, start: Pos, end: Pos) -> str:
-        """Note a batch about to be inserted; returns its deduplication token."""
+    def begin(self, start: Pos, end: Pos) -> None:
+        """Note a batch about to be inserted."""
         done, _ = self.read_checkpoint()
         self._write_checkpoint(done, (start, end))
-        return f"{self.log_id}:{start}-{end}"
 
     def commit(self, end: Pos) -> None:
         """Everything up to `end` is in the store: move the checkpoint, drop old segments."""

@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from gateway.metrics import GENAI_PROVIDER
-from gateway.record import CallRecord
+from gateway import genai
+from gateway.providers import genai_provider_name
+from gateway.record import CallRecord, is_failed
 
 
 def tracing_requested(env: dict[str, str] | None = None) -> bool:
@@ -104,10 +105,10 @@ class Tracer:
             start_time=start,
             attributes=_attributes(rec),
         )
-        if rec.status_code >= 400 or rec.outcome != "ok":
+        if is_failed(rec):
             from opentelemetry.trace import Status, StatusCode
 
-            span.set_status(Status(StatusCode.ERROR, rec.error_type or rec.outcome))
+            span.set_status(Status(StatusCode.ERROR, rec.error_type or str(rec.outcome)))
         span.end(end_time=start + int(rec.latency_ms * 1e6))
 
     def shutdown(self) -> None:
@@ -116,32 +117,32 @@ class Tracer:
 
 def _attributes(rec: CallRecord) -> dict[str, Any]:
     a: dict[str, Any] = {
-        "gen_ai.operation.name": rec.operation,
-        "gen_ai.provider.name": GENAI_PROVIDER.get(rec.provider_kind, rec.provider_kind),
-        "gen_ai.request.model": rec.request_model,
+        genai.OPERATION_NAME: rec.operation,
+        genai.PROVIDER_NAME: genai_provider_name(rec.provider_kind),
+        genai.REQUEST_MODEL: rec.request_model,
         "http.response.status_code": rec.status_code,
         "gateway.request_id": rec.request_id,
         "gateway.provider": rec.provider,
-        "gateway.outcome": rec.outcome,
+        "gateway.outcome": str(rec.outcome),
         "gateway.stream": rec.stream,
     }
     if rec.response_model:
-        a["gen_ai.response.model"] = rec.response_model
+        a[genai.RESPONSE_MODEL] = rec.response_model
     if rec.response_id:
-        a["gen_ai.response.id"] = rec.response_id
+        a[genai.RESPONSE_ID] = rec.response_id
     if rec.finish_reason:
-        a["gen_ai.response.finish_reasons"] = [rec.finish_reason]
+        a[genai.FINISH_REASONS] = [rec.finish_reason]
     if rec.input_tokens or rec.output_tokens:
-        a["gen_ai.usage.input_tokens"] = rec.input_tokens
-        a["gen_ai.usage.output_tokens"] = rec.output_tokens
+        a[genai.INPUT_TOKENS] = rec.input_tokens
+        a[genai.OUTPUT_TOKENS] = rec.output_tokens
     if rec.cache_read_tokens:
-        a["gen_ai.usage.cache_read.input_tokens"] = rec.cache_read_tokens
+        a[genai.CACHE_READ_TOKENS] = rec.cache_read_tokens
     if rec.cache_write_tokens:
-        a["gen_ai.usage.cache_creation.input_tokens"] = rec.cache_write_tokens
-    if rec.error_type and (rec.status_code >= 400 or rec.outcome != "ok"):
-        a["error.type"] = rec.error_type
+        a[genai.CACHE_CREATION_TOKENS] = rec.cache_write_tokens
+    if rec.error_type and is_failed(rec):
+        a[genai.ERROR_TYPE] = rec.error_type
     if rec.ttft_ms is not None:
-        a["gen_ai.response.time_to_first_chunk"] = rec.ttft_ms / 1000.0
+        a[genai.TIME_TO_FIRST_CHUNK_ATTR] = rec.ttft_ms / 1000.0
     if rec.app:
         a["gateway.app"] = rec.app
     return a

@@ -22,11 +22,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import msgspec
 
+from gateway.config import StoreConfig
 from gateway.pricing import Pricer
 from gateway.record import encode_line
 from gateway.recordlog import Pos, RecordLog
@@ -35,6 +36,7 @@ from gateway.store.base import Store, StoreError
 log = logging.getLogger("gateway.writer")
 
 TABLE = "llm_calls"
+_STORE = StoreConfig()  # the defaults
 
 
 class PriceView(msgspec.Struct):
@@ -51,12 +53,41 @@ class PriceView(msgspec.Struct):
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     cost_usd: float | None = None
+    price_source: str = ""
     started_at: float = 0.0
 
 
 _view = msgspec.json.Decoder(PriceView).decode
-# How an unpriced record's line reads (CallRecord's field order puts these side by side).
-_UNPRICED = b'"cost_usd":null,"price_source":""'
+_encode_json = msgspec.json.Encoder().encode
+# An unpriced record's two fields. `"cost_usd":null` cannot occur anywhere else in a line
+# (properties hold strings, and quotes inside strings are escaped); `"price_source":""`
+# can, as a property: then the line is re-encoded by field.
+_COST_NULL = b'"cost_usd":null'
+_SOURCE_EMPTY = b'"price_source":""'
+_fields = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+
+
+def _once(line: bytes, pattern: bytes) -> int:
+    """Where `pattern` occurs in `line`, or -1 unless exactly once."""
+    i = line.find(pattern)
+    return i if i >= 0 and line.find(pattern, i + len(pattern)) < 0 else -1
+
+
+def _with_price(line: bytes, v: PriceView, cost: float, source: str) -> bytes:
+    """The line with its price fields set, whatever the order of its columns."""
+    cost_json = repr(cost).encode()
+    source_json = _encode_json(source)
+    i, j = _once(line, _COST_NULL), _once(line, _SOURCE_EMPTY)
+    if i >= 0 and j >= 0 and v.price_source == "":
+        (i, a, ra), (j, b, rb) = sorted(
+            ((i, _COST_NULL, b'"cost_usd":' + cost_json),
+             (j, _SOURCE_EMPTY, b'"price_source":' + source_json))
+        )  # fmt: skip
+        return b"".join((line[:i], ra, line[i + len(a) : j], rb, line[j + len(b) :]))
+    fields = _fields(line)
+    fields["cost_usd"] = msgspec.Raw(cost_json)
+    fields["price_source"] = msgspec.Raw(source_json)
+    return _encode_json(fields) + b"\n"
 
 
 def price_line(
@@ -70,18 +101,13 @@ def price_line(
     if not (v.input_tokens or v.output_tokens):
         if v.status_code >= 400:  # a refused call costs nothing
             v.cost_usd = 0.0
-            return (
-                line.replace(_UNPRICED, b'"cost_usd":0.0,"price_source":"not_billed"', 1),
-                v,
-                True,
-            )
+            return _with_price(line, v, 0.0, "not_billed"), v, True
         return line, v, True
     cost, source = pricer.price_call(price_ids.get(v.provider, ""), v)
     if cost is None:
         return line, v, False
     v.cost_usd = cost
-    priced = b'"cost_usd":%r,"price_source":"%s"' % (cost, source.encode())
-    return line.replace(_UNPRICED, priced, 1), v, True
+    return _with_price(line, v, cost, source), v, True
 
 
 @dataclass
@@ -101,10 +127,8 @@ class Counters:
     replayed: int = 0
     retries: int = 0
     dropped: int = 0
-    unpriced: int = 0
     store_ok: bool = True
     last_error: str = ""
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 class Queue(Protocol):
@@ -214,8 +238,8 @@ class BatchWriter:
         queue: Queue,
         pricer: Pricer | None,  # None: rows need no price (feedback events)
         price_ids: dict[str, str],
-        batch_size: int = 1000,
-        flush_interval: float = 0.5,
+        batch_size: int = _STORE.batch_size,
+        flush_interval: float = _STORE.flush_interval_ms / 1000.0,
         migrate: Callable[[], object] | None = None,
         on_priced: Callable[[PriceView, bool], None] | None = None,
         table: str = TABLE,
@@ -299,7 +323,6 @@ class BatchWriter:
             raise
         self.queue.commit(batch)
         for view, known in priced_views:  # once the rows are in: a retried batch counts once
-            c.unpriced += not known
             if self.on_priced is not None:
                 self.on_priced(view, known)
         c.written += len(rows)

@@ -199,6 +199,7 @@ def gateway_config(fake_url: str, selfhosted_url: str, data_path: str = "data") 
                 "api_key": "x",
                 "timeouts": fast,
             },
+            "vllm": {"kind": "vllm", "base_url": fake_url + "/v1", "timeouts": fast},
             "selfhosted": {
                 "kind": "openai",
                 "base_url": selfhosted_url + "/v1",
@@ -218,6 +219,7 @@ def gateway_config(fake_url: str, selfhosted_url: str, data_path: str = "data") 
             },
             {"match": "pt-*", "provider": "passthru", "model": "gpt-4o-mini"},
             {"match": "llama-*", "provider": "selfhosted"},
+            {"match": "vllm-*", "provider": "vllm"},
             {"match": "gpt-*", "provider": "openai"},
             {"match": "text-embedding-*", "provider": "openai"},
             {"match": "o[0-9]*", "provider": "openai"},

@@ -104,3 +104,27 @@ def test_drift_when_every_call_of_a_group_failed(tmp_path: Path):
     stored = {json.loads(x)["metric"]: json.loads(x)["level"] for x in p.stdout.splitlines()}
     assert stored["error_rate"] == "alert" and "length_rate" not in stored, stored
     assert "skipped" not in stored.values()
+
+
+def test_migrate_bakes_the_configured_session_idle_minutes(tmp_path: Path):
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(f"store: {{path: {tmp_path / 'd'}}}\nfeedback: {{session_idle_minutes: 45}}\n")
+    p = cli("migrate", "--config", str(cfg), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    q = ("SELECT create_table_query AS q FROM system.tables WHERE database = 'llm_gateway' "
+         "AND name = 'llm_sessions' FORMAT JSONEachRow")  # fmt: skip
+    p = cli("sql", q, "--config", str(cfg), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    ddl = json.loads(p.stdout)["q"]
+    assert "toIntervalMinute(45)" in ddl or "INTERVAL 45 MINUTE" in ddl, ddl
+
+
+def test_python_m_gateway_version_and_help_list_every_command(tmp_path: Path):
+    run = [sys.executable, "-m", "gateway"]
+    p = subprocess.run([*run, "--version"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.startswith("llm-gateway ")
+    p = subprocess.run([*run, "--help"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0
+    for item in ("serve", "migrate", "sql", "report", "drift", "--host", "--port",
+                 "--cluster", "--since", "(default: 7d)", "(default: server.port, 8080)"):
+        assert item in p.stdout, item

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError, load_config, parse_config
-from gateway.providers import MissingCredentials, Provider
+from gateway.providers import MissingCredentials, provider_for
 from gateway.routing import Router
 
 
@@ -21,7 +21,7 @@ def test_zero_config_uses_sdk_variables():
     oa, an = cfg.providers["openai"], cfg.providers["anthropic"]
     assert (oa.base_url, oa.api_key, oa.auth) == ("http://h:1/v1", "sk-a", "gateway")
     assert (an.base_url, an.api_key, an.auth) == ("http://a:2", None, "passthrough")
-    router = Router(cfg, {n: Provider(p) for n, p in cfg.providers.items()})
+    router = Router(cfg, {n: provider_for(p) for n, p in cfg.providers.items()})
     assert router.resolve("claude-3-haiku").hops[0].provider.name == "anthropic"
     assert router.resolve("anything-else").hops[0].provider.name == "openai"
 
@@ -91,7 +91,7 @@ def test_routes_exact_glob_alias_and_order():
         },
         {},
     )  # fmt: skip
-    router = Router(cfg, {n: Provider(p) for n, p in cfg.providers.items()})
+    router = Router(cfg, {n: provider_for(p) for n, p in cfg.providers.items()})
     r = router.resolve("best")
     assert r is not None and r.model == "gpt-4o"
     assert [(h.provider.name, h.model) for h in r.hops] == [("b", "gpt-4o-2024-11-20"),
@@ -111,7 +111,7 @@ def test_provider_urls_and_credentials():
         }},
         {},
     )  # fmt: skip
-    az, an, oa = (Provider(cfg.providers[n]) for n in ("az", "an", "oa"))
+    az, an, oa = (provider_for(cfg.providers[n]) for n in ("az", "an", "oa"))
     assert az.url("/v1/chat/completions", "", "gpt-4o") == (
         "https://r.openai.azure.com/openai/deployments/dep%201/chat/completions"
         "?api-version=2024-10-21"

@@ -41,6 +41,7 @@ from gateway.store.chdb_store import ChdbStore
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboards" / "grafana" / "drift.json"
 RULES = ROOT / "dashboards" / "prometheus" / "drift-alerts.yml"
+RUNBOOKS = "https://github.com/llm-gateway/llm-gateway/blob/main/docs/runbooks.md"
 
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)  # the shift scenarios' evaluation time
 HOUR, WEEK = timedelta(hours=1), timedelta(days=7)
@@ -584,7 +585,7 @@ def test_config_is_validated():
 def test_dashboard_sql_runs_on_llm_drift(run: Run):
     """Every ClickHouse query of the drift dashboard (panels and the annotation), with the
     plugin's macros expanded as tests/test_dashboards.py does, on the rows written above."""
-    from tests.test_dashboards import SPECIFIC, all_panels, expand_sql
+    from tests.test_dashboards import SPECIFIC, all_panels, datasource_uid, expand_sql
 
     dashboard = json.loads(DASHBOARD.read_text())
     t0, t1 = int((NOW - timedelta(days=1)).timestamp()), int(NOW.timestamp()) + 60
@@ -593,12 +594,12 @@ def test_dashboard_sql_runs_on_llm_drift(run: Run):
         (p["title"], t["rawSql"])
         for p in all_panels(dashboard)
         for t in p.get("targets", [])
-        if t.get("datasource", p.get("datasource", {})).get("uid") == "clickhouse"
+        if datasource_uid(p, t) == "clickhouse"
     ]
     queries += [
         ("annotation: " + a["name"], a["target"]["rawSql"])
         for a in dashboard["annotations"]["list"]
-        if a.get("datasource", {}).get("uid") == "clickhouse"
+        if datasource_uid(a, {}) == "clickhouse"
     ]
     assert len(queries) >= 7
     for title, sql in queries:
@@ -671,6 +672,7 @@ def test_alert_rule_checks_and_fires(tmp_path: Path):
                                         "appeared)."
                                     ),
                                     "dashboard": "/d/llm-gateway-drift",
+                                    "runbook_url": RUNBOOKS + "#llmgatewaydrift",
                                 },
                             }
                         ],

@@ -12,11 +12,12 @@ from genai_prices.data_snapshot import get_snapshot
 
 from gateway.config import ModelPrice
 from gateway.ids import new_request_id, valid_client_id
-from gateway.observe import AnthropicObserver, ChatObserver, ResponsesObserver
 from gateway.pricing import PRICE_SOURCE_CONFIG, Pricer, Tokens
-from gateway.record import CallRecord
+from gateway.providers.wire import AnthropicObserver, ChatObserver, ResponsesObserver
+from gateway.record import CallRecord, encode_line
 from gateway.sse import SSESplitter
 from gateway.tokens import estimate_input
+from gateway.writer import price_line
 
 STREAM = (
     b'data: {"id":"c1","model":"m-1","choices":[{"delta":{"content":"He"}}],"usage":null}\n\n'
@@ -155,3 +156,31 @@ def test_request_ids():
     assert a != b and uuid.UUID(a).version == 7 and a[:8] <= b[:8]
     assert valid_client_id("abc-1.2:3_x") and not valid_client_id("a b") and not valid_client_id("")
     assert not valid_client_id("x" * 129)
+
+
+def test_price_line_by_field_whatever_the_column_order():
+    pricer = Pricer({"my-llama": ModelPrice(input=1.0, output=2.0)})
+    rec = CallRecord(
+        request_id="r1",
+        provider="p",
+        request_model="my-llama",
+        input_tokens=1_000_000,
+        output_tokens=500_000,
+        properties={"price_source": "", "cost_usd": "x"},  # look-alikes must stay untouched
+        response_body='{"cost_usd":null,"price_source":""}',
+    )
+    fields = json.loads(encode_line(rec))
+    # Columns in another order: cost_usd last, price_source first, bodies between.
+    shuffled = {"price_source": "", **{k: v for k, v in fields.items() if "price" not in k
+                and k != "cost_usd"}, "cost_usd": None}  # fmt: skip
+    for line in (encode_line(rec), json.dumps(shuffled).encode() + b"\n"):
+        priced, view, known = price_line(pricer, {}, line)
+        out = json.loads(priced)
+        assert known and view.cost_usd == out["cost_usd"] == 2.0
+        assert out["price_source"] == PRICE_SOURCE_CONFIG
+        assert out["properties"] == {"price_source": "", "cost_usd": "x"}
+        assert out["response_body"] == rec.response_body
+        assert priced.endswith(b"\n") and priced.count(b"\n") == 1
+    refused = encode_line(CallRecord(request_id="r2", status_code=400))
+    out = json.loads(price_line(pricer, {}, refused)[0])
+    assert (out["cost_usd"], out["price_source"]) == (0.0, "not_billed")

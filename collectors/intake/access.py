@@ -3,12 +3,12 @@ allowlist, and a per key and client-IP rate limit (token bucket)."""
 
 from __future__ import annotations
 
-import hmac
 import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from gateway.access import token_matches
 from gateway.config import FeedbackKey
 
 
@@ -17,7 +17,6 @@ class Denied:
     status: int
     code: str
     message: str
-    retry_after: int = 0
 
 
 class KeyRing:
@@ -33,7 +32,7 @@ class KeyRing:
     def find(self, presented: str) -> FeedbackKey | None:
         found = None
         for k in self.keys:  # constant time per key: no early exit on a near match
-            if hmac.compare_digest(k.key.encode(), presented.encode()):
+            if token_matches(presented, k.key):
                 found = k
         return found
 

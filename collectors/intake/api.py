@@ -20,6 +20,7 @@ from collectors.intake.access import Denied, KeyRing, RateLimiter
 from collectors.intake.events import Context, FeedbackEvent, Invalid, validate
 from collectors.intake.openapi import openapi
 from gateway.config import FeedbackConfig
+from gateway.errors import error_envelope as _error
 
 _decode = msgspec.json.decode
 COLLECTOR_JS = Path(__file__).parent.parent / "static" / "feedback.js"
@@ -28,9 +29,6 @@ _CORS_HEADERS = (
 )
 
 
-def _error(message: str, code: str, param: str | None = None,
-           type_: str = "invalid_request_error") -> dict[str, Any]:  # fmt: skip
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
 def feedback_handlers(

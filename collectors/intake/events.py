@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from collectors.signals import BY_NAME
-from gateway.ids import new_request_id
+from gateway.ids import CLIENT_ID, new_request_id
 
 
 class FeedbackEvent(msgspec.Struct, kw_only=True, omit_defaults=False):
@@ -43,7 +43,7 @@ SOURCES = ("user", "app", "api", "evaluator", "implicit")
 DATA_TYPES = ("numeric", "boolean", "categorical", "text")
 
 NAME_RE = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
-ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+ID_RE = CLIENT_ID
 MAX_TEXT = 4000
 MAX_META = 32
 _FIELDS = frozenset(

@@ -12,7 +12,6 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -143,20 +142,18 @@ def run(args: argparse.Namespace, store: KeyTable) -> int:
     return 0
 
 
-def add_parser(
-    sub: Any, config_arg: Callable[[argparse.ArgumentParser], None], fn: Callable[..., int]
-) -> None:
-    """Registers `keys` on the CLI; `fn(args)` opens the store and calls `run`."""
-    k = sub.add_parser("keys", help="gateway keys: create, list, revoke, rotate")
-    ks = k.add_subparsers(dest="keys_cmd", required=True)
+def add_parser(k: argparse.ArgumentParser) -> None:
+    """The actions of the CLI's `keys` command (`k`, which runs `run` with the store)."""
+    ks = k.add_subparsers(dest="keys_cmd", required=True, metavar="ACTION",
+                          help="create | list | revoke | rotate")  # fmt: skip
 
-    def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        config_arg(p)
+    def action(name: str, text: str) -> argparse.ArgumentParser:
+        p = ks.add_parser(name, help=text, description=text)
+        p.add_argument("--config", default=argparse.SUPPRESS, help="YAML config file")
         p.add_argument("--json", action="store_true", help="print JSON")
-        p.set_defaults(fn=fn)
         return p
 
-    c = common(ks.add_parser("create", help="create a key and print its secret once"))
+    c = action("create", "create a key and print its secret once")
     c.add_argument("--name", required=True, help="a name to tell the key by (unique)")
     c.add_argument("--app", default="", help="record the key's calls as this app")
     c.add_argument("--team", default="")
@@ -165,8 +162,7 @@ def add_parser(
         c.add_argument(f"--{flag}", type=int, default=0, help="0 = no limit")
     c.add_argument("--budget-usd", type=float, default=0.0, help="0 = no budget")
     c.add_argument("--budget-period", choices=["day", "month"], default="month")
-    lst = common(ks.add_parser("list", help="list keys (never their secrets)"))
+    lst = action("list", "list keys (never their secrets)")
     lst.add_argument("--all", action="store_true", help="include revoked keys")
     for name, text in (("revoke", "revoke a key"), ("rotate", "give a key a new secret")):
-        common(ks.add_parser(name, help=text)).add_argument("key", help="key id or name")
-
+        action(name, text).add_argument("key", help="key id or name")

@@ -14,6 +14,7 @@ import math
 from gateway.access import limiter as L
 from gateway.access.limiter import Quota
 from gateway.errors import GatewayError
+from gateway.record import Outcome
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -27,7 +28,7 @@ class AccessDenied(GatewayError):
         message: str,
         type_: str,
         code: str,
-        outcome: str,
+        outcome: Outcome,
         headers: Headers | None = None,
     ) -> None:
         super().__init__(status, message, type_, code)
@@ -72,7 +73,7 @@ def missing_key() -> AccessDenied:
         "(Authorization: Bearer lgw_..., x-api-key or api-key).",
         "invalid_request_error",
         "missing_api_key",
-        "refused_key",
+        Outcome.REFUSED_KEY,
     )
 
 
@@ -82,7 +83,7 @@ def invalid_key() -> AccessDenied:
         "Incorrect gateway key provided (unknown or revoked).",
         "invalid_request_error",
         "invalid_api_key",
-        "refused_key",
+        Outcome.REFUSED_KEY,
     )
 
 
@@ -92,7 +93,7 @@ def model_not_allowed(model: str) -> AccessDenied:
         f"This gateway key is not allowed to use the model `{model[:256]}`.",
         "invalid_request_error",
         "model_not_allowed",
-        "refused_model",
+        Outcome.REFUSED_MODEL,
     )
 
 
@@ -103,7 +104,7 @@ def foreign_origin(origin: str) -> AccessDenied:
         "(auth.allowed_origins).",
         "invalid_request_error",
         "origin_not_allowed",
-        "refused_origin",
+        Outcome.REFUSED_ORIGIN,
     )
 
 
@@ -113,7 +114,7 @@ def foreign_host(host: str) -> AccessDenied:
         f"The Host {host[:256]!r} is not this gateway's (auth.allowed_hosts).",
         "invalid_request_error",
         "host_not_allowed",
-        "refused_host",
+        Outcome.REFUSED_HOST,
     )
 
 
@@ -138,7 +139,7 @@ def refused(adm: L.Admission) -> AccessDenied:
             f"${lim.budget_usd:g} for this {lim.budget_period}.",
             "insufficient_quota",
             "insufficient_quota",
-            "refused_budget",
+            Outcome.REFUSED_BUDGET,
             [*headers, (b"x-should-retry", b"false")],
         )
     if adm.refusal == L.UNAVAILABLE:
@@ -147,7 +148,7 @@ def refused(adm: L.Admission) -> AccessDenied:
             "The gateway cannot check this key's limits right now; try again shortly.",
             "server_error",
             "limiter_unavailable",
-            "refused_limiter",
+            Outcome.REFUSED_LIMITER,
             [*headers, *_retry(adm.retry_after)],
         )
     what = _LIMIT_TEXT.get(adm.refusal, adm.refusal)
@@ -157,6 +158,6 @@ def refused(adm: L.Admission) -> AccessDenied:
         f"Please try again in {duration(adm.retry_after)}.",
         "requests",
         "rate_limit_exceeded",
-        f"refused_{adm.refusal}",
+        Outcome(f"refused_{adm.refusal}"),
         [*headers, *_retry(adm.retry_after)],
     )

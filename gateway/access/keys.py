@@ -83,8 +83,11 @@ def looks_like_key(value: str) -> bool:
     return value.startswith(PREFIX)
 
 
-def same_hash(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
+def token_matches(presented: str, expected: str) -> bool:
+    """Constant-time comparison of a presented secret (or its hash) with the expected one;
+    an empty expected secret matches nothing. Shared by the gateway keys, the admin token
+    and the feedback intake's keys."""
+    return bool(expected) and hmac.compare_digest(presented.encode(), expected.encode())
 
 
 def valid_hash(value: str) -> bool:

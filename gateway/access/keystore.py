@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from gateway.access.config import limits_from
-from gateway.access.keys import GatewayKey, hash_secret, same_hash
+from gateway.access.keys import GatewayKey, hash_secret, token_matches
 from gateway.config import ConfigError
 
 log = logging.getLogger("gateway.access.keystore")
@@ -106,7 +106,7 @@ class KeyStore:
     def lookup(self, secret: str) -> GatewayKey | None:
         h = hash_secret(secret)
         key = self._by_hash.get(h)
-        if key is None or not same_hash(key.key_hash, h) or key.revoked:
+        if key is None or not token_matches(h, key.key_hash) or key.revoked:
             return None
         return key
 

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from gateway.config import StoreConfig
+from gateway.config import Config, StoreConfig
 from gateway.store.base import Store, StoreError
 from gateway.store.migrate import migrate
+
+
+def migrate_configured(store: Store, cfg: Config, cluster: str | None = None) -> list[int]:
+    """Apply pending migrations with the settings the config bakes into the DDL; `cluster`
+    overrides `store.cluster`."""
+    return migrate(
+        store,
+        cfg.capture.body_ttl_days,
+        cluster or cfg.store.cluster or None,
+        session_idle_minutes=cfg.feedback.session_idle_minutes,
+    )
 
 
 def open_store(cfg: StoreConfig) -> Store:
@@ -23,4 +34,4 @@ def open_store(cfg: StoreConfig) -> Store:
     return DisabledStore()
 
 
-__all__ = ["Store", "StoreError", "migrate", "open_store"]
+__all__ = ["Store", "StoreError", "migrate", "migrate_configured", "open_store"]

@@ -7,11 +7,7 @@ import threading
 from pathlib import Path
 
 from gateway.store.base import StoreError
-from gateway.store.sqltext import with_format
-
-
-def _quote(s: str) -> str:
-    return s.replace("\\", "\\\\").replace("'", "\\'")
+from gateway.store.sqltext import sql_string, with_format
 
 
 class ChdbStore:
@@ -53,7 +49,7 @@ class ChdbStore:
         if not rows:
             return
         settings = (
-            f" SETTINGS insert_deduplication_token = '{_quote(token)}', "
+            f" SETTINGS insert_deduplication_token = {sql_string(token)}, "
             "deduplicate_blocks_in_dependent_materialized_views = 1"
             if token
             else ""

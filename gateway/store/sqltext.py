@@ -15,3 +15,8 @@ def has_format(sql: str) -> bool:
 def with_format(sql: str, fmt: str) -> str:
     sql = sql.strip().rstrip(";")
     return sql if has_format(sql) else f"{sql} FORMAT {fmt}"
+
+
+def sql_string(s: str) -> str:
+    """A ClickHouse string literal, quoted and escaped."""
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"

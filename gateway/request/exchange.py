@@ -1,0 +1,171 @@
+"""One exchange: the client's body, read and parsed once, and the call record's lifecycle
+(begun when the request arrives, committed exactly once, before the answer's last bytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from gateway import errors
+from gateway.access.gate import Ticket
+from gateway.access.keys import GatewayKey
+from gateway.errors import GatewayError
+from gateway.providers.wire import OTHER, Observer, WireAPI
+from gateway.record import CallRecord, finish
+from gateway.request.headers import Headers
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_decode = msgspec.json.decode
+
+
+class Exchange:
+    """One call's state on the request path."""
+
+    __slots__ = (
+        "answer_headers",
+        "client_gone",
+        "done",
+        "key",
+        "observer",
+        "payload",
+        "rec",
+        "recorded",
+        "settler",
+        "sink",
+        "t0",
+        "ticket",
+        "watcher",
+    )
+
+    def __init__(self, rec: CallRecord, t0: float, sink: Callable[[CallRecord], None]) -> None:
+        self.rec = rec
+        self.t0 = t0
+        self.sink = sink
+        self.client_gone = False  # set by the disconnect watcher (not a shutdown)
+        self.done = False
+        self.recorded = False
+        self.observer: Observer | None = None
+        self.payload: dict[str, Any] | None = None
+        self.watcher: asyncio.Task[None] | None = None
+        self.key: GatewayKey | None = None  # the caller's gateway key
+        self.ticket: Ticket | None = None  # what its limits admitted, to settle
+        self.answer_headers: Headers = []  # added to the answer (x-ratelimit-*)
+        self.settler: Callable[[Ticket, CallRecord], Awaitable[None]] | None = None
+
+    async def settle(self) -> None:
+        """Charge the key what the call used (tokens, cost) and give back its slot, once.
+        Called after `commit` and before the answer's last bytes, so that the client's
+        next call (here or on another replica) sees this one's spend."""
+        ticket = self.ticket
+        if ticket is not None and ticket.adm is not None and self.settler is not None:
+            await self.settler(ticket, self.rec)
+
+    def commit(self) -> None:
+        """Finish the record and hand it on, once. Called before the response's last bytes
+        go out, so that a client that got a whole answer always has its row."""
+        if self.recorded:
+            return
+        self.recorded = True
+        finish(self.rec, self.t0, self.observer, self.payload)
+        self.sink(self.rec)
+
+    def watch_disconnect(self, receive: Receive) -> None:
+        # Held by the exchange: the loop keeps only weak references to tasks.
+        self.watcher = asyncio.get_running_loop().create_task(
+            self._watch(receive, asyncio.current_task())  # type: ignore[arg-type]
+        )
+
+    async def _watch(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+        # After the response completes the server answers receive() with a disconnect too;
+        # the `done` flag tells the two apart.
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                if not self.done:
+                    self.client_gone = True
+                    task.cancel()
+                return
+
+    def read_request(self, body: bytes, wire: WireAPI) -> str:
+        """Parse the body once (when the wire API needs its model); returns the model."""
+        rec = self.rec
+        if wire.needs_model:
+            try:
+                payload = _decode(body)
+            except msgspec.DecodeError as e:
+                raise errors.bad_json(str(e)) from None
+            if not isinstance(payload, dict):
+                raise errors.bad_json("the body must be a JSON object")
+            model = payload.get("model")
+            if not model or not isinstance(model, str):
+                raise errors.missing_model()
+            rec.request_model = model
+            wire.read_request(payload, rec)
+            self.payload = payload
+            return model
+        if body and wire is OTHER and body[:1] == b"{":
+            with contextlib.suppress(msgspec.DecodeError):
+                maybe = _decode(body)
+                if isinstance(maybe, dict) and isinstance(maybe.get("model"), str):
+                    self.payload = maybe
+                    rec.request_model = maybe["model"]
+                    rec.stream = maybe.get("stream") is True
+                    return rec.request_model
+        return ""
+
+    async def reject(self, send: Send, e: GatewayError) -> None:
+        """Answer with the gateway's own error, recorded."""
+        rec = self.rec
+        rec.status_code = e.status
+        rec.error_type = rec.error_type or (e.code or e.type)
+        rec.error_message = rec.error_message or e.message
+        body = e.body()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": e.status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", rec.request_id.encode()),
+                    *e.headers,
+                    *self.answer_headers,
+                ],
+            }
+        )
+        self.commit()
+        await self.settle()
+        await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive: Receive, content_length: int, max_body: int) -> bytes | None:
+    """The whole request body, within `max_body`; None when the client left while sending."""
+    if content_length > max_body:
+        raise errors.too_large(max_body)
+    msg = await receive()
+    if msg["type"] != "http.request":
+        return None
+    body: bytes = msg.get("body", b"")
+    if not msg.get("more_body"):
+        if len(body) > max_body:
+            raise errors.too_large(max_body)
+        return body
+    parts = [body]
+    size = len(body)
+    while msg.get("more_body"):
+        msg = await receive()
+        if msg["type"] != "http.request":
+            return None
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > max_body:
+            raise errors.too_large(max_body)
+        parts.append(chunk)
+    return b"".join(parts)

@@ -1,0 +1,222 @@
+"""The ASGI entry of the request path, in reading order: headers → exchange (body, record)
+→ route → attempts → streaming. Feedback and the gateway's own endpoints are routed
+elsewhere.
+
+A plain ASGI callable (mounted in the Litestar app) so that the hot path does no
+per-request work beyond what forwarding needs, and so that a client disconnect can be
+seen and turned into cancelling the upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from gateway import errors
+from gateway.access.answers import AccessDenied
+from gateway.access.gate import Gate, Ticket
+from gateway.config import Config
+from gateway.errors import GatewayError
+from gateway.ids import new_request_id, valid_client_id
+from gateway.providers.wire import OTHER, WireAPI, wire_api_for
+from gateway.record import CallRecord, Outcome
+from gateway.request.attempts import Attempts
+from gateway.request.exchange import Exchange, Receive, Send, read_body
+from gateway.request.headers import RequestHeaders
+from gateway.request.streaming import relay_stream, relay_whole
+from gateway.routing import Router
+from gateway.tracing import new_ids
+
+log = logging.getLogger("gateway.proxy")
+
+Scope = dict[str, Any]
+_now = time.perf_counter
+
+
+class Proxy:
+    """ASGI app for `/v1/*`."""
+
+    def __init__(
+        self,
+        config: Config,
+        router: Router,
+        transport: httpx.AsyncBaseTransport,
+        sink: Callable[[CallRecord], None],
+        tracing: bool = False,
+        gate: Gate | None = None,
+        price: Callable[[CallRecord], float | None] | None = None,
+    ) -> None:
+        self.tracing = tracing
+        self.gate = gate  # gateway keys and limits (gateway/access)
+        self.price = price  # a call's cost, for the spend of a key with a budget
+        self._settling: set[asyncio.Task[None]] = set()
+        self.router = router
+        self.sink = sink
+        self.attempts = Attempts(config.retries, transport)
+        self.max_body = config.server.max_body_bytes
+        self.capture_mode = config.capture.mode
+        self.capture_override = config.capture.allow_header_override
+        self.capture_limit = config.capture.max_body_bytes
+        self.in_flight = 0
+        self.streams_in_flight = 0
+
+    @property
+    def upstream_failures(self) -> dict[tuple[str, str], int]:
+        """(provider, reason) -> failed attempts; read by the metrics sampler."""
+        return self.attempts.failures
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        t0 = _now()
+        wall0 = time.time()
+        # Under the /v1 mount the framework rewrites `path`; the raw path is what the client sent.
+        raw = scope.get("raw_path")
+        path: str = raw.decode("latin-1") if raw else scope["root_path"] + scope["path"]
+        headers = RequestHeaders(scope["headers"])
+        rid = headers.request_id if valid_client_id(headers.request_id) else new_request_id()
+        wire = wire_api_for(scope["method"], path)
+        trace_id, parent_span = headers.parent_trace()
+        rec = CallRecord(
+            request_id=rid,
+            trace_id=trace_id,
+            parent_span_id=parent_span,
+            started_at=wall0,
+            app=headers.app,
+            end_user=headers.user,
+            session_id=headers.session,
+            endpoint=path if wire is not OTHER else path[:128],
+            operation=wire.operation,
+            user_agent=headers.user_agent,
+            properties=headers.properties,
+        )
+        if self.tracing:
+            rec.trace_id, rec.span_id = new_ids(trace_id)
+            headers.continue_trace(rec.trace_id, rec.span_id)
+        mode = self.capture_mode
+        if headers.capture and self.capture_override and headers.capture in ("full", "metadata"):
+            mode = headers.capture
+        capture = self.capture_limit if mode == "full" else 0
+        self.in_flight += 1
+        ex = Exchange(rec, t0, self.sink)
+        try:
+            if self.gate is not None:
+                self._identify(headers, ex)
+            body = await read_body(receive, headers.content_length, self.max_body)
+            if body is None:  # client left while sending its request
+                rec.outcome, rec.status_code = Outcome.CLIENT_DISCONNECTED, 499
+                return
+            rec.request_bytes = len(body)
+            if capture:
+                rec.request_body = body[:capture].decode("utf-8", "replace")
+            ex.watch_disconnect(receive)
+            await self._handle(scope, path, send, headers, wire, body, ex, capture)
+        except AccessDenied as e:
+            rec.outcome = e.outcome
+            await ex.reject(send, e)
+        except GatewayError as e:
+            rec.outcome = Outcome.REJECTED if e.status < 500 else rec.outcome
+            await ex.reject(send, e)
+        except asyncio.CancelledError:
+            if not ex.client_gone:
+                ex.commit()  # a shutdown: keep the record of what happened so far
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            rec.outcome, rec.status_code = Outcome.CLIENT_DISCONNECTED, 499
+        except Exception as e:  # a bug of ours: answer 500 in the OpenAI shape, keep the row
+            log.exception("unhandled error on the request path", extra={"request_id": rid})
+            rec.outcome, rec.error_type = Outcome.UPSTREAM_ERROR, "gateway_error"
+            rec.error_message = str(e)[:1000]
+            with contextlib.suppress(Exception):
+                await ex.reject(
+                    send, GatewayError(500, "The gateway failed internally.", "server_error")
+                )
+        finally:
+            ex.done = True
+            self.in_flight -= 1
+            ex.commit()
+            if ex.ticket is not None and ex.ticket.adm is not None:  # the answer broke off
+                task = asyncio.get_running_loop().create_task(ex.settle())
+                self._settling.add(task)
+                task.add_done_callback(self._settling.discard)
+
+    def _identify(self, headers: RequestHeaders, ex: Exchange) -> None:
+        """Who calls (raises AccessDenied). A gateway key is consumed: never sent upstream."""
+        assert self.gate is not None
+        key = self.gate.identify(
+            headers.host, headers.origin, headers.authorization, headers.x_api_key,
+            headers.api_key,
+        )  # fmt: skip
+        if key is None:
+            return
+        headers.consume_gateway_key()
+        ex.key, ex.settler = key, self._settle
+        rec = ex.rec
+        rec.key_id, rec.key_name = key.key_id, key.name
+        if key.app:
+            rec.app = key.app  # the key says which app it is; a header cannot claim another
+
+    async def _settle(self, ticket: Ticket, rec: CallRecord) -> None:
+        assert self.gate is not None
+        budget = ticket.adm is not None and ticket.adm.period
+        cost = self.price(rec) if self.price is not None and budget else None
+        await self.gate.settle(ticket, rec.input_tokens + rec.output_tokens, cost)
+
+    async def _handle(
+        self,
+        scope: Scope,
+        path: str,
+        send: Send,
+        headers: RequestHeaders,
+        wire: WireAPI,
+        body: bytes,
+        ex: Exchange,
+        capture: int,
+    ) -> None:
+        rec = ex.rec
+        model = ex.read_request(body, wire)
+        resolved = self.router.resolve(model) if model else self.router.default
+        if resolved is None:
+            raise errors.model_not_found(model)
+        hops = resolved.hops
+        if wire.dialect is not None:
+            hops = tuple(h for h in hops if h.provider.dialect == wire.dialect)
+            if not hops:
+                raise errors.wrong_dialect(model)
+        if ex.key is not None:
+            assert self.gate is not None
+            # The allowlist applies to the model after aliases: the one actually called.
+            ex.ticket = await self.gate.admit(
+                ex.key, resolved.model if model else "", rec.end_user, ex.payload
+            )
+            ex.answer_headers = ex.ticket.headers
+        observer = ex.observer = wire.observer(rec)
+        resp, hop, t_up = await self.attempts.forward(
+            scope["method"],
+            path,
+            scope.get("query_string", b"").decode("latin-1"),
+            headers,
+            wire,
+            body,
+            ex.payload,
+            hops,
+            rec,
+            observer,
+        )
+        try:
+            ctype = resp.headers.get("content-type", "")
+            if rec.stream and resp.status_code == 200 and ctype.startswith("text/event-stream"):
+                self.streams_in_flight += 1
+                try:
+                    await relay_stream(send, resp, wire, ex, capture, t_up, hop)
+                finally:
+                    self.streams_in_flight -= 1
+            else:
+                rec.stream = False
+                await relay_whole(send, resp, ex, capture, t_up, hop)
+        finally:
+            await resp.aclose()

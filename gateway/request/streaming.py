@@ -1,0 +1,153 @@
+"""Passing the answer through: a whole body, or a stream chunk by chunk as it comes (the
+observer reads each event; the usage chunk the gateway asked for on the client's behalf
+is filtered out), with the capture of bodies under the capture policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import httpx
+import msgspec
+
+from gateway import errors
+from gateway.providers.wire import WireAPI
+from gateway.record import Outcome
+from gateway.request.exchange import Exchange, Send
+from gateway.request.headers import response_headers
+from gateway.routing import Hop
+from gateway.sse import SSESplitter
+
+_decode = msgspec.json.decode
+_now = time.perf_counter
+
+
+async def relay_whole(
+    send: Send, resp: httpx.Response, ex: Exchange, capture: int, t_up: float, hop: Hop
+) -> None:
+    """A non-streamed answer: read whole (within the total deadline), then sent on.
+    `capture`: how many bytes of the body to keep (0: none)."""
+    rec, observer = ex.rec, ex.observer
+    assert observer is not None
+    total = hop.provider.cfg.timeouts.total
+    try:
+        async with asyncio.timeout(total):
+            data = await resp.aread()
+    except (TimeoutError, httpx.TimeoutException):
+        rec.outcome = Outcome.TIMEOUT
+        raise errors.upstream_timeout("total", total) from None
+    except httpx.TransportError as e:
+        rec.outcome = Outcome.UPSTREAM_DISCONNECTED
+        raise errors.upstream_unreachable(f"the upstream closed the connection: {e}") from None
+    rec.upstream_ms = (_now() - t_up) * 1000.0
+    status = resp.status_code
+    rec.status_code = status
+    rec.response_bytes = len(data)
+    headers = response_headers(resp, rec, ex.answer_headers)
+    headers.append((b"content-length", str(len(data)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    if capture:
+        rec.response_body = data[:capture].decode("utf-8", "replace")
+    obj = None
+    if data[:1] in (b"{", b"["):
+        with contextlib.suppress(msgspec.DecodeError):
+            obj = _decode(data)
+    if status >= 400:
+        rec.outcome = Outcome.UPSTREAM_ERROR
+        observer.error_body(obj)
+        rec.error_type = rec.error_type or f"http_{status}"
+    elif obj is not None:
+        observer.body(obj)
+    ex.commit()
+    await ex.settle()
+    await send({"type": "http.response.body", "body": data})
+
+
+async def relay_stream(
+    send: Send,
+    resp: httpx.Response,
+    wire: WireAPI,
+    ex: Exchange,
+    capture: int,
+    t_up: float,
+    hop: Hop,
+) -> None:
+    """A streamed answer, passed through chunk by chunk; a stream that breaks ends with an
+    error event in the stream's own dialect."""
+    rec, observer, t0 = ex.rec, ex.observer, ex.t0
+    assert observer is not None
+    rec.status_code = 200
+    headers = response_headers(resp, rec, ex.answer_headers)
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    splitter = SSESplitter()
+    filtering = observer.drop_usage_chunk
+    captured: list[bytes] = []
+    captured_size = 0
+    total = hop.provider.cfg.timeouts.total
+    first_chunk: float | None = None
+    n_bytes = 0
+    t_last = t_up
+    gateway_time = 0.0
+    try:
+        async with asyncio.timeout(total):
+            async for chunk in resp.aiter_raw():
+                t_in = _now()
+                if first_chunk is None:
+                    first_chunk = t_in
+                n_bytes += len(chunk)
+                if filtering:
+                    out = b"".join(
+                        ev.raw
+                        for ev in splitter.feed(chunk)
+                        if not observer.event(ev.event, ev.data)
+                    )
+                    if out:
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                else:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    for ev in splitter.feed(chunk):
+                        observer.event(ev.event, ev.data)
+                if rec.ttft_ms is None and observer.content_seen:
+                    rec.ttft_ms = (t_in - t0) * 1000.0
+                if captured_size < capture:
+                    captured.append(chunk)
+                    captured_size += len(chunk)
+                t_last = _now()
+                gateway_time += t_last - t_in
+        tail = splitter.flush()
+        if tail is not None and not observer.event(tail.event, tail.data) and filtering:
+            await send({"type": "http.response.body", "body": tail.raw, "more_body": True})
+    except (TimeoutError, httpx.TimeoutException):
+        rec.outcome, rec.status_code, rec.error_type = Outcome.TIMEOUT, 504, "timeout"
+        rec.error_message = f"stream exceeded the total timeout of {total:g}s"
+        await send(
+            {
+                "type": "http.response.body",
+                "body": wire.stream_error(rec.error_message, "timeout_error"),
+                "more_body": True,
+            }
+        )
+    except httpx.TransportError as e:
+        rec.outcome, rec.status_code = Outcome.UPSTREAM_DISCONNECTED, 502
+        rec.error_type = "upstream_disconnected"
+        rec.error_message = f"the upstream closed the stream: {e or type(e).__name__}"[:1000]
+        await send(
+            {
+                "type": "http.response.body",
+                "body": wire.stream_error(rec.error_message, "upstream_error"),
+                "more_body": True,
+            }
+        )
+    finally:
+        rec.response_bytes = n_bytes
+        rec.upstream_ms = (t_last - t_up) * 1000.0
+        if rec.ttft_ms is None and first_chunk is not None and n_bytes:
+            rec.ttft_ms = (first_chunk - t0) * 1000.0
+        if captured:
+            rec.response_body = b"".join(captured)[:capture].decode("utf-8", "replace")
+        rec.overhead_ms = gateway_time * 1000.0
+    ex.commit()
+    await ex.settle()
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
