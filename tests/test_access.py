@@ -401,3 +401,16 @@ async def test_resp_client_auth_db_scripts_and_reconnect():
         with pytest.raises(RedisUnavailable):
             await bad.call("PING")
         await bad.close()
+
+
+async def test_resp_a_late_reply_is_dropped_and_the_next_ones_still_match():
+    from gateway.access.resp import Redis, RedisUnavailable
+
+    with RedisServer("--enable-debug-command", "yes") as r:
+        c = Redis(r.url, timeout_s=0.2)
+        await c.call("SET", "k", "v")
+        with pytest.raises(RedisUnavailable):
+            await c.call("DEBUG", "SLEEP", "0.5")  # answers +OK, too late
+        assert await c.call("GET", "k") == b"v"  # not the late +OK
+        assert await c.call("PING") == b"PONG"
+        await c.close()

@@ -49,7 +49,8 @@ class AuthConfig:
     refresh_seconds: float = 5.0
     redis_url: str = ""  # "": counters in this process's memory
     redis_failure: str = "open"
-    redis_timeout_ms: float = 250.0
+    # Generous: the wait includes this process's own pauses, which are not Redis's fault.
+    redis_timeout_ms: float = 1000.0
     allowed_origins: tuple[str, ...] = ()  # browser origins that may call; "*" any
     allowed_hosts: tuple[str, ...] = ()  # Host names besides the always-safe ones; "*" any
 

@@ -272,7 +272,7 @@ class RedisLimiter:
     """Counters shared by every replica through one Redis."""
 
     def __init__(
-        self, url: str, failure: str = "open", timeout_s: float = 0.25, prefix: str = "lgw"
+        self, url: str, failure: str = "open", timeout_s: float = 1.0, prefix: str = "lgw"
     ) -> None:
         self._client = Redis(url, timeout_s)
         self._admit = self._client.script(_ADMIT)
@@ -384,7 +384,7 @@ class RedisLimiter:
         await self._client.close()
 
 
-def open_limiter(redis_url: str, failure: str = "open", timeout_ms: float = 250.0) -> Limiter:
+def open_limiter(redis_url: str, failure: str, timeout_ms: float) -> Limiter:
     if redis_url:
         return RedisLimiter(redis_url, failure, timeout_ms / 1000.0)
     return MemoryLimiter()

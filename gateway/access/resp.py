@@ -9,8 +9,9 @@ arguments, replies of any RESP2 type, `AUTH` and `SELECT` from the URL (redis://
 rediss:// for TLS, unix://), and scripts by SHA with a fallback to EVAL when Redis has
 forgotten one (after a restart or SCRIPT FLUSH).
 
-Any connection problem or timeout closes the connection and fails every command waiting
-on it with `RedisUnavailable`; the next command reconnects.
+A connection problem closes the connection and fails every command waiting on it with
+`RedisUnavailable`; the next command reconnects. A command not answered in time fails
+alone with `RedisUnavailable`; its reply, if it comes, is dropped.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def _pack(args: tuple[bytes | str | int | float, ...]) -> bytes:
         b = a if isinstance(a, bytes) else (a if isinstance(a, str) else repr(a)).encode()
         out.append(b"$%d\r\n%s\r\n" % (len(b), b))
     return b"".join(out)
+
+
+_MAX_WAITING = 10_000
 
 
 class _Incomplete(Exception):
@@ -188,8 +192,12 @@ class Redis:
             async with asyncio.timeout(self.timeout):
                 return await fut
         except TimeoutError:
-            # Replies are matched by order: after a lost one the connection is unusable.
-            proto.fail(RedisUnavailable(f"no answer within {self.timeout:g}s"))
+            # The cancelled future keeps its place in line: its late reply is read and
+            # dropped, so the replies after it still meet their commands. (A pause of this
+            # process, e.g. the GIL held by the store, looks like a slow Redis: tearing the
+            # connection down would fail every command in flight for nothing.)
+            if len(proto.waiting) > _MAX_WAITING:  # Redis stopped answering at all
+                proto.fail(RedisUnavailable("too many commands unanswered"))
             raise RedisUnavailable(f"no answer within {self.timeout:g}s") from None
 
     async def call(self, *args: bytes | str | int | float) -> Reply:

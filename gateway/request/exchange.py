@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +19,8 @@ from gateway.errors import GatewayError
 from gateway.providers.wire import OTHER, Observer, WireAPI
 from gateway.record import CallRecord, finish
 from gateway.request.headers import Headers
+
+log = logging.getLogger("gateway.access")
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -65,7 +68,10 @@ class Exchange:
         next call (here or on another replica) sees this one's spend."""
         ticket = self.ticket
         if ticket is not None and ticket.adm is not None and self.settler is not None:
-            await self.settler(ticket, self.rec)
+            try:
+                await self.settler(ticket, self.rec)
+            except Exception:  # accounting must never break an answer already under way
+                log.exception("key usage not settled", extra={"request_id": self.rec.request_id})
 
     def commit(self) -> None:
         """Finish the record and hand it on, once. Called before the response's last bytes
