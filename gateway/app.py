@@ -30,6 +30,7 @@ from gateway.record import CallRecord, RecordSink
 from gateway.recordlog import LogBusy, RecordLog
 from gateway.request import Proxy
 from gateway.routing import Router
+from gateway.server import DateHeader, guarded
 from gateway.store import Store, StoreError, migrate_configured, open_store
 from gateway.tracing import Tracer, tracing_requested
 from gateway.writer import BatchWriter, LogQueue, MemoryQueue, Queue
@@ -160,7 +161,7 @@ def open_queue(config: Config, stream: str = "") -> Queue:
             rlog.open()
         except LogBusy:
             continue
-        return LogQueue(rlog)
+        return LogQueue(rlog, lc.memory_bytes)
     raise StoreError(f"no free record log slot under {lc.dir}")
 
 
@@ -182,16 +183,27 @@ async def drift_forever(gw: Gateway) -> None:
             log.error("drift run failed", extra={"error": str(e)[:500]})
 
 
-def create_app(gw: Gateway) -> Litestar:
-    async def on_startup() -> None:
+async def prepare_store(gw: Gateway) -> None:
+    """Migrate the store, retrying with a backoff until it answers."""
+    backoff = 0.5
+    while True:
         try:
             await asyncio.to_thread(gw.writer.prepare)
+            return
         except StoreError as e:
-            # Serve anyway: records wait in the log; the writer migrates once the store is back.
-            log.error("store not migrated at start; will serve and retry", extra={"error": str(e)})
+            log.error("store not migrated; will retry", extra={"error": str(e)[:500],
+                                                               "retry_in_s": backoff})  # fmt: skip
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 30.0)
+
+
+def create_app(gw: Gateway) -> Litestar:
+    async def on_startup() -> None:
+        # Listen at once: migrations run in the background (the store may be slow or down);
+        # /readyz says 503 until they are done, and calls are kept in the log meanwhile.
+        gw.background.append(asyncio.get_running_loop().create_task(prepare_store(gw)))
         if gw.gate is not None and gw.store.kind != "disabled":
-            # Keys are read before the first request; then every auth.refresh_seconds.
-            await gw.gate.refresh(gw.store.query)
+            # Keys are read now (config keys hold meanwhile), then every auth.refresh_seconds.
             gw.background.append(
                 asyncio.get_running_loop().create_task(gw.gate.refresh_forever(gw.store.query))
             )
@@ -236,19 +248,22 @@ def create_app(gw: Gateway) -> Litestar:
 
     @get("/readyz", media_type=MediaType.JSON)
     async def readyz() -> Response[dict[str, object]]:
-        ok = await asyncio.to_thread(gw.store.ping)
-        if ok:
-            try:
-                await asyncio.to_thread(gw.writer.prepare)
-            except StoreError:
-                ok = False
+        status, reason = "ready", ""
+        log_trouble = gw.writer.queue.trouble() or gw.feedback_writer.queue.trouble()
+        if log_trouble:
+            status, reason = "record_log_unwritable", log_trouble
+        elif not gw.writer.migrated:
+            status, reason = "store_not_migrated", "the store's tables are not ready yet"
+        elif not await asyncio.to_thread(gw.store.ping):
+            status, reason = "store_unavailable", "the store does not answer"
         body = {
-            "status": "ready" if ok else "store_unavailable",
+            "status": status,
+            "reason": reason,
             "store": gw.store.kind,
             "queued_records": gw.writer.depth,
-            "last_error": gw.writer.counters.last_error if not ok else "",
+            "last_error": gw.writer.counters.last_error if status != "ready" else "",
         }
-        return Response(body, status_code=200 if ok else 503)
+        return Response(body, status_code=200 if status == "ready" else 503)
 
     @post("/_gateway/sql", media_type=MediaType.TEXT)
     async def admin_sql(request: Request) -> Response[bytes]:
@@ -291,7 +306,7 @@ def create_app(gw: Gateway) -> Litestar:
     )
 
 
-def app_from_env() -> Litestar:
+def app_from_env() -> DateHeader:
     """App factory for worker processes (`server.workers` > 1): each worker builds its own
     gateway (own upstream pool, own record log slot) from `$LLM_GATEWAY_CONFIG`."""
     from gateway.config import load_config
@@ -299,4 +314,4 @@ def app_from_env() -> Litestar:
 
     config = load_config()
     setup_logging(config.log_level)
-    return create_app(build_gateway(config))
+    return guarded(create_app(build_gateway(config)))

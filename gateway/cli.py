@@ -32,14 +32,17 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from gateway import server
     from gateway.app import build_gateway, create_app
 
     cfg = _config(args)
     setup_logging(cfg.log_level)
     host = args.host or cfg.server.host
     port = args.port if args.port is not None else cfg.server.port
+    # uvicorn re-raises the signal that stopped it once shut down; a graceful stop on
+    # SIGTERM/SIGINT (records flushed) is a success for process managers: exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     if cfg.server.workers > 1:
         return _serve_workers(args, cfg, host, port)
     lock = None
@@ -59,20 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if lock is not None:
             shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
             gw.admin_token = lock.publish(f"http://{shown}:{port}")
-        app = create_app(gw)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=host,
-                port=port,
-                loop="uvloop" if _has("uvloop") else "asyncio",
-                http="httptools" if _has("httptools") else "h11",
-                lifespan="on",
-                access_log=False,
-                log_config=None,
-                timeout_graceful_shutdown=int(cfg.server.shutdown_grace_s),
-            )
-        )
+        app = server.guarded(create_app(gw))
         log.info(
             "listening",
             extra={
@@ -81,12 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "data_dir": cfg.store.path if cfg.store.kind == "chdb" else None,
             },
         )
-        # uvicorn re-raises the signal that stopped it once shut down; a graceful stop on
-        # SIGTERM/SIGINT (records flushed) is a success for process managers: exit 0.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: None)
-        server.run()
-        return 0 if server.started else 1
+        return 0 if server.run(server.uvicorn_config(cfg, app, host, port)) else 1
     finally:
         if lock is not None:
             lock.release()
@@ -94,40 +79,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_workers(args: argparse.Namespace, cfg: Config, host: str, port: int) -> int:
     """Several worker processes on one port; the config forbids this for the embedded store."""
-    import uvicorn
+    import shutil
+    import tempfile
+
+    from gateway import server
 
     if args.config:
         os.environ["LLM_GATEWAY_CONFIG"] = os.path.abspath(args.config)
     # One /metrics for all workers: each writes its values to files in this directory.
-    import shutil
-    import tempfile
-
     prom_dir = tempfile.mkdtemp(prefix="llm-gateway-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
     log.info("listening", extra={"host": host, "port": port, "workers": cfg.server.workers})
-    uvicorn.run(
-        "gateway.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=cfg.server.workers,
-        loop="uvloop" if _has("uvloop") else "asyncio",
-        http="httptools" if _has("httptools") else "h11",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=int(cfg.server.shutdown_grace_s),
-    )
+    config = server.uvicorn_config(cfg, "gateway.app:app_from_env", host, port, factory=True)
+    server.run(config)
     shutil.rmtree(prom_dir, ignore_errors=True)
     return 0
-
-
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 class _ViaGateway:
@@ -337,6 +303,9 @@ def _commands_help(sub: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Whatever the gateway writes (records, captured bodies, chDB's parts) is for its own
+    # user only; files and directories it creates get no group or other permissions.
+    os.umask(0o077)
     args = _parser().parse_args(argv)
     return args.fn(args)
 

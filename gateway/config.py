@@ -9,6 +9,7 @@ store, OpenAI and Anthropic providers from the SDKs' own variables.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import MISSING, dataclass, field, fields
@@ -95,6 +96,8 @@ class LogConfig:
     max_bytes: int = field(default=1024 * 1024 * 1024, metadata=_at_least(4096))
     segment_bytes: int = field(default=64 * 1024 * 1024, metadata=_at_least(4096))
     fsync_interval_ms: float = 1000.0  # 0: fsync every record
+    # records held in memory while the log cannot write
+    memory_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +184,14 @@ class ServerConfig:
     max_body_bytes: int = field(default=10 * 1024 * 1024, metadata=_at_least(1))
     workers: int = field(default=1, metadata=_at_least(1))
     shutdown_grace_s: float = 30.0  # in-flight streams get this long after SIGTERM
+    # from a request's first byte to the end of its head
+    header_timeout_s: float = field(default=10.0, metadata=_at_least(0.1))
+    # from the end of the head to the end of the body
+    body_timeout_s: float = field(default=60.0, metadata=_at_least(0.1))
+    # a connection with no request in flight
+    idle_timeout_s: float = field(default=5.0, metadata=_at_least(0.1))
+    max_connections: int = field(default=1024, metadata=_at_least(1))
+    trusted_proxies: tuple[str, ...] = ()  # whose X-Forwarded-For counts; IPs or networks
 
 
 def _auth_defaults() -> AuthConfig:
@@ -389,6 +400,21 @@ def _targets(s: _Section, key: str, providers: dict[str, ProviderConfig]) -> tup
     return (primary, *(one(f, f"{key}.fallbacks[{i}]") for i, f in enumerate(fallbacks)))
 
 
+def _trusted_proxies(value: Any) -> tuple[str, ...]:
+    key = "server.trusted_proxies"
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(key, "must be a list of IP addresses or networks")
+    for i, item in enumerate(value):
+        try:
+            ipaddress.ip_network(item if isinstance(item, str) else "?", strict=False)
+        except ValueError:
+            msg = f"must be an IP address or network, got {item!r}"
+            raise ConfigError(f"{key}[{i}]", msg) from None
+    return tuple(value)
+
+
 _DEFAULT_STORE = StoreConfig()
 
 
@@ -506,7 +532,8 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
     """Validate a parsed YAML document (after interpolation) into a `Config`."""
     env = dict(os.environ) if env is None else env
     root = _Section(_interpolate(data or {}, env, ""), "")
-    server = _read(ServerConfig, root.section("server"))
+    srv = root.section("server")
+    server = _read(ServerConfig, srv, trusted_proxies=_trusted_proxies(srv.raw("trusted_proxies")))
     store = _store(root.section("store"), env)
     if store.kind == "chdb" and server.workers > 1:
         raise ConfigError(

@@ -40,6 +40,10 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # Captured bodies live here: private to the gateway's user, even in a directory made
+        # before (or by another tool with a looser umask).
+        self.dir.chmod(0o700)
         fd = try_lock(self.dir / LOCK_FILE)
         if fd is None:
             running = running_gateway(str(self.dir))

@@ -15,11 +15,19 @@ token derived from that range: replaying after a crash between insert and checkp
 the very same batch with the same token, and ClickHouse drops it as a duplicate.
 
 Past `max_bytes` on disk a record is not kept: the caller counts and logs the drop.
+
+A failed or short write (a full disk) is undone: the segment is cut back to its last whole
+line, so that no torn line sits between records, and the caller gets the `OSError` (the
+writer then holds the record in memory, see `writer.LogQueue`). Segments whose records are
+all in the store are deleted at once, the open one included (appends move to a new one), and
+before the checkpoint moves: the checkpoint is rewritten in place, so neither step needs
+free space and a full disk never keeps what is already stored.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -36,6 +44,9 @@ log = logging.getLogger("gateway.recordlog")
 LOCK = "LOCK"
 _READ_CHUNK = 16 * 1024 * 1024
 CHECKPOINT = "checkpoint.json"
+# The checkpoint is overwritten in place at this fixed size (one sector: written whole), so
+# moving it needs no free space.
+_CHECKPOINT_BYTES = 512
 LOG_ID = "log-id"
 
 
@@ -67,6 +78,7 @@ class RecordLog:
         self.max_bytes = max_bytes
         self.fsync_interval = fsync_interval
         self._lock_fd: int | None = None
+        self._ckpt_fd = -1
         self._fd = -1
         self._seg = 0
         self._off = 0
@@ -80,6 +92,7 @@ class RecordLog:
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = try_lock(self.dir / LOCK)
         if fd is None:
             raise LogBusy(f"record log {self.dir} is held by another process")
@@ -88,6 +101,9 @@ class RecordLog:
         if not id_file.exists():
             id_file.write_text(secrets.token_hex(8))
         self.log_id = id_file.read_text().strip()
+        done, in_flight = self.read_checkpoint()
+        self._ckpt_fd = os.open(self.dir / CHECKPOINT, os.O_RDWR | os.O_CREAT, 0o600)
+        self._write_checkpoint(done, in_flight)  # allocates its full size now
         segs = self.segments()
         for seg in segs:  # empty leftovers of earlier starts
             if self._seg_size(seg) == 0:
@@ -112,6 +128,9 @@ class RecordLog:
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
+        if self._ckpt_fd >= 0:
+            os.close(self._ckpt_fd)
+            self._ckpt_fd = -1
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -123,10 +142,17 @@ class RecordLog:
         return sorted(int(p.name[4:16]) for p in self.dir.glob("seg-*.jsonl"))
 
     def _open_segment(self, seg: int) -> None:
+        fd = os.open(self._seg_path(seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         if self._fd >= 0:
             os.close(self._fd)
-        self._fd = os.open(self._seg_path(seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._fd = fd
         self._seg, self._off = seg, 0
+
+    def _rotate(self) -> None:
+        """Appends go to a new segment (the caller holds `_size_lock`)."""
+        off = self._off
+        self._open_segment(self._seg + 1)
+        self._bytes_before += off
 
     def _sync_loop(self) -> None:
         while not self._stop.wait(self.fsync_interval):
@@ -144,17 +170,31 @@ class RecordLog:
         """Append one newline-terminated line; its end position, or None when over budget."""
         if self._bytes_before + self._off + len(line) > self.max_bytes:
             return None
-        if self._off >= self.segment_bytes:
-            with self._size_lock:
-                self._bytes_before += self._off
-                self._open_segment(self._seg + 1)
-        os.write(self._fd, line)
-        self._off += len(line)
-        if self.fsync_interval == 0:
-            os.fsync(self._fd)
-        else:
-            self._dirty = True
-        return Pos(self._seg, self._off)
+        with self._size_lock:
+            if self._off >= self.segment_bytes:
+                self._rotate()
+            try:
+                written = os.write(self._fd, line)
+                if written != len(line):
+                    raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
+            except OSError:
+                self._cut_back()
+                raise
+            self._off += written
+            if self.fsync_interval == 0:
+                os.fsync(self._fd)
+            else:
+                self._dirty = True
+            return Pos(self._seg, self._off)
+
+    def _cut_back(self) -> None:
+        """Remove the part of a failed append, so the next record does not join a torn line."""
+        try:
+            os.ftruncate(self._fd, self._off)
+        except OSError:
+            # The torn tail stays where readers skip it: at the end of a closed segment.
+            with contextlib.suppress(OSError):
+                self._rotate()
 
     # ------------------------------------------------------------------ writer side
     def read_checkpoint(self) -> tuple[Pos, tuple[Pos, Pos] | None]:
@@ -171,9 +211,8 @@ class RecordLog:
         if in_flight:
             body["in_flight"] = [[in_flight[0].seg, in_flight[0].off],
                                  [in_flight[1].seg, in_flight[1].off]]  # fmt: skip
-        tmp = self.dir / (CHECKPOINT + ".tmp")
-        tmp.write_text(json.dumps(body))
-        os.replace(tmp, self.dir / CHECKPOINT)
+        data = json.dumps(body).encode().ljust(_CHECKPOINT_BYTES)
+        os.pwrite(self._ckpt_fd, data, 0)
 
     def begin(self, start: Pos, end: Pos) -> None:
         """Note a batch about to be inserted."""
@@ -181,15 +220,19 @@ class RecordLog:
         self._write_checkpoint(done, (start, end))
 
     def commit(self, end: Pos) -> None:
-        """Everything up to `end` is in the store: move the checkpoint, drop old segments."""
-        self._write_checkpoint(end, None)
-        for seg in self.segments():
-            if seg >= self._seg or (seg == end.seg and self._seg_size(seg) > end.off):
-                break
-            if seg <= end.seg:
-                with self._size_lock:
+        """Everything up to `end` is in the store: drop the segments that holds whole (space
+        first: a replay from the old checkpoint skips what is gone), then move the checkpoint."""
+        with self._size_lock:
+            if end == Pos(self._seg, self._off) and self._off > 0:
+                with contextlib.suppress(OSError):  # no new file now: the next commit retries
+                    self._rotate()
+            for seg in self.segments():
+                if seg >= self._seg or (seg == end.seg and self._seg_size(seg) > end.off):
+                    break
+                if seg <= end.seg:
                     self._bytes_before -= self._seg_size(seg)
                     self._seg_path(seg).unlink(missing_ok=True)
+        self._write_checkpoint(end, None)
 
     def _seg_size(self, seg: int) -> int:
         try:

@@ -54,6 +54,11 @@ def test_data_dir_from_env():
         ({"retries": {"max_attempts": 0}}, "retries.max_attempts"),
         ({"server": {"workers": 2}}, "server.workers"),  # chDB: one process only
         ({"log": {"max_bytes": 10}}, "log.max_bytes"),
+        ({"server": {"trusted_proxies": "10.0.0.1"}}, "server.trusted_proxies"),
+        ({"server": {"trusted_proxies": ["10.0.0.0/8", "proxy.local"]}},
+         "server.trusted_proxies[1]"),
+        ({"server": {"header_timeout_s": 0}}, "server.header_timeout_s"),
+        ({"server": {"max_connections": 0}}, "server.max_connections"),
         ({"providers": {"p": {"kind": "openai", "api_key": "${NOT_SET_ANYWHERE}"}}},
          "providers.p.api_key"),
     ],

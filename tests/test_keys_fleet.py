@@ -103,6 +103,8 @@ def test_budget_stops_both_and_survives_a_redis_wipe(fleet, redis_server: RedisS
         assert s.recv(16).startswith(b"+OK")
     a.stop()
     a.start()
+    # Until it has read the keys (and seeded their spend) it answers 503 keys_loading.
+    wait_for(lambda: post(a, key, "budget-model").status_code != 503)
     assert post(a, key, "budget-model").status_code == 429
     assert post(b, key, "budget-model").status_code == 429
 

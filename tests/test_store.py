@@ -100,6 +100,7 @@ def test_gateway_writes_through_clickhouse_connect_and_survives_outage(
     cfg["store"] = {"kind": "clickhouse", "url": chhttp.url, "database": db,
                     "flush_interval_ms": 50}  # fmt: skip
     gw = GatewayProcess(cfg, tmp_path).start()
+    _wait(lambda: _readyz(gw.url) == 200)  # migrated (in the background: it listens at once)
     client = clickhouse_connect.get_client(host="127.0.0.1", port=chhttp.port, database=db)
     try:
         oa = openai.OpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
@@ -162,6 +163,7 @@ def test_several_workers_each_with_own_log(chhttp: ChHttpServer, fake, selfhoste
                     "flush_interval_ms": 50}  # fmt: skip
     cfg["log"] = {"dir": "log"}
     gw = GatewayProcess(cfg, tmp_path).start()
+    _wait(lambda: _readyz(gw.url) == 200)
     try:
         app = "mw-" + uuid.uuid4().hex[:6]
 

@@ -87,6 +87,17 @@ def invalid_key() -> AccessDenied:
     )
 
 
+def keys_loading() -> AccessDenied:
+    return AccessDenied(
+        503,
+        "The gateway is still reading its keys; try again in a moment.",
+        "server_error",
+        "keys_loading",
+        Outcome.REFUSED_KEY,
+        _retry(1.0),
+    )
+
+
 def model_not_allowed(model: str) -> AccessDenied:
     return AccessDenied(
         403,

@@ -21,6 +21,7 @@ from gateway.access.answers import (
     AccessDenied,
     Headers,
     invalid_key,
+    keys_loading,
     missing_key,
     model_not_allowed,
     ratelimit_headers,
@@ -72,6 +73,7 @@ class Gate:
         self.guard = OriginGuard(cfg.allowed_origins, cfg.allowed_hosts)
         self._rules: dict[str, tuple[tuple[str, ...], ModelRule]] = {}
         self.refusals: dict[str, int] = {}  # outcome -> count, for /metrics
+        self._store_keys = False  # keys are read from the store (refresh_forever runs)
 
     # -- on the request path -----------------------------------------------------------
     def identify(
@@ -86,7 +88,9 @@ class Gate:
             if secret is not None:
                 key = self.keystore.lookup(secret)
                 if key is None:
-                    raise invalid_key()
+                    # Before the table's first read a key may just not be known yet.
+                    loading = self._store_keys and not self.keystore.loaded
+                    raise keys_loading() if loading else invalid_key()
                 return key
             if self.require_key:
                 raise missing_key()
@@ -132,9 +136,13 @@ class Gate:
 
     # -- in the background -------------------------------------------------------------
     async def refresh(self, query: Query) -> None:
-        """Re-read the keys; seed the spend of keys seen for the first time."""
-        new = await asyncio.to_thread(self.keystore.refresh, query)
-        await self.seed(query, new)
+        """Re-read the keys. The spend of keys seen for the first time is seeded before
+        they are used, so a restarted replica never admits a call past a spent budget."""
+        read = await asyncio.to_thread(self.keystore.read, query)
+        if read is None:
+            return
+        await self.seed(query, self.keystore.new_in(read))
+        self.keystore.swap(read)
 
     async def seed(self, query: Query, keys: list[GatewayKey]) -> None:
         keys = [k for k in keys if k.limits.budget_usd > 0]
@@ -152,9 +160,9 @@ class Gate:
             await self.limiter.seed_spend(k, usd)
 
     async def refresh_forever(self, query: Query) -> None:
+        self._store_keys = True
         last_seed = time.monotonic()
         while True:
-            await asyncio.sleep(self.cfg.refresh_seconds)
             try:
                 await self.refresh(query)
                 if time.monotonic() - last_seed > RESEED_SECONDS:
@@ -162,6 +170,7 @@ class Gate:
                     await self.seed(query, self.keystore.keys())
             except Exception as e:  # keep refreshing whatever happened this time
                 log.error("key refresh failed", extra={"error": str(e)[:300]})
+            await asyncio.sleep(self.cfg.refresh_seconds)
 
     async def close(self) -> None:
         await self.limiter.close()

@@ -110,14 +110,15 @@ class KeyStore:
             return None
         return key
 
-    def refresh(self, query: Query) -> list[GatewayKey]:
-        """Re-read the table; returns the keys not known before. Keeps the old set on error."""
+    def read(self, query: Query) -> dict[str, GatewayKey] | None:
+        """The keys as the table and the config say now (by hash); None (logged) when the
+        store cannot be read: the keys last read then stay in force."""
         try:
             rows = parse_rows(query(select_sql()))
         except Exception as e:  # the store's own errors, or a missing table mid-migration
             self.refresh_errors += 1
             log.warning("gateway keys not refreshed", extra={"error": str(e)[:300]})
-            return []
+            return None
         stored: list[GatewayKey] = []
         for row in rows:
             try:
@@ -127,8 +128,21 @@ class KeyStore:
         by_hash = {k.key_hash: k for k in stored}
         # The config file wins over the table for a key declared in both.
         by_hash.update({k.key_hash: k for k in self._configured})
+        return by_hash
+
+    def new_in(self, by_hash: dict[str, GatewayKey]) -> list[GatewayKey]:
         known = self._by_hash if self.loaded else {}  # the first read: every key is new
-        new = [k for h, k in by_hash.items() if h not in known]
+        return [k for h, k in by_hash.items() if h not in known]
+
+    def swap(self, by_hash: dict[str, GatewayKey]) -> None:
         self._by_hash = by_hash
         self.loaded = True
+
+    def refresh(self, query: Query) -> list[GatewayKey]:
+        """Re-read and use the keys; returns those not known before (none on error)."""
+        read = self.read(query)
+        if read is None:
+            return []
+        new = self.new_in(read)
+        self.swap(read)
         return new
