@@ -104,13 +104,13 @@ class Proxy:
         self.in_flight += 1
         ex = Exchange(rec, t0, self.sink)
         try:
-            if self.gate is not None:
-                self._identify(headers, ex)
             body = await read_body(receive, headers.content_length, self.max_body)
             if body is None:  # client left while sending its request
                 rec.outcome, rec.status_code = Outcome.CLIENT_DISCONNECTED, 499
                 return
             rec.request_bytes = len(body)
+            if self.gate is not None:  # after the body: a slow or short body is a 408 first
+                self._identify(headers, ex)
             if capture:
                 rec.request_body = body[:capture].decode("utf-8", "replace")
             ex.watch_disconnect(receive)
