@@ -1,15 +1,17 @@
 -- wrk script: POST an OpenAI chat completion (model gpt-4o-mini, 2 messages).
 -- Environment: WRK_STREAM=1 asks for an SSE stream with usage; WRK_APP sets X-Gateway-App
--- (the gateway records it in the `app` column; the other targets ignore it).
+-- (the gateway records it in the `app` column; the other targets ignore it); WRK_KEY is the
+-- API key sent (a gateway key for the gateway-keys targets).
 -- WRK_DIALECT=anthropic POSTs the same conversation to /v1/messages (Anthropic's shape),
 -- which the gateway translates for the OpenAI-kind upstream.
 local stream = os.getenv("WRK_STREAM") == "1"
 local anthropic = os.getenv("WRK_DIALECT") == "anthropic"
 local app = os.getenv("WRK_APP")
+local key = os.getenv("WRK_KEY")
 wrk.method = "POST"
 wrk.path = "/v1/chat/completions"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer sk-bench-client"
+wrk.headers["Authorization"] = "Bearer " .. ((key and key ~= "") and key or "sk-bench-client")
 if app and app ~= "" then wrk.headers["X-Gateway-App"] = app end
 wrk.body = '{"model":"gpt-4o-mini","messages":['
   .. '{"role":"system","content":"You are a helpful assistant. Answer briefly."},'

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -43,6 +44,8 @@ TARGETS = (
     "gateway-traced",
     "gateway-norecord",
     "gateway-experiment",
+    "gateway-keys",
+    "gateway-keys-redis",
 )
 HIGH_C, WARMUP_S = 32, 2.0
 RATIO_TARGET, ADDED_MS_TARGET = 0.90, 1.0
@@ -77,6 +80,7 @@ class Target:
     url: str
     procs: list[Proc] = field(default_factory=list)
     config: Path | None = None
+    key: str = ""  # the gateway key wrk sends (gateway-keys targets)
 
 
 def free_port() -> int:
@@ -137,9 +141,17 @@ def gateway_cli() -> list[str]:
     return [str(script)] if script.exists() else [PY, "-m", "gateway.cli"]
 
 
-def gateway_yaml(tmp: Path, name: str, upstream_port: int) -> Path:
+# Limits high enough never to refuse, so that every call pays for checking and charging them.
+KEY_LIMITS = "rpm: 100000000, tpm: 1000000000000, concurrency: 100000"
+
+
+def gateway_yaml(
+    tmp: Path, name: str, upstream_port: int, key: str = "", redis_url: str = ""
+) -> Path:
     """gateway: recording on (durable log + chDB); gateway-nolog: recording on, the log off
-    (records held in memory); gateway-norecord: nothing recorded."""
+    (records held in memory); gateway-norecord: nothing recorded; gateway-keys(-redis): as
+    gateway, with `auth.require_key` and a key with RPM/TPM/concurrency limits (counters in
+    memory, or in a local redis-server)."""
     store = (
         "{kind: disabled}"
         if name == "gateway-norecord"
@@ -154,6 +166,10 @@ def gateway_yaml(tmp: Path, name: str, upstream_port: int) -> Path:
             "      - {name: a, model: gpt-4o-mini}\n"
             "      - {name: b, model: gpt-4o-mini, properties: {prompt: v2}}\n"
         )
+    if key:
+        redis = f", redis_url: {redis_url}" if redis_url else ""
+        log += (f"auth: {{require_key: true{redis}, keys: "
+                f"[{{name: bench, key: {key}, {KEY_LIMITS}}}]}}\n")  # fmt: skip
     cfg = tmp / f"{name}.yaml"
     cfg.write_text(
         f"store: {store}\n" + log + "providers:\n"
@@ -189,7 +205,17 @@ def launch(name: str, tmp: Path, upstream_port: int) -> Iterator[Target]:
             t.procs.append(start(name, cmd, tmp))
             wait_ready(t.procs[0], t.url + "/", want_200=False)
         else:
-            t.config = gateway_yaml(tmp, name, upstream_port)
+            redis_url = ""
+            if name.startswith("gateway-keys"):
+                t.key = "lgw_" + secrets.token_urlsafe(32)
+            if name == "gateway-keys-redis":
+                redis_port = free_port()
+                redis_cmd = [shutil.which("redis-server") or "redis-server", "--port",
+                             str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp)]  # fmt: skip
+                t.procs.append(start("redis", redis_cmd, tmp))
+                redis_url = f"redis://127.0.0.1:{redis_port}/0"
+            t.config = gateway_yaml(tmp, name, upstream_port, t.key, redis_url)
             cmd = [*gateway_cli(), "serve", "--config", str(t.config), "--port", str(port)]
             env = None
             if name == "gateway-traced":  # spans exported over OTLP/HTTP to a local sink
@@ -215,7 +241,9 @@ def measure(t: Target, procs: list[Proc], scenario: str, seconds: float) -> dict
         ("c1", 1, seconds),
     ):
         ticks0 = sum(p.cpu_ticks() for p in procs)
-        res, raw = run_wrk(t.url, conns, secs, stream=stream, app=f"bench-{scenario}-{label}")
+        res, raw = run_wrk(
+            t.url, conns, secs, stream=stream, app=f"bench-{scenario}-{label}", key=t.key
+        )
         ticks = sum(p.cpu_ticks() for p in procs) - ticks0
         res.cpu_pct = 100.0 * ticks / os.sysconf("SC_CLK_TCK") / res.duration_s
         out[label] = res
@@ -385,6 +413,8 @@ def headline(results: dict[str, dict[str, dict[str, WrkResult]]]) -> dict[str, o
         ("metrics", "gateway", "gateway-nometrics"),
         ("tracing", "gateway-traced", "gateway"),
         ("experiment", "gateway-experiment", "gateway"),
+        ("keys", "gateway-keys", "gateway"),
+        ("keys_redis", "gateway-keys-redis", "gateway"),
     ):
         if with_ in chat and without in chat and chat[without]["c32"].rps:
             on, off = chat[with_], chat[without]
@@ -475,7 +505,7 @@ def main() -> int:
     if av := h.get("added_p50_ms_vs_baseline"):
         assert isinstance(av, dict)
         print(f"    (info) gateway p50 - baseline p50 at c=1: {av['value']:+.3f} ms")
-    for key in ("log", "metrics", "tracing", "experiment"):
+    for key in ("log", "metrics", "tracing", "experiment", "keys", "keys_redis"):
         if lr := h.get(f"{key}_on_vs_off_rps_ratio"):
             assert isinstance(lr, dict)
             lp = h.get(f"{key}_added_p50_ms", {"value": float("nan")})

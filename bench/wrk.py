@@ -76,7 +76,7 @@ def wrk_path() -> str:
 
 
 def run_wrk(
-    url: str, connections: int, seconds: float, *, stream: bool, app: str
+    url: str, connections: int, seconds: float, *, stream: bool, app: str, key: str = ""
 ) -> tuple[WrkResult, str]:
     """One wrk run: -t2 at c>1, -t1 at c=1, always --latency. Returns (parsed, raw text)."""
     threads = min(2, connections)
@@ -90,7 +90,7 @@ def run_wrk(
         str(LUA),
         url,
     ]
-    env = {**os.environ, "WRK_STREAM": "1" if stream else "0", "WRK_APP": app}
+    env = {**os.environ, "WRK_STREAM": "1" if stream else "0", "WRK_APP": app, "WRK_KEY": key}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 60)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")

@@ -18,5 +18,4 @@ def select(query: Query, sql: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-
 __all__ = ["Query", "lit", "select"]

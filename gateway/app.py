@@ -26,6 +26,7 @@ from collectors.experiments.job import INTERVAL_S, evaluate, gauge_values
 from collectors.intake import feedback_handlers
 from collectors.views import views
 from gateway.access import token_matches
+from gateway.access.gate import Gate
 from gateway.config import Config
 from gateway.errors import error_envelope
 from gateway.experiments.spec import check_models
@@ -44,7 +45,8 @@ from gateway.writer import BatchWriter, LogQueue, MemoryQueue, Queue
 log = logging.getLogger("gateway.app")
 
 _PHRASES = {s.value for s in HTTPStatus}
-ADMIN_INSERT_TABLES = frozenset({"llm_drift"})  # what CLI jobs may write through the gateway
+# What CLI jobs (`llm-gateway drift`, `llm-gateway keys`) may write through the gateway.
+ADMIN_INSERT_TABLES = frozenset({"llm_drift", "llm_gateway_keys"})
 
 
 @dataclass
@@ -59,6 +61,7 @@ class Gateway:
     metrics: Metrics
     feedback_writer: BatchWriter
     tracer: Tracer | None = None
+    gate: Gate | None = None
     admin_token: str = ""
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -75,6 +78,8 @@ class Gateway:
             upstream_failures=self.proxy.upstream_failures,
             log_budget=self.config.log.max_bytes if self.config.log.enabled else 0,
         )  # fmt: skip
+        if self.gate is not None:
+            self.metrics.access(self.gate.refusals, self.gate.limiter.failures)
 
     async def sample_forever(self, every: float = 1.0) -> None:
         while True:
@@ -93,11 +98,13 @@ def build_gateway(
     providers = {name: provider_for(p) for name, p in config.providers.items()}
     router = Router(config, providers)
     check_models(config.experiments, lambda model: router.resolve(model) is not None)
+    pricer = Pricer(config.prices)
+    price_ids = {name: p.price_as for name, p in config.providers.items()}
     writer = BatchWriter(
         store,
         open_queue(config),
-        Pricer(config.prices),
-        {name: p.price_as for name, p in config.providers.items()},
+        pricer,
+        price_ids,
         batch_size=config.store.batch_size,
         flush_interval=config.store.flush_interval_ms / 1000.0,
         migrate=lambda: migrate_configured(store, config, views),
@@ -127,7 +134,12 @@ def build_gateway(
         consumers.insert(0, metrics.observe)
     if tracer is not None:
         consumers.append(tracer.record)
-    proxy = Proxy(config, router, transport, RecordSink(*consumers), bool(tracer))
+    gate = Gate(config.auth)
+
+    def price(rec: CallRecord) -> float | None:  # a key's spend, as its row will be priced
+        return pricer.price_call(price_ids.get(rec.provider, ""), rec)[0]
+
+    proxy = Proxy(config, router, transport, RecordSink(*consumers), bool(tracer), gate, price)
     return Gateway(
         config=config,
         store=store,
@@ -137,6 +149,7 @@ def build_gateway(
         metrics=metrics,
         tracer=tracer,
         feedback_writer=feedback_writer,
+        gate=gate,
     )
 
 
@@ -235,6 +248,11 @@ def create_app(gw: Gateway) -> Litestar:
         # Listen at once: migrations run in the background (the store may be slow or down);
         # /readyz says 503 until they are done, and calls are kept in the log meanwhile.
         gw.background.append(asyncio.get_running_loop().create_task(prepare_store(gw)))
+        if gw.gate is not None and gw.store.kind != "disabled":
+            # Keys are read now (config keys hold meanwhile), then every auth.refresh_seconds.
+            gw.background.append(
+                asyncio.get_running_loop().create_task(gw.gate.refresh_forever(gw.store.query))
+            )
         gw.writer.start()
         gw.feedback_writer.start()
         gw.background.append(asyncio.get_running_loop().create_task(gw.sample_forever()))
@@ -260,6 +278,8 @@ def create_app(gw: Gateway) -> Litestar:
         await gw.feedback_writer.stop()
         if gw.tracer is not None:
             await asyncio.to_thread(gw.tracer.shutdown)  # exports what is batched
+        if gw.gate is not None:
+            await gw.gate.close()
         await gw.transport.aclose()
         gw.store.close()
 

@@ -235,6 +235,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             query = lambda sql: store.query(sql, "JSONEachRow")  # noqa: E731
             if args.what == "models":
                 text = models_report(query, args.app, args.since, args.json)
+            elif args.what == "keys":
+                from gateway.access.report import keys_report
+
+                text = keys_report(store)
             else:
                 text = feedback_report(query, args.since)
     except ValueError as e:
@@ -317,6 +321,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from gateway.access.admin import run
+
+    try:
+        with store_access(_config(args)) as store:
+            return run(args, store)
+    except (StoreError, DataDirBusy) as e:
+        print(f"llm-gateway: {e}", file=sys.stderr)
+        return 1
+
+
 def _parser() -> argparse.ArgumentParser:
     from gateway.config import ServerConfig
 
@@ -351,7 +366,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     q.add_argument("query", help="the SQL (a FORMAT clause is honoured); - reads it from stdin")
     r = command("report", "reports for product teams", cmd_report)
-    r.add_argument("what", choices=["feedback", "models"], help="the report")
+    r.add_argument("what", choices=["feedback", "models", "keys"], help="the report")
     r.add_argument("--since", default="7d", help="window, e.g. 7d, 24h, 30m (default: 7d)")
     r.add_argument("--app", help="models: the app whose models to compare (observational)")
     r.add_argument("--json", action="store_true", help="models: JSON instead of a table")
@@ -360,6 +375,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("name", nargs="?", help="report: the experiment's name")
     e.add_argument("--json", action="store_true", help="JSON instead of a table")
     command("drift", "evaluate drift now, store and print it (exit 0)", cmd_drift)
+    from gateway.access.admin import add_parser as add_keys_parser
+
+    add_keys_parser(command(
+        "keys", "gateway keys: create, list, revoke, rotate (secrets shown once)", cmd_keys
+    ))  # fmt: skip
     p.epilog = _commands_help(sub)
     return p
 

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from gateway.experiments.spec import Experiment
 from gateway.providers.base import DEFAULT_MAX_TOKENS
 
+if TYPE_CHECKING:
+    from gateway.access.config import AuthConfig
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message starts with the offending key."""
@@ -191,6 +194,12 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = ()  # whose X-Forwarded-For counts; IPs or networks
 
 
+def _auth_defaults() -> AuthConfig:
+    from gateway.access.config import AuthConfig  # imports this module: not at the top
+
+    return AuthConfig()
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -200,6 +209,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    auth: AuthConfig = field(default_factory=_auth_defaults)  # gateway keys and limits
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
     aliases: dict[str, str] = field(default_factory=dict)
@@ -304,6 +314,7 @@ class _Section:
         if self.data:
             unknown = sorted(map(str, self.data))[0]
             raise ConfigError(self._k(unknown), "unknown key")
+
 
 _T = TypeVar("_T", bound="DataclassInstance")
 
@@ -464,15 +475,12 @@ def _feedback_key(item: Any, k: str) -> FeedbackKey:
         raise ConfigError(f"{k}.kind", "is required: server or publishable")
     origins = ks.raw("origins") or []
     if not isinstance(origins, list) or not all(
-        isinstance(o, str) and (o == "*" or o.startswith(("http://", "https://")))
-        for o in origins
+        isinstance(o, str) and (o == "*" or o.startswith(("http://", "https://"))) for o in origins
     ):
         raise ConfigError(f"{k}.origins", "must be a list of origins like https://app.example")
     if kind == "publishable" and not origins:
         raise ConfigError(f"{k}.origins", "a publishable key needs origins")
-    return _read(
-        FeedbackKey, ks, key=key, kind=kind, origins=tuple(o.rstrip("/") for o in origins)
-    )
+    return _read(FeedbackKey, ks, key=key, kind=kind, origins=tuple(o.rstrip("/") for o in origins))
 
 
 def _feedback(s: _Section) -> FeedbackConfig:
@@ -546,6 +554,8 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
             "worker, or use a ClickHouse server (store.kind: clickhouse) for several",
         )
     providers = _providers(root.raw("providers"), env)
+    from gateway.access.config import parse_auth  # imports this module: not at the top
+
     return _read(
         Config,
         root,
@@ -556,6 +566,7 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
         feedback=_feedback(root.section("feedback")),
         drift=_read(DriftConfig, root.section("drift")),
         capture=_read(CaptureConfig, root.section("capture")),
+        auth=parse_auth(root.raw("auth")),
         providers=providers,
         routes=_routes(root.raw("routes"), providers),
         aliases=_aliases(root.section("aliases")),

@@ -38,6 +38,7 @@ class GatewayError(Exception):
         self.type = type_
         self.code = code
         self.param = param
+        self.headers: list[tuple[bytes, bytes]] = []  # extra response headers (Retry-After...)
 
     def body(self) -> bytes:
         return _encode(error_envelope(self.message, self.code, self.param, self.type))

@@ -37,7 +37,7 @@ from gateway import genai
 from gateway.config import MetricsConfig
 from gateway.genai import DURATION_BUCKETS, TOKEN_BUCKETS
 from gateway.providers import genai_provider_name
-from gateway.record import FAILED_STATUS, CallRecord, Outcome, is_failed
+from gateway.record import FAILED_STATUS, REFUSALS, CallRecord, Outcome, is_failed
 
 
 class DriftRowLike(Protocol):
@@ -61,6 +61,7 @@ class FeedbackEventLike(Protocol):
 
 
 disable_created_metrics()  # `*_created` series double the count and nobody graphs them
+
 
 def _mp_mode(mode: str, mp: bool) -> dict[str, Any]:
     """How a gauge's per-process values combine, in multiprocess mode."""
@@ -103,9 +104,7 @@ def multiprocess() -> bool:
 
 
 class Metrics:
-    def __init__(
-        self, cfg: MetricsConfig | None = None, known_models: Iterable[str] = ()
-    ) -> None:
+    def __init__(self, cfg: MetricsConfig | None = None, known_models: Iterable[str] = ()) -> None:
         """`known_models`: the names the config routes exactly (routes and aliases)."""
         cfg = cfg or MetricsConfig()
         max_models, max_apps, property_labels = cfg.max_models, cfg.max_apps, cfg.property_labels
@@ -236,6 +235,17 @@ class Metrics:
             ["name", "source"], registry=reg,
         )  # fmt: skip
         self.feedback_names = LabelCap(64)
+        self.refusals = Counter(
+            "gateway_access_refusals", "Calls refused by gateway keys and limits, by reason.",
+            ["reason"], registry=reg,
+        )  # fmt: skip
+        self.limiter_failures = Counter(
+            "gateway_limiter_failures",
+            "Times the shared limits store (Redis) could not be reached (auth.redis_failure "
+            "says whether those calls were admitted).", registry=reg,
+        )  # fmt: skip
+        self._last_refusals: dict[str, int] = {}
+        self._last_limiter_failures = 0
         self._children: dict[tuple[Any, ...], list[Any]] = {}
         self._last_pipeline: dict[str, int] = {}
         self._last_failures: dict[tuple[str, str], int] = {}
@@ -243,7 +253,7 @@ class Metrics:
     def observe(self, rec: CallRecord) -> None:
         """One finished call. Label children are cached per label set, so this is a few
         dictionary lookups and additions on the request path."""
-        rejected = rec.outcome == Outcome.REJECTED
+        rejected = rec.outcome == Outcome.REJECTED or rec.outcome in REFUSALS
         model = rec.request_model
         # A refused call's model name, or one the upstream answered with an error, is
         # whatever the client typed: only names the config knows become labels then.
@@ -380,6 +390,17 @@ class Metrics:
             if delta > 0:
                 (self.write_retries if name == "retries" else self.pipeline[name]).inc(delta)
             last[name] = value
+
+    def access(self, refusals: dict[str, int], limiter_failures: int) -> None:
+        """The gate's running totals (reasons are a fixed set: a bounded label)."""
+        for outcome, value in refusals.items():
+            delta = value - self._last_refusals.get(outcome, 0)
+            if delta > 0:
+                self.refusals.labels(outcome.removeprefix("refused_")).inc(delta)
+                self._last_refusals[outcome] = value
+        if limiter_failures > self._last_limiter_failures:
+            self.limiter_failures.inc(limiter_failures - self._last_limiter_failures)
+            self._last_limiter_failures = limiter_failures
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from genai_prices import Usage
 from genai_prices.data_snapshot import get_snapshot
@@ -86,6 +86,20 @@ def _linear_or_exact(model_price: Any) -> PriceFn:
     return linear
 
 
+class PricedCall(Protocol):
+    """What pricing reads of a call (a CallRecord, or the writer's view of its line)."""
+
+    provider: str
+    request_model: str
+    upstream_model: str
+    response_model: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    started_at: float
+
+
 class Pricer:
     """Prices call records; cheap after the first call for a model on a given day."""
 
@@ -130,3 +144,13 @@ class Pricer:
             if fn is not None:
                 return fn(tokens), PRICE_SOURCE_GENAI
         return None, ""
+
+    def price_call(self, provider_id: str, c: PricedCall) -> tuple[float | None, str]:
+        """The cost of a call, trying the response model, then the name sent upstream,
+        then the name the client asked for."""
+        return self.price(
+            provider_id,
+            (c.response_model, c.upstream_model, c.request_model),
+            Tokens(c.input_tokens, c.output_tokens, c.cache_read_tokens, c.cache_write_tokens),
+            c.started_at,
+        )

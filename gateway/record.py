@@ -27,7 +27,21 @@ class Outcome(StrEnum):
     TIMEOUT = "timeout"
     UNREACHABLE = "upstream_unreachable"  # could not connect to any target
     REJECTED = "rejected"  # the gateway refused the request (bad input, no route, no credentials)
+    # Refused by gateway keys and limits (gateway/access), one outcome per reason.
+    REFUSED_KEY = "refused_key"  # no key where one is required, or an unknown/revoked key
+    REFUSED_MODEL = "refused_model"  # the key may not use the model
+    REFUSED_ORIGIN = "refused_origin"  # a browser origin not allowed
+    REFUSED_HOST = "refused_host"  # a Host header that is not the gateway's
+    REFUSED_RPM = "refused_rpm"
+    REFUSED_TPM = "refused_tpm"
+    REFUSED_USER_RPM = "refused_user_rpm"
+    REFUSED_USER_TPM = "refused_user_tpm"
+    REFUSED_CONCURRENCY = "refused_concurrency"
+    REFUSED_BUDGET = "refused_budget"
+    REFUSED_LIMITER = "refused_limiter"  # the shared limits store was unreachable (fail closed)
 
+
+REFUSALS = frozenset(o for o in Outcome if o.value.startswith("refused_"))
 
 # A call *failed* when its status is an error or its outcome is not a success one. The
 # Python predicate and the SQL expression are both generated from these two facts.
@@ -46,6 +60,8 @@ class CallRecord(msgspec.Struct, kw_only=True):
     parent_span_id: str = ""  # the client's span, from its traceparent
     started_at: float = 0.0  # epoch seconds; stored as DateTime64(3, 'UTC')
     app: str = ""
+    key_id: str = ""  # the gateway key that made the call ("" none)
+    key_name: str = ""
     end_user: str = ""
     session_id: str = ""
     turn_index: int = 0

@@ -32,7 +32,7 @@ from typing import Protocol
 import msgspec
 
 from gateway.config import StoreConfig
-from gateway.pricing import Pricer, Tokens
+from gateway.pricing import Pricer
 from gateway.record import encode_line
 from gateway.recordlog import Pos, RecordLog
 from gateway.store.base import Store, StoreError
@@ -107,12 +107,7 @@ def price_line(
             v.cost_usd = 0.0
             return _with_price(line, v, 0.0, "not_billed"), v, True
         return line, v, True
-    cost, source = pricer.price(
-        price_ids.get(v.provider, ""),
-        (v.response_model, v.upstream_model, v.request_model),
-        Tokens(v.input_tokens, v.output_tokens, v.cache_read_tokens, v.cache_write_tokens),
-        v.started_at,
-    )
+    cost, source = pricer.price_call(price_ids.get(v.provider, ""), v)
     if cost is None:
         return line, v, False
     v.cost_usd = cost

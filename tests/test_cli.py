@@ -125,6 +125,17 @@ def test_python_m_gateway_version_and_help_list_every_command(tmp_path: Path):
     assert p.returncode == 0 and p.stdout.startswith("llm-gateway ")
     p = subprocess.run([*run, "--help"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0
-    for item in ("serve", "migrate", "sql", "report", "drift", "--host", "--port",
-                 "--cluster", "--since", "(default: 7d)", "(default: server.port, 8080)"):
+    for item in (
+        "serve",
+        "migrate",
+        "sql",
+        "report",
+        "drift",
+        "--host",
+        "--port",
+        "--cluster",
+        "--since",
+        "(default: 7d)",
+        "(default: server.port, 8080)",
+    ):
         assert item in p.stdout, item

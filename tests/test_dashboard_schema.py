@@ -103,8 +103,7 @@ def run_tsc(directory: Path) -> subprocess.CompletedProcess[str]:
 
 def test_dashboards_type_check_against_grafana_schema(tmp_path: Path):
     dashboards = {
-        p.stem.replace("-", "_"): json.loads(p.read_text())
-        for p in GRAFANA.glob("*.json")
+        p.stem.replace("-", "_"): json.loads(p.read_text()) for p in GRAFANA.glob("*.json")
     }
     assert len(dashboards) >= 3
     # One deliberately broken copy: the check must be able to fail, and fail on that file.

@@ -177,8 +177,8 @@ def test_documented_commands_run_as_written(fake, tmp_path: Path):
                 break
             except openai.APIConnectionError:
                 assert proc.poll() is None and time.monotonic() < deadline, (
-                    (tmp_path / "serve.log").read_text()
-                )
+                    tmp_path / "serve.log"
+                ).read_text()
                 time.sleep(0.2)
         failures = []
         for c in to_run:

@@ -34,8 +34,10 @@ json_scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=
                 | st.text(max_size=40) | st.sampled_from(MODELS))  # fmt: skip
 json_values = st.recursive(
     json_scalars,
-    lambda kids: st.lists(kids, max_size=4)
-    | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), kids, max_size=5),
+    lambda kids: (
+        st.lists(kids, max_size=4)
+        | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), kids, max_size=5)
+    ),
     max_leaves=12,
 )
 objects = st.fixed_dictionaries(
@@ -68,8 +70,9 @@ header_values = st.text(
     max_size=60,
 ) | st.sampled_from(["a" * 4000, "é" * 1000, "00-" + "0" * 32 + "-" + "0" * 16 + "-01", " "])
 # (values with surrounding whitespace are not sendable: the client library refuses them)
-headers = st.dictionaries(st.sampled_from(HEADER_NAMES),
-                          header_values.filter(lambda v: v == v.strip()), max_size=6)
+headers = st.dictionaries(
+    st.sampled_from(HEADER_NAMES), header_values.filter(lambda v: v == v.strip()), max_size=6
+)
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +120,11 @@ def test_fuzz_no_5xx_no_hang_errors_in_shape(
 
 def test_metrics_stay_small_after_a_flood(fuzzed: GatewayProcess, client: httpx.Client):
     def flood(model: str, app: str) -> None:
-        r = client.post(fuzzed.url + "/v1/chat/completions", headers={"X-Gateway-App": app},
-                        json={"model": model, "messages": [{"role": "user", "content": "x"}]})
+        r = client.post(
+            fuzzed.url + "/v1/chat/completions",
+            headers={"X-Gateway-App": app},
+            json={"model": model, "messages": [{"role": "user", "content": "x"}]},
+        )
         assert r.status_code < 500
 
     for i in range(120):

@@ -143,7 +143,7 @@ def test_dot_segments_never_reach_the_upstream(gateway: GatewayProcess, fake: Fa
 
 
 def test_a_plain_path_still_goes_through(gateway: GatewayProcess, fake: FakeUpstream):
-    request = (b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    request = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     head, _, _ = raw_request(gateway, request).partition(b"\r\n\r\n")
     assert head.split(b" ")[1] == b"200"
     assert [q.path for q in fake.requests] == ["/v1/models"]
@@ -152,8 +152,11 @@ def test_a_plain_path_still_goes_through(gateway: GatewayProcess, fake: FakeUpst
 # ------------------------------------------------------------------ what a 502 tells
 def test_a_fallback_after_a_failed_attempt_is_recorded(gateway: GatewayProcess):
     r = rid()
-    resp = httpx.post(gateway.url + "/v1/chat/completions", headers={"X-Request-Id": r},
-                      json={"model": "fallback-model", "messages": MESSAGES})
+    resp = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        headers={"X-Request-Id": r},
+        json={"model": "fallback-model", "messages": MESSAGES},
+    )
     assert resp.status_code == 200  # the fallback answered
     row = gateway.call_row(r)
     assert row["attempts"] == 2 and row["attempt_errors"] == ["dead: connection_error"]
@@ -182,8 +185,12 @@ def test_total_deadline_bounds_all_attempts(gateway: GatewayProcess, fake: FakeU
     # first byte 2 s, total 3 s, 2 attempts: the second attempt is cut by the deadline
     fake.behaviour = Behaviour(first_byte_delay=8)
     r = rid()
-    resp = httpx.post(gateway.url + "/v1/chat/completions", headers={"X-Request-Id": r},
-                      json={"model": "slow-model", "messages": MESSAGES}, timeout=30)
+    resp = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        headers={"X-Request-Id": r},
+        json={"model": "slow-model", "messages": MESSAGES},
+        timeout=30,
+    )
     err = assert_openai_error(resp, 504)
     assert "total deadline of 3s" in err["message"] and "2 attempts" in err["message"]
     row = gateway.call_row(r)
@@ -195,8 +202,11 @@ def test_retry_after_beyond_the_deadline_is_not_waited_for(gateway: GatewayProce
                                                            fake: FakeUpstream):  # fmt: skip
     fake.behaviour = Behaviour(status=503, headers={"retry-after": "120"})
     r = rid()
-    resp = httpx.post(gateway.url + "/v1/chat/completions", headers={"X-Request-Id": r},
-                      json={"model": "gpt-4o", "messages": MESSAGES})
+    resp = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        headers={"X-Request-Id": r},
+        json={"model": "gpt-4o", "messages": MESSAGES},
+    )
     assert resp.status_code == 503  # the upstream's answer, at once
     assert gateway.call_row(r)["attempts"] == 1
     assert len(fake.requests) == 1
@@ -205,8 +215,11 @@ def test_retry_after_beyond_the_deadline_is_not_waited_for(gateway: GatewayProce
 def test_each_failed_attempt_is_recorded(gateway: GatewayProcess, fake: FakeUpstream):
     fake.behaviour = Behaviour(fail_times=1, fail_status=503, headers={"retry-after": "0"})
     r = rid()
-    resp = httpx.post(gateway.url + "/v1/chat/completions", headers={"X-Request-Id": r},
-                      json={"model": "gpt-4o", "messages": MESSAGES})
+    resp = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        headers={"X-Request-Id": r},
+        json={"model": "gpt-4o", "messages": MESSAGES},
+    )
     assert resp.status_code == 200
     row = gateway.call_row(r)
     assert row["attempts"] == 2 and row["attempt_errors"] == ["openai: http_503"]
@@ -225,12 +238,16 @@ def test_429_retried_when_configured_honouring_retry_after(retrying: GatewayProc
                                                            fake: FakeUpstream):  # fmt: skip
     fake.behaviour = Behaviour(fail_times=2, fail_status=429, headers={"retry-after": "1"})
     r = rid()
-    resp = httpx.post(retrying.url + "/v1/chat/completions", headers={"X-Request-Id": r},
-                      json={"model": "gpt-4o", "messages": MESSAGES})
+    resp = httpx.post(
+        retrying.url + "/v1/chat/completions",
+        headers={"X-Request-Id": r},
+        json={"model": "gpt-4o", "messages": MESSAGES},
+    )
     assert resp.status_code == 200
     row = retrying.call_row(r)
     assert row["attempts"] == 3 and row["attempt_errors"] == ["openai: http_429"] * 2
     fake.reset(Behaviour(status=429, headers={"retry-after": "Wed, 21 Oct 2099 07:28:00 GMT"}))
-    resp = httpx.post(retrying.url + "/v1/chat/completions",
-                      json={"model": "gpt-4o", "messages": MESSAGES})
+    resp = httpx.post(
+        retrying.url + "/v1/chat/completions", json={"model": "gpt-4o", "messages": MESSAGES}
+    )
     assert resp.status_code == 429 and len(fake.requests) == 1  # a date far past the deadline

@@ -216,9 +216,7 @@ def test_crd_objects_match_their_schemas(rendered: dict):
         if os.environ.get("CI"):
             pytest.fail("node and .ci/node/node_modules are needed: .ci/run installs them")
         pytest.skip("needs node and `npm ci` in .ci/node")
-    objects = [
-        d for (name, _), docs in rendered.items() for d in docs if d["kind"] in CRD_KINDS
-    ]
+    objects = [d for (name, _), docs in rendered.items() for d in docs if d["kind"] in CRD_KINDS]
     assert {o["kind"] for o in objects} == CRD_KINDS
     # A typo the schema must catch, so that a pass means something.
     bad = json.loads(json.dumps(next(o for o in objects if o["kind"] == "ServiceMonitor")))
@@ -379,10 +377,7 @@ def test_prometheus_rule_points_runbooks_where_asked(chart: helm_python.Chart):
 def test_grafana_dashboards_are_configmaps_for_the_sidecar(rendered: dict):
     docs = rendered[("embedded-monitoring", KUBE_VERSIONS[-1])]
     maps = {
-        name: d
-        for d in by_kind(docs, "ConfigMap")
-        for name in d["data"]
-        if name.endswith(".json")
+        name: d for d in by_kind(docs, "ConfigMap") for name in d["data"] if name.endswith(".json")
     }
     files = sorted((DASHBOARDS / "grafana").glob("*.json"))
     assert sorted(maps) == [f.name for f in files]

@@ -132,7 +132,9 @@ def test_each_feedback_event_counts_once(chdb: ChdbStore):
 def test_view_ddl_on_a_cluster_parses(chdb: ChdbStore):
     stmts = view_statements(views, "llm_gateway", "prod", session_idle_minutes=10)
     assert [name for name, _, _ in stmts] == [
-        "llm_call_feedback", "llm_sessions", "llm_experiment_variants"
+        "llm_call_feedback",
+        "llm_sessions",
+        "llm_experiment_variants",
     ]
     for _, digest, sql in stmts:
         assert sql.startswith("CREATE OR REPLACE VIEW llm_gateway.") and "ON CLUSTER 'prod'" in sql

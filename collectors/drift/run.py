@@ -279,7 +279,12 @@ def _version_rows(head: dict[str, Any], g: _Group) -> list[DriftRow]:
 
 
 def _skipped(
-    head: dict[str, Any], metric: str, statistic: str, ref_n: int, cur_n: int, minimum: int,
+    head: dict[str, Any],
+    metric: str,
+    statistic: str,
+    ref_n: int,
+    cur_n: int,
+    minimum: int,
     detail: str,
 ) -> DriftRow:
     """A test not run: too few calls (or values) in a window."""

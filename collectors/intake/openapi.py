@@ -102,8 +102,10 @@ def openapi(server_url: str = "/") -> dict[str, Any]:
                         "401": resp(error, "a key is required and was missing or wrong"),
                         "403": resp(error, "origin not allowed for this key"),
                         "413": resp(error, "body too large"),
-                        "422": resp(rejected_all, "no event was valid (a batch: with "
-                                    "the report of every event)"),
+                        "422": resp(
+                            rejected_all,
+                            "no event was valid (a batch: with the report of every event)",
+                        ),
                         "429": resp(error, "rate limited; see Retry-After"),
                     },
                 }

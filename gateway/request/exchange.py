@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
 from gateway import errors
+from gateway.access.gate import Ticket
+from gateway.access.keys import GatewayKey
 from gateway.errors import GatewayError
 from gateway.providers.wire import OTHER, Observer, WireAPI
 from gateway.record import CallRecord, finish
+from gateway.request.headers import Headers
+
+log = logging.getLogger("gateway.access")
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -26,14 +32,18 @@ class Exchange:
     """One call's state on the request path."""
 
     __slots__ = (
+        "answer_headers",
         "client_gone",
         "done",
+        "key",
         "observer",
         "payload",
         "rec",
         "recorded",
+        "settler",
         "sink",
         "t0",
+        "ticket",
         "watcher",
     )
 
@@ -47,6 +57,21 @@ class Exchange:
         self.observer: Observer | None = None
         self.payload: dict[str, Any] | None = None
         self.watcher: asyncio.Task[None] | None = None
+        self.key: GatewayKey | None = None  # the caller's gateway key
+        self.ticket: Ticket | None = None  # what its limits admitted, to settle
+        self.answer_headers: Headers = []  # added to the answer (x-ratelimit-*)
+        self.settler: Callable[[Ticket, CallRecord], Awaitable[None]] | None = None
+
+    async def settle(self) -> None:
+        """Charge the key what the call used (tokens, cost) and give back its slot, once.
+        Called after `commit` and before the answer's last bytes, so that the client's
+        next call (here or on another replica) sees this one's spend."""
+        ticket = self.ticket
+        if ticket is not None and ticket.adm is not None and self.settler is not None:
+            try:
+                await self.settler(ticket, self.rec)
+            except Exception:  # accounting must never break an answer already under way
+                log.exception("key usage not settled", extra={"request_id": self.rec.request_id})
 
     def commit(self) -> None:
         """Finish the record and hand it on, once. Called before the response's last bytes
@@ -116,10 +141,13 @@ class Exchange:
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
                     (b"x-request-id", rec.request_id.encode()),
+                    *e.headers,
+                    *self.answer_headers,
                 ],
             }
         )
         self.commit()
+        await self.settle()
         await send({"type": "http.response.body", "body": body})
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import httpx
 
+from gateway.access.keys import presented_secret
 from gateway.record import CallRecord
 
 Headers = list[tuple[bytes, bytes]]
@@ -48,6 +49,8 @@ class RequestHeaders:
         "capture",
         "content_length",
         "forward",
+        "host",
+        "origin",
         "properties",
         "request_id",
         "session",
@@ -59,7 +62,7 @@ class RequestHeaders:
 
     def __init__(self, headers: Headers) -> None:
         self.request_id = self.app = self.user = self.session = self.capture = ""
-        self.traceparent = self.user_agent = ""
+        self.traceparent = self.user_agent = self.host = self.origin = ""
         self.authorization = self.api_key = self.x_api_key = self.anthropic_version = b""
         self.content_length = -1
         self.properties: dict[str, str] = {}  # lengths capped with the record's (`finish`)
@@ -91,11 +94,15 @@ class RequestHeaders:
                     self.content_length = int(value) if value.isdigit() else -1
                 elif name == b"anthropic-version":
                     self.anthropic_version = value
+                elif name == b"host":
+                    self.host = value.decode("latin-1")
                 continue
             if name == b"user-agent":
                 self.user_agent = value.decode("latin-1")
             elif name == b"traceparent":
                 self.traceparent = value.decode("latin-1")
+            elif name == b"origin":
+                self.origin = value.decode("latin-1")
             forward.append((name, value))
         self.forward = forward
 
@@ -120,9 +127,18 @@ class RequestHeaders:
         self.forward = [h for h in self.forward if h[0] != b"traceparent"]
         self.forward.append((b"traceparent", f"00-{trace_id}-{span_id}-01".encode()))
 
+    def consume_gateway_key(self) -> None:
+        """Drop the gateway key from the credentials: it is the gateway's, never an
+        upstream's (a passthrough provider then finds no credential: 401)."""
+        if presented_secret(self.authorization, b"", b""):
+            self.authorization = b""
+        if presented_secret(b"", self.x_api_key, self.api_key):
+            self.x_api_key = self.api_key = b""
 
-def response_headers(resp: httpx.Response, rec: CallRecord) -> Headers:
-    """The upstream's response headers as the client gets them, with the gateway's request id."""
+
+def response_headers(resp: httpx.Response, rec: CallRecord, extra: Headers) -> Headers:
+    """The upstream's response headers as the client gets them, with the gateway's request
+    id and `extra` (a gateway key's x-ratelimit-* headers)."""
     out = []
     for name, value in resp.headers.raw:
         lname = name.lower()
@@ -136,4 +152,5 @@ def response_headers(resp: httpx.Response, rec: CallRecord) -> Headers:
     if rec.experiment:  # so the app can show what the variant goes with (e.g. its prompt)
         out.append((b"x-gateway-experiment", rec.experiment.encode()))
         out.append((b"x-gateway-variant", rec.variant.encode()))
+    out += extra
     return out

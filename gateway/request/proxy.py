@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 
 from gateway import errors
+from gateway.access.answers import AccessDenied
+from gateway.access.gate import Gate, Ticket
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.experiments import Assigner
@@ -53,8 +55,13 @@ class Proxy:
         transport: httpx.AsyncBaseTransport,
         sink: Callable[[CallRecord], None],
         tracing: bool = False,
+        gate: Gate | None = None,
+        price: Callable[[CallRecord], float | None] | None = None,
     ) -> None:
         self.tracing = tracing
+        self.gate = gate  # gateway keys and limits (gateway/access)
+        self.price = price  # a call's cost, for the spend of a key with a budget
+        self._settling: set[asyncio.Task[None]] = set()
         self.router = router
         # None without experiments: the request path then does not even look
         self.assigner = Assigner(config.experiments) if config.experiments else None
@@ -117,10 +124,15 @@ class Proxy:
                 rec.outcome, rec.status_code = Outcome.CLIENT_DISCONNECTED, 499
                 return
             rec.request_bytes = len(body)
+            if self.gate is not None:  # after the body: a slow or short body is a 408 first
+                self._identify(headers, ex)
             if capture:
                 rec.request_body = body[:capture].decode("utf-8", "replace")
             ex.watch_disconnect(receive)
             await self._handle(scope, client, send, headers, wire, body, ex, capture)
+        except AccessDenied as e:
+            rec.outcome = e.outcome
+            await ex.reject(send, e)
         except GatewayError as e:
             rec.outcome = Outcome.REJECTED if e.status < 500 else rec.outcome
             await ex.reject(send, e)
@@ -142,6 +154,32 @@ class Proxy:
             ex.done = True
             self.in_flight -= 1
             ex.commit()
+            if ex.ticket is not None and ex.ticket.adm is not None:  # the answer broke off
+                task = asyncio.get_running_loop().create_task(ex.settle())
+                self._settling.add(task)
+                task.add_done_callback(self._settling.discard)
+
+    def _identify(self, headers: RequestHeaders, ex: Exchange) -> None:
+        """Who calls (raises AccessDenied). A gateway key is consumed: never sent upstream."""
+        assert self.gate is not None
+        key = self.gate.identify(
+            headers.host, headers.origin, headers.authorization, headers.x_api_key,
+            headers.api_key,
+        )  # fmt: skip
+        if key is None:
+            return
+        headers.consume_gateway_key()
+        ex.key, ex.settler = key, self._settle
+        rec = ex.rec
+        rec.key_id, rec.key_name = key.key_id, key.name
+        if key.app:
+            rec.app = key.app  # the key says which app it is; a header cannot claim another
+
+    async def _settle(self, ticket: Ticket, rec: CallRecord) -> None:
+        assert self.gate is not None
+        budget = ticket.adm is not None and ticket.adm.period
+        cost = self.price(rec) if self.price is not None and budget else None
+        await self.gate.settle(ticket, rec.input_tokens + rec.output_tokens, cost)
 
     async def _handle(
         self,
@@ -170,6 +208,13 @@ class Proxy:
             )
             if not hops:
                 raise errors.wrong_dialect(model)
+        if ex.key is not None:
+            assert self.gate is not None
+            # The allowlist applies to the model after aliases: the one actually called.
+            ex.ticket = await self.gate.admit(
+                ex.key, resolved.model if model else "", rec.end_user, ex.payload
+            )
+            ex.answer_headers = ex.ticket.headers
         observer = ex.observer = wire.observer(rec)
         # One deadline for the whole call: every attempt, every wait, and the answer's body.
         deadline = asyncio.get_running_loop().time() + hops[0].provider.cfg.timeouts.total

@@ -70,7 +70,7 @@ async def relay_whole(
             assert obj is not None  # a success is translated only when it was JSON
             answer = translation.response(obj, ex.payload or {})
         data = _encode(answer)
-    headers = response_headers(resp, rec)
+    headers = response_headers(resp, rec, ex.answer_headers)
     headers.append((b"content-length", str(len(data)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     if capture:
@@ -82,6 +82,7 @@ async def relay_whole(
     elif obj is not None:
         observer.body(obj)
     ex.commit()
+    await ex.settle()
     await send({"type": "http.response.body", "body": data})
 
 
@@ -102,7 +103,7 @@ async def relay_stream(
     rec, observer, t0 = ex.rec, ex.observer, ex.t0
     assert observer is not None
     rec.status_code = 200
-    headers = response_headers(resp, rec)
+    headers = response_headers(resp, rec, ex.answer_headers)
     if translation is not None:  # the client reads SSE, whatever the upstream's framing
         headers = [h for h in headers if h[0] != b"content-type"]
         headers.append((b"content-type", b"text/event-stream; charset=utf-8"))
@@ -177,4 +178,5 @@ async def relay_stream(
             rec.response_body = b"".join(captured)[:capture].decode("utf-8", "replace")
         rec.overhead_ms = gateway_time * 1000.0
     ex.commit()
+    await ex.settle()
     await send({"type": "http.response.body", "body": b"", "more_body": False})

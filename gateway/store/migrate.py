@@ -188,9 +188,7 @@ def view_statements(
     return out
 
 
-def _replace_views(
-    store: Store, db: str, cluster: str | None, views: Views, **params: int
-) -> None:
+def _replace_views(store: Store, db: str, cluster: str | None, views: Views, **params: int) -> None:
     listed = store.query(f"SELECT name, comment FROM system.tables WHERE database = '{db}'")
     have = {row["name"]: row["comment"] for row in map(json.loads, listed.splitlines())}
     for name, digest, sql in view_statements(views, db, cluster, **params):

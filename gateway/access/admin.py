@@ -1,0 +1,168 @@
+"""`llm-gateway keys create | list | revoke | rotate`: managing the `llm_gateway_keys` table.
+
+Each change is a new version of the key's row (the table keeps the newest), written
+through whatever the CLI's `store_access` gives: the running gateway on the embedded
+store, or ClickHouse directly. The secret is printed once, by `create` and `rotate`;
+only its hash is written. Running gateways see a change within `auth.refresh_seconds`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from typing import Any, Protocol
+
+from gateway.access.config import limits_from
+from gateway.access.keys import GatewayKey, hash_secret, hint_of, new_key_id, new_secret
+from gateway.access.keystore import TABLE, key_from_row, parse_rows, row_of, select_sql
+from gateway.config import ConfigError
+
+
+class KeyTable(Protocol):
+    def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes: ...
+
+    def insert(self, table: str, rows: bytes, token: str | None = None) -> None: ...
+
+
+class KeyCommandError(Exception):
+    """A key command that cannot be done; the message says why."""
+
+
+def list_keys(store: KeyTable, include_revoked: bool = False) -> list[GatewayKey]:
+    return [key_from_row(r) for r in parse_rows(store.query(select_sql(include_revoked)))]
+
+
+def find(store: KeyTable, ident: str) -> GatewayKey:
+    """The live key with this id, else the one live key with this name."""
+    keys = list_keys(store)
+    by_id = [k for k in keys if k.key_id == ident]
+    found = by_id or [k for k in keys if k.name == ident]
+    if not found:
+        raise KeyCommandError(f"no active key with id or name {ident!r}")
+    if len(found) > 1:
+        ids = ", ".join(k.key_id for k in found)
+        raise KeyCommandError(f"several active keys are named {ident!r} ({ids}): give the id")
+    return found[0]
+
+
+def create(
+    store: KeyTable, name: str, app: str = "", team: str = "", **limits: Any
+) -> tuple[str, GatewayKey]:
+    """A new key; returns (secret, key). The secret exists nowhere else."""
+    if any(k.name == name for k in list_keys(store)):
+        raise KeyCommandError(f"an active key is already named {name!r}: rotate it, or pick a name")
+    secret = new_secret()
+    key = GatewayKey(
+        key_id=new_key_id(),
+        name=name,
+        key_hash=hash_secret(secret),
+        app=app,
+        team=team,
+        hint=hint_of(secret),
+        limits=limits_from("", **limits),
+        created_at=time.time(),
+    )
+    store.insert(TABLE, row_of(key))
+    return secret, key
+
+
+def revoke(store: KeyTable, ident: str) -> GatewayKey:
+    key = replace(find(store, ident), revoked=True)
+    store.insert(TABLE, row_of(key))
+    return key
+
+
+def rotate(store: KeyTable, ident: str) -> tuple[str, GatewayKey]:
+    """A new secret for the same key (same id, limits, spend); the old one stops working."""
+    secret = new_secret()
+    key = replace(find(store, ident), key_hash=hash_secret(secret), hint=hint_of(secret))
+    store.insert(TABLE, row_of(key))
+    return secret, key
+
+
+def describe(key: GatewayKey, secret: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": key.key_id,
+        "name": key.name,
+        "app": key.app,
+        "team": key.team,
+        "hint": key.hint,
+        "created_at": key.created_at,
+        "revoked": key.revoked,
+        "limits": key.limits.to_json(),
+    }
+    if secret is not None:
+        out["key"] = secret
+    return out
+
+
+def _print(args: argparse.Namespace, items: list[dict[str, Any]], note: str = "") -> None:
+    if args.json:
+        print(json.dumps(items if args.keys_cmd == "list" else items[0], indent=2))
+        return
+    for d in items:
+        lim = {k: v for k, v in d["limits"].items() if v and k != "budget_period"}
+        if "models" in lim:
+            lim["models"] = ",".join(lim["models"])
+        if "budget_usd" in lim:
+            lim["budget_usd"] = f"{lim['budget_usd']:g}/{d['limits']['budget_period']}"
+        state = " (revoked)" if d["revoked"] else ""
+        extra = " ".join(f"{k}={v}" for k, v in lim.items())
+        line = f"{d['id']}  {d['name']}{state}  {d['hint']}  app={d['app'] or '-'}  {extra}"
+        print(line.rstrip())
+        if "key" in d:
+            print(f"key: {d['key']}")
+    if note:
+        print(note, file=sys.stderr)
+
+
+def run(args: argparse.Namespace, store: KeyTable) -> int:
+    try:
+        if args.keys_cmd == "create":
+            models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
+            secret, key = create(
+                store, args.name, args.app, args.team, models=models, rpm=args.rpm, tpm=args.tpm,
+                concurrency=args.concurrency, budget_usd=args.budget_usd,
+                budget_period=args.budget_period, user_rpm=args.user_rpm, user_tpm=args.user_tpm,
+            )  # fmt: skip
+            _print(args, [describe(key, secret)], "Store the key now: it is not shown again.")
+        elif args.keys_cmd == "list":
+            _print(args, [describe(k) for k in list_keys(store, args.all)])
+        elif args.keys_cmd == "revoke":
+            _print(args, [describe(revoke(store, args.key))])
+        else:
+            secret, key = rotate(store, args.key)
+            _print(args, [describe(key, secret)], "The previous secret stops working.")
+    except (KeyCommandError, ConfigError) as e:
+        print(f"llm-gateway keys: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_parser(k: argparse.ArgumentParser) -> None:
+    """The actions of the CLI's `keys` command (`k`, which runs `run` with the store)."""
+    ks = k.add_subparsers(dest="keys_cmd", required=True, metavar="ACTION",
+                          help="create | list | revoke | rotate")  # fmt: skip
+
+    def action(name: str, text: str) -> argparse.ArgumentParser:
+        p = ks.add_parser(name, help=text, description=text)
+        p.add_argument("--config", default=argparse.SUPPRESS, help="YAML config file")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        return p
+
+    c = action("create", "create a key and print its secret once")
+    c.add_argument("--name", required=True, help="a name to tell the key by (unique)")
+    c.add_argument("--app", default="", help="record the key's calls as this app")
+    c.add_argument("--team", default="")
+    c.add_argument("--models", default="", help="allowed models, comma-separated globs")
+    for flag in ("rpm", "tpm", "concurrency", "user-rpm", "user-tpm"):
+        c.add_argument(f"--{flag}", type=int, default=0, help="0 = no limit")
+    c.add_argument("--budget-usd", type=float, default=0.0, help="0 = no budget")
+    c.add_argument("--budget-period", choices=["day", "month"], default="month")
+    lst = action("list", "list keys (never their secrets)")
+    lst.add_argument("--all", action="store_true", help="include revoked keys")
+    for name, text in (("revoke", "revoke a key"), ("rotate", "give a key a new secret")):
+        action(name, text).add_argument("key", help="key id or name")

@@ -1,0 +1,174 @@
+"""How the gateway says no, the way the providers do, so the official SDKs react as usual.
+
+401 for a missing or unknown key, 403 for a model the key may not use and for a request
+from a foreign browser origin or Host, 429 with `Retry-After` (and `retry-after-ms`, which
+the OpenAI and Anthropic SDKs prefer) for a rate limit, 429 `insufficient_quota` for a spent
+budget (with `x-should-retry: false`: waiting a few seconds will not help, and both SDKs
+honour that header). OpenAI's `x-ratelimit-*` headers go on every answer of a limited key.
+"""
+
+from __future__ import annotations
+
+import math
+
+from gateway.access import limiter as L
+from gateway.access.limiter import Quota
+from gateway.errors import GatewayError
+from gateway.record import Outcome
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class AccessDenied(GatewayError):
+    """A refusal; `outcome` names it in the call's row and the metric label."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str,
+        code: str,
+        outcome: Outcome,
+        headers: Headers | None = None,
+    ) -> None:
+        super().__init__(status, message, type_, code)
+        self.outcome = outcome
+        self.headers = headers or []
+
+
+def duration(seconds: float) -> str:
+    """A reset time as OpenAI writes it: `20ms`, `1.5s`, `6m0s`."""
+    if seconds < 1:
+        return f"{max(math.ceil(seconds * 1000), 0)}ms"
+    if seconds < 60:
+        return f"{round(seconds, 3):g}s"
+    m, s = divmod(seconds, 60)
+    return f"{int(m)}m{round(s):d}s"
+
+
+def ratelimit_headers(q: Quota) -> Headers:
+    out: Headers = []
+    for what, v in (("requests", q.requests), ("tokens", q.tokens)):
+        if v is not None:
+            limit, remaining, reset = v
+            out += [
+                (b"x-ratelimit-limit-" + what.encode(), str(limit).encode()),
+                (b"x-ratelimit-remaining-" + what.encode(), str(int(remaining)).encode()),
+                (b"x-ratelimit-reset-" + what.encode(), duration(reset).encode()),
+            ]
+    return out
+
+
+def _retry(seconds: float) -> Headers:
+    return [
+        (b"retry-after", str(max(math.ceil(seconds), 1)).encode()),
+        (b"retry-after-ms", str(max(math.ceil(seconds * 1000), 1)).encode()),
+    ]
+
+
+def missing_key() -> AccessDenied:
+    return AccessDenied(
+        401,
+        "You didn't provide a gateway key. Send it where your SDK puts its API key "
+        "(Authorization: Bearer lgw_..., x-api-key or api-key).",
+        "invalid_request_error",
+        "missing_api_key",
+        Outcome.REFUSED_KEY,
+    )
+
+
+def invalid_key() -> AccessDenied:
+    return AccessDenied(
+        401,
+        "Incorrect gateway key provided (unknown or revoked).",
+        "invalid_request_error",
+        "invalid_api_key",
+        Outcome.REFUSED_KEY,
+    )
+
+
+def keys_loading() -> AccessDenied:
+    return AccessDenied(
+        503,
+        "The gateway is still reading its keys; try again in a moment.",
+        "server_error",
+        "keys_loading",
+        Outcome.REFUSED_KEY,
+        _retry(1.0),
+    )
+
+
+def model_not_allowed(model: str) -> AccessDenied:
+    return AccessDenied(
+        403,
+        f"This gateway key is not allowed to use the model `{model[:256]}`.",
+        "invalid_request_error",
+        "model_not_allowed",
+        Outcome.REFUSED_MODEL,
+    )
+
+
+def foreign_origin(origin: str) -> AccessDenied:
+    return AccessDenied(
+        403,
+        f"Requests from the browser origin {origin[:256]!r} are not allowed "
+        "(auth.allowed_origins).",
+        "invalid_request_error",
+        "origin_not_allowed",
+        Outcome.REFUSED_ORIGIN,
+    )
+
+
+def foreign_host(host: str) -> AccessDenied:
+    return AccessDenied(
+        403,
+        f"The Host {host[:256]!r} is not this gateway's (auth.allowed_hosts).",
+        "invalid_request_error",
+        "host_not_allowed",
+        Outcome.REFUSED_HOST,
+    )
+
+
+_LIMIT_TEXT = {
+    L.RPM: "requests per minute",
+    L.TPM: "tokens per minute",
+    L.USER_RPM: "requests per minute for this end user",
+    L.USER_TPM: "tokens per minute for this end user",
+    L.CONCURRENCY: "concurrent requests",
+}
+
+
+def refused(adm: L.Admission) -> AccessDenied:
+    """The answer to an admission that failed."""
+    headers = ratelimit_headers(adm.quota)
+    key = adm.key
+    if adm.refusal == L.BUDGET:
+        lim = key.limits
+        return AccessDenied(
+            429,
+            f"The gateway key {key.name!r} has spent its budget of "
+            f"${lim.budget_usd:g} for this {lim.budget_period}.",
+            "insufficient_quota",
+            "insufficient_quota",
+            Outcome.REFUSED_BUDGET,
+            [*headers, (b"x-should-retry", b"false")],
+        )
+    if adm.refusal == L.UNAVAILABLE:
+        return AccessDenied(
+            503,
+            "The gateway cannot check this key's limits right now; try again shortly.",
+            "server_error",
+            "limiter_unavailable",
+            Outcome.REFUSED_LIMITER,
+            [*headers, *_retry(adm.retry_after)],
+        )
+    what = _LIMIT_TEXT.get(adm.refusal, adm.refusal)
+    return AccessDenied(
+        429,
+        f"Rate limit reached for gateway key {key.name!r} on {what}. "
+        f"Please try again in {duration(adm.retry_after)}.",
+        "requests",
+        "rate_limit_exceeded",
+        Outcome(f"refused_{adm.refusal}"),
+        [*headers, *_retry(adm.retry_after)],
+    )

@@ -1,0 +1,176 @@
+"""The one object the request path asks about access: who is calling, may they call this
+model now, and (after the call) what it cost them.
+
+    key = gate.identify(host, origin, authorization, x_api_key, api_key)   # raises AccessDenied
+    ticket = await gate.admit(key, model_after_aliases, end_user, payload)  # raises AccessDenied
+    ... forward, with ticket.headers added to the answer ...
+    await gate.settle(ticket, input_tokens + output_tokens, cost_usd)
+
+A gateway key is consumed here: the caller must drop it from what goes upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.access.answers import (
+    AccessDenied,
+    Headers,
+    invalid_key,
+    keys_loading,
+    missing_key,
+    model_not_allowed,
+    ratelimit_headers,
+    refused,
+)
+from gateway.access.config import AuthConfig
+from gateway.access.keys import GatewayKey, presented_secret
+from gateway.access.keystore import KeyStore, Query, parse_rows
+from gateway.access.limiter import Admission, Limiter, open_limiter
+from gateway.access.origin import OriginGuard
+from gateway.access.policy import ModelRule
+from gateway.tokens import estimate_input
+
+log = logging.getLogger("gateway.access")
+
+RESEED_SECONDS = 60.0  # spend re-seeded (only where unknown, e.g. a restarted Redis)
+
+
+@dataclass(slots=True)
+class Ticket:
+    key: GatewayKey
+    adm: Admission | None = None
+    headers: Headers = field(default_factory=list)  # x-ratelimit-* for the answer
+
+
+def _limited(key: GatewayKey) -> bool:
+    lim = key.limits
+    return bool(lim.rpm or lim.tpm or lim.concurrency or lim.budget_usd or lim.user_rpm
+                or lim.user_tpm)  # fmt: skip
+
+
+def seed_sql(keys: list[GatewayKey]) -> str:
+    ids = ", ".join("'" + k.key_id.replace("\\", "\\\\").replace("'", "\\'") + "'" for k in keys)
+    return (
+        "SELECT key_id, sumIf(ifNull(cost_usd, 0), started_at >= toStartOfDay(now('UTC'))) AS day, "
+        "sum(ifNull(cost_usd, 0)) AS month FROM llm_calls FINAL "
+        f"WHERE started_at >= toStartOfMonth(now('UTC')) AND key_id IN ({ids}) GROUP BY key_id"
+    )
+
+
+class Gate:
+    def __init__(self, cfg: AuthConfig, limiter: Limiter | None = None) -> None:
+        self.cfg = cfg
+        self.require_key = cfg.require_key
+        self.keystore = KeyStore(cfg.keys)
+        self.limiter = limiter or open_limiter(
+            cfg.redis_url, cfg.redis_failure, cfg.redis_timeout_ms
+        )
+        self.guard = OriginGuard(cfg.allowed_origins, cfg.allowed_hosts)
+        self._rules: dict[str, tuple[tuple[str, ...], ModelRule]] = {}
+        self.refusals: dict[str, int] = {}  # outcome -> count, for /metrics
+        self._store_keys = False  # keys are read from the store (refresh_forever runs)
+
+    # -- on the request path -----------------------------------------------------------
+    def identify(
+        self, host: str, origin: str, authorization: bytes, x_api_key: bytes, api_key: bytes
+    ) -> GatewayKey | None:
+        """The caller's key (None: no key, and none required)."""
+        try:
+            denied = self.guard.check(host, origin)
+            if denied is not None:
+                raise denied
+            secret = presented_secret(authorization, x_api_key, api_key)
+            if secret is not None:
+                key = self.keystore.lookup(secret)
+                if key is None:
+                    # Before the table's first read a key may just not be known yet.
+                    loading = self._store_keys and not self.keystore.loaded
+                    raise keys_loading() if loading else invalid_key()
+                return key
+            if self.require_key:
+                raise missing_key()
+            return None
+        except AccessDenied as e:
+            self.count(e.outcome)
+            raise
+
+    def _rule(self, key: GatewayKey) -> ModelRule:
+        cached = self._rules.get(key.key_id)
+        if cached is None or cached[0] != key.limits.models:
+            cached = (key.limits.models, ModelRule(key.limits.models))
+            self._rules[key.key_id] = cached
+        return cached[1]
+
+    async def admit(
+        self, key: GatewayKey, model: str, user: str, payload: dict[str, Any] | None
+    ) -> Ticket:
+        if model and not self._rule(key).allows(model):
+            self.count("refused_model")
+            raise model_not_allowed(model)
+        ticket = Ticket(key)
+        if not _limited(key):
+            return ticket
+        est = estimate_input(payload) if payload is not None else 0
+        adm = await self.limiter.admit(key, user, est)
+        if not adm.ok:
+            e = refused(adm)
+            self.count(e.outcome)
+            raise e
+        ticket.adm = adm
+        ticket.headers = ratelimit_headers(adm.quota)
+        return ticket
+
+    async def settle(self, ticket: Ticket, tokens: int, cost_usd: float | None) -> None:
+        """Once per ticket (later calls do nothing)."""
+        adm, ticket.adm = ticket.adm, None
+        if adm is not None:
+            await self.limiter.settle(adm, tokens, cost_usd or 0.0)
+
+    def count(self, outcome: str) -> None:
+        self.refusals[outcome] = self.refusals.get(outcome, 0) + 1
+
+    # -- in the background -------------------------------------------------------------
+    async def refresh(self, query: Query) -> None:
+        """Re-read the keys. The spend of keys seen for the first time is seeded before
+        they are used, so a restarted replica never admits a call past a spent budget."""
+        read = await asyncio.to_thread(self.keystore.read, query)
+        if read is None:
+            return
+        await self.seed(query, self.keystore.new_in(read))
+        self.keystore.swap(read)
+
+    async def seed(self, query: Query, keys: list[GatewayKey]) -> None:
+        keys = [k for k in keys if k.limits.budget_usd > 0]
+        if not keys:
+            return
+        try:
+            rows = parse_rows(await asyncio.to_thread(query, seed_sql(keys)))
+        except Exception as e:
+            log.warning("key spend not seeded from llm_calls", extra={"error": str(e)[:300]})
+            return
+        spent = {r["key_id"]: r for r in rows}
+        for k in keys:
+            r = spent.get(k.key_id)
+            usd = float(r["day" if k.limits.budget_period == "day" else "month"]) if r else 0.0
+            await self.limiter.seed_spend(k, usd)
+
+    async def refresh_forever(self, query: Query) -> None:
+        self._store_keys = True
+        last_seed = time.monotonic()
+        while True:
+            try:
+                await self.refresh(query)
+                if time.monotonic() - last_seed > RESEED_SECONDS:
+                    last_seed = time.monotonic()
+                    await self.seed(query, self.keystore.keys())
+            except Exception as e:  # keep refreshing whatever happened this time
+                log.error("key refresh failed", extra={"error": str(e)[:300]})
+            await asyncio.sleep(self.cfg.refresh_seconds)
+
+    async def close(self) -> None:
+        await self.limiter.close()
