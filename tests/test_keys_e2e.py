@@ -38,7 +38,10 @@ def gw(fake: FakeUpstream, selfhosted: FakeUpstream, tmp_path_factory) -> Iterat
     # 1 USD per 20,000 tokens: a chat call of the fake (10 + 5 tokens) costs 0.75 USD.
     cfg["prices"]["budget-model"] = {"input": 50_000, "output": 50_000}
     g = GatewayProcess(cfg, tmp_path_factory.mktemp("keys"), {"GW_CI_KEY": CONFIG_SECRET})
-    yield g.start()
+    g.start()
+    # Migrations run once the gateway listens: the tables exist when /readyz says so.
+    wait_for(lambda: httpx.get(g.url + "/readyz").status_code == 200)
+    yield g
     g.stop()
 
 
