@@ -27,6 +27,7 @@ import openai
 import pytest
 import yaml
 
+from gateway.access.keys import new_secret
 from gateway.config import _ENV_RE, parse_config
 from tests.conftest import free_port
 
@@ -224,7 +225,9 @@ def test_yaml_examples_validate_as_written(doc: str, block: str):
     data = yaml.safe_load(block)
     # Variables without a default must be set; those with `${VAR:-...}` need not be.
     required = {m.group(1) for m in _ENV_RE.finditer(block) if m.group(2) is None}
-    parse_config(data, {name: "placeholder-value" for name in required})
+    # A variable that holds a gateway key gets a well-formed one, as `keys create` prints.
+    env = {n: new_secret() if n.endswith("GATEWAY_KEY") else "placeholder-value" for n in required}
+    parse_config(data, env)
 
 
 def test_full_configuration_example_starts_without_provider_keys():
