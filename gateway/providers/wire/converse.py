@@ -8,15 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.providers.wire.base import Observer, as_int, as_str, event_json
+from gateway.providers.wire.messages import FINISH_REASONS as MESSAGES_FINISH_REASONS
 
+# Converse names its stop reasons as the Messages API does, plus its own filters.
 FINISH_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "tool_use": "tool_calls",
+    **{k: v for k, v in MESSAGES_FINISH_REASONS.items() if k not in ("pause_turn", "refusal")},
     "guardrail_intervened": "content_filter",
     "content_filtered": "content_filter",
-    "model_context_window_exceeded": "length",
 }
 
 
