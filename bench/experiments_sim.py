@@ -250,8 +250,8 @@ def report(out: dict[str, Outcome]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from collectors.views import views
-    from gateway.store import migrate
-    from gateway.store.chdb_store import ChdbStore
+    from gateway.recording.store import migrate
+    from gateway.recording.store.chdb_store import ChdbStore
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=200, help="experiments per scenario")

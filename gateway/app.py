@@ -30,17 +30,17 @@ from gateway.access.gate import Gate
 from gateway.config import Config
 from gateway.errors import error_envelope
 from gateway.experiments.spec import check_models
-from gateway.metrics import Metrics
-from gateway.pricing import Pricer
+from gateway.observability.metrics import Metrics
+from gateway.observability.tracing import Tracer, tracing_requested
 from gateway.providers import provider_for
-from gateway.record import CallRecord, RecordSink
-from gateway.recordlog import LogBusy, RecordLog
+from gateway.recording.log import LogBusy, RecordLog
+from gateway.recording.pricing import Pricer
+from gateway.recording.record import CallRecord, RecordSink
+from gateway.recording.store import Store, StoreError, migrate_configured, open_store
+from gateway.recording.writer import BatchWriter, LogQueue, MemoryQueue, Queue
 from gateway.request import Proxy
-from gateway.routing import Router, exact_names
-from gateway.server import DateHeader, guarded
-from gateway.store import Store, StoreError, migrate_configured, open_store
-from gateway.tracing import Tracer, tracing_requested
-from gateway.writer import BatchWriter, LogQueue, MemoryQueue, Queue
+from gateway.request.routing import Router, exact_names
+from gateway.server.http import DateHeader, guarded
 
 log = logging.getLogger("gateway.app")
 
@@ -379,7 +379,7 @@ def app_from_env() -> DateHeader:
     """App factory for worker processes (`server.workers` > 1): each worker builds its own
     gateway (own upstream pool, own record log slot) from `$LLM_GATEWAY_CONFIG`."""
     from gateway.config import load_config
-    from gateway.logs import setup_logging
+    from gateway.observability.logs import setup_logging
 
     config = load_config()
     setup_logging(config.log_level)

@@ -18,10 +18,10 @@ from typing import Any
 from collectors.views import views
 from gateway import __version__
 from gateway.config import Config, ConfigError, load_config
-from gateway.datadir import DataDirBusy, DataDirLock, running_gateway
 from gateway.errors import error_message
-from gateway.logs import setup_logging
-from gateway.store import StoreError, migrate_configured, open_store
+from gateway.observability.logs import setup_logging
+from gateway.recording.store import StoreError, migrate_configured, open_store
+from gateway.recording.store.datadir import DataDirBusy, DataDirLock, running_gateway
 
 log = logging.getLogger("gateway.cli")
 
@@ -35,8 +35,8 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway import server
     from gateway.app import build_gateway, create_app
+    from gateway.server import http as server
 
     cfg = _config(args)
     setup_logging(cfg.log_level)
@@ -88,7 +88,7 @@ def _serve_workers(args: argparse.Namespace, cfg: Config, host: str, port: int) 
     import shutil
     import tempfile
 
-    from gateway import server
+    from gateway.server import http as server
 
     if args.config:
         os.environ["LLM_GATEWAY_CONFIG"] = os.path.abspath(args.config)
@@ -154,7 +154,7 @@ def store_access(cfg: Config) -> Iterator[Any]:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from gateway.store.sqltext import has_format, split_statements
+    from gateway.recording.store.sqltext import has_format, split_statements
 
     cfg = _config(args)
     sql = args.query if args.query != "-" else sys.stdin.read()
@@ -187,7 +187,7 @@ _NUMERIC = ("Int", "UInt", "Float", "Decimal")
 def result_table(result: bytes) -> str:
     """A JSONCompact result as a table: numbers right-aligned, costs through the money
     formatter, NULL spelled out."""
-    from gateway.money import is_money_column, usd
+    from gateway.recording.money import is_money_column, usd
 
     if not result.strip():
         return ""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from gateway.providers import KINDS, ProviderConfig, Timeouts
-from gateway.recordlog import LogConfig as LogConfig  # re-exported: a config section
+from gateway.recording.log import LogConfig as LogConfig  # re-exported: a config section
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

@@ -13,7 +13,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 
-from gateway.sse import SSEEvent
+from gateway.providers.wire.sse import SSEEvent
 
 _PRELUDE = struct.Struct(">III")
 # Header value sizes by type (7, string, and 6, bytes, carry a 2-byte length).

@@ -133,8 +133,8 @@ class GatewayProcess:
 
 _OUTAGE = """
 import sys
-from gateway.store import migrate
-from gateway.store.chdb_store import ChdbStore
+from gateway.recording.store import migrate
+from gateway.recording.store.chdb_store import ChdbStore
 
 store = ChdbStore(sys.argv[1], "llm_gateway")
 migrate(store)

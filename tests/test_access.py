@@ -28,9 +28,9 @@ from gateway.access.limiter import Admission, MemoryLimiter, Quota, RedisLimiter
 from gateway.access.origin import OriginGuard
 from gateway.access.policy import ModelRule, period_id
 from gateway.config import ConfigError
-from gateway.record import CallRecord, encode_line
-from gateway.store import migrate
-from gateway.store.chdb_store import ChdbStore
+from gateway.recording.record import CallRecord, encode_line
+from gateway.recording.store import migrate
+from gateway.recording.store.chdb_store import ChdbStore
 from tests.redisproc import RedisServer
 
 

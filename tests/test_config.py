@@ -10,7 +10,7 @@ import pytest
 
 from gateway.config import ConfigError, load_config, parse_config
 from gateway.providers import MissingCredentials, provider_for
-from gateway.routing import Router
+from gateway.request.routing import Router
 
 
 def test_zero_config_uses_sdk_variables():

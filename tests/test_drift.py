@@ -33,11 +33,11 @@ from collectors.drift import (
     rows_to_jsonl,
     run_drift,
 )
-from gateway import metrics
-from gateway.money import usd
-from gateway.record import CallRecord, encode_line
-from gateway.store import migrate
-from gateway.store.chdb_store import ChdbStore
+from gateway.observability import metrics
+from gateway.recording.money import usd
+from gateway.recording.record import CallRecord, encode_line
+from gateway.recording.store import migrate
+from gateway.recording.store.chdb_store import ChdbStore
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboards" / "grafana" / "drift.json"

@@ -16,12 +16,12 @@ import httpx
 import openai
 import pytest
 
-from gateway.pricing import Pricer
-from gateway.record import CallRecord
-from gateway.recordlog import RecordLog
-from gateway.store import migrate
-from gateway.store.chdb_store import ChdbStore
-from gateway.writer import BatchWriter, LogQueue
+from gateway.recording.log import RecordLog
+from gateway.recording.pricing import Pricer
+from gateway.recording.record import CallRecord
+from gateway.recording.store import migrate
+from gateway.recording.store.chdb_store import ChdbStore
+from gateway.recording.writer import BatchWriter, LogQueue
 from tests.conftest import GatewayProcess, gateway_config
 from tests.fakes import Behaviour
 

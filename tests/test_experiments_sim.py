@@ -21,8 +21,8 @@ from collectors.experiments.report import (
 )
 from collectors.views import views
 from gateway.experiments import Assigner
-from gateway.store import migrate
-from gateway.store.chdb_store import ChdbStore
+from gateway.recording.store import migrate
+from gateway.recording.store.chdb_store import ChdbStore
 
 ALPHA = 0.05
 

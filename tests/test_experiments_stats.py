@@ -30,9 +30,9 @@ from collectors.experiments.stats import (
 from collectors.experiments.verdict import decide
 from collectors.views import views
 from gateway.experiments import Experiment, Variant
-from gateway.record import CallRecord
-from gateway.store import migrate
-from gateway.store.chdb_store import ChdbStore
+from gateway.recording.record import CallRecord
+from gateway.recording.store import migrate
+from gateway.recording.store.chdb_store import ChdbStore
 
 T = 1_760_000_000.0
 

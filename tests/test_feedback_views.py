@@ -17,10 +17,10 @@ import pytest
 
 from collectors.report import feedback_report, parse_since
 from collectors.views import views
-from gateway.record import CallRecord, encode_line
-from gateway.store import migrate
-from gateway.store.chdb_store import ChdbStore
-from gateway.store.migrate import view_statements
+from gateway.recording.record import CallRecord, encode_line
+from gateway.recording.store import migrate
+from gateway.recording.store.chdb_store import ChdbStore
+from gateway.recording.store.migrate import view_statements
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 NOW = float(int(time.time()))  # whole seconds: durations come out exact

@@ -20,10 +20,10 @@ import httpx
 import msgspec
 import pytest
 
-from gateway.record import CallRecord
-from gateway.recordlog import RecordLog
-from gateway.store.disabled import DisabledStore
-from gateway.writer import BatchWriter, LogQueue
+from gateway.recording.log import RecordLog
+from gateway.recording.record import CallRecord
+from gateway.recording.store.disabled import DisabledStore
+from gateway.recording.writer import BatchWriter, LogQueue
 from tests.conftest import GatewayProcess, gateway_config
 from tests.test_durability import metrics
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gateway.record import FAILED_SQL, CallRecord, Outcome, encode_line, is_failed
-from gateway.store import migrate
-from gateway.store.chdb_store import ChdbStore
+from gateway.recording.record import FAILED_SQL, CallRecord, Outcome, encode_line, is_failed
+from gateway.recording.store import migrate
+from gateway.recording.store.chdb_store import ChdbStore
 
 
 def test_failed_predicate_python_and_sql_agree(tmp_path: Path):

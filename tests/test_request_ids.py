@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.ids import RequestIds
+from gateway.recording.ids import RequestIds
 from tests.conftest import GatewayProcess
 from tests.fakes import Behaviour
 

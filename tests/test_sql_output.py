@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import result_table
-from gateway.money import usd
-from gateway.store.sqltext import split_statements
+from gateway.recording.money import usd
+from gateway.recording.store.sqltext import split_statements
 from tests.conftest import GatewayProcess
 
 TWO = "SELECT 1 AS a; SELECT 2 AS b"

@@ -16,11 +16,11 @@ import httpx
 import openai
 import pytest
 
-from gateway.record import CallRecord, encode_line
-from gateway.store import migrate
-from gateway.store.chdb_store import ChdbStore
-from gateway.store.clickhouse_store import ClickHouseStore
-from gateway.store.migrate import migrations
+from gateway.recording.record import CallRecord, encode_line
+from gateway.recording.store import migrate
+from gateway.recording.store.chdb_store import ChdbStore
+from gateway.recording.store.clickhouse_store import ClickHouseStore
+from gateway.recording.store.migrate import migrations
 from tests.chhttp import ChHttpServer
 from tests.conftest import GatewayProcess, gateway_config
 
@@ -193,7 +193,7 @@ def test_several_workers_each_with_own_log(chhttp: ChHttpServer, fake, selfhoste
 
 
 def test_cluster_ddl_is_replicated_plus_distributed_and_parses(chhttp: ChHttpServer):
-    from gateway.store.migrate import render
+    from gateway.recording.store.migrate import render
 
     stmts = [s for m in migrations() for s in render(m, "llm_gateway", 30, "prod")]
     creates = [s for s in stmts if s.lstrip("-").strip() and "CREATE TABLE" in s]

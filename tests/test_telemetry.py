@@ -172,7 +172,7 @@ def test_workers_report_one_consistent_metrics(fake, selfhosted, tmp_path: Path)
 
 def test_drift_gauges_take_the_worst_row_per_key():
     from collectors.drift import DriftRow
-    from gateway.metrics import Metrics
+    from gateway.observability.metrics import Metrics
 
     t = datetime.now(UTC)
 

@@ -15,10 +15,10 @@ import pytest
 from collectors import signals
 from collectors.signals import COUNT, Signal
 from collectors.views import views
-from gateway.record import CallRecord, encode_line
-from gateway.store import migrate
-from gateway.store.chdb_store import ChdbStore
-from gateway.store.migrate import view_statements
+from gateway.recording.record import CallRecord, encode_line
+from gateway.recording.store import migrate
+from gateway.recording.store.chdb_store import ChdbStore
+from gateway.recording.store.migrate import view_statements
 
 NOW = float(int(time.time()))
 

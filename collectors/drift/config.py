@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from gateway.config import DriftConfig
-from gateway.genai import DURATION_BUCKETS, TOKEN_BUCKETS
-from gateway.record import FAILED_SQL
+from gateway.observability.genai import DURATION_BUCKETS, TOKEN_BUCKETS
+from gateway.recording.record import FAILED_SQL
 
 # Token and duration bins are the GenAI histograms' own, so that a bin here is a bucket on
 # the Grafana heatmaps. n boundaries make n + 1 bins.

@@ -14,7 +14,7 @@ import math
 from gateway.access import limiter as L
 from gateway.access.limiter import Quota
 from gateway.errors import GatewayError
-from gateway.record import Outcome
+from gateway.recording.record import Outcome
 
 Headers = list[tuple[bytes, bytes]]
 

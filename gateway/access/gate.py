@@ -33,7 +33,7 @@ from gateway.access.keystore import KeyStore, Query, parse_rows
 from gateway.access.limiter import Admission, Limiter, open_limiter
 from gateway.access.origin import OriginGuard
 from gateway.access.policy import ModelRule
-from gateway.tokens import estimate_input
+from gateway.recording.tokens import estimate_input
 
 log = logging.getLogger("gateway.access")
 

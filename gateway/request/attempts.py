@@ -22,9 +22,9 @@ from gateway.errors import GatewayError
 from gateway.providers import MissingCredentials, Provider
 from gateway.providers.translate import translation_for
 from gateway.providers.wire import Observer, WireAPI
-from gateway.record import CallRecord, Outcome
+from gateway.recording.record import CallRecord, Outcome
 from gateway.request.headers import RequestHeaders
-from gateway.routing import Hop
+from gateway.request.routing import Hop
 
 log = logging.getLogger("gateway.proxy")
 

@@ -17,7 +17,7 @@ from gateway.access.gate import Ticket
 from gateway.access.keys import GatewayKey
 from gateway.errors import GatewayError
 from gateway.providers.wire import OTHER, Observer, WireAPI
-from gateway.record import CallRecord, finish
+from gateway.recording.record import CallRecord, finish
 from gateway.request.headers import Headers
 
 log = logging.getLogger("gateway.access")

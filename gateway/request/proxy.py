@@ -24,18 +24,17 @@ from gateway.access.gate import Gate, Ticket
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.experiments import Assigner
-from gateway.ids import RequestIds, valid_client_id
+from gateway.observability.tracing import new_ids
 from gateway.providers.translate import translation_for
 from gateway.providers.wire import WireAPI, wire_api_for
-from gateway.providers.wire.paths import ClientPath, client_path, without_api_version
-from gateway.record import CallRecord, Outcome
+from gateway.recording.ids import RequestIds, valid_client_id
+from gateway.recording.record import CallRecord, Outcome
 from gateway.request.attempts import Attempts
 from gateway.request.exchange import Exchange, Receive, Send, read_body
 from gateway.request.headers import RequestHeaders
-from gateway.request.paths import checked_path
+from gateway.request.paths import ClientPath, checked_path, client_path, without_api_version
+from gateway.request.routing import Router
 from gateway.request.streaming import relay_stream, relay_whole
-from gateway.routing import Router
-from gateway.tracing import new_ids
 
 log = logging.getLogger("gateway.proxy")
 

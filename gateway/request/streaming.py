@@ -15,11 +15,11 @@ import msgspec
 from gateway import errors
 from gateway.providers.translate import Translation
 from gateway.providers.wire import WireAPI
-from gateway.record import Outcome
+from gateway.providers.wire.sse import SSESplitter
+from gateway.recording.record import Outcome
 from gateway.request.exchange import Exchange, Send
 from gateway.request.headers import response_headers
-from gateway.routing import Hop
-from gateway.sse import SSESplitter
+from gateway.request.routing import Hop
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode

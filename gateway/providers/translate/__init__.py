@@ -15,11 +15,11 @@ from typing import Any, Protocol
 
 from gateway.providers.base import Provider, ProviderConfig
 from gateway.providers.wire import Observer, WireAPI
-from gateway.sse import SSEEvent
+from gateway.providers.wire.sse import SSEEvent
 
 
 class Splitter(Protocol):
-    """Splits an upstream stream into events: SSE (`gateway.sse`) or AWS event-stream."""
+    """Splits an upstream stream into events: SSE (`wire.sse`) or the AWS event stream."""
 
     def feed(self, chunk: bytes) -> Iterator[SSEEvent]: ...
 

@@ -23,7 +23,7 @@ from gateway.errors import GatewayError, error_envelope
 from gateway.providers.base import ProviderConfig
 from gateway.providers.wire.base import Observer, as_int, as_str, event_json
 from gateway.providers.wire.messages import FINISH_REASONS, AnthropicObserver
-from gateway.sse import SSESplitter
+from gateway.providers.wire.sse import SSESplitter
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode

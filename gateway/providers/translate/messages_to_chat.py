@@ -21,7 +21,7 @@ from gateway.providers.base import ProviderConfig
 from gateway.providers.translate.chat_to_messages import unsupported
 from gateway.providers.wire.base import Observer, as_int, as_str, event_json
 from gateway.providers.wire.chat import ChatObserver
-from gateway.sse import SSESplitter
+from gateway.providers.wire.sse import SSESplitter
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode

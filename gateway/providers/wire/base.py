@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from gateway.errors import JSON_ERRORS, error_envelope
-from gateway.record import CallRecord, Outcome
+from gateway.recording.record import CallRecord, Outcome
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode

@@ -7,8 +7,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from gateway.store.base import StoreError
-from gateway.store.sqltext import with_format
+from gateway.recording.store.base import StoreError
+from gateway.recording.store.sqltext import with_format
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol
 
 import msgspec
 
-from gateway.tokens import estimate_input, from_chars
+from gateway.recording.tokens import estimate_input, from_chars
 
 
 class Outcome(StrEnum):

@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.filelock import try_lock
+from gateway.recording.filelock import try_lock
 
 LOCK_FILE = "gateway.lock"
 INFO_FILE = "gateway.json"

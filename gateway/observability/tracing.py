@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from gateway import genai
+from gateway.observability import genai
 from gateway.providers import genai_provider_name
-from gateway.record import CallRecord, is_failed
+from gateway.recording.record import CallRecord, is_failed
 
 
 def tracing_requested(env: dict[str, str] | None = None) -> bool:

@@ -22,7 +22,7 @@ from genai_prices.data_snapshot import get_snapshot
 
 from gateway.config import ModelPrice
 
-log = logging.getLogger("gateway.pricing")
+log = logging.getLogger("gateway.recording.pricing")
 
 PRICE_SOURCE_CONFIG = "config"
 PRICE_SOURCE_GENAI = "genai-prices"

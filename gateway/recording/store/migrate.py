@@ -20,8 +20,8 @@ from importlib import resources
 from typing import Protocol
 
 from gateway.config import CaptureConfig, FeedbackConfig
-from gateway.record import FAILED_SQL
-from gateway.store.base import Store
+from gateway.recording.record import FAILED_SQL
+from gateway.recording.store.base import Store
 
 log = logging.getLogger("gateway.migrate")
 
@@ -35,7 +35,7 @@ class Migration:
 
 def migrations() -> list[Migration]:
     out = []
-    for f in resources.files("gateway.store").joinpath("migrations").iterdir():
+    for f in resources.files("gateway.recording.store").joinpath("migrations").iterdir():
         if f.name.endswith(".sql"):
             num, _, rest = f.name.partition("_")
             out.append(Migration(int(num), rest.removesuffix(".sql"), f.read_text()))

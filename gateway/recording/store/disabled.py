@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.store.base import StoreError
+from gateway.recording.store.base import StoreError
 
 
 class DisabledStore:

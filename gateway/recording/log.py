@@ -36,9 +36,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.filelock import try_lock
+from gateway.recording.filelock import try_lock
 
-log = logging.getLogger("gateway.recordlog")
+log = logging.getLogger("gateway.recording.log")
 
 LOCK = "LOCK"
 _READ_CHUNK = 16 * 1024 * 1024

@@ -6,8 +6,8 @@ import contextlib
 import threading
 from pathlib import Path
 
-from gateway.store.base import StoreError
-from gateway.store.sqltext import sql_string, with_format
+from gateway.recording.store.base import StoreError
+from gateway.recording.store.sqltext import sql_string, with_format
 
 
 class ChdbStore:

@@ -33,11 +33,11 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from gateway import genai
 from gateway.config import MetricsConfig
-from gateway.genai import DURATION_BUCKETS, TOKEN_BUCKETS
+from gateway.observability import genai
+from gateway.observability.genai import DURATION_BUCKETS, TOKEN_BUCKETS
 from gateway.providers import genai_provider_name
-from gateway.record import FAILED_STATUS, REFUSALS, CallRecord, Outcome, is_failed
+from gateway.recording.record import FAILED_STATUS, REFUSALS, CallRecord, Outcome, is_failed
 
 
 class DriftRowLike(Protocol):

@@ -32,12 +32,12 @@ from typing import Protocol
 import msgspec
 
 from gateway.config import StoreConfig
-from gateway.pricing import Pricer
-from gateway.record import encode_line
-from gateway.recordlog import Pos, RecordLog
-from gateway.store.base import Store, StoreError
+from gateway.recording.log import Pos, RecordLog
+from gateway.recording.pricing import Pricer
+from gateway.recording.record import encode_line
+from gateway.recording.store.base import Store, StoreError
 
-log = logging.getLogger("gateway.writer")
+log = logging.getLogger("gateway.recording.writer")
 
 TABLE = "llm_calls"
 _STORE = StoreConfig()  # the defaults

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from gateway.config import Config, StoreConfig
-from gateway.store.base import Store, StoreError
-from gateway.store.migrate import Views, migrate
+from gateway.recording.store.base import Store, StoreError
+from gateway.recording.store.migrate import Views, migrate
 
 
 def migrate_configured(
@@ -23,16 +23,16 @@ def migrate_configured(
 
 def open_store(cfg: StoreConfig) -> Store:
     if cfg.kind == "chdb":
-        from gateway.store.chdb_store import ChdbStore
+        from gateway.recording.store.chdb_store import ChdbStore
 
         return ChdbStore(cfg.path, cfg.database)
     if cfg.kind == "clickhouse":
-        from gateway.store.clickhouse_store import ClickHouseStore
+        from gateway.recording.store.clickhouse_store import ClickHouseStore
 
         return ClickHouseStore(
             cfg.url, cfg.username, cfg.password, cfg.database, cfg.cluster, cfg.async_insert
         )
-    from gateway.store.disabled import DisabledStore
+    from gateway.recording.store.disabled import DisabledStore
 
     return DisabledStore()
 
