@@ -28,17 +28,17 @@ from collectors.views import views
 from gateway.access import token_matches
 from gateway.access.gate import Gate
 from gateway.config import Config
-from gateway.errors import error_envelope
+from gateway.errors import StoreBusy, error_envelope
 from gateway.experiments.spec import check_models
 from gateway.observability.metrics import Metrics
 from gateway.observability.tracing import Tracer, tracing_requested
 from gateway.providers import provider_for
-from gateway.recording.log import LogBusy, RecordLog
+from gateway.recording.log import RecordLog
 from gateway.recording.pricing import Pricer
 from gateway.recording.record import CallRecord, RecordSink
-from gateway.recording.store import Store, StoreError, migrate_configured, open_store
+from gateway.recording.store import Store, StoreError, open_store
 from gateway.recording.writer import BatchWriter, LogQueue, MemoryQueue, Queue
-from gateway.request import Proxy
+from gateway.request.proxy import Proxy
 from gateway.request.routing import Router, exact_names
 from gateway.server.http import DateHeader, guarded
 
@@ -99,7 +99,7 @@ def build_gateway(
     router = Router(config, providers)
     check_models(config.experiments, lambda model: router.resolve(model) is not None)
     pricer = Pricer(config.prices)
-    price_ids = {name: p.price_as for name, p in config.providers.items()}
+    price_ids = {name: p.price_as or "" for name, p in config.providers.items()}
     writer = BatchWriter(
         store,
         open_queue(config),
@@ -107,7 +107,7 @@ def build_gateway(
         price_ids,
         batch_size=config.store.batch_size,
         flush_interval=config.store.flush_interval_ms / 1000.0,
-        migrate=lambda: migrate_configured(store, config, views),
+        migrate=lambda: config.migrate(store, views),
         on_priced=lambda v, known: metrics.priced(
             v.provider, v.request_model, v.cost_usd, known, v.app
         ),
@@ -168,7 +168,7 @@ def open_queue(config: Config, stream: str = "") -> Queue:
         )
         try:
             rlog.open()
-        except LogBusy:
+        except StoreBusy:
             continue
         return LogQueue(rlog, lc.memory_bytes)
     raise StoreError(f"no free record log slot under {lc.dir}")

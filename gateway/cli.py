@@ -17,21 +17,17 @@ from typing import Any
 
 from collectors.views import views
 from gateway import __version__
-from gateway.config import Config, ConfigError, load_config
-from gateway.errors import error_message
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError, GatewayError, StoreError, error_message
 from gateway.observability.logs import setup_logging
-from gateway.recording.store import StoreError, migrate_configured, open_store
-from gateway.recording.store.datadir import DataDirBusy, DataDirLock, running_gateway
+from gateway.recording.store import Store, open_store
+from gateway.recording.store.datadir import DataDirLock, running_gateway
 
 log = logging.getLogger("gateway.cli")
 
 
 def _config(args: argparse.Namespace) -> Config:
-    try:
-        return load_config(args.config)
-    except ConfigError as e:
-        print(f"llm-gateway: configuration error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return load_config(args.config)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -51,20 +47,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     lock = None
     if cfg.store.kind == "chdb":
         lock = DataDirLock(cfg.store.path)
-        try:
-            lock.acquire()
-        except DataDirBusy as e:
-            print(f"llm-gateway: {e}", file=sys.stderr)
-            return 1
+        lock.acquire()
     try:
-        try:
-            gw = build_gateway(cfg)
-        except StoreError as e:
-            print(f"llm-gateway: {e}", file=sys.stderr)
-            return 1
-        except ConfigError as e:  # what needs the built routes (experiments' models)
-            print(f"llm-gateway: configuration error: {e}", file=sys.stderr)
-            return 2
+        gw = build_gateway(cfg)  # ConfigError for what needs the routes (experiments' models)
         if lock is not None:
             shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
             gw.admin_token = lock.publish(f"http://{shown}:{port}")
@@ -138,14 +123,21 @@ def store_access(cfg: Config) -> Iterator[Any]:
     if cfg.store.kind == "chdb" and (running := running_gateway(cfg.store.path)):
         yield _ViaGateway(running.url, running.token)
         return
+    with opened_store(cfg) as (store, _):
+        yield store
+
+
+@contextlib.contextmanager
+def opened_store(cfg: Config, cluster: str | None = None) -> Iterator[tuple[Store, list[int]]]:
+    """The configured store opened by this process (the embedded one's data directory
+    locked meanwhile) and migrated: (store, migrations applied now)."""
     lock = DataDirLock(cfg.store.path) if cfg.store.kind == "chdb" else None
     if lock:
         lock.acquire()
     try:
         store = open_store(cfg.store)
         try:
-            migrate_configured(store, cfg, views)
-            yield store
+            yield store, cfg.migrate(store, views, cluster)
         finally:
             store.close()
     finally:
@@ -162,22 +154,18 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if not statements:
         print("llm-gateway: no SQL statement given", file=sys.stderr)
         return 2
-    try:
-        with store_access(cfg) as store:
-            # One statement at a time, each printed alike: a table, or the FORMAT it names.
-            printed = False
-            for stmt in statements:
-                if has_format(stmt):
-                    out = store.query(stmt, "TabSeparated")
-                else:
-                    out = result_table(store.query(stmt, "JSONCompact")).encode()
-                if out:  # DDL and inserts print nothing
-                    sys.stdout.buffer.write((b"\n" if printed else b"") + out)
-                    sys.stdout.flush()
-                    printed = True
-    except (StoreError, DataDirBusy) as e:
-        print(f"llm-gateway: {e}", file=sys.stderr)
-        return 1
+    with store_access(cfg) as store:
+        # One statement at a time, each printed alike: a table, or the FORMAT it names.
+        printed = False
+        for stmt in statements:
+            if has_format(stmt):
+                out = store.query(stmt, "TabSeparated")
+            else:
+                out = result_table(store.query(stmt, "JSONCompact")).encode()
+            if out:  # DDL and inserts print nothing
+                sys.stdout.buffer.write((b"\n" if printed else b"") + out)
+                sys.stdout.flush()
+                printed = True
     return 0
 
 
@@ -244,9 +232,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"llm-gateway: --since: {e}", file=sys.stderr)
         return 2
-    except (StoreError, DataDirBusy) as e:
-        print(f"llm-gateway: {e}", file=sys.stderr)
-        return 1
     print(text)
     return 0
 
@@ -255,18 +240,14 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     from collectors.experiments.report import command
 
     cfg = _config(args)
-    try:
-        with store_access(cfg) as store:
-            code, text = command(
-                lambda sql: store.query(sql, "JSONEachRow"),
-                cfg.experiments,
-                args.action,
-                args.name,
-                args.json,
-            )
-    except (StoreError, DataDirBusy) as e:
-        print(f"llm-gateway: {e}", file=sys.stderr)
-        return 1
+    with store_access(cfg) as store:
+        code, text = command(
+            lambda sql: store.query(sql, "JSONEachRow"),
+            cfg.experiments,
+            args.action,
+            args.name,
+            args.json,
+        )
     print(text, file=sys.stderr if code else sys.stdout, end="")
     return code
 
@@ -282,7 +263,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
             rows = run_drift(lambda sql: store.query(sql, "JSONEachRow"), cfg=cfg.drift)
             if rows:
                 store.insert("llm_drift", rows_to_jsonl(rows))
-    except (StoreError, DataDirBusy) as e:
+    except StoreError as e:
         print(f"llm-gateway: drift not evaluated: {e}", file=sys.stderr)
         return 0
     print(format_report(rows))
@@ -294,25 +275,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if cfg.store.kind == "chdb" and (running := running_gateway(cfg.store.path)):
         print(f"The gateway (pid {running.pid}) holds this store and migrated it at start.")
         return 0
-    lock = DataDirLock(cfg.store.path) if cfg.store.kind == "chdb" else None
-    try:
-        if lock:
-            lock.acquire()
-        store = open_store(cfg.store)
-        try:
-            cluster = args.cluster or cfg.store.cluster or None
-            if cluster and cfg.store.kind != "clickhouse":
-                print("llm-gateway: --cluster needs store.kind: clickhouse", file=sys.stderr)
-                return 2
-            applied = migrate_configured(store, cfg, views, cluster)
-        finally:
-            store.close()
-    except (StoreError, DataDirBusy) as e:
-        print(f"llm-gateway: {e}", file=sys.stderr)
-        return 1
-    finally:
-        if lock:
-            lock.release()
+    cluster = args.cluster or cfg.store.cluster or None
+    if cluster and cfg.store.kind != "clickhouse":
+        print("llm-gateway: --cluster needs store.kind: clickhouse", file=sys.stderr)
+        return 2
+    with opened_store(cfg, cluster) as (_, applied):
+        pass
     where = cfg.store.path if cfg.store.kind == "chdb" else cfg.store.url
     print(
         f"{cfg.store.kind} store at {where}, database {cfg.store.database}: "
@@ -324,16 +292,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     from gateway.access.admin import run
 
-    try:
-        with store_access(_config(args)) as store:
-            return run(args, store)
-    except (StoreError, DataDirBusy) as e:
-        print(f"llm-gateway: {e}", file=sys.stderr)
-        return 1
+    with store_access(_config(args)) as store:
+        return run(args, store)
 
 
 def _parser() -> argparse.ArgumentParser:
-    from gateway.config import ServerConfig
+    from gateway.server.config import ServerConfig
 
     srv = ServerConfig()
     fmt = argparse.RawDescriptionHelpFormatter
@@ -402,7 +366,14 @@ def main(argv: list[str] | None = None) -> int:
     # user only; files and directories it creates get no group or other permissions.
     os.umask(0o077)
     args = _parser().parse_args(argv)
-    code: int = args.fn(args)
+    try:
+        code: int = args.fn(args)
+    except ConfigError as e:
+        print(f"llm-gateway: configuration error: {e}", file=sys.stderr)
+        return e.exit_code
+    except GatewayError as e:  # the store, a busy data directory, a key command, ...
+        print(f"llm-gateway: {e}", file=sys.stderr)
+        return e.exit_code
     return code
 
 

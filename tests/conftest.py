@@ -74,6 +74,19 @@ class GatewayProcess:
                 time.sleep(0.05)
         raise RuntimeError(f"gateway did not start:\n{self.log()}")
 
+    def wait_ready(self, timeout: float = 30.0) -> GatewayProcess:
+        """Until /readyz says ready: the store's tables exist (they are made after start)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=5) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"gateway not ready:\n{self.log()}")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -300,5 +313,6 @@ def gateway(
 ) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("gw")
     gw = GatewayProcess(gateway_config(fake.url, selfhosted.url), workdir, AWS_ENV).start()
+    gw.wait_ready()  # tests query the tables at once
     yield gw
     gw.stop()

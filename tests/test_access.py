@@ -27,7 +27,7 @@ from gateway.access.keystore import KeyStore
 from gateway.access.limiter import Admission, MemoryLimiter, Quota, RedisLimiter
 from gateway.access.origin import OriginGuard
 from gateway.access.policy import ModelRule, period_id
-from gateway.config import ConfigError
+from gateway.errors import ConfigError
 from gateway.recording.record import CallRecord, encode_line
 from gateway.recording.store import migrate
 from gateway.recording.store.chdb_store import ChdbStore
@@ -92,7 +92,7 @@ def test_auth_section_parses_keys_by_secret_or_hash():
         ({"keys": [{"name": "a", "key": "lgw_" + "x" * 40, "rmp": 5}]}, "auth.keys[0].rmp"),
         ({"keys": [{"name": "a", "key": "lgw_" + "x" * 40, "rpm": "5/min"}]}, "auth.keys[0].rpm"),
         ({"keys": [{"name": "a", "key": "lgw_" + "x" * 40, "rpm": -1}]}, "auth.keys[0].rpm"),
-        ({"keys": [{"key": "lgw_" + "x" * 40}]}, "auth.keys[0]"),
+        ({"keys": [{"key": "lgw_" + "x" * 40}]}, "auth.keys[0].name"),
         ({"keys": [{"name": "a"}]}, "auth.keys[0]"),
         ({"keys": [{"name": "a", "hash": "md5:abc"}]}, "auth.keys[0].hash"),
         ({"keys": [{"name": "a", "key": "sk-not-a-gateway-key-0123456789abcdef"}]},

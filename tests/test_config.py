@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, load_config, parse_config
-from gateway.providers import MissingCredentials, provider_for
+from gateway.config import load_config, parse_config
+from gateway.errors import ConfigError, MissingCredentials
+from gateway.providers import provider_for
 from gateway.request.routing import Router
 
 

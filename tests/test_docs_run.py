@@ -28,7 +28,8 @@ import pytest
 import yaml
 
 from gateway.access.keys import new_secret
-from gateway.config import _ENV_RE, parse_config
+from gateway.config import parse_config
+from gateway.sections import _ENV_RE
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

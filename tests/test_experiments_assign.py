@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.config import ConfigError, parse_config
+from gateway.config import parse_config
+from gateway.errors import ConfigError
 from gateway.experiments import Assigner, Experiment, Variant, parse_experiments
 
 BASE = {

@@ -5,10 +5,10 @@ test: hundreds of simulated experiments in one table, evaluated by one query."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
 
+import msgspec.structs
 import pytest
 
 from bench.experiments_sim import LOOKS, Outcome, Scenario, experiment, looks, run
@@ -134,7 +134,7 @@ def test_the_periodic_evaluation_switches_to_a_winner_only_when_allowed(
     store, out = simulated
     name = next(n for n, vs in out["lift"].verdicts.items() if vs[-1].kind == "winner")
     plain = experiment(name, ALPHA)
-    allowed = dataclasses.replace(plain, auto_route_winner=True)
+    allowed = msgspec.structs.replace(plain, auto_route_winner=True)
     for exp, routed in ((plain, {}), (allowed, {name: "treatment"})):
         assigner = Assigner([exp])
         verdicts = evaluate(store.query, [exp], assigner)

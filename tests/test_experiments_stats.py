@@ -3,7 +3,6 @@ migrations) against hand-made calls and signals, and the statistics on top."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 from collections.abc import Iterator
@@ -285,14 +284,16 @@ def test_verdict_kinds() -> None:
 
 def test_srm_counts_units_first_seen_since_the_weights_changed(store: ChdbStore) -> None:
     def srm_units(since: float) -> dict[str, int]:
-        exp = dataclasses.replace(USER_EXP, weights_since=datetime.fromtimestamp(since, UTC))
+        exp = msgspec.structs.replace(USER_EXP, weights_since=datetime.fromtimestamp(since, UTC))
         got = read_moments(lambda q: store.query(q), experiment_arms([exp]), [T + 86400])
         return {m.arm: m.srm_units for m in got}
 
     assert srm_units(T - 1) == {"control": 2, "treatment": 1, "": 1}
     assert srm_units(T + 1) == {"control": 0, "treatment": 0, "": 0}
     # 50/50 for a week, then 90/10: the later units alone follow the weights
-    ninety = dataclasses.replace(EXP, variants=(Variant("control", 90), Variant("treatment", 10)))
+    ninety = msgspec.structs.replace(
+        EXP, variants=(Variant("control", 90), Variant("treatment", 10))
+    )
     c, t = arm("control", 5000 + 9000, 0.3), arm("treatment", 5000 + 1000, 0.3)
     assert decide(ninety, [c, t]).kind == "srm"
     c.srm_units, t.srm_units = 9000, 1000

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import ConfigError, parse_config
+from gateway.config import parse_config
+from gateway.errors import ConfigError
 
 CASES = [  # (kind, base URL, price_as by default)
     ("openai", "https://api.openai.com/v1", "openai"),

@@ -9,7 +9,8 @@ import uuid
 import httpx
 import pytest
 
-from gateway.config import ConfigError, parse_config
+from gateway.config import parse_config
+from gateway.errors import ConfigError
 from gateway.providers import KINDS, genai_provider_name, provider_for
 from tests.conftest import GatewayProcess
 

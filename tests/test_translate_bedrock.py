@@ -14,7 +14,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from gateway.eventstream import EventStreamError, EventStreamSplitter
+from gateway.errors import MalformedStream
+from gateway.providers.wire.converse import EventStreamSplitter
 from tests import fake_bedrock
 from tests.conftest import AWS_ENV, GatewayProcess
 from tests.fakes import Behaviour, RecordedRequest
@@ -175,5 +176,5 @@ def test_event_stream_decoder_checks_crcs_and_joins_pieces():
     assert json.loads(got[1].data)["usage"] == {"inputTokens": 1}
     broken = bytearray(frames)
     broken[20] ^= 1
-    with pytest.raises(EventStreamError):
+    with pytest.raises(MalformedStream):
         list(EventStreamSplitter().feed(bytes(broken)))

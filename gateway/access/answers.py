@@ -13,27 +13,10 @@ import math
 
 from gateway.access import limiter as L
 from gateway.access.limiter import Quota
-from gateway.errors import GatewayError
+from gateway.errors import AccessDenied, Headers
 from gateway.recording.record import Outcome
 
-Headers = list[tuple[bytes, bytes]]
-
-
-class AccessDenied(GatewayError):
-    """A refusal; `outcome` names it in the call's row and the metric label."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        type_: str,
-        code: str,
-        outcome: Outcome,
-        headers: Headers | None = None,
-    ) -> None:
-        super().__init__(status, message, type_, code)
-        self.outcome = outcome
-        self.headers = headers or []
+__all__ = ["AccessDenied", "Headers"]  # the request path takes them from here too
 
 
 def duration(seconds: float) -> str:

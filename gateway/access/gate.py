@@ -66,7 +66,7 @@ class Gate:
     def __init__(self, cfg: AuthConfig, limiter: Limiter | None = None) -> None:
         self.cfg = cfg
         self.require_key = cfg.require_key
-        self.keystore = KeyStore(cfg.keys)
+        self.keystore = KeyStore(k.gateway_key() for k in cfg.keys)
         self.limiter = limiter or open_limiter(
             cfg.redis_url, cfg.redis_failure, cfg.redis_timeout_ms
         )

@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.access.config import limits_from
 from gateway.access.keys import GatewayKey, hash_secret, token_matches
-from gateway.config import ConfigError
+from gateway.errors import ConfigError
 
 log = logging.getLogger("gateway.access.keystore")
 
@@ -38,17 +38,7 @@ def select_sql(include_revoked: bool = False) -> str:
 def key_from_row(row: dict[str, Any]) -> GatewayKey:
     try:
         raw = json.loads(row.get("limits") or "{}")
-        limits = limits_from(
-            "",
-            tuple(raw.get("models") or ()),
-            int(raw.get("rpm") or 0),
-            int(raw.get("tpm") or 0),
-            int(raw.get("concurrency") or 0),
-            float(raw.get("budget_usd") or 0.0),
-            str(raw.get("budget_period") or "month"),
-            int(raw.get("user_rpm") or 0),
-            int(raw.get("user_tpm") or 0),
-        )
+        limits = limits_from("", **raw)
     except (ValueError, TypeError, ConfigError) as e:
         # A key whose limits cannot be read must not become a key without limits.
         raise ValueError(f"key {row.get('key_id')}: unreadable limits: {e}") from None

@@ -21,8 +21,9 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
+from msgspec import Meta
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -33,11 +34,21 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from gateway.config import MetricsConfig
 from gateway.observability import genai
 from gateway.observability.genai import DURATION_BUCKETS, TOKEN_BUCKETS
 from gateway.providers import genai_provider_name
 from gateway.recording.record import FAILED_STATUS, REFUSALS, CallRecord, Outcome, is_failed
+from gateway.sections import Positive, Section
+
+
+class MetricsConfig(Section, frozen=True):
+    """The `metrics:` section."""
+
+    enabled: bool = True  # per-call metrics (pipeline gauges are always kept)
+    max_models: Positive = 100  # distinct model label values; more fold into "other"
+    max_apps: Positive = 50
+    # X-Gateway-Property-<name>s that become labels
+    property_labels: tuple[Annotated[str, Meta(pattern=r"^[a-z0-9_-]{1,32}$")], ...] = ()
 
 
 class DriftRowLike(Protocol):

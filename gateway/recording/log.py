@@ -33,10 +33,15 @@ import logging
 import os
 import secrets
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
+from msgspec import Meta
+
+from gateway.errors import StoreBusy
 from gateway.recording.filelock import try_lock
+from gateway.sections import Amount, Count, Section
 
 log = logging.getLogger("gateway.recording.log")
 
@@ -58,21 +63,15 @@ class Pos:
         return f"{self.seg}:{self.off}"
 
 
-class LogBusy(Exception):
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class LogConfig:
+class LogConfig(Section, frozen=True):
     """The `log` config section: the durable local record log (the guarantee: above)."""
 
-    enabled: bool = True  # default: on unless store.kind is disabled
+    enabled: bool | None = None  # default: on unless store.kind is disabled
     dir: str = ""  # default: <store.path>/log for chdb, else ./llm-gateway-log
-    max_bytes: int = field(default=1024 * 1024 * 1024, metadata={"min": 4096})
-    segment_bytes: int = field(default=64 * 1024 * 1024, metadata={"min": 4096})
-    fsync_interval_ms: float = 1000.0  # 0: fsync every record
-    # records held in memory while the log cannot write
-    memory_bytes: int = 64 * 1024 * 1024
+    max_bytes: Annotated[int, Meta(ge=4096)] = 1024 * 1024 * 1024
+    segment_bytes: Annotated[int, Meta(ge=4096)] = 64 * 1024 * 1024
+    fsync_interval_ms: Amount = 1000.0  # 0: fsync every record
+    memory_bytes: Count = 64 * 1024 * 1024  # records held in memory while the log cannot write
 
 
 _LOG = LogConfig()  # the defaults
@@ -108,7 +107,7 @@ class RecordLog:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = try_lock(self.dir / LOCK)
         if fd is None:
-            raise LogBusy(f"record log {self.dir} is held by another process")
+            raise StoreBusy(f"record log {self.dir} is held by another process")
         self._lock_fd = fd
         id_file = self.dir / LOG_ID
         if not id_file.exists():

@@ -11,6 +11,7 @@ calculation for tiered prices.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 from genai_prices import Usage
 from genai_prices.data_snapshot import get_snapshot
 
-from gateway.config import ModelPrice
+from gateway.sections import Amount, FieldError, Section
 
 log = logging.getLogger("gateway.recording.pricing")
 
@@ -28,6 +29,19 @@ PRICE_SOURCE_CONFIG = "config"
 PRICE_SOURCE_GENAI = "genai-prices"
 
 _M = 1_000_000
+
+
+class ModelPrice(Section, frozen=True):
+    """USD per million tokens, for self-hosted or negotiated prices (`prices:` entries)."""
+
+    input: Amount = math.nan  # both input and output are required
+    output: Amount = math.nan
+    cache_read: Amount | None = None  # default: the input price
+    cache_write: Amount | None = None
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.input) or math.isnan(self.output):
+            raise FieldError("", "needs input and output (USD per million tokens)")
 
 
 @dataclass(frozen=True, slots=True)

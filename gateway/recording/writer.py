@@ -31,11 +31,11 @@ from typing import Protocol
 
 import msgspec
 
-from gateway.config import StoreConfig
 from gateway.recording.log import Pos, RecordLog
 from gateway.recording.pricing import Pricer
 from gateway.recording.record import encode_line
 from gateway.recording.store.base import Store, StoreError
+from gateway.recording.store.config import StoreConfig
 
 log = logging.getLogger("gateway.recording.writer")
 

@@ -15,7 +15,7 @@ import msgspec
 from gateway import errors
 from gateway.access.gate import Ticket
 from gateway.access.keys import GatewayKey
-from gateway.errors import GatewayError
+from gateway.errors import ApiError
 from gateway.providers.wire import OTHER, Observer, WireAPI
 from gateway.recording.record import CallRecord, finish
 from gateway.request.headers import Headers
@@ -126,7 +126,7 @@ class Exchange:
                     return rec.request_model
         return ""
 
-    async def reject(self, send: Send, e: GatewayError) -> None:
+    async def reject(self, send: Send, e: ApiError) -> None:
         """Answer with the gateway's own error, recorded."""
         rec = self.rec
         rec.status_code = e.status

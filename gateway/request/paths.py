@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import NamedTuple
 from urllib.parse import unquote
 
-from gateway.errors import GatewayError
+from gateway.errors import ApiError
 
 _AZURE = "/openai/"
 _DEPLOYMENTS = "deployments/"
@@ -67,7 +67,7 @@ def checked_path(path: str) -> str:
     them is probing, and what it meant cannot be known."""
     if _SUSPECT.isdisjoint(path) or (not _escapes(path) and "%2f" not in path.lower()):
         return path
-    raise GatewayError(
+    raise ApiError(
         400,
         "The request path may not contain dot segments, encoded slashes or backslashes.",
         "invalid_request_error",

@@ -22,7 +22,7 @@ from gateway import errors
 from gateway.access.answers import AccessDenied
 from gateway.access.gate import Gate, Ticket
 from gateway.config import Config
-from gateway.errors import GatewayError
+from gateway.errors import ApiError
 from gateway.experiments import Assigner
 from gateway.observability.tracing import new_ids
 from gateway.providers.translate import translation_for
@@ -67,9 +67,7 @@ class Proxy:
         self.sink = sink
         self.attempts = Attempts(config.retries, transport)
         self.max_body = config.server.max_body_bytes
-        self.capture_mode = config.capture.mode
-        self.capture_override = config.capture.allow_header_override
-        self.capture_limit = config.capture.max_body_bytes
+        self.capture = config.capture
         self.request_ids = RequestIds()
         self.in_flight = 0
         self.streams_in_flight = 0
@@ -110,10 +108,7 @@ class Proxy:
         if self.tracing:
             rec.trace_id, rec.span_id = new_ids(trace_id)
             headers.continue_trace(rec.trace_id, rec.span_id)
-        mode = self.capture_mode
-        if headers.capture and self.capture_override and headers.capture in ("full", "metadata"):
-            mode = headers.capture
-        capture = self.capture_limit if mode == "full" else 0
+        capture = self.capture.limit(headers.capture)
         self.in_flight += 1
         ex = Exchange(rec, t0, self.sink)
         try:
@@ -132,7 +127,7 @@ class Proxy:
         except AccessDenied as e:
             rec.outcome = e.outcome
             await ex.reject(send, e)
-        except GatewayError as e:
+        except ApiError as e:
             rec.outcome = Outcome.REJECTED if e.status < 500 else rec.outcome
             await ex.reject(send, e)
         except asyncio.CancelledError:
@@ -147,7 +142,7 @@ class Proxy:
             rec.error_message = str(e)[:1000]
             with contextlib.suppress(Exception):
                 await ex.reject(
-                    send, GatewayError(500, "The gateway failed internally.", "server_error")
+                    send, ApiError(500, "The gateway failed internally.", "server_error")
                 )
         finally:
             ex.done = True

@@ -13,6 +13,7 @@ import httpx
 import msgspec
 
 from gateway import errors
+from gateway.errors import MalformedStream
 from gateway.providers.translate import Translation
 from gateway.providers.wire import WireAPI
 from gateway.providers.wire.sse import SSESplitter
@@ -157,11 +158,15 @@ async def relay_stream(
                 "more_body": True,
             }
         )
-    except httpx.TransportError as e:
+    except (httpx.TransportError, MalformedStream) as e:
+        broken = isinstance(e, MalformedStream)
         rec.outcome, rec.status_code = Outcome.UPSTREAM_DISCONNECTED, 502
-        rec.error_type = "upstream_disconnected"
-        rec.error_message = f"the upstream closed the stream: {e or type(e).__name__}"
-        message = f"The provider `{hop.provider.name}` closed the stream."
+        rec.error_type = "malformed_stream" if broken else "upstream_disconnected"
+        rec.error_message = (
+            str(e) if broken else f"the upstream closed the stream: {e or type(e).__name__}"
+        )
+        what = "sent a stream that cannot be read" if broken else "closed the stream"
+        message = f"The provider `{hop.provider.name}` {what}."
         await send(
             {
                 "type": "http.response.body",

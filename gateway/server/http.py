@@ -23,15 +23,16 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.config import Config, ServerConfig
-from gateway.errors import GatewayError
+from gateway.config import Config
+from gateway.errors import ApiError
+from gateway.server.config import ServerConfig
 
 # Set on uvicorn's Config so that the protocol, built by uvicorn (in each worker process too:
 # the Config is pickled across), finds the gateway's limits.
 _LIMITS_ATTR = "gateway_limits"
 
 
-def _canned(err: GatewayError) -> bytes:
+def _canned(err: ApiError) -> bytes:
     """A whole HTTP/1.1 answer, for when no request (and so no app) exists to send one."""
     body = err.body()
     phrase = {400: b"Bad Request", 408: b"Request Timeout",
@@ -48,8 +49,8 @@ def _canned(err: GatewayError) -> bytes:
     )
 
 
-def request_timeout(what: str, seconds: float) -> GatewayError:
-    return GatewayError(
+def request_timeout(what: str, seconds: float) -> ApiError:
+    return ApiError(
         408,
         f"The request {what} did not arrive within {seconds:g}s.",
         "invalid_request_error",
@@ -57,8 +58,8 @@ def request_timeout(what: str, seconds: float) -> GatewayError:
     )
 
 
-def too_many_connections(limit: int) -> GatewayError:
-    return GatewayError(
+def too_many_connections(limit: int) -> ApiError:
+    return ApiError(
         503,
         f"The gateway holds its maximum of {limit} connections; retry shortly.",
         "server_error",
@@ -120,7 +121,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         # What the HTTP parser refuses (a malformed head) gets the OpenAI shape too.
-        self.transport.write(_canned(GatewayError(400, msg, "invalid_request_error",
+        self.transport.write(_canned(ApiError(400, msg, "invalid_request_error",
                                                   "invalid_http_request")))  # fmt: skip
         self.transport.close()
 

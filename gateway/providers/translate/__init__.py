@@ -46,7 +46,7 @@ class Translation(Protocol):
         ...
 
     def request(self, payload: dict[str, Any], model: str, cfg: ProviderConfig) -> bytes:
-        """The upstream's request body; raises a 400 GatewayError for what cannot be carried."""
+        """The upstream's request body; raises a 400 ApiError for what cannot be carried."""
         ...
 
     def response(self, obj: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:

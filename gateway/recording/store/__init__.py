@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-from gateway.config import Config, StoreConfig
 from gateway.recording.store.base import Store, StoreError
+from gateway.recording.store.config import StoreConfig
 from gateway.recording.store.migrate import Views, migrate
-
-
-def migrate_configured(
-    store: Store, cfg: Config, views: Views, cluster: str | None = None
-) -> list[int]:
-    """Apply pending migrations with the settings the config bakes into the DDL, then create
-    or replace `views`; `cluster` overrides `store.cluster`."""
-    return migrate(
-        store,
-        cfg.capture.body_ttl_days,
-        cluster or cfg.store.cluster or None,
-        views,
-        session_idle_minutes=cfg.feedback.session_idle_minutes,
-    )
 
 
 def open_store(cfg: StoreConfig) -> Store:
@@ -37,4 +23,4 @@ def open_store(cfg: StoreConfig) -> Store:
     return DisabledStore()
 
 
-__all__ = ["Store", "StoreError", "Views", "migrate", "migrate_configured", "open_store"]
+__all__ = ["Store", "StoreConfig", "StoreError", "Views", "migrate", "open_store"]

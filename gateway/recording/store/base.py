@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from gateway.errors import StoreError
 
-class StoreError(Exception):
-    """The store refused or could not be reached; the message says why."""
+__all__ = ["Store", "StoreError"]
 
 
 class Store(Protocol):

@@ -17,14 +17,11 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.errors import StoreBusy
 from gateway.recording.filelock import try_lock
 
 LOCK_FILE = "gateway.lock"
 INFO_FILE = "gateway.json"
-
-
-class DataDirBusy(Exception):
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +45,7 @@ class DataDirLock:
         if fd is None:
             running = running_gateway(str(self.dir))
             who = f" (gateway pid {running.pid} at {running.url})" if running else ""
-            raise DataDirBusy(f"the data directory {self.dir} is in use by another process{who}")
+            raise StoreBusy(f"the data directory {self.dir} is in use by another process{who}")
         self._fd = fd
 
     def publish(self, url: str) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Protocol
 
-from gateway.config import CaptureConfig, FeedbackConfig
+from gateway.recording.capture import CaptureConfig
 from gateway.recording.record import FAILED_SQL
 from gateway.recording.store.base import Store
 
@@ -109,10 +109,7 @@ class View(Protocol):
 Views = Callable[..., Sequence[View]]
 
 # Settings baked into the DDL when a migration first runs: the config's own defaults.
-DEFAULTS = {
-    "body_ttl_days": CaptureConfig().body_ttl_days,
-    "session_idle_minutes": FeedbackConfig().session_idle_minutes,
-}
+DEFAULTS = {"body_ttl_days": CaptureConfig().body_ttl_days}
 
 
 def render(
@@ -179,9 +176,8 @@ def view_statements(
 ) -> list[tuple[str, str, str]]:
     """(view, digest, CREATE OR REPLACE VIEW statement) for each view."""
     on = f" ON CLUSTER '{cluster}'" if cluster else ""
-    idle = {**DEFAULTS, **params}["session_idle_minutes"]
     out = []
-    for v in views(db, session_idle_minutes=idle):
+    for v in views(db, **params):  # the views' own settings (`session_idle_minutes`)
         digest = hashlib.sha256(v.select.encode()).hexdigest()[:16]
         sql = f"CREATE OR REPLACE VIEW {db}.{v.name}{on} AS\n{v.select}\nCOMMENT '{digest}'"
         out.append((v.name, digest, sql))
