@@ -27,7 +27,8 @@ from gateway.access.keystore import KeyStore
 from gateway.access.limiter import Admission, MemoryLimiter, Quota, RedisLimiter
 from gateway.access.origin import OriginGuard
 from gateway.access.policy import ModelRule, period_id
-from gateway.errors import ConfigError
+from gateway.access.scripts import RedisScripts, Script
+from gateway.errors import ConfigError, LimiterUnavailable
 from gateway.recording.record import CallRecord, encode_line
 from gateway.recording.store import migrate
 from gateway.recording.store.chdb_store import ChdbStore
@@ -380,53 +381,59 @@ def test_keys_cli_json_output(store: ChdbStore, capsys):
     assert admin.run(argparse.Namespace(keys_cmd="revoke", json=True, key="nope"), store) == 2
 
 
-# -- the small Redis client -----------------------------------------------------------------
-def test_resp_parser_waits_for_whole_replies():
-    from gateway.access.resp import _Incomplete, _parse
-
-    wire = bytearray(b"*4\r\n$3\r\nrpm\r\n:7\r\n$-1\r\n*1\r\n+OK\r\n")
-    assert _parse(wire, 0) == ([b"rpm", 7, None, [b"OK"]], len(wire))
-    for cut in range(1, len(wire)):
-        with pytest.raises(_Incomplete):
-            _parse(wire[:cut], 0)
-
-
-async def test_resp_client_auth_db_scripts_and_reconnect():
-    from gateway.access.resp import Redis, RedisReplyError, RedisUnavailable
-
+# -- the Redis client (redis-py): scripts, auth, database, reconnects -----------------------
+async def test_redis_scripts_auth_db_noscript_and_reconnect():
     with RedisServer("--requirepass", "s3cret") as r:
-        c = Redis(f"redis://:s3cret@127.0.0.1:{r.port}/3")
-        assert await c.call("SET", "k", 1.5) == b"OK"
+        c = RedisScripts(f"redis://:s3cret@127.0.0.1:{r.port}/3")
+        assert await c.call("SET", "k", 1.5)
         assert await c.call("GET", "k") == b"1.5"
-        assert await c.call("DBSIZE") == 1
-        sha = c.script("return {KEYS[1], ARGV[1], 42}")
-        assert await c.run(sha, ["a"], ["b"]) == [b"a", b"b", 42]
+        assert await c.call("DBSIZE") == 1  # database 3 of the URL, alone in it
+        script = Script("return {KEYS[1], ARGV[1], 42}")
+        assert await c.run(script, ["a"], ["b"]) == [b"a", b"b", 42]
         await c.call("SCRIPT", "FLUSH")  # forgotten scripts are sent again
-        assert await c.run(sha, ["x"], [1]) == [b"x", b"1", 42]
-        with pytest.raises(RedisReplyError):
+        assert await c.run(script, ["x"], [1]) == [b"x", b"1", 42]
+        with pytest.raises(LimiterUnavailable):
             await c.call("NOSUCHCOMMAND")
-        assert await c.call("PING") == b"PONG"  # the connection survives an error reply
+        with pytest.raises(LimiterUnavailable):  # an error reply inside a script
+            await c.run(Script("return redis.error_reply('nope')"), [], [])
+        assert await c.call("PING")  # the connection survives an error reply
         r.stop()
-        with pytest.raises(RedisUnavailable):
+        with pytest.raises(LimiterUnavailable):
             await c.call("PING")
         r.start()
         assert await c.call("GET", "k") is None  # reconnected (nothing was persisted)
         await c.close()
-        bad = Redis(f"redis://:wrong@127.0.0.1:{r.port}/0")
-        with pytest.raises(RedisUnavailable):
+        bad = RedisScripts(f"redis://:wrong@127.0.0.1:{r.port}/0")
+        with pytest.raises(LimiterUnavailable):
             await bad.call("PING")
         await bad.close()
 
 
-async def test_resp_a_late_reply_is_dropped_and_the_next_ones_still_match():
-    from gateway.access.resp import Redis, RedisUnavailable
+async def test_calls_of_one_loop_turn_share_a_pipeline_and_each_gets_its_answer():
+    with RedisServer() as r:
+        c = RedisScripts(r.url, mode="standalone")
+        echo = Script("return KEYS[1] .. ':' .. ARGV[1]")
+        await c.call("CONFIG", "RESETSTAT")
+        got = await asyncio.gather(*(c.run(echo, [f"k{i}"], [i]) for i in range(50)))
+        assert got == [f"k{i}:{i}".encode() for i in range(50)]
+        stats = await c.call("INFO", "commandstats")
+        # Redis did not know the script: loaded once, then the 50 calls again, by SHA
+        assert stats["cmdstat_script|load"]["calls"] == 1
+        assert stats["cmdstat_evalsha"]["calls"] == 100 and "cmdstat_eval" not in stats
+        # one pipeline on one connection, not a connection per call
+        clients = await c.call("CLIENT", "LIST")
+        assert clients.count(b"cmd=") <= 2
+        await c.close()
 
+
+async def test_a_redis_that_does_not_answer_in_time_fails_the_call():
     with RedisServer("--enable-debug-command", "yes") as r:
-        c = Redis(r.url, timeout_s=0.2)
+        c = RedisScripts(r.url, timeout_s=0.2)
         await c.call("SET", "k", "v")
-        with pytest.raises(RedisUnavailable):
-            await c.call("DEBUG", "SLEEP", "0.5")  # answers +OK, too late
-        await asyncio.sleep(0.5)  # the server is busy until then; its +OK arrives meanwhile
-        assert await c.call("GET", "k") == b"v"  # not the late +OK
-        assert await c.call("PING") == b"PONG"
+        slow = asyncio.create_task(RedisScripts(r.url).call("DEBUG", "SLEEP", "0.5"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(LimiterUnavailable):
+            await c.call("GET", "k")
+        await slow
+        assert await c.call("GET", "k") == b"v"  # answers again once Redis does
         await c.close()

@@ -93,6 +93,8 @@ class AuthConfig(Section, frozen=True):
     refresh_seconds: Annotated[float, Meta(ge=0.1)] = 5.0
     redis_url: str = ""  # "": counters in this process's memory
     redis_failure: Literal["open", "closed"] = "open"
+    # a Redis Cluster or one server: asked of the server at the first command unless set
+    redis_mode: Literal["auto", "standalone", "cluster"] = "auto"
     # Generous: the wait includes this process's own pauses, which are not Redis's fault.
     redis_timeout_ms: Annotated[float, Meta(gt=0)] = 1000.0
     allowed_origins: tuple[str, ...] = ()  # browser origins that may call; "*" any

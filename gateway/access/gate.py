@@ -68,7 +68,7 @@ class Gate:
         self.require_key = cfg.require_key
         self.keystore = KeyStore(k.gateway_key() for k in cfg.keys)
         self.limiter = limiter or open_limiter(
-            cfg.redis_url, cfg.redis_failure, cfg.redis_timeout_ms
+            cfg.redis_url, cfg.redis_failure, cfg.redis_timeout_ms, cfg.redis_mode
         )
         self.guard = OriginGuard(cfg.allowed_origins, cfg.allowed_hosts)
         self._rules: dict[str, tuple[tuple[str, ...], ModelRule]] = {}
