@@ -132,8 +132,9 @@ def make_record(i: int, bodies: bool):  # type: ignore[no-untyped-def]
 def scenario(kind: str, n: int, bodies: bool) -> dict[str, float]:
     from gateway.recording.log import RecordLog
     from gateway.recording.pricing import Pricer
+    from gateway.recording.queue import LogQueue
     from gateway.recording.store import migrate
-    from gateway.recording.writer import BatchWriter, LogQueue
+    from gateway.recording.writer import BatchWriter
 
     tmp = Path(tempfile.mkdtemp(prefix="gw-writer-bench-"))
     server = None

@@ -18,10 +18,11 @@ import pytest
 
 from gateway.recording.log import RecordLog
 from gateway.recording.pricing import Pricer
+from gateway.recording.queue import LogQueue
 from gateway.recording.record import CallRecord
 from gateway.recording.store import migrate
 from gateway.recording.store.chdb_store import ChdbStore
-from gateway.recording.writer import BatchWriter, LogQueue
+from gateway.recording.writer import BatchWriter
 from tests.conftest import GatewayProcess, gateway_config
 from tests.fakes import Behaviour
 

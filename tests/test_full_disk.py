@@ -21,9 +21,10 @@ import msgspec
 import pytest
 
 from gateway.recording.log import RecordLog
+from gateway.recording.queue import LogQueue
 from gateway.recording.record import CallRecord
 from gateway.recording.store.disabled import DisabledStore
-from gateway.recording.writer import BatchWriter, LogQueue
+from gateway.recording.writer import BatchWriter
 from tests.conftest import GatewayProcess, gateway_config
 from tests.test_durability import metrics
 

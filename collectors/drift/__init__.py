@@ -114,7 +114,7 @@ from collectors.drift.stats import (
     two_proportion_z,
     z_for,
 )
-from collectors.drift.task import drift_forever
+from collectors.drift.task import drift_job
 
 __all__ = [
     "COST_BUCKETS",
@@ -130,7 +130,7 @@ __all__ = [
     "DriftRow",
     "chi2_homogeneity",
     "chi2_sf",
-    "drift_forever",
+    "drift_job",
     "fisher_exact",
     "format_report",
     "js_distance",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +32,8 @@ from gateway.access.keystore import KeyStore, Query, parse_rows
 from gateway.access.limiter import Admission, Limiter, open_limiter
 from gateway.access.origin import OriginGuard
 from gateway.access.policy import ModelRule
+from gateway.errors import StoreError
+from gateway.jobs import Job, Periodic
 from gateway.recording.tokens import estimate_input
 
 log = logging.getLogger("gateway.access")
@@ -139,8 +140,8 @@ class Gate:
         """Re-read the keys. The spend of keys seen for the first time is seeded before
         they are used, so a restarted replica never admits a call past a spent budget."""
         read = await asyncio.to_thread(self.keystore.read, query)
-        if read is None:
-            return
+        if read is None:  # logged; the keys last read stay in force
+            raise StoreError("the gateway keys could not be read")
         await self.seed(query, self.keystore.new_in(read))
         self.keystore.swap(read)
 
@@ -159,18 +160,23 @@ class Gate:
             usd = float(r["day" if k.limits.budget_period == "day" else "month"]) if r else 0.0
             await self.limiter.seed_spend(k, usd)
 
-    async def refresh_forever(self, query: Query) -> None:
+    def jobs(self, query: Query) -> list[Job]:
+        """Keys re-read from the store every `auth.refresh_seconds` (at once at start:
+        config keys hold meanwhile), and every minute the spend seeded where the counters
+        have none (a restarted Redis)."""
         self._store_keys = True
-        last_seed = time.monotonic()
-        while True:
-            try:
-                await self.refresh(query)
-                if time.monotonic() - last_seed > RESEED_SECONDS:
-                    last_seed = time.monotonic()
-                    await self.seed(query, self.keystore.keys())
-            except Exception as e:  # keep refreshing whatever happened this time
-                log.error("key refresh failed", extra={"error": str(e)[:300]})
-            await asyncio.sleep(self.cfg.refresh_seconds)
+
+        async def reseed() -> None:
+            await self.seed(query, self.keystore.keys())
+
+        return [
+            Periodic("key_refresh", self.cfg.refresh_seconds, lambda: self.refresh(query)),
+            Periodic("spend_seeding", RESEED_SECONDS, reseed, delay=RESEED_SECONDS),
+        ]
+
+    @property
+    def limiter_failures(self) -> int:
+        return self.limiter.failures
 
     async def close(self) -> None:
         await self.limiter.close()

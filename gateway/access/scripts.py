@@ -163,7 +163,9 @@ class RedisScripts:
                 for i in forgotten:
                     c = batch[i]
                     again.evalsha(c.script.sha, len(c.keys), *c.keys, *c.args)
-                for i, result in zip(forgotten, await again.execute(raise_on_error=False)):
+                for i, result in zip(
+                    forgotten, await again.execute(raise_on_error=False), strict=True
+                ):
                     results[i] = result
         for call, result in zip(batch, results, strict=True):
             if call.future.done():

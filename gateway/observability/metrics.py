@@ -255,11 +255,15 @@ class Metrics:
             "Times the shared limits store (Redis) could not be reached (auth.redis_failure "
             "says whether those calls were admitted).", registry=reg,
         )  # fmt: skip
-        self._last_refusals: dict[str, int] = {}
-        self._last_limiter_failures = 0
+        self.job_age = Gauge(
+            "gateway_job_last_success_age_seconds", "Seconds since each background job last "
+            "did its work (-1: not yet).", ["job"], registry=reg, **gauge_kw,
+        )  # fmt: skip
+        self.job_failures = Gauge(
+            "gateway_job_failures", "Failed runs of each background job since start.", ["job"],
+            registry=reg, **gauge_kw,
+        )  # fmt: skip
         self._children: dict[tuple[Any, ...], list[Any]] = {}
-        self._last_pipeline: dict[str, int] = {}
-        self._last_failures: dict[tuple[str, str], int] = {}
 
     def observe(self, rec: CallRecord) -> None:
         """One finished call. Label children are cached per label set, so this is a few
@@ -370,48 +374,6 @@ class Metrics:
         for key, (score, alert) in latest.items():
             self.drift_score.labels(*key).set(score)
             self.drift_alert.labels(*key).set(1 if alert else 0)
-
-    def sample(
-        self,
-        in_flight: int,
-        streams: int,
-        depth: int,
-        log_bytes: int,
-        store_up: bool,
-        pipeline: dict[str, int],
-        upstream_failures: dict[tuple[str, str], int] | None = None,
-        log_budget: int = 0,
-    ) -> None:
-        """Gauges and pipeline counters, set from the writer's figures every flush interval
-        (never on the request path)."""
-        self.in_flight.set(in_flight)
-        self.streams_in_flight.set(streams)
-        self.queue_depth.set(depth)
-        self.log_bytes.set(log_bytes)
-        self.store_up.set(1 if store_up else 0)
-        self.log_budget.set(log_budget)
-        for labels, value in (upstream_failures or {}).items():
-            delta = value - self._last_failures.get(labels, 0)
-            if delta > 0:
-                self.upstream_failures.labels(*labels).inc(delta)
-                self._last_failures[labels] = value
-        last = self._last_pipeline
-        for name, value in pipeline.items():
-            delta = value - last.get(name, 0)
-            if delta > 0:
-                (self.write_retries if name == "retries" else self.pipeline[name]).inc(delta)
-            last[name] = value
-
-    def access(self, refusals: dict[str, int], limiter_failures: int) -> None:
-        """The gate's running totals (reasons are a fixed set: a bounded label)."""
-        for outcome, value in refusals.items():
-            delta = value - self._last_refusals.get(outcome, 0)
-            if delta > 0:
-                self.refusals.labels(outcome.removeprefix("refused_")).inc(delta)
-                self._last_refusals[outcome] = value
-        if limiter_failures > self._last_limiter_failures:
-            self.limiter_failures.inc(limiter_failures - self._last_limiter_failures)
-            self._last_limiter_failures = limiter_failures
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
