@@ -22,7 +22,7 @@ from gateway.providers import Provider
 from gateway.providers.translate import translation_for
 from gateway.providers.wire import Observer, WireAPI
 from gateway.recording.record import CallRecord, Outcome
-from gateway.request.headers import RequestHeaders
+from gateway.request.exchange import Exchange
 from gateway.request.routing import Hop
 from gateway.sections import Amount, Positive, Section
 
@@ -101,23 +101,14 @@ class Attempts:
         # (provider, reason) -> failed attempts; read by the metrics sampler.
         self.failures: dict[tuple[str, str], int] = {}
 
-    async def forward(
-        self,
-        method: str,
-        path: str,
-        query: str,
-        headers: RequestHeaders,
-        wire: WireAPI,
-        body: bytes,
-        payload: dict[str, Any] | None,
-        hops: tuple[Hop, ...],
-        rec: CallRecord,
-        observer: Observer,
-        deadline: float,
-    ) -> tuple[httpx.Response, Hop, float]:
-        """The first usable answer: (response, the hop that gave it, when it was sent).
-        `deadline`: the loop time by which the call must have its answer."""
+    async def forward(self, ex: Exchange) -> httpx.Response:
+        """The first usable answer to the exchange's call along its hops, within its
+        deadline; the hop that gave it and when it was sent go to `ex.hop` and `ex.t_up`."""
         loop = asyncio.get_running_loop()
+        method, path, query, headers, wire = ex.method, ex.path, ex.query, ex.headers, ex.wire
+        body, payload, hops, rec, deadline = ex.body, ex.payload, ex.hops, ex.rec, ex.deadline
+        observer = ex.observer
+        assert observer is not None
         last_error: ApiError | None = None
         wait = 0.0
         attempt = 0
@@ -188,7 +179,8 @@ class Attempts:
                     wait = after if same and after else 0.0
                     continue
             rec.outcome, rec.error_type = Outcome.OK, ""
-            return resp, hop, t_up
+            ex.hop, ex.t_up = hop, t_up
+            return resp
         assert last_error is not None
         raise last_error
 

@@ -26,7 +26,7 @@ from gateway.errors import ApiError
 from gateway.experiments import Assigner
 from gateway.observability.tracing import new_ids
 from gateway.providers.translate import translation_for
-from gateway.providers.wire import WireAPI, wire_api_for
+from gateway.providers.wire import wire_api_for
 from gateway.recording.ids import RequestIds, valid_client_id
 from gateway.recording.record import CallRecord, Outcome
 from gateway.request.attempts import Attempts
@@ -108,28 +108,28 @@ class Proxy:
         if self.tracing:
             rec.trace_id, rec.span_id = new_ids(trace_id)
             headers.continue_trace(rec.trace_id, rec.span_id)
-        capture = self.capture.limit(headers.capture)
         self.in_flight += 1
-        ex = Exchange(rec, t0, self.sink)
+        ex = Exchange(rec, t0, self.sink, send, scope["method"], headers, wire)
+        ex.capture = capture = self.capture.limit(headers.capture)
         try:
             checked_path(endpoint)  # the path as sent, Azure deployment included
             body = await read_body(receive, headers.content_length, self.max_body)
             if body is None:  # client left while sending its request
                 rec.outcome, rec.status_code = Outcome.CLIENT_DISCONNECTED, 499
                 return
-            rec.request_bytes = len(body)
+            ex.body, rec.request_bytes = body, len(body)
             if self.gate is not None:  # after the body: a slow or short body is a 408 first
                 self._identify(headers, ex)
             if capture:
                 rec.request_body = body[:capture].decode("utf-8", "replace")
             ex.watch_disconnect(receive)
-            await self._handle(scope, client, send, headers, wire, body, ex, capture)
+            await self._handle(ex, client, scope.get("query_string", b"").decode("latin-1"))
         except AccessDenied as e:
             rec.outcome = e.outcome
-            await ex.reject(send, e)
+            await ex.reject(e)
         except ApiError as e:
             rec.outcome = Outcome.REJECTED if e.status < 500 else rec.outcome
-            await ex.reject(send, e)
+            await ex.reject(e)
         except asyncio.CancelledError:
             if not ex.client_gone:
                 ex.commit()  # a shutdown: keep the record of what happened so far
@@ -141,9 +141,7 @@ class Proxy:
             rec.outcome, rec.error_type = Outcome.UPSTREAM_ERROR, "gateway_error"
             rec.error_message = str(e)[:1000]
             with contextlib.suppress(Exception):
-                await ex.reject(
-                    send, ApiError(500, "The gateway failed internally.", "server_error")
-                )
+                await ex.reject(ApiError(500, "The gateway failed internally.", "server_error"))
         finally:
             ex.done = True
             self.in_flight -= 1
@@ -175,19 +173,9 @@ class Proxy:
         cost = self.price(rec) if self.price is not None and budget else None
         await self.gate.settle(ticket, rec.input_tokens + rec.output_tokens, cost)
 
-    async def _handle(
-        self,
-        scope: Scope,
-        client: ClientPath,
-        send: Send,
-        headers: RequestHeaders,
-        wire: WireAPI,
-        body: bytes,
-        ex: Exchange,
-        capture: int,
-    ) -> None:
-        rec = ex.rec
-        model = ex.read_request(body, wire, client.deployment)
+    async def _handle(self, ex: Exchange, client: ClientPath, query: str) -> None:
+        rec, wire = ex.rec, ex.wire
+        model = ex.read_request(ex.body, wire, client.deployment)
         if self.assigner is not None and model:
             model = self.assigner.apply(rec, model)
         resolved = self.router.resolve(model) if model else self.router.default
@@ -209,24 +197,14 @@ class Proxy:
                 ex.key, resolved.model if model else "", rec.end_user, ex.payload
             )
             ex.answer_headers = ex.ticket.headers
-        observer = ex.observer = wire.observer(rec)
+        ex.observer = wire.observer(rec)
         # One deadline for the whole call: every attempt, every wait, and the answer's body.
-        deadline = asyncio.get_running_loop().time() + hops[0].provider.cfg.timeouts.total
-        query = scope.get("query_string", b"").decode("latin-1")
-        resp, hop, t_up = await self.attempts.forward(
-            scope["method"],
-            client.path,
-            without_api_version(query) if client.azure else query,
-            headers,
-            wire,
-            body,
-            ex.payload,
-            hops,
-            rec,
-            observer,
-            deadline,
-        )
-        translation = translation_for(wire, hop.provider)
+        ex.deadline = asyncio.get_running_loop().time() + hops[0].provider.cfg.timeouts.total
+        ex.hops, ex.path = hops, client.path
+        ex.query = without_api_version(query) if client.azure else query
+        resp = await self.attempts.forward(ex)
+        assert ex.hop is not None
+        ex.translation = translation = translation_for(wire, ex.hop.provider)
         if translation is not None:  # the answer is read in the upstream's dialect
             ex.observer = translation.observer(rec)
         try:
@@ -234,13 +212,11 @@ class Proxy:
             if rec.stream and resp.status_code == 200 and ctype.startswith(_STREAM_TYPES):
                 self.streams_in_flight += 1
                 try:
-                    await relay_stream(
-                        send, resp, wire, ex, capture, t_up, hop, deadline, translation
-                    )
+                    await relay_stream(ex, resp)
                 finally:
                     self.streams_in_flight -= 1
             else:
                 rec.stream = False
-                await relay_whole(send, resp, ex, capture, t_up, hop, deadline, translation)
+                await relay_whole(ex, resp)
         finally:
             await resp.aclose()
