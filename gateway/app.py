@@ -115,18 +115,9 @@ def build_gateway(
 
     proxy = Proxy(config, router, transport, RecordSink(*consumers), bool(tracer), gate, price)
     log_budget = config.log.max_bytes if config.log.enabled else 0
-    gw = Gateway(
-        config=config,
-        store=store,
-        writer=writer,
-        feedback_writer=feedback_writer,
-        proxy=proxy,
-        transport=transport,
-        metrics=metrics,
-        sampler=Sampler(metrics, proxy, writer, gate, lambda: gw.jobs, log_budget),
-        tracer=tracer,
-        gate=gate,
-    )
+    sampler = Sampler(metrics, proxy, writer, gate, lambda: gw.jobs, log_budget)
+    gw = Gateway(config, store, writer, feedback_writer, proxy, transport, metrics, sampler,
+                 tracer, gate)  # fmt: skip
     gw.jobs = jobs(gw)
     return gw
 

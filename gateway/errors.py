@@ -146,13 +146,12 @@ class AccessDenied(ApiError, AccessError):
         self.outcome = outcome
 
 
+_BAD = "invalid_request_error"
+
+
 def bad_json(detail: str) -> ApiError:
-    return ApiError(
-        400,
-        f"We could not parse the JSON body of your request: {detail}",
-        "invalid_request_error",
-        "invalid_json",
-    )
+    msg = f"We could not parse the JSON body of your request: {detail}"
+    return ApiError(400, msg, _BAD, "invalid_json")
 
 
 def parse_json(body: bytes) -> Any:
@@ -167,72 +166,60 @@ def parse_json(body: bytes) -> Any:
         raise bad_json("the JSON is nested too deeply") from None
 
 
+# The gateway's own answers, by what went wrong: (status, type, code, param, message).
+_ANSWERS = {
+    "too_large": (413, _BAD, "request_too_large", None,
+                  "Request body exceeds the gateway limit of {} bytes."),
+    "missing_model": (400, _BAD, "missing_model", "model", "You must provide a model parameter."),
+    "model_not_found": (404, _BAD, "model_not_found", "model",
+                        "The model `{}` does not exist or has no route on this gateway."),
+    "no_credentials": (401, "authentication_error", "missing_api_key", None,
+                       "Missing credentials: {}."),
+    "upstream_timeout": (504, "timeout_error", "upstream_timeout", None,
+                         "The upstream did not answer in time ({})."),
+    "wrong_dialect": (400, _BAD, "unsupported_endpoint", "model", "The model `{}` is not "
+                      "routed to an Anthropic provider; /v1/messages needs one."),
+}  # fmt: skip
+
+
+def _answer(kind: str, *args: object) -> ApiError:
+    status, type_, code, param, message = _ANSWERS[kind]
+    return ApiError(status, message.format(*args), type_, code, param)
+
+
 def too_large(limit: int) -> ApiError:
-    return ApiError(
-        413,
-        f"Request body exceeds the gateway limit of {limit} bytes.",
-        "invalid_request_error",
-        "request_too_large",
-    )
+    return _answer("too_large", limit)
 
 
 def missing_model() -> ApiError:
-    return ApiError(
-        400,
-        "You must provide a model parameter.",
-        "invalid_request_error",
-        "missing_model",
-        "model",
-    )
+    return _answer("missing_model")
 
 
 def wrong_type(param: str, expected: str) -> ApiError:
-    return ApiError(
-        400, f"`{param}` must be {expected}.", "invalid_request_error", "invalid_type", param
-    )
+    return ApiError(400, f"`{param}` must be {expected}.", _BAD, "invalid_type", param)
 
 
 def model_not_found(model: str) -> ApiError:
-    return ApiError(
-        404,
-        f"The model `{model}` does not exist or has no route on this gateway.",
-        "invalid_request_error",
-        "model_not_found",
-        "model",
-    )
+    return _answer("model_not_found", model)
 
 
 def no_credentials(detail: str) -> ApiError:
-    return ApiError(
-        401, f"Missing credentials: {detail}.", "authentication_error", "missing_api_key"
-    )
+    return _answer("no_credentials", detail)
 
 
 def upstream_timeout(what: str) -> ApiError:
-    return ApiError(
-        504,
-        f"The upstream did not answer in time ({what}).",
-        "timeout_error",
-        "upstream_timeout",
-    )
+    return _answer("upstream_timeout", what)
 
 
 def upstream_unreachable(provider: str, what: str = "could not be reached") -> ApiError:
     """The client learns which configured provider failed, never its address: the detail
     goes to the log and the row."""
-    return ApiError(
-        502, f"The provider `{provider}` {what}.", "api_connection_error", "upstream_unreachable"
-    )
+    msg = f"The provider `{provider}` {what}."
+    return ApiError(502, msg, "api_connection_error", "upstream_unreachable")
 
 
 def wrong_dialect(model: str) -> ApiError:
-    return ApiError(
-        400,
-        f"The model `{model}` is not routed to an Anthropic provider; /v1/messages needs one.",
-        "invalid_request_error",
-        "unsupported_endpoint",
-        "model",
-    )
+    return _answer("wrong_dialect", model)
 
 
 def error_message(body: bytes) -> str:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 log = logging.getLogger("gateway.jobs")
@@ -65,31 +65,22 @@ class Tally:
         return Health(age, self.failures, self.error)
 
 
+@dataclass(eq=False)
 class Periodic:
     """`work` every `interval` seconds, the first run after `delay`; `until` (when given)
     must hold before the first run. A failed run is logged and counted; with `backoff`
     the next try comes sooner and then later (doubling up to `interval`), and with `once`
     the job ends after its first success."""
 
-    def __init__(
-        self,
-        name: str,
-        interval: float,
-        work: Callable[[], Awaitable[object]],
-        delay: float = 0.0,
-        until: Callable[[], bool] | None = None,
-        backoff: float = 0.0,
-        once: bool = False,
-    ) -> None:
-        self.name = name
-        self.interval = interval
-        self.work = work
-        self.delay = delay
-        self.until = until
-        self.backoff = backoff
-        self.once = once
-        self.tally = Tally()
-        self._task: asyncio.Task[None] | None = None
+    name: str
+    interval: float
+    work: Callable[[], Awaitable[object]]
+    delay: float = 0.0
+    until: Callable[[], bool] | None = None
+    backoff: float = 0.0
+    once: bool = False
+    tally: Tally = field(default_factory=Tally)
+    _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)

@@ -16,16 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.access.answers import (
-    AccessDenied,
-    Headers,
-    invalid_key,
-    keys_loading,
-    missing_key,
-    model_not_allowed,
-    ratelimit_headers,
-    refused,
-)
+from gateway.access.answers import AccessDenied, Headers, ratelimit_headers, refusal, refused
 from gateway.access.config import AuthConfig
 from gateway.access.keys import GatewayKey, presented_secret
 from gateway.access.keystore import KeyStore, Query, parse_rows
@@ -91,10 +82,10 @@ class Gate:
                 if key is None:
                     # Before the table's first read a key may just not be known yet.
                     loading = self._store_keys and not self.keystore.loaded
-                    raise keys_loading() if loading else invalid_key()
+                    raise refusal("keys_loading" if loading else "invalid_api_key")
                 return key
             if self.require_key:
-                raise missing_key()
+                raise refusal("missing_api_key")
             return None
         except AccessDenied as e:
             self.count(e.outcome)
@@ -112,7 +103,7 @@ class Gate:
     ) -> Ticket:
         if model and not self._rule(key).allows(model):
             self.count("refused_model")
-            raise model_not_allowed(model)
+            raise refusal("model_not_allowed", model)
         ticket = Ticket(key)
         if not _limited(key):
             return ticket

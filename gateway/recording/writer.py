@@ -14,13 +14,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
+import msgspec.structs
 
 from gateway.jobs import Health, Periodic, Tally
 from gateway.recording.pricing import Pricer
 from gateway.recording.queue import LogQueue, Queue
+from gateway.recording.record import CallRecord
 from gateway.recording.store.base import Store, StoreError
 from gateway.recording.store.config import StoreConfig
 
@@ -30,22 +32,18 @@ TABLE = "llm_calls"
 _STORE = StoreConfig()  # the defaults
 
 
-class PriceView(msgspec.Struct):
-    """The fields pricing needs, decoded from a record's line without the rest."""
-
-    app: str = ""
-    provider: str = ""
-    request_model: str = ""
-    upstream_model: str = ""
-    response_model: str = ""
-    status_code: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    cost_usd: float | None = None
-    price_source: str = ""
-    started_at: float = 0.0
+# What pricing reads of a record's line, decoded without the rest: the record's own fields
+# (name, type, default), so the view cannot drift from the record.
+_PRICED = ("app", "provider", "request_model", "upstream_model", "response_model", "status_code",
+           "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
+           "price_source", "started_at")  # fmt: skip
+if TYPE_CHECKING:
+    PriceView = CallRecord  # typed as the record, of which it is a part
+else:
+    _of = {f.name: f for f in msgspec.structs.fields(CallRecord)}
+    PriceView = msgspec.defstruct(
+        "PriceView", [(n, _of[n].type, _of[n].default) for n in _PRICED], kw_only=True
+    )
 
 
 _view = msgspec.json.Decoder(PriceView).decode
@@ -101,17 +99,14 @@ def price_line(
     return _with_price(line, v, cost, source), v, True
 
 
-@dataclass
 class Counters:
     """What the pipeline did; read by /metrics and /readyz."""
 
-    accepted: int = 0
-    written: int = 0
-    replayed: int = 0
-    retries: int = 0
-    dropped: int = 0
-    store_ok: bool = True
-    last_error: str = ""
+    __slots__ = ("accepted", "dropped", "last_error", "replayed", "retries", "store_ok", "written")
+
+    def __init__(self) -> None:
+        self.accepted = self.written = self.replayed = self.retries = self.dropped = 0
+        self.store_ok, self.last_error = True, ""
 
 
 class BatchWriter:

@@ -31,6 +31,7 @@ FINISH_REASONS = {
 
 class ConverseObserver(Observer):
     __slots__ = ()
+    finish_reasons = FINISH_REASONS
 
     def _usage(self, u: Any) -> None:
         if not isinstance(u, dict):
@@ -43,10 +44,6 @@ class ConverseObserver(Observer):
             as_int(u.get("inputTokens")) + rec.cache_read_tokens + rec.cache_write_tokens
         )
         rec.output_tokens = as_int(u.get("outputTokens"))
-
-    def _stop(self, reason: Any) -> None:
-        if isinstance(reason, str) and reason:
-            self.rec.finish_reason = FINISH_REASONS.get(reason, reason)
 
     def body(self, obj: Any) -> None:
         if not isinstance(obj, dict):
