@@ -151,3 +151,67 @@ def test_serve_with_bad_config_exits_nonzero_naming_key(tmp_path: Path):
 def test_load_config_missing_file():
     with pytest.raises(ConfigError, match="cannot read"):
         load_config("/nonexistent/gw.yaml", {})
+
+
+def test_a_file_error_names_the_key_file_and_line_and_what_was_meant(tmp_path: Path):
+    f = tmp_path / "gw.yaml"
+    f.write_text("server:\n  port: 8080\nstore:\n  kind: chdb\n  flush_interval_ms: soon\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(f, {})
+    assert e.value.key == "store.flush_interval_ms"
+    assert e.value.where == f"{f}, line 5"
+    assert str(e.value) == (
+        f"store.flush_interval_ms: must be a number (float), got 'soon' [{f}, line 5]"
+    )
+    f.write_text(
+        "providers:\n  p:\n    kind: openai\n    base_url: http://x/v1\n    timeuots: {}\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(f, {})
+    assert e.value.key == "providers.p.timeuots" and e.value.hint == "timeouts"
+    assert e.value.where == f"{f}, line 5" and "did you mean 'timeouts'?" in str(e.value)
+    f.write_text("routes:\n  - match: gpt-4o\n    provider: opnai\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(f, {"OPENAI_API_KEY": "k"})
+    assert (e.value.key, e.value.hint) == ("routes[0].provider", "openai")
+    assert e.value.where == f"{f}, line 3"  # the line of the bad provider
+    f.write_text("store:\n  kind: clikhouse\n")
+    with pytest.raises(ConfigError, match=r"store.kind: must be one of chdb, clickhouse, "
+                       r"disabled; got 'clikhouse' \(did you mean 'clickhouse'\?\)"):  # fmt: skip
+        load_config(f, {})
+
+
+def test_yaml_syntax_and_missing_variables_name_the_file(tmp_path: Path):
+    f = tmp_path / "gw.yaml"
+    f.write_text("providers: [1, 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(f, {})
+    assert "not valid YAML" in str(e.value) and f"{f}, line 2" in e.value.where
+    assert "<unicode string>" not in str(e.value)
+    f.write_text("store:\n  kind: chdb\nproviders:\n  p:\n    kind: openai\n"
+                 "    api_key: ${NOT_SET_HERE}\n")  # fmt: skip
+    with pytest.raises(ConfigError) as e:
+        load_config(f, {})
+    assert e.value.key == "providers.p.api_key" and e.value.where == f"{f}, line 6"
+    assert "NOT_SET_HERE is not set" in e.value.message
+
+
+def test_errors_never_echo_a_secret():
+    with pytest.raises(ConfigError) as e:
+        parse_config({"feedback": {"keys": [{"key": "short", "kind": "server"}]}}, {})
+    assert e.value.key == "feedback.keys[0].key" and "short" not in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        parse_config({"auth": {"keys": [{"name": "a", "key": "sk-secret-value-0123456789"}]}}, {})
+    assert "sk-secret" not in str(e.value)
+
+
+def test_numbers_where_text_is_expected_and_empty_keys():
+    cfg = parse_config(
+        {"server": None, "providers": {"az": {"kind": "azure", "base_url": "https://r.x",
+                                              "api_version": 20241021, "deployments": {"m": 4}}}},
+        {},
+    )  # fmt: skip
+    assert cfg.server.port == 8080  # `server:` with nothing under it: the defaults
+    az = cfg.providers["az"]
+    assert az.api_version == "20241021" and az.deployments == {"m": "4"}
+    assert az.name == "az"
