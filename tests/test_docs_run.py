@@ -44,9 +44,9 @@ NOT_RUN = [
     ("README.md", "pip install uv", "installs uv, which runs this test suite"),
     ("README.md", "uv run pytest", "the test suite itself"),
     ("README.md", "npm pack clients/js",
-     "tests/test_js_package.py packs the package (into a temporary directory)"),
-    ("README.md", "uv build clients/python", "tests/test_feedback_client.py builds the wheel "
-     "(test_the_client_is_a_wheel_of_its_own, with --out-dir to keep the checkout clean)"),
+     "tests/clients/test_js_package.py packs the package (into a temporary directory)"),
+    ("README.md", "uv build clients/python", "tests/clients/test_feedback_client.py builds the "
+     "wheel (test_the_client_is_a_wheel_of_its_own, with --out-dir to keep the checkout clean)"),
     ("README.md", "uv add ../llm-gateway/clients/python",
      "a path relative to the reader's own app project"),
     ("README.md", "uv run llm-gateway migrate --cluster NAME", "needs a ClickHouse cluster"),
@@ -59,7 +59,7 @@ NOT_RUN = [
      "a placeholder: the queries are the README's sql blocks, run below"),
     ("README.md", "docker ", "builds and pushes an image (tests/test_container_image.py)"),
     ("README.md", "kubectl ", "needs a Kubernetes cluster"),
-    ("README.md", "helm install ", "needs a Kubernetes cluster (tests/test_helm.py renders "
+    ("README.md", "helm install ", "needs a Kubernetes cluster (tests/helm/test_helm.py renders "
      "the chart)"),
     ("README.md", "llm-gateway migrate", "the chart's pre-install Job, inside the image"),
     ("README.md", "llm-gateway drift", "the chart's CronJob, inside the image"),

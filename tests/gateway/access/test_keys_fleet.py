@@ -16,9 +16,9 @@ import pytest
 from gateway.access.keys import new_secret
 from tests.chhttp import ChHttpServer
 from tests.conftest import GatewayProcess, gateway_config
+from tests.gateway.access.test_keys_e2e import wait_for
+from tests.gateway.test_cli import cli
 from tests.redisproc import RedisServer
-from tests.test_cli import cli
-from tests.test_keys_e2e import wait_for
 
 DB = "fleet"
 

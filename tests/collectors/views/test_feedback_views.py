@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +20,9 @@ from gateway.recording.record import CallRecord, encode_line
 from gateway.recording.store import migrate
 from gateway.recording.store.chdb_store import ChdbStore
 from gateway.recording.store.migrate import view_statements
+from tests.conftest import ROOT
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = ROOT / "README.md"
 NOW = float(int(time.time()))  # whole seconds: durations come out exact
 DAY = 86400.0
 

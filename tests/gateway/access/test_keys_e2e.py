@@ -20,7 +20,7 @@ import pytest
 from gateway.access.keys import new_secret
 from tests.conftest import GatewayProcess, gateway_config
 from tests.fakes import Behaviour, FakeUpstream
-from tests.test_cli import cli
+from tests.gateway.test_cli import cli
 
 CONFIG_SECRET = new_secret()
 SECRETS: list[str] = [CONFIG_SECRET]  # every secret this module handed out

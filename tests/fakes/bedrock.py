@@ -13,6 +13,7 @@ messageStart, contentBlockStart/Delta/Stop, messageStop, metadata. Written here 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 import zlib
@@ -20,6 +21,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.anthropic import AnthropicRoutes
+from tests.fakes.base import Behaviour
 
 
 def frame(headers: dict[str, str], payload: bytes) -> bytes:
@@ -109,3 +113,20 @@ def error(status: int, message: str) -> web.Response:
             429: "ThrottlingException"}.get(status, "InternalServerException")  # fmt: skip
     headers = {"x-amzn-ErrorType": f"{kind}:http://internal.amazon.com/"}
     return web.json_response({"message": message}, status=status, headers=headers)
+
+
+class BedrockRoutes(AnthropicRoutes):
+    async def _bedrock(
+        self, request: web.Request, b: Behaviour, data: dict[str, Any], route: str
+    ) -> web.StreamResponse:
+        if b.first_byte_delay:
+            await asyncio.sleep(b.first_byte_delay)
+        if b.status != 200:
+            return error(b.status, f"Fake Bedrock error (HTTP {b.status})")
+        u = self._anthropic_usage(b, data)
+        reported = usage(u.prompt, u.completion, b.cached_tokens, b.cache_write_tokens)
+        tool = b.anthropic_tool_use
+        if route.endswith("/converse-stream"):
+            frames = events(u.chunks, tool, reported)
+            return await stream(request, frames, b.stream_error_after_chunks)
+        return self._json(b, answer(u.chunks, tool, reported))

@@ -1,4 +1,4 @@
-"""The official SDKs, pointed straight at tests/fakes.py, parse what the fakes answer."""
+"""The official SDKs, pointed straight at tests/fakes/, parse what the fakes answer."""
 
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
+
 GRAFANA = ROOT / "dashboards" / "grafana"
 NODE_MODULES = ROOT / ".ci" / "node" / "node_modules"
 SCHEMA = NODE_MODULES / "@grafana" / "schema"

@@ -16,9 +16,9 @@ from botocore.credentials import Credentials
 
 from gateway.errors import MalformedStream
 from gateway.providers.wire.converse import EventStreamSplitter
-from tests import fake_bedrock
 from tests.conftest import AWS_ENV, GatewayProcess
 from tests.fakes import Behaviour, RecordedRequest
+from tests.fakes import bedrock as fake_bedrock
 
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 TOOL_USE = {"id": "tooluse_kZJMlvQmRJ6eAyJE5GIl7Q", "name": "top_song", "input": {"sign": "WZPZ"}}

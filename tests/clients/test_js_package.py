@@ -1,7 +1,7 @@
 """The browser collector as an npm package (clients/js): built from the script the gateway
 serves, its ES module form imports in node and sends what the classic script sends, and its
 type declarations name exactly the collector's methods. The classic script itself runs in a
-real browser in tests/test_browser_collector.py."""
+real browser in tests/collectors/intake/test_browser_collector.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
+
 PACKAGE = ROOT / "clients" / "js"
 SERVED = ROOT / "collectors" / "static" / "feedback.js"
 NODE = shutil.which("node")

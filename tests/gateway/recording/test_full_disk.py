@@ -26,7 +26,7 @@ from gateway.recording.record import CallRecord
 from gateway.recording.store.disabled import DisabledStore
 from gateway.recording.writer import BatchWriter
 from tests.conftest import GatewayProcess, gateway_config
-from tests.test_durability import metrics
+from tests.gateway.recording.test_durability import metrics
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="mounting a tmpfs as the data directory needs root"

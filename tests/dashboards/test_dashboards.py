@@ -35,10 +35,9 @@ import openai
 import pytest
 import yaml
 
-from tests.conftest import GatewayProcess, free_port
+from tests.conftest import ROOT, GatewayProcess, free_port
 from tests.fakes import Behaviour, FakeUpstream
 
-ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "dashboards"
 GRAFANA = DASHBOARDS / "grafana"
 ALERTS = DASHBOARDS / "prometheus" / "alerts.yml"
@@ -466,7 +465,7 @@ def test_metric_names_exist(prometheus: Prometheus):
         used.pop(label, None)
     # The drift gauges have series only once a drift run evaluated a group (with data in
     # both windows); check their names against the code that defines them instead.
-    metrics_src = (Path(__file__).parent.parent / "gateway" / "metrics.py").read_text()
+    metrics_src = (ROOT / "gateway" / "observability" / "metrics.py").read_text()
     # So does the experiment's effect, once an evaluation had enough units.
     for name in ("gateway_drift_score", "gateway_drift_alert", "gateway_experiment_effect"):
         if name in used and name not in exposed:

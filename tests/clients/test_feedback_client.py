@@ -20,7 +20,7 @@ import httpx
 import pytest
 from llm_gateway_feedback import AsyncFeedbackClient, FeedbackClient, FeedbackError, event
 
-from tests.conftest import GatewayProcess
+from tests.conftest import ROOT, GatewayProcess
 
 
 def llm_call(gw: GatewayProcess) -> str:
@@ -190,7 +190,7 @@ def test_unreachable_gateway_raises():
     fb.close()
 
 
-CLIENT_DIR = Path(__file__).resolve().parent.parent / "clients" / "python"
+CLIENT_DIR = ROOT / "clients" / "python"
 FROM_WHEEL = """
 import sys
 sys.path.insert(0, sys.argv[1])

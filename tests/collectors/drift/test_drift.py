@@ -38,8 +38,8 @@ from gateway.recording.money import usd
 from gateway.recording.record import CallRecord, encode_line
 from gateway.recording.store import migrate
 from gateway.recording.store.chdb_store import ChdbStore
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboards" / "grafana" / "drift.json"
 RULES = ROOT / "dashboards" / "prometheus" / "drift-alerts.yml"
 RUNBOOKS = "https://github.com/llm-gateway/llm-gateway/blob/main/docs/runbooks.md"
@@ -592,8 +592,9 @@ def test_config_is_validated():
 # ------------------------------------------------------------------------------ dashboards
 def test_dashboard_sql_runs_on_llm_drift(run: Run):
     """Every ClickHouse query of the drift dashboard (panels and the annotation), with the
-    plugin's macros expanded as tests/test_dashboards.py does, on the rows written above."""
-    from tests.test_dashboards import SPECIFIC, all_panels, datasource_uid, expand_sql
+    plugin's macros expanded as tests/dashboards/test_dashboards.py does, on the rows
+    written above."""
+    from tests.dashboards.test_dashboards import SPECIFIC, all_panels, datasource_uid, expand_sql
 
     dashboard = json.loads(DASHBOARD.read_text())
     t0, t1 = int((NOW - timedelta(days=1)).timestamp()), int(NOW.timestamp()) + 60

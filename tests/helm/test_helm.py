@@ -28,8 +28,8 @@ import yaml
 from helm_python import _native
 
 from gateway.config import parse_config
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "llm-gateway"
 DASHBOARDS = ROOT / "dashboards"
 NODE = ROOT / ".ci" / "node"
