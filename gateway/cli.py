@@ -62,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "data_dir": cfg.store.path if cfg.store.kind == "chdb" else None,
             },
         )
-        return 0 if server.run(server.uvicorn_config(cfg, app, host, port)) else 1
+        return 0 if server.run(server.uvicorn_config(cfg.server, app, host, port)) else 1
     finally:
         if lock is not None:
             lock.release()
@@ -81,7 +81,7 @@ def _serve_workers(args: argparse.Namespace, cfg: Config, host: str, port: int) 
     prom_dir = tempfile.mkdtemp(prefix="llm-gateway-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
     log.info("listening", extra={"host": host, "port": port, "workers": cfg.server.workers})
-    config = server.uvicorn_config(cfg, "gateway.app:app_from_env", host, port, factory=True)
+    config = server.uvicorn_config(cfg.server, "gateway.app:app_from_env", host, port, factory=True)
     server.run(config)
     shutil.rmtree(prom_dir, ignore_errors=True)
     return 0

@@ -19,12 +19,9 @@ Each command of the CLI reports a `GatewayError` as one line and exits with its
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
-
-if TYPE_CHECKING:
-    from gateway.recording.record import Outcome
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -139,7 +136,7 @@ class AccessDenied(ApiError, AccessError):
         message: str,
         type_: str,
         code: str,
-        outcome: Outcome,
+        outcome: str,  # a `recording.record.Outcome` (a str)
         headers: Headers | None = None,
     ) -> None:
         super().__init__(status, message, type_, code, headers=headers)

@@ -14,27 +14,29 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from gateway import errors
 from gateway.access.answers import AccessDenied
 from gateway.access.gate import Gate, Ticket
-from gateway.config import Config
 from gateway.errors import ApiError
 from gateway.experiments import Assigner
+from gateway.experiments.spec import Experiment
 from gateway.observability.tracing import new_ids
 from gateway.providers.translate import translation_for
 from gateway.providers.wire import wire_api_for
+from gateway.recording.capture import CaptureConfig
 from gateway.recording.ids import RequestIds, valid_client_id
 from gateway.recording.record import CallRecord, Outcome
-from gateway.request.attempts import Attempts
+from gateway.request.attempts import Attempts, RetryConfig
 from gateway.request.exchange import Exchange, Receive, Send, read_body
 from gateway.request.headers import RequestHeaders
 from gateway.request.paths import ClientPath, checked_path, client_path, without_api_version
 from gateway.request.routing import Router
 from gateway.request.streaming import relay_stream, relay_whole
+from gateway.server.config import ServerConfig
 
 log = logging.getLogger("gateway.proxy")
 
@@ -44,12 +46,25 @@ _now = time.perf_counter
 _STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
 
 
+class Settings(Protocol):
+    """What the request path reads of the config."""
+
+    @property
+    def server(self) -> ServerConfig: ...
+    @property
+    def capture(self) -> CaptureConfig: ...
+    @property
+    def retries(self) -> RetryConfig: ...
+    @property
+    def experiments(self) -> tuple[Experiment, ...]: ...
+
+
 class Proxy:
     """ASGI app for `/v1/*`."""
 
     def __init__(
         self,
-        config: Config,
+        config: Settings,
         router: Router,
         transport: httpx.AsyncBaseTransport,
         sink: Callable[[CallRecord], None],
@@ -125,7 +140,7 @@ class Proxy:
             ex.watch_disconnect(receive)
             await self._handle(ex, client, scope.get("query_string", b"").decode("latin-1"))
         except AccessDenied as e:
-            rec.outcome = e.outcome
+            rec.outcome = Outcome(e.outcome)
             await ex.reject(e)
         except ApiError as e:
             rec.outcome = Outcome.REJECTED if e.status < 500 else rec.outcome

@@ -23,7 +23,6 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.config import Config
 from gateway.errors import ApiError
 from gateway.server.config import ServerConfig
 
@@ -198,10 +197,9 @@ class DateHeader:
 
 
 def uvicorn_config(
-    cfg: Config, app: Any, host: str, port: int, factory: bool = False
+    s: ServerConfig, app: Any, host: str, port: int, factory: bool = False
 ) -> uvicorn.Config:
     """The one place uvicorn is configured, for one process or several workers."""
-    s = cfg.server
     config = uvicorn.Config(
         app,
         host=host,
