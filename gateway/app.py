@@ -25,6 +25,7 @@ from collectors.intake import feedback_handlers
 from collectors.views import views
 from gateway.access.gate import Gate
 from gateway.config import Config
+from gateway.experiments import Assigner
 from gateway.experiments.spec import check_models
 from gateway.jobs import Job
 from gateway.observability.metrics import Metrics
@@ -36,6 +37,7 @@ from gateway.recording.queue import open_queue
 from gateway.recording.record import CallRecord, RecordSink
 from gateway.recording.store import Store, open_store
 from gateway.recording.writer import BatchWriter
+from gateway.request.attempts import Attempts
 from gateway.request.proxy import Proxy
 from gateway.request.routing import Router, exact_names
 from gateway.server.endpoints import endpoints, own_error
@@ -113,7 +115,17 @@ def build_gateway(
     def price(rec: CallRecord) -> float | None:  # a key's spend, as its row will be priced
         return pricer.price_call(price_ids.get(rec.provider, ""), rec)[0]
 
-    proxy = Proxy(config, router, transport, RecordSink(*consumers), bool(tracer), gate, price)
+    proxy = Proxy(
+        router,
+        Attempts(config.retries, transport),
+        RecordSink(*consumers),
+        config.capture,
+        config.server.max_body_bytes,
+        Assigner(config.experiments) if config.experiments else None,
+        bool(tracer),
+        gate,
+        price,
+    )
     log_budget = config.log.max_bytes if config.log.enabled else 0
     sampler = Sampler(metrics, proxy, writer, gate, lambda: gw.jobs, log_budget)
     gw = Gateway(config, store, writer, feedback_writer, proxy, transport, metrics, sampler,

@@ -14,29 +14,25 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
-
-import httpx
+from typing import Any
 
 from gateway import errors
 from gateway.access.answers import AccessDenied
 from gateway.access.gate import Gate, Ticket
 from gateway.errors import ApiError
 from gateway.experiments import Assigner
-from gateway.experiments.spec import Experiment
 from gateway.observability.tracing import new_ids
 from gateway.providers.translate import translation_for
 from gateway.providers.wire import wire_api_for
 from gateway.recording.capture import CaptureConfig
 from gateway.recording.ids import RequestIds, valid_client_id
 from gateway.recording.record import CallRecord, Outcome
-from gateway.request.attempts import Attempts, RetryConfig
+from gateway.request.attempts import Attempts
 from gateway.request.exchange import Exchange, Receive, Send, read_body
 from gateway.request.headers import RequestHeaders
 from gateway.request.paths import ClientPath, checked_path, client_path, without_api_version
 from gateway.request.routing import Router
 from gateway.request.streaming import relay_stream, relay_whole
-from gateway.server.config import ServerConfig
 
 log = logging.getLogger("gateway.proxy")
 
@@ -46,46 +42,29 @@ _now = time.perf_counter
 _STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
 
 
-class Settings(Protocol):
-    """What the request path reads of the config."""
-
-    @property
-    def server(self) -> ServerConfig: ...
-    @property
-    def capture(self) -> CaptureConfig: ...
-    @property
-    def retries(self) -> RetryConfig: ...
-    @property
-    def experiments(self) -> tuple[Experiment, ...]: ...
-
-
 class Proxy:
     """ASGI app for `/v1/*`."""
 
     def __init__(
         self,
-        config: Settings,
         router: Router,
-        transport: httpx.AsyncBaseTransport,
+        attempts: Attempts,
         sink: Callable[[CallRecord], None],
+        capture: CaptureConfig,
+        max_body: int,
+        assigner: Assigner | None = None,  # None without experiments: not even looked at
         tracing: bool = False,
         gate: Gate | None = None,
         price: Callable[[CallRecord], float | None] | None = None,
     ) -> None:
-        self.tracing = tracing
+        # The steps in reading order: route, assign, attempt, record.
+        self.router, self.assigner, self.attempts, self.sink = router, assigner, attempts, sink
+        self.capture, self.max_body, self.tracing = capture, max_body, tracing
         self.gate = gate  # gateway keys and limits (gateway/access)
         self.price = price  # a call's cost, for the spend of a key with a budget
         self._settling: set[asyncio.Task[None]] = set()
-        self.router = router
-        # None without experiments: the request path then does not even look
-        self.assigner = Assigner(config.experiments) if config.experiments else None
-        self.sink = sink
-        self.attempts = Attempts(config.retries, transport)
-        self.max_body = config.server.max_body_bytes
-        self.capture = config.capture
         self.request_ids = RequestIds()
-        self.in_flight = 0
-        self.streams_in_flight = 0
+        self.in_flight = self.streams_in_flight = 0
 
     @property
     def upstream_failures(self) -> dict[tuple[str, str], int]:

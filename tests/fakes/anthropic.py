@@ -10,14 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.base import (
-    Behaviour,
-    Upstream,
-    _count_items,
-    _new_id,
-    _Usage,
-    split_reply,
-)
+from tests.fakes.base import Behaviour, Upstream, _count_items, _new_id, _Usage, split_reply
 
 
 class AnthropicRoutes(Upstream):
