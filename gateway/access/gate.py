@@ -23,7 +23,6 @@ from gateway.access.keystore import KeyStore, Query, parse_rows
 from gateway.access.limiter import Admission, Limiter, open_limiter
 from gateway.access.origin import OriginGuard
 from gateway.access.policy import ModelRule
-from gateway.errors import StoreError
 from gateway.jobs import Job, Periodic
 from gateway.recording.tokens import estimate_input
 
@@ -130,9 +129,8 @@ class Gate:
     async def refresh(self, query: Query) -> None:
         """Re-read the keys. The spend of keys seen for the first time is seeded before
         they are used, so a restarted replica never admits a call past a spent budget."""
+        # A StoreError (the key_refresh job logs it): the keys last read stay in force.
         read = await asyncio.to_thread(self.keystore.read, query)
-        if read is None:  # logged; the keys last read stay in force
-            raise StoreError("the gateway keys could not be read")
         await self.seed(query, self.keystore.new_in(read))
         self.keystore.swap(read)
 

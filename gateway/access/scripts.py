@@ -32,6 +32,7 @@ from gateway.errors import LimiterUnavailable
 
 Arg = bytes | str | int | float
 Mode = Literal["auto", "standalone", "cluster"]
+Client = aredis.Redis | RedisCluster
 
 
 class Script:
@@ -58,6 +59,7 @@ class RedisScripts:
         self._client: aredis.Redis | RedisCluster | None = None
         self._connecting = asyncio.Lock()
         self._pending: list[_Call] = []
+        self._in_flight = 0  # calls and pipelines sent and not yet answered
         self._sending: set[asyncio.Task[None]] = set()
 
     @property
@@ -111,12 +113,21 @@ class RedisScripts:
             raise LimiterUnavailable(f"{type(e).__name__}: {e}") from None
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        """The script's answer; calls of one loop turn are sent in one pipeline."""
-        call = _Call(script, keys, args)
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._pending.append(call)
-        return await call.future
+        """The script's answer. A call made while none is in flight goes at once; calls
+        made while others are in flight go out together in the next pipeline."""
+        if self._in_flight or self._pending or self._client is None:
+            call = _Call(script, keys, args)
+            if not self._pending:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._pending.append(call)
+            return await call.future
+        self._in_flight += 1
+        try:
+            return await self._evalsha(self._client, script, keys, args)
+        except RedisError as e:
+            raise LimiterUnavailable(f"{type(e).__name__}: {e}") from None
+        finally:
+            self._in_flight -= 1
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
@@ -125,6 +136,7 @@ class RedisScripts:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list[_Call]) -> None:
+        self._in_flight += 1
         try:
             client = await self._connect()
             await self._answer(client, batch)
@@ -136,20 +148,19 @@ class RedisScripts:
             failed = e
         else:
             return
+        finally:
+            self._in_flight -= 1
         for call in batch:
             if not call.future.done():
                 call.future.set_exception(failed)
 
     async def _answer(self, client: aredis.Redis | RedisCluster, batch: list[_Call]) -> None:
         if len(batch) == 1:
-            (call,) = batch
+            (c,) = batch
             try:
-                result: Any = await self._evalsha(client, call)
-            except NoScriptError:
-                result = await client.eval(call.script.body, len(call.keys), *call.keys, *call.args)
+                results: list[Any] = [await self._evalsha(client, c.script, c.keys, c.args)]
             except RedisError as e:
-                result = e
-            results = [result]
+                results = [e]
         else:
             pipe = client.pipeline(transaction=False)
             for call in batch:
@@ -176,8 +187,16 @@ class RedisScripts:
                 call.future.set_result(result)
 
     @staticmethod
-    async def _evalsha(client: aredis.Redis | RedisCluster, call: _Call) -> Any:
-        return await client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+    async def _evalsha(
+        client: aredis.Redis | RedisCluster,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+    ) -> Any:
+        try:
+            return await client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:  # EVAL runs it and caches it under the same SHA
+            return await client.eval(script.body, len(keys), *keys, *args)
 
     async def close(self) -> None:
         client, self._client = self._client, None
