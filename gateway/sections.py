@@ -14,7 +14,6 @@ default, and a number where text is expected (`api_version: 2024-10-21`) is read
 
 from __future__ import annotations
 
-import difflib
 import io
 import os
 import re
@@ -62,6 +61,8 @@ def one_of(choices: typing.Iterable[str], value: str, key: str) -> None:
 
 def close(word: str, options: typing.Iterable[str]) -> str:
     """The option `word` was probably meant to be (a typo), or ""."""
+    import difflib  # only when there is an error to explain
+
     found = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return found[0] if found else ""
 

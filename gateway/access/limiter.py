@@ -23,12 +23,14 @@ import math
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.access.keys import GatewayKey, Limits
 from gateway.access.policy import Bucket, period_id, period_seconds_left
-from gateway.access.scripts import Mode, RedisScripts, Script
 from gateway.errors import LimiterUnavailable
+
+if TYPE_CHECKING:
+    from gateway.access.scripts import Mode
 
 log = logging.getLogger("gateway.access.limiter")
 
@@ -281,6 +283,9 @@ class RedisLimiter:
         prefix: str = "lgw",
         mode: Mode = "auto",
     ) -> None:
+        # redis-py is imported by a gateway that uses Redis, not by every gateway.
+        from gateway.access.scripts import RedisScripts, Script
+
         self._client = RedisScripts(url, timeout_s, mode)
         self._admit = Script(_ADMIT)
         self._settle = Script(_SETTLE)

@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from botocore.eventstream import EventStreamBuffer, ParserError
-
 from gateway.errors import MalformedStream
 from gateway.providers.wire.base import Observer, as_int, as_str, event_json
 from gateway.providers.wire.messages import FINISH_REASONS as MESSAGES_FINISH_REASONS
@@ -91,9 +89,14 @@ class EventStreamSplitter:
     __slots__ = ("_buffer",)
 
     def __init__(self) -> None:
+        # botocore is imported by the first Bedrock stream, not by every gateway.
+        from botocore.eventstream import EventStreamBuffer
+
         self._buffer = EventStreamBuffer()
 
     def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
+        from botocore.eventstream import ParserError
+
         self._buffer.add_data(chunk)
         try:
             for message in self._buffer:
