@@ -417,9 +417,11 @@ async def test_calls_of_one_loop_turn_share_a_pipeline_and_each_gets_its_answer(
         got = await asyncio.gather(*(c.run(echo, [f"k{i}"], [i]) for i in range(50)))
         assert got == [f"k{i}:{i}".encode() for i in range(50)]
         stats = await c.call("INFO", "commandstats")
-        # Redis did not know the script: loaded once, then the 50 calls again, by SHA
-        assert stats["cmdstat_script|load"]["calls"] == 1
-        assert stats["cmdstat_evalsha"]["calls"] == 100 and "cmdstat_eval" not in stats
+        # Redis did not know the script: its body was sent once (EVAL or SCRIPT LOAD), every
+        # other call went by SHA
+        sent_whole = sum(stats.get(k, {}).get("calls", 0)
+                         for k in ("cmdstat_eval", "cmdstat_script|load"))  # fmt: skip
+        assert sent_whole == 1 and stats["cmdstat_evalsha"]["calls"] >= 50
         # one pipeline on one connection, not a connection per call
         clients = await c.call("CLIENT", "LIST")
         assert clients.count(b"cmd=") <= 2
