@@ -15,8 +15,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -25,23 +23,37 @@ import helm_python
 import kubernetes_validate
 import pytest
 import yaml
-from helm_python import _native
 
 from gateway.config import parse_config
+from tests.helmchart import (
+    CHART,
+    FULLNAME,
+    KUBE_VERSIONS,
+    NAMESPACE,
+    ROOT,
+    by_kind,
+    crd_errors,
+    load_chart,
+    manifests,
+    named,
+    render_raw,
+    rendered_config,
+)
+from tests.prereqs import ci_node_package, program
 
-ROOT = Path(__file__).resolve().parent.parent
-CHART = ROOT / "helm" / "llm-gateway"
 DASHBOARDS = ROOT / "dashboards"
 NODE = ROOT / ".ci" / "node"
-KUBE_VERSIONS = ("1.30.0", "1.31.0")
-RELEASE, NAMESPACE = "gw", "llm"
-FULLNAME = f"{RELEASE}-llm-gateway"
 PROMETHEUS_OPERATOR = [
     "monitoring.coreos.com/v1",
     "monitoring.coreos.com/v1/ServiceMonitor",
     "monitoring.coreos.com/v1/PrometheusRule",
 ]
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+# Validated against the Prometheus Operator's schemas by node (validate-crds.mjs).
+OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
+# Validated against the CRDs vendored under tests/crds/ (tests/helmchart.py).
+VENDORED_CRD_KINDS = {"HTTPRoute"}
+CRD_KINDS = OPERATOR_KINDS | VENDORED_CRD_KINDS
+TEST_MODEL = "llm-gateway-helm-test"  # helm test's model, provider and key name
 
 CLICKHOUSE = {
     "store": {
@@ -66,6 +78,35 @@ PROVIDERS = {
     "log_level": "warning",
 }
 
+INGRESS = {
+    "enabled": True,
+    "className": "nginx",
+    "annotations": {"nginx.ingress.kubernetes.io/proxy-buffering": "off"},
+    "hosts": [
+        {"host": "llm.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]},
+        {"host": "*.llm.example.org", "paths": [{"path": "/v1"}]},
+    ],
+    "tls": [{"secretName": "llm-tls", "hosts": ["llm.example.com", "tls-only.example.com"]}],
+}
+HTTP_ROUTE = {
+    "enabled": True,
+    "parentRefs": [{"name": "public", "namespace": "gateway-system", "sectionName": "https"}],
+    "hostnames": ["route.example.com", "llm.example.com"],
+    "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+               "timeouts": {"request": "600s"}}],
+}  # fmt: skip
+EXTRAS = {
+    "extraEnv": [{"name": "SSL_CERT_FILE", "value": "/etc/ssl/internal/ca.pem"}],
+    "extraEnvFrom": [{"secretRef": {"name": "more-keys"}}],
+    "extraVolumes": [{"name": "internal-ca", "configMap": {"name": "internal-ca"}}],
+    "extraVolumeMounts": [{"name": "internal-ca", "mountPath": "/etc/ssl/internal",
+                           "readOnly": True}],
+    "extraContainers": [{"name": "proxy", "image": "envoyproxy/envoy:v1.33.0",
+                         "ports": [{"containerPort": 9901}]}],
+    "podAnnotations": {"example.com/team": "ml-platform"},
+    "podLabels": {"team": "ml-platform"},
+}  # fmt: skip
+
 # name -> (values, API groups the cluster has, kinds the release must contain)
 CASES: dict[str, tuple[dict[str, Any], list[str], set[str]]] = {
     "embedded": ({}, [], {"StatefulSet", "Service", "ConfigMap", "ServiceAccount"}),
@@ -84,7 +125,7 @@ CASES: dict[str, tuple[dict[str, Any], list[str], set[str]]] = {
     "clickhouse": (
         {**CLICKHOUSE, "replicaCount": 3},
         [],
-        {"Deployment", "PodDisruptionBudget", "Job", "Secret", "ConfigMap"},
+        {"StatefulSet", "PodDisruptionBudget", "Job", "Secret", "ConfigMap"},
     ),
     "clickhouse-autoscaling-existing-secrets": (
         {
@@ -105,7 +146,7 @@ CASES: dict[str, tuple[dict[str, Any], list[str], set[str]]] = {
         },
         PROMETHEUS_OPERATOR,
         {
-            "Deployment",
+            "StatefulSet",
             "HorizontalPodAutoscaler",
             "PodDisruptionBudget",
             "Job",
@@ -119,7 +160,40 @@ CASES: dict[str, tuple[dict[str, Any], list[str], set[str]]] = {
     "clickhouse-monitoring-without-operator": (
         {**CLICKHOUSE, **MONITORING, "providerKeys": {"values": {"OPENAI_API_KEY": "sk-x"}}},
         [],
-        {"Deployment", "Job"},
+        {"StatefulSet", "Job"},
+    ),
+    # In front: an Ingress and an HTTPRoute; the user's Redis; helm test; extras.
+    "exposed": (
+        {
+            **CLICKHOUSE,
+            "replicaCount": 2,
+            "ingress": INGRESS,
+            "httpRoute": HTTP_ROUTE,
+            "redis": {"url": "redis://:pw@redis.cache.svc:6379/0"},
+            "tests": {"enabled": True},
+            "networkPolicy": {
+                "enabled": True,
+                "ingressFrom": [{"namespaceSelector": {"matchLabels": {"team": "apps"}}}],
+                "egress": [{"ports": [{"port": 443, "protocol": "TCP"}]}],
+            },
+            **EXTRAS,
+            "config": {**PROVIDERS, "auth": {"require_key": True,
+                                             "allowed_hosts": ["own.example.com"]}},
+        },  # fmt: skip
+        [],
+        {"StatefulSet", "Ingress", "HTTPRoute", "NetworkPolicy", "Pod", "Service"},
+    ),
+    # The quick start's install (no config: the zero-config providers) with helm test.
+    "embedded-tests": (
+        {"tests": {"enabled": True}, "providerKeys": {"values": {"OPENAI_API_KEY": "sk-x"}}},
+        [],
+        {"StatefulSet", "Pod", "Service", "ConfigMap", "Secret"},
+    ),
+    # The README's example for several replicas (bundled Redis, HPA, ingress, helm test).
+    "several-replicas-example": (
+        yaml.safe_load((CHART / "examples" / "several-replicas.yaml").read_text()),
+        PROMETHEUS_OPERATOR,
+        {"StatefulSet", "HorizontalPodAutoscaler", "Deployment", "Ingress", "Pod"},
     ),
 }
 # Environment the pods get from their Secrets, for the config's ${...} interpolation.
@@ -128,45 +202,15 @@ POD_ENV = {
     "LLM_GATEWAY_STORE_USERNAME": "gw",
     "LLM_GATEWAY_STORE_PASSWORD": "s3cret",
     "OPENAI_API_KEY": "sk-test",
+    "LLM_GATEWAY_HELM_TEST_KEY": "lgw_" + "k" * 43,
+    "LLM_GATEWAY_REDIS_URL": "redis://:pw@redis.cache.svc:6379/0",
+    "LLM_GATEWAY_REDIS_PASSWORD": "p" * 32,
 }
 
 
 @pytest.fixture(scope="module")
 def chart() -> helm_python.Chart:
-    helm_python.disable_logging()  # it reports each followed symlink under files/
-    return helm_python.Chart.load(CHART)
-
-
-def render_raw(
-    chart: helm_python.Chart,
-    values: dict[str, Any],
-    api_versions: list[str] = (),  # type: ignore[assignment]
-    kube_version: str = KUBE_VERSIONS[-1],
-) -> dict[str, str]:
-    """`helm template --kube-version --api-versions`. `Chart.render` does not take those two
-    options yet; the library under it does, so call it the same way with them added."""
-    opts = {
-        "name": RELEASE,
-        "namespace": NAMESPACE,
-        "is_install": True,
-        "kube_version": f"v{kube_version}",
-        "api_versions": list(api_versions),
-    }
-    out = _native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(opts))
-    return json.loads(out)
-
-
-def manifests(rendered: dict[str, str]) -> list[dict[str, Any]]:
-    docs = []
-    for path, text in sorted(rendered.items()):
-        if path.endswith("NOTES.txt"):
-            continue
-        docs.extend(d for d in yaml.safe_load_all(text) if d)
-    return docs
-
-
-def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind]
+    return load_chart()
 
 
 def case_params() -> list[Any]:
@@ -210,14 +254,11 @@ def test_every_manifest_is_valid_kubernetes(name: str, rendered: dict):
 
 
 def test_crd_objects_match_their_schemas(rendered: dict):
-    node = shutil.which("node")
-    models = NODE / "node_modules" / "@kubernetes-models" / "prometheus-operator"
-    if not node or not models.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail("node and .ci/node/node_modules are needed: .ci/run installs them")
-        pytest.skip("needs node and `npm ci` in .ci/node")
-    objects = [d for (name, _), docs in rendered.items() for d in docs if d["kind"] in CRD_KINDS]
-    assert {o["kind"] for o in objects} == CRD_KINDS
+    """The Prometheus Operator's kinds against the schemas of its npm models (by node)."""
+    ci_node_package("@kubernetes-models/prometheus-operator")
+    node = program("node")
+    objects = [d for (_, _), docs in rendered.items() for d in docs if d["kind"] in OPERATOR_KINDS]
+    assert {o["kind"] for o in objects} == OPERATOR_KINDS
     # A typo the schema must catch, so that a pass means something.
     bad = json.loads(json.dumps(next(o for o in objects if o["kind"] == "ServiceMonitor")))
     bad["spec"]["endpoints"][0]["interval"] = "every minute"
@@ -236,11 +277,6 @@ def test_crd_objects_match_their_schemas(rendered: dict):
 
 
 # ---------------------------------------------------------------------- the gateway config
-def rendered_config(docs: list[dict[str, Any]], name: str = FULLNAME) -> dict[str, Any]:
-    (cm,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == name]
-    return yaml.safe_load(cm["data"]["config.yaml"])
-
-
 @pytest.mark.parametrize("name", case_params())
 def test_rendered_config_passes_the_gateways_validation(name: str, rendered: dict):
     docs = rendered[(name, KUBE_VERSIONS[-1])]
@@ -259,15 +295,17 @@ def test_rendered_config_passes_the_gateways_validation(name: str, rendered: dic
     else:
         assert cfg.store.kind == "chdb" and cfg.store.path == "/data/store"
         assert cfg.drift.enabled is bool(values.get("drift", {}).get("enabled"))
-    if "config" in values:
-        assert set(cfg.providers) == {"openai", "local"} and cfg.capture.mode == "full"
+    tests = {TEST_MODEL} if values.get("tests", {}).get("enabled") else set()
+    assert {r.match for r in cfg.routes} & {TEST_MODEL} == tests
+    if values.get("config", {}).get("providers"):
+        assert set(cfg.providers) == {"openai", "local"} | tests and cfg.capture.mode == "full"
     if values.get("drift", {}).get("settings"):
         assert cfg.drift.min_calls == 50
 
 
 def test_config_and_secret_changes_roll_the_pods(chart: helm_python.Chart):
     def checksums(values: dict[str, Any]) -> dict[str, str]:
-        (sts,) = by_kind(manifests(render_raw(chart, values)), "Deployment")
+        (sts,) = by_kind(manifests(render_raw(chart, values)), "StatefulSet")
         annotations = sts["spec"]["template"]["metadata"]["annotations"]
         return {k: v for k, v in annotations.items() if k.startswith("checksum/")}
 
@@ -340,11 +378,7 @@ def test_monitoring_objects_need_the_operators_api(rendered: dict):
 
 
 def test_prometheus_rule_passes_promtool(chart: helm_python.Chart, tmp_path: Path):
-    promtool = shutil.which("promtool")
-    if not promtool:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing: .ci/run installs the Debian package prometheus")
-        pytest.skip("promtool not found (Debian package prometheus)")
+    promtool = program("promtool")
     values = {**MONITORING, "drift": {"enabled": True}}
     docs = manifests(render_raw(chart, values, PROMETHEUS_OPERATOR))
     (rule,) = by_kind(docs, "PrometheusRule")
@@ -357,7 +391,7 @@ def test_prometheus_rule_passes_promtool(chart: helm_python.Chart, tmp_path: Pat
     assert groups == source  # the repository's rules, unchanged
     (tmp_path / "alerts.yml").write_text(yaml.safe_dump({"groups": groups}))
     # The alerts' unit tests, run against the rendered rules.
-    shutil.copy(DASHBOARDS / "prometheus" / "alerts_test.yml", tmp_path)
+    (tmp_path / "alerts_test.yml").write_text((DASHBOARDS / "prometheus" / "alerts_test.yml").read_text())
     for args in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]):
         r = subprocess.run(
             [promtool, *args], capture_output=True, text=True, timeout=60, cwd=tmp_path
@@ -406,7 +440,7 @@ def test_notes_give_the_base_url(chart: helm_python.Chart):
 def test_service_selects_the_gateway_pods_only(rendered: dict):
     docs = rendered[("clickhouse-autoscaling-existing-secrets", KUBE_VERSIONS[-1])]
     selector = by_kind(docs, "Service")[0]["spec"]["selector"].items()
-    (deployment,) = by_kind(docs, "Deployment")
+    (deployment,) = by_kind(docs, "StatefulSet")
     assert selector <= deployment["spec"]["template"]["metadata"]["labels"].items()
     (job,) = by_kind(docs, "Job")
     (cron,) = by_kind(docs, "CronJob")
