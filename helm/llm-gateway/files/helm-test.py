@@ -34,17 +34,25 @@ received: list[dict[str, object]] = []
 class FakeUpstream(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
-        received.append({"path": self.path, "authorization": self.headers.get("authorization"),
-                         "body": body})
+        received.append(
+            {"path": self.path, "authorization": self.headers.get("authorization"), "body": body}
+        )
         if self.path != "/v1/chat/completions":
             self.send_error(404)
             return
         said = body["messages"][-1]["content"]
         answer = {
-            "id": "chatcmpl-helm-test", "object": "chat.completion",
-            "created": int(time.time()), "model": body.get("model"),
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": f"pong {said}"}}],
+            "id": "chatcmpl-helm-test",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": f"pong {said}"},
+                }
+            ],
             "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
         }
         data = json.dumps(answer).encode()
@@ -86,8 +94,10 @@ def until_answered(what: str, path: str, body: dict[str, object] | None = None):
         if status not in (0, *NOT_YET):
             return status, headers, data
         if time.monotonic() > DEADLINE:
-            fail(f"{what}: no answer in time (last: {status or 'unreachable'} "
-                 f"{data[:300].decode(errors='replace')})")
+            fail(
+                f"{what}: no answer in time (last: {status or 'unreachable'} "
+                f"{data[:300].decode(errors='replace')})"
+            )
         time.sleep(2)
 
 
@@ -104,8 +114,7 @@ def main() -> None:
     call = {"model": MODEL, "messages": [{"role": "user", "content": nonce}]}
     status, headers, data = until_answered("the proxied call", "/v1/chat/completions", call)
     if status != 200:
-        fail(f"POST /v1/chat/completions answered {status}: "
-             f"{data[:500].decode(errors='replace')}")
+        fail(f"POST /v1/chat/completions answered {status}: {data[:500].decode(errors='replace')}")
     answer = json.loads(data)["choices"][0]["message"]["content"]
     if answer != f"pong {nonce}":
         fail(f"the answer is not the fake upstream's: {answer!r}")
@@ -114,8 +123,11 @@ def main() -> None:
         fail("the gateway answered, but the fake upstream never saw the call")
     if any(KEY in str(r["authorization"]) for r in mine):
         fail("the gateway key reached the upstream: it must stay in the gateway")
-    print(f"ok: call {headers.get('x-request-id', '?')} went through the gateway to the "
-          "fake upstream and back", flush=True)
+    print(
+        f"ok: call {headers.get('x-request-id', '?')} went through the gateway to the "
+        "fake upstream and back",
+        flush=True,
+    )
     server.shutdown()
 
 
