@@ -35,6 +35,7 @@ PROGRAMS = {
     "promtool": Prerequisite(("promtool",), "apt-get install prometheus"),
     "redis-server": Prerequisite(("redis-server",), "apt-get install redis-server"),
     "node": Prerequisite(("node",), "apt-get install nodejs npm"),
+    "npm": Prerequisite(("npm",), "apt-get install nodejs npm"),
     "uv": Prerequisite(("uv",), "pip install uv"),
 }
 
