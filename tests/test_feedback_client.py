@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import pytest
 from llm_gateway_feedback import AsyncFeedbackClient, FeedbackClient, FeedbackError, event
 
 from tests.conftest import GatewayProcess
+from tests.prereqs import program
 
 
 def llm_call(gw: GatewayProcess) -> str:
@@ -233,9 +233,7 @@ print(m.FeedbackClient.__name__, m.event("share", "r-1")["name"])
 
 
 def test_the_client_is_a_wheel_of_its_own(tmp_path: Path):
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.skip("uv is not on PATH")
+    uv = program("uv")
     p = subprocess.run([uv, "build", "--wheel", "--out-dir", str(tmp_path), str(CLIENT_DIR)],
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     assert p.returncode == 0, p.stderr
