@@ -37,13 +37,7 @@ def llm_call(gw: GatewayProcess) -> str:
 
 
 def rows(gw: GatewayProcess, where: str, n: int, timeout: float = 10) -> list[dict[str, Any]]:
-    q = f"SELECT * FROM llm_feedback FINAL WHERE {where} ORDER BY ts, name"
-    deadline = time.monotonic() + timeout
-    while len(found := gw.sql(q)) < n:
-        assert time.monotonic() < deadline, f"expected {n} rows where {where}, got {found}"
-        time.sleep(0.05)
-    time.sleep(0.2)  # a duplicate would show up now
-    return gw.sql(q)
+    return gw.wait_rows(where, n, timeout, table="llm_feedback")
 
 
 def test_every_signal_lands(gateway: GatewayProcess):
@@ -371,13 +365,19 @@ for name in ("suggestion_shown", "copy", "share"):
 """
 
 
-def test_queued_events_are_sent_at_exit(gateway: GatewayProcess):
+def app_process_sends(gateway: GatewayProcess, script: str, n: int) -> None:
+    """Run `script` (an app: it prints the ids of the events it tracks) about one call;
+    exactly those n events land."""
     rid = llm_call(gateway)
-    p = subprocess.run([sys.executable, "-c", EXITS_WITH_QUEUED_EVENTS, gateway.url, rid],
+    p = subprocess.run([sys.executable, "-c", script, gateway.url, rid],
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert p.returncode == 0, p.stderr
-    got = rows(gateway, f"request_id = '{rid}'", 3)
+    got = rows(gateway, f"request_id = '{rid}'", n)
     assert sorted(r["event_id"] for r in got) == sorted(p.stdout.split())
+
+
+def test_queued_events_are_sent_at_exit(gateway: GatewayProcess):
+    app_process_sends(gateway, EXITS_WITH_QUEUED_EVENTS, 3)
 
 
 FORKS = """
@@ -397,9 +397,4 @@ sys.exit(os.waitstatus_to_exitcode(status))
 
 
 def test_a_forked_process_sends_its_own_events(gateway: GatewayProcess):
-    rid = llm_call(gateway)
-    p = subprocess.run([sys.executable, "-c", FORKS, gateway.url, rid],
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert p.returncode == 0, p.stderr
-    got = rows(gateway, f"request_id = '{rid}'", 2)
-    assert sorted(r["event_id"] for r in got) == sorted(p.stdout.split())
+    app_process_sends(gateway, FORKS, 2)

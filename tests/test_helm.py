@@ -7,7 +7,12 @@
   Kubernetes OpenAPI schemas of two versions (`kubernetes-validate`, offline).
 - The ServiceMonitor and PrometheusRule are validated against the Prometheus Operator's CRD
   schemas, as compiled in the npm package `@kubernetes-models/prometheus-operator`
-  (installed under .ci/node by .ci/run).
+  (installed under .ci/node by .ci/run). The HTTPRoute is validated against the Gateway
+  API's own CRD, vendored under tests/crds/ (its README names the release), strictly.
+- What the chart adds to the gateway config (public host names, Redis, `helm test`'s
+  provider, route and key) is checked through the gateway's own parsing;
+  tests/test_helm_e2e.py runs the `helm test` Pod's check and the bundled Redis's
+  arguments for real.
 - The gateway config the chart renders passes the gateway's own validation; the rendered
   PrometheusRule's rules pass `promtool check rules` and the alerts' unit tests.
 """

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -133,15 +132,6 @@ console.log(JSON.stringify(Object.keys(feedback).sort()));
 """
 
 
-def feedback_rows(gw: GatewayProcess, rid: str, n: int) -> list[dict[str, object]]:
-    q = f"SELECT * FROM llm_feedback FINAL WHERE request_id = '{rid}'"
-    deadline = time.monotonic() + 10
-    while len(found := gw.sql(q)) < n:
-        assert time.monotonic() < deadline, f"expected {n} events for {rid}, got {found}"
-        time.sleep(0.05)
-    return found
-
-
 def llm_call(gw: GatewayProcess) -> str:
     call = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}
     r = httpx.post(gw.url + "/v1/chat/completions", json=call, timeout=10)
@@ -163,7 +153,7 @@ def test_node_imports_the_package_and_sends_events(
     *ids, keys = p.stdout.split()
     declared = re.findall(r"^  (\w+)\(", (PACKAGE / "feedback.d.ts").read_text(), re.M)
     assert json.loads(keys) == sorted(declared)  # the declarations name every method, no other
-    got = feedback_rows(gateway, rid, len(ids))
+    got = gateway.wait_rows(f"request_id = '{rid}'", len(ids), table="llm_feedback")
     assert sorted(r["event_id"] for r in got) == sorted(ids)
     assert {r["app"] for r in got} == {app_name}
 

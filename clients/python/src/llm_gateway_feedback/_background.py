@@ -26,6 +26,9 @@ from llm_gateway_feedback._events import FeedbackError
 log = logging.getLogger("llm_gateway_feedback")
 
 Batch = list[dict[str, Any]]
+# Signals to the worker, on the queue with the events: send what you have; then stop.
+_FLUSH: Any = object()
+_STOP: Any = object()
 Report = Callable[[FeedbackError, Batch], None]
 
 
@@ -39,7 +42,7 @@ class BackgroundSender:
         self.flush_interval = flush_interval
         self.dropped = 0  # events refused because the queue was full
         self._lock = threading.Lock()
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(max_queue_size)
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(max_queue_size)
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._closed = False
@@ -73,47 +76,55 @@ class BackgroundSender:
                                                 daemon=True)  # fmt: skip
                 self._thread.start()
 
-    def _next_batch(self) -> Batch | None:
-        """Up to flush_at events, waiting at most flush_interval after the first; None
-        when told to stop (and nothing is left)."""
-        first = self._queue.get()
-        if first is None:
-            self._queue.task_done()
-            return None
-        batch = [first]
-        deadline = time.monotonic() + self.flush_interval
+    def _next_batch(self) -> tuple[Batch, bool]:
+        """Up to flush_at events, waiting at most flush_interval after the first (less when
+        a flush asks for what is there), and whether the worker was told to stop."""
+        batch: Batch = []
+        deadline: float | None = None
         while len(batch) < self.flush_at:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                ev = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                item = self._queue.get(timeout=wait)
             except queue.Empty:
                 break
-            if ev is None:  # stop after this batch
-                self._queue.task_done()
-                self._queue.put_nowait(None)
-                break
-            batch.append(ev)
-        return batch
+            if item is _STOP or item is _FLUSH:
+                self._queue.task_done()  # an event is done once delivered, a signal now
+                if item is _STOP:
+                    return batch, True
+                if batch:
+                    break
+                continue
+            batch.append(item)
+            if deadline is None:
+                deadline = time.monotonic() + self.flush_interval
+        return batch, False
 
     def _run(self) -> None:
         while True:
-            batch = self._next_batch()
-            if batch is None:
+            batch, stop = self._next_batch()
+            if batch:
+                try:
+                    self._deliver(batch)
+                except Exception as e:  # never let the worker die: the next batch must go
+                    log.exception("feedback: sending a batch failed")
+                    self._report(FeedbackError(0, f"unexpected error: {e!r}"), batch)
+                finally:
+                    for _ in batch:
+                        self._queue.task_done()
+            if stop:
                 return
-            try:
-                self._deliver(batch)
-            except Exception as e:  # never let the worker die: the next batch must go
-                log.exception("feedback: sending a batch failed")
-                self._report(FeedbackError(0, f"unexpected error: {e!r}"), batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every queued event was sent (or given up on); False on timeout."""
+        """Send what is queued now, and wait until it was sent (or given up on); False on
+        timeout."""
         if self._thread is None or self._pid != os.getpid():
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
         q = self._queue
+        try:  # the worker stops gathering a batch and sends what it has
+            q.put(_FLUSH, timeout=timeout)
+        except queue.Full:
+            return False
         with q.all_tasks_done:
             while q.unfinished_tasks:
                 left = None if deadline is None else deadline - time.monotonic()
@@ -130,7 +141,7 @@ class BackgroundSender:
         done = self.flush(timeout)
         if self._thread is not None and self._pid == os.getpid():
             with contextlib.suppress(queue.Full):  # then the daemon thread dies with us
-                self._queue.put_nowait(None)
+                self._queue.put_nowait(_STOP)
             self._thread.join(0 if not done else timeout)
         if not done:
             left = self._queue.qsize()
