@@ -11,15 +11,11 @@ import tempfile
 import time
 from types import TracebackType
 
-import pytest
-
-REDIS_SERVER = shutil.which("redis-server")
+from tests.prereqs import program
 
 
 def require_redis() -> str:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
-    return REDIS_SERVER
+    return program("redis-server")
 
 
 def _free_port() -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import zlib
 from collections import Counter
@@ -38,6 +37,7 @@ from gateway.money import usd
 from gateway.record import CallRecord, encode_line
 from gateway.store import migrate
 from gateway.store.chdb_store import ChdbStore
+from tests.prereqs import program
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboards" / "grafana" / "drift.json"
@@ -627,9 +627,7 @@ def test_dashboard_sql_runs_on_llm_drift(run: Run):
 
 
 def test_alert_rule_checks_and_fires(tmp_path: Path):
-    promtool = shutil.which("promtool")
-    if not promtool:
-        pytest.skip("promtool not installed (Debian package prometheus)")
+    promtool = program("promtool")
     r = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     series = 'gateway_drift_{}{{instance="{}", app="web", model="gpt-4o", metric="{}"}}'
