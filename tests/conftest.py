@@ -126,12 +126,18 @@ class GatewayProcess:
         assert len(rows) == 1, rows
         return rows[0]
 
-    def wait_rows(self, where: str, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    def wait_rows(
+        self, where: str, n: int, timeout: float = 10.0, table: str = "llm_calls"
+    ) -> list[dict[str, Any]]:
+        """At least n rows of `table` where `where`, once the writer flushed them. Of
+        llm_calls, the rows as stored (a late duplicate shows); of llm_feedback, as its
+        readers see them: an event sent twice is one (FINAL)."""
+        order, final = ("started_at", "") if table == "llm_calls" else ("ts, name", "FINAL")
         deadline = time.monotonic() + timeout
         rows: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             try:
-                rows = self.sql(f"SELECT * FROM llm_calls FINAL WHERE {where} ORDER BY started_at")
+                rows = self.sql(f"SELECT * FROM {table} FINAL WHERE {where} ORDER BY {order}")
             except AssertionError as e:
                 # the gateway listens before its store is migrated: no table is no rows yet
                 if "UNKNOWN_TABLE" not in str(e):
@@ -139,7 +145,7 @@ class GatewayProcess:
                 rows = []
             if len(rows) >= n:
                 time.sleep(0.1)  # a late duplicate would show up now
-                return self.sql(f"SELECT * FROM llm_calls WHERE {where} ORDER BY started_at")
+                return self.sql(f"SELECT * FROM {table} {final} WHERE {where} ORDER BY {order}")
             time.sleep(0.05)
         raise AssertionError(f"expected {n} rows where {where}, got {len(rows)}")
 

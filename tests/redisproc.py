@@ -12,15 +12,11 @@ import tempfile
 import time
 from types import TracebackType
 
-import pytest
-
-REDIS_SERVER = shutil.which("redis-server")
+from tests.prereqs import program
 
 
 def require_redis() -> str:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
-    return REDIS_SERVER
+    return program("redis-server")
 
 
 def _free_port() -> int:
@@ -97,7 +93,7 @@ class RedisClusterServers:
         self.nodes = [RedisServer("--cluster-enabled", "yes", "--cluster-config-file",
                                   "nodes.conf", "--cluster-node-timeout", "5000")
                       for _ in range(nodes)]  # fmt: skip
-        self.cli = shutil.which("redis-cli")
+        self.cli: str | None = None
 
     @property
     def url(self) -> str:
@@ -110,8 +106,7 @@ class RedisClusterServers:
         return out.stdout.strip()
 
     def start(self) -> RedisClusterServers:
-        if self.cli is None:
-            pytest.skip("redis-cli is not installed (Debian: apt-get install redis-tools)")
+        self.cli = program("redis-cli")
         for n in self.nodes:
             n.start()
         addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]

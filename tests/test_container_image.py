@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import tomllib
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import pytest
 import yaml
 
 from gateway.config import ServerConfig
+from tests.prereqs import program
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -103,9 +103,7 @@ def test_installs_as_ci_does():
 
 @pytest.mark.parametrize("cmd", uv_syncs(DOCKERFILE.read_text()), ids=" ".join)
 def test_the_image_install_resolves_from_the_lock(cmd: list[str], tmp_path: Path):
-    uv = shutil.which("uv")
-    if not uv:
-        pytest.skip("uv not on PATH")
+    uv = program("uv")
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(tmp_path / "venv"), "NO_COLOR": "1"}
     env.pop("VIRTUAL_ENV", None)
     r = subprocess.run(

@@ -61,6 +61,11 @@ NOT_RUN = [
     ("README.md", "kubectl ", "needs a Kubernetes cluster"),
     ("README.md", "helm install ", "needs a Kubernetes cluster (tests/helm/test_helm.py renders "
      "the chart)"),
+    ("README.md", "helm test ", "needs a Kubernetes cluster (tests/test_helm_e2e.py runs the "
+     "test Pod's check against a gateway started with the rendered config)"),
+    ("README.md", "helm template", "a tool's way of rendering, named, not run"),
+    ("README.md", "npm ci --prefix .ci/node",
+     "installs the test suite's own node packages, which the running suite uses"),
     ("README.md", "llm-gateway migrate", "the chart's pre-install Job, inside the image"),
     ("README.md", "llm-gateway drift", "the chart's CronJob, inside the image"),
     ("docs/runbooks.md", "llm-gateway drift",

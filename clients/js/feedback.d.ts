@@ -1,9 +1,11 @@
-// Types of llm-gateway's browser collector: the ES module (`import LLMFeedback from
-// "llm-gateway-feedback"`) and the classic script (`window.LLMFeedback`).
+// Types of llm-gateway's feedback collector: the ES module (`import LLMFeedback from
+// "llm-gateway-feedback"`, in a page or in Node) and the classic script
+// (`window.LLMFeedback`). feedback.d.cts types the CommonJS entry with the same names.
 
 /** Options of `init`. */
 export interface InitOptions {
-  /** A publishable feedback key (`pk_...`); browsers need one. */
+  /** A feedback key: publishable (`pk_...`) in browsers, which need one; in Node a server
+   *  key, or none when the gateway has no feedback keys. */
   key?: string;
   /** The gateway's address, e.g. "https://gateway.example.com". Default: where the classic
    *  script was loaded from (the ES module cannot know: pass it). */
@@ -48,7 +50,8 @@ export interface LLMFeedbackApi {
   /** Send now: the HTTP status, 0 on a network or CORS failure (events kept), null when
    *  there was nothing to send. */
   flush(): Promise<number | null>;
-  /** Measure how long `element`, the answer of call `requestId`, is seen (dwell). */
+  /** Measure how long `element`, the answer of call `requestId`, is seen (dwell). In a
+   *  page only. */
   observe(element: Element, requestId: string): void;
   /** Stop measuring `element`, recording the span in progress. */
   unobserve(element: Element): void;
@@ -67,8 +70,9 @@ export interface LLMFeedbackApi {
   sessionEnd(extra?: EventFields): string;
 }
 
-/** The page's collector; undefined outside a browser. */
-export declare const LLMFeedback: LLMFeedbackApi | undefined;
+/** The collector: the page's one, or in Node the process's (its periodic flush does not
+ *  keep the process alive; what is queued is sent before it exits). */
+export declare const LLMFeedback: LLMFeedbackApi;
 export default LLMFeedback;
 
 declare global {

@@ -6,13 +6,15 @@ against a mock transport, and the client as a wheel of its own."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
-import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import pytest
 from llm_gateway_feedback import AsyncFeedbackClient, FeedbackClient, FeedbackError, event
 
 from tests.conftest import ROOT, GatewayProcess
+from tests.prereqs import program
 
 
 def llm_call(gw: GatewayProcess) -> str:
@@ -34,13 +37,7 @@ def llm_call(gw: GatewayProcess) -> str:
 
 
 def rows(gw: GatewayProcess, where: str, n: int, timeout: float = 10) -> list[dict[str, Any]]:
-    q = f"SELECT * FROM llm_feedback FINAL WHERE {where} ORDER BY ts, name"
-    deadline = time.monotonic() + timeout
-    while len(found := gw.sql(q)) < n:
-        assert time.monotonic() < deadline, f"expected {n} rows where {where}, got {found}"
-        time.sleep(0.05)
-    time.sleep(0.2)  # a duplicate would show up now
-    return gw.sql(q)
+    return gw.wait_rows(where, n, timeout, table="llm_feedback")
 
 
 def test_every_signal_lands(gateway: GatewayProcess):
@@ -104,19 +101,41 @@ def test_resending_an_event_is_idempotent(gateway: GatewayProcess):
     assert (row["event_id"], row["value"]) == (ev["event_id"], 3.0)
 
 
-def test_refusals_raise_naming_the_field(gateway: GatewayProcess):
+class Errors:
+    """An on_error handler that keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[FeedbackError, list[dict[str, Any]]]] = []
+
+    def __call__(self, error: FeedbackError, events: list[dict[str, Any]]) -> None:
+        self.seen.append((error, events))
+
+    def params(self) -> list[str | None]:
+        return [e.param for e, _ in self.seen]
+
+
+@pytest.mark.parametrize("sync_mode", [True, False], ids=["sync", "background"])
+def test_refused_signals_are_reported_never_raised(gateway: GatewayProcess, sync_mode: bool):
+    rid = llm_call(gateway)
+    errors = Errors()
+    with FeedbackClient(gateway.url, sync_mode=sync_mode, on_error=errors) as fb:
+        bad = fb.rating(rid, "five")  # type: ignore[arg-type]
+        fb.defect(rid, "")
+        fb.track("copy", rid, colour="red")
+        good = fb.copy(rid)
+        fb.flush()
+    assert errors.params() == ["value", "string_value", "colour"]
+    error, events = errors.seen[0]
+    assert (error.status, error.code) == (422, "invalid_feedback") and "`value`" in str(error)
+    assert [e["event_id"] for e in events] == [bad]
+    (row,) = rows(gateway, f"request_id = '{rid}'", 1)  # the valid one, in the same batch
+    assert row["event_id"] == good
+
+
+def test_send_raises_naming_the_field(gateway: GatewayProcess):
+    """`send()` is the explicit call that returns the gateway's answer, so it raises."""
     rid = llm_call(gateway)
     with FeedbackClient(gateway.url) as fb:
-        with pytest.raises(FeedbackError) as e:
-            fb.rating(rid, "five")  # type: ignore[arg-type]
-        assert (e.value.status, e.value.code, e.value.param) == (422, "invalid_feedback", "value")
-        assert "`value`" in str(e.value) and "422" in str(e.value)
-        with pytest.raises(FeedbackError, match="string_value") as e:
-            fb.defect(rid, "")
-        assert e.value.param == "string_value"
-        with pytest.raises(FeedbackError, match="colour") as e:
-            fb.track("copy", rid, colour="red")
-        assert e.value.param == "colour"
         # A batch: the valid ones are kept and the answer says which were not...
         out = fb.send([event("copy", rid), event("rating", rid)])
         assert (out["accepted"], out["rejected"]) == (1, 1)
@@ -130,11 +149,11 @@ def test_refusals_raise_naming_the_field(gateway: GatewayProcess):
 
 async def test_async_client(gateway: GatewayProcess):
     rid = await asyncio.to_thread(llm_call, gateway)
-    async with AsyncFeedbackClient(gateway.url, app="client-async") as fb:
+    errors = Errors()
+    async with AsyncFeedbackClient(gateway.url, app="client-async", on_error=errors) as fb:
         ids = await asyncio.gather(fb.accepted(rid), fb.rating(rid, 4), fb.dwell(rid, 500))
-        with pytest.raises(FeedbackError) as e:
-            await fb.thumbs(rid, True, source="robot")
-        assert e.value.param == "source"
+        refused = await fb.thumbs(rid, True, source="robot")  # reported, not raised
+    assert errors.params() == ["source"] and errors.seen[0][1][0]["event_id"] == refused
     got = await asyncio.to_thread(rows, gateway, f"request_id = '{rid}'", 3)
     assert {r["event_id"] for r in got} == set(ids)
     assert sorted((r["name"], r["value"], r["app"]) for r in got) == [
@@ -159,7 +178,8 @@ def test_request_shape_and_retries():
                                          "results": results})  # fmt: skip
 
     http = httpx.Client(transport=httpx.MockTransport(handler))
-    fb = FeedbackClient("http://gw.test/", key="sk_fb_secret_1", app="shop", http=http)
+    fb = FeedbackClient("http://gw.test/", key="sk_fb_secret_1", app="shop", http=http,
+                        sync_mode=True)  # fmt: skip
     eid = fb.thumbs("req-1", True, session_id="s-1")
     assert len(seen) == 2 and seen[0].content == seen[1].content
     req = seen[1]
@@ -176,17 +196,22 @@ def test_request_shape_and_retries():
                "code": "missing_api_key"}  # fmt: skip
         return httpx.Response(401, json={"error": err})
 
-    fb = FeedbackClient("http://gw.test", http=httpx.Client(transport=httpx.MockTransport(refuse)))
-    with pytest.raises(FeedbackError, match="missing_api_key") as e:
-        fb.copy("req-1")
-    assert e.value.status == 401 and e.value.param is None
+    errors = Errors()
+    fb = FeedbackClient("http://gw.test", http=httpx.Client(transport=httpx.MockTransport(refuse)),
+                        sync_mode=True, on_error=errors)  # fmt: skip
+    fb.copy("req-1")
+    ((error, _),) = errors.seen
+    assert (error.status, error.code, error.param) == (401, "missing_api_key", None)
 
 
-def test_unreachable_gateway_raises():
-    fb = FeedbackClient("http://127.0.0.1:9", timeout=0.5, retries=1)
-    with pytest.raises(FeedbackError, match="unreachable") as e:
-        fb.copy("req-1")
-    assert e.value.status == 0
+def test_unreachable_gateway_is_reported():
+    errors = Errors()
+    fb = FeedbackClient("http://127.0.0.1:9", timeout=0.5, retries=1, on_error=errors)
+    eid = fb.copy("req-1")
+    assert fb.flush(30)
+    ((error, events),) = errors.seen
+    assert error.status == 0 and "unreachable" in str(error)
+    assert [e["event_id"] for e in events] == [eid]
     fb.close()
 
 
@@ -202,9 +227,7 @@ print(m.FeedbackClient.__name__, m.event("share", "r-1")["name"])
 
 
 def test_the_client_is_a_wheel_of_its_own(tmp_path: Path):
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.skip("uv is not on PATH")
+    uv = program("uv")
     p = subprocess.run([uv, "build", "--wheel", "--out-dir", str(tmp_path), str(CLIENT_DIR)],
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     assert p.returncode == 0, p.stderr
@@ -221,3 +244,157 @@ def test_the_client_is_a_wheel_of_its_own(tmp_path: Path):
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["FeedbackClient", "share"]
+
+
+# ---------------------------------------------------------------- sending in the background
+class Gate:
+    """An HTTP hop between the client and the gateway that holds each request until
+    opened (a gateway that is slow to answer), can answer 503 first, and counts what it
+    forwards: the batches, and the events in each."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.open = threading.Event()
+        self.arrived = threading.Event()
+        self.fail_first = 0
+        self.batches: list[list[str]] = []  # event ids per request that reached it
+        gate = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                gate.batches.append([e["event_id"] for e in json.loads(body)])
+                gate.arrived.set()
+                assert gate.open.wait(60), "the gate was never opened"
+                if gate.fail_first:
+                    gate.fail_first -= 1
+                    status, answer = 503, b'{"error": {"message": "busy"}}'
+                else:
+                    r = httpx.post(gate.upstream + self.path, content=body, timeout=30,
+                                   headers={"content-type": "application/json"})  # fmt: skip
+                    status, answer = r.status_code, r.content
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.open.set()
+        self.server.shutdown()
+
+
+@pytest.fixture
+def gate(gateway: GatewayProcess) -> Iterator[Gate]:
+    g = Gate(gateway.url)
+    yield g
+    g.close()
+
+
+def test_signals_return_before_the_gateway_answers(gateway: GatewayProcess, gate: Gate):
+    """The app's thread only queues: with the gateway holding every request, each signal
+    still returns its id; the events go later, in one batch, when flushed."""
+    rid = llm_call(gateway)
+    fb = FeedbackClient(gate.url, flush_at=5, flush_interval=60)
+    ids = [fb.shown(rid), fb.accepted(rid), fb.copy(rid), fb.rating(rid, 5), fb.dwell(rid, 9)]
+    assert gate.arrived.wait(30)  # five queued: one batch on its way, held at the gate
+    assert gateway.sql(f"SELECT * FROM llm_feedback WHERE request_id = '{rid}'") == []
+    gate.open.set()
+    assert fb.flush(30)
+    assert gate.batches == [ids]
+    got = rows(gateway, f"request_id = '{rid}'", 5)
+    assert sorted(r["event_id"] for r in got) == sorted(ids)
+    fb.close()
+
+
+def test_a_failed_batch_is_retried_and_counted_once(gateway: GatewayProcess, gate: Gate):
+    rid = llm_call(gateway)
+    gate.fail_first = 2
+    gate.open.set()
+    errors = Errors()
+    with FeedbackClient(gate.url, flush_interval=0.05, on_error=errors) as fb:
+        eid = fb.accepted(rid)
+        assert fb.flush(30)
+    assert gate.batches == [[eid]] * 3 and errors.seen == []
+    (row,) = rows(gateway, f"request_id = '{rid}'", 1)
+    assert row["event_id"] == eid
+
+
+def test_a_full_queue_drops_new_events_and_says_so(gateway: GatewayProcess, gate: Gate):
+    rid = llm_call(gateway)
+    errors = Errors()
+    fb = FeedbackClient(gate.url, max_queue_size=3, flush_at=1, on_error=errors)
+    in_flight = fb.accepted(rid)
+    assert gate.arrived.wait(30)  # taken off the queue, held at the gate
+    queued = [fb.copy(rid), fb.share(rid), fb.regenerate(rid)]
+    dropped = [fb.rating(rid, 1), fb.rating(rid, 2)]  # no room left: dropped, not blocked
+    assert fb.dropped == 2
+    assert [e["event_id"] for err, evs in errors.seen for e in evs] == dropped
+    assert all("queue full" in str(err) for err, _ in errors.seen)
+    gate.open.set()
+    assert fb.close(30)
+    got = rows(gateway, f"request_id = '{rid}'", 4)
+    assert sorted(r["event_id"] for r in got) == sorted([in_flight, *queued])
+
+
+def test_sync_mode_sends_before_returning(gateway: GatewayProcess, gate: Gate):
+    rid = llm_call(gateway)
+    gate.open.set()
+    with FeedbackClient(gate.url, sync_mode=True) as fb:
+        eid = fb.accepted(rid)
+        assert gate.batches == [[eid]]  # delivered when the call returned, no flush
+    (row,) = rows(gateway, f"request_id = '{rid}'", 1)
+    assert row["event_id"] == eid
+
+
+EXITS_WITH_QUEUED_EVENTS = """
+import sys
+from llm_gateway_feedback import FeedbackClient
+
+fb = FeedbackClient(sys.argv[1], flush_interval=60)  # nothing would go before a minute
+for name in ("suggestion_shown", "copy", "share"):
+    print(fb.track(name, sys.argv[2]))
+# no flush, no close: the interpreter's exit sends what is queued
+"""
+
+
+def app_process_sends(gateway: GatewayProcess, script: str, n: int) -> None:
+    """Run `script` (an app: it prints the ids of the events it tracks) about one call;
+    exactly those n events land."""
+    rid = llm_call(gateway)
+    p = subprocess.run([sys.executable, "-c", script, gateway.url, rid],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    got = rows(gateway, f"request_id = '{rid}'", n)
+    assert sorted(r["event_id"] for r in got) == sorted(p.stdout.split())
+
+
+def test_queued_events_are_sent_at_exit(gateway: GatewayProcess):
+    app_process_sends(gateway, EXITS_WITH_QUEUED_EVENTS, 3)
+
+
+FORKS = """
+import os, sys
+from llm_gateway_feedback import FeedbackClient
+
+fb = FeedbackClient(sys.argv[1], flush_interval=0.05)
+print(fb.accepted(sys.argv[2]), flush=True)  # the parent's worker thread starts
+fb.flush(30)
+pid = os.fork()
+if pid == 0:  # a worker process (gunicorn, celery): the thread did not come along
+    print(fb.copy(sys.argv[2]), flush=True)
+    os._exit(0 if fb.close(30) else 1)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_process_sends_its_own_events(gateway: GatewayProcess):
+    app_process_sends(gateway, FORKS, 2)

@@ -9,15 +9,12 @@ The package and TypeScript are installed under .ci/node by .ci/run (`npm ci`).
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import ROOT
+from tests.prereqs import ci_node_package
 
 GRAFANA = ROOT / "dashboards" / "grafana"
 NODE_MODULES = ROOT / ".ci" / "node" / "node_modules"
@@ -72,12 +69,9 @@ TSCONFIG = {
 
 
 def tsc() -> Path:
-    binary = NODE_MODULES / ".bin" / "tsc"
-    if binary.exists() and SCHEMA.is_dir() and shutil.which("node"):
-        return binary
-    if os.environ.get("CI"):
-        pytest.fail("node with .ci/node's packages is needed: .ci/run runs `npm ci` there")
-    pytest.skip("needs node and `npm ci` in .ci/node")
+    ci_node_package("@grafana/schema")
+    ci_node_package("typescript")
+    return NODE_MODULES / ".bin" / "tsc"
 
 
 def write_project(directory: Path, dashboards: dict[str, object]) -> None:

@@ -58,10 +58,41 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- .Values.providerKeys.existingSecret | default (printf "%s-providers" (include "llm-gateway.fullname" .)) }}
 {{- end }}
 
+{{/* The Secret with Redis's URL (an existing Redis) or password (the bundled one). */}}
+{{- define "llm-gateway.redisSecretName" -}}
+{{- $own := printf "%s-redis" (include "llm-gateway.fullname" .) }}
+{{- if .Values.redis.bundled.enabled }}
+{{- .Values.redis.bundled.existingSecret | default $own }}
+{{- else }}
+{{- .Values.redis.existingSecret | default $own }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret with the gateway key `helm test` calls with. */}}
+{{- define "llm-gateway.testKeySecretName" -}}
+{{- .Values.tests.existingKeySecret | default (printf "%s-helm-test" (include "llm-gateway.fullname" .)) }}
+{{- end }}
+
+{{/* Whether the gateway uses Redis, one of its own or the bundled one. */}}
+{{- define "llm-gateway.redis" -}}
+{{- if or .Values.redis.bundled.enabled .Values.redis.url .Values.redis.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/*
+A generated secret value that stays what it is across upgrades: the value already stored
+under `key` in the Secret `name`, else `new`. Takes (dict "ctx" $ "name" N "key" K "new" V).
+`helm template` cannot look the Secret up, so each of its renders makes a new value.
+*/}}
+{{- define "llm-gateway.keptSecretValue" -}}
+{{- $found := lookup "v1" "Secret" .ctx.Release.Namespace .name }}
+{{- $data := (and $found $found.data) | default dict }}
+{{- if hasKey $data .key }}{{ index $data .key | b64dec }}{{ else }}{{ .new }}{{ end }}
+{{- end }}
+
 {{/*
 The Secrets the chart creates from values (none for an existingSecret). Takes (dict "ctx" $
 "hook" BOOL): the migration hook runs before the release's own Secrets exist, so it gets
-copies of its own, named with a "-migrate" suffix.
+copies of its own, named with a "-migrate" suffix (Redis's aside: migrating needs none).
 */}}
 {{- define "llm-gateway.secrets" -}}
 {{- $suffix := ternary "-migrate" "" .hook }}
@@ -104,6 +135,51 @@ stringData:
   {{ $k }}: {{ $v | quote }}
   {{- end }}
 {{- end }}
+{{- if and .Values.tests.enabled (not .Values.tests.existingKeySecret) }}
+{{- $name := printf "%s%s" (include "llm-gateway.testKeySecretName" .) $suffix }}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "llm-gateway.labels" . | nindent 4 }}
+  {{- if $hook }}
+  annotations:
+    {{- include "llm-gateway.hookAnnotations" "-10" | nindent 4 }}
+  {{- end }}
+type: Opaque
+stringData:
+  key: {{ include "llm-gateway.keptSecretValue" (dict "ctx" . "name" $name "key" "key" "new" (printf "lgw_%s" (randAlphaNum 43))) | quote }}
+{{- end }}
+{{- if and (not $hook) (include "llm-gateway.redis" .) }}
+{{- $redis := .Values.redis }}
+{{- if and $redis.bundled.enabled (not $redis.bundled.existingSecret) }}
+{{- $name := include "llm-gateway.redisSecretName" . }}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "llm-gateway.labels" . | nindent 4 }}
+    app.kubernetes.io/component: redis
+type: Opaque
+stringData:
+  password: {{ include "llm-gateway.keptSecretValue" (dict "ctx" . "name" $name "key" "password" "new" (randAlphaNum 32)) | quote }}
+{{- else if and (not $redis.bundled.enabled) (not $redis.existingSecret) }}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ include "llm-gateway.redisSecretName" . }}
+  labels:
+    {{- include "llm-gateway.labels" . | nindent 4 }}
+type: Opaque
+stringData:
+  url: {{ $redis.url | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -117,240 +193,4 @@ helm.sh/hook-delete-policy: before-hook-creation
 {{/* Whether drift runs as a CronJob (ClickHouse) rather than inside the gateway. */}}
 {{- define "llm-gateway.driftCronJob" -}}
 {{- if and .Values.drift.enabled (include "llm-gateway.clickhouse" .) }}true{{ end }}
-{{- end }}
-
-{{/*
-Values the chart refuses, each with the reason. values.schema.json catches wrong types and
-names; these are the combinations a schema cannot say.
-*/}}
-{{- define "llm-gateway.validate" -}}
-{{- if include "llm-gateway.clickhouse" . }}
-{{- if and (not .Values.store.clickhouse.existingSecret) (not .Values.store.clickhouse.url) }}
-{{- fail "store.mode=clickhouse needs the server: set store.clickhouse.url (and username/password), or store.clickhouse.existingSecret" }}
-{{- end }}
-{{- else }}
-{{- if gt (int .Values.replicaCount) 1 }}
-{{- fail (printf "store.mode=embedded runs one replica: the embedded chDB store lives in a single pod's volume and only one process can open it (replicaCount is %d). Use store.mode=clickhouse to run several replicas." (int .Values.replicaCount)) }}
-{{- end }}
-{{- if .Values.autoscaling.enabled }}
-{{- fail "store.mode=embedded cannot autoscale: the embedded chDB store lives in a single pod's volume and only one process can open it. Set autoscaling.enabled=false, or use store.mode=clickhouse." }}
-{{- end }}
-{{- if gt (int .Values.gateway.workers) 1 }}
-{{- fail "store.mode=embedded runs one worker process (gateway.workers=1): the embedded chDB store is a single-process engine. Use store.mode=clickhouse for several workers." }}
-{{- end }}
-{{- end }}
-{{- range $key := list "server" "store" "log" }}
-{{- if hasKey $.Values.config $key }}
-{{- fail (printf "config.%s is set by the chart: use the gateway.* and store.* values instead" $key) }}
-{{- end }}
-{{- end }}
-{{- if hasKey .Values.config "drift" }}
-{{- fail "config.drift is set by the chart: use drift.enabled and drift.settings instead" }}
-{{- end }}
-{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
-{{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
-{{- end }}
-{{- end }}
-
-{{/* The gateway's config file: the user's `config` plus what the chart decides. */}}
-{{- define "llm-gateway.config" -}}
-{{- $ch := .Values.store.clickhouse }}
-{{- $store := dict "kind" "chdb" "path" "/data/store" }}
-{{- if include "llm-gateway.clickhouse" . }}
-{{- $store = dict "kind" "clickhouse" "url" "${LLM_GATEWAY_STORE_URL}" "username" "${LLM_GATEWAY_STORE_USERNAME}" "password" "${LLM_GATEWAY_STORE_PASSWORD}" "database" $ch.database "async_insert" $ch.asyncInsert }}
-{{- if $ch.cluster }}{{ $_ := set $store "cluster" $ch.cluster }}{{ end }}
-{{- end }}
-{{- $drift := merge (dict "enabled" (and .Values.drift.enabled (not (include "llm-gateway.driftCronJob" .)))) (deepCopy .Values.drift.settings) }}
-{{- $managed := dict
-  "server" (dict "host" "0.0.0.0" "port" (int .Values.gateway.port) "workers" (int .Values.gateway.workers) "shutdown_grace_s" .Values.gateway.shutdownGraceSeconds)
-  "store" $store
-  "log" (dict "dir" "/data/log")
-  "drift" $drift }}
-{{- toYaml (merge $managed (deepCopy .Values.config)) }}
-{{- end }}
-
-{{/*
-Environment shared by the gateway, the migration Job and the drift CronJob. Takes
-(dict "ctx" $ "suffix" S): S names the hook's copies of the chart's Secrets.
-*/}}
-{{- define "llm-gateway.env" -}}
-{{- $suffix := ternary "" (.suffix | default "") (empty .ctx.Values.store.clickhouse.existingSecret | not) }}
-{{- $storeSecret := printf "%s%s" (include "llm-gateway.storeSecretName" .ctx) $suffix }}
-{{- with .ctx }}
-- name: LLM_GATEWAY_CONFIG
-  value: /etc/llm-gateway/config.yaml
-- name: HOME
-  value: /data
-{{- if include "llm-gateway.clickhouse" . }}
-{{- $keys := .Values.store.clickhouse.secretKeys }}
-{{- range $var, $key := dict "LLM_GATEWAY_STORE_URL" $keys.url "LLM_GATEWAY_STORE_USERNAME" $keys.username "LLM_GATEWAY_STORE_PASSWORD" $keys.password }}
-- name: {{ $var }}
-  valueFrom:
-    secretKeyRef:
-      name: {{ $storeSecret }}
-      key: {{ $key }}
-{{- end }}
-{{- end }}
-{{- with .Values.env }}
-{{ toYaml . }}
-{{- end }}
-{{- end }}
-{{- end }}
-
-{{- define "llm-gateway.envFrom" -}}
-{{- $suffix := ternary "" (.suffix | default "") (empty .ctx.Values.providerKeys.existingSecret | not) }}
-{{- with .ctx }}
-{{- if or .Values.providerKeys.existingSecret .Values.providerKeys.values }}
-- secretRef:
-    name: {{ include "llm-gateway.providerSecretName" . }}{{ $suffix }}
-{{- end }}
-{{- with .Values.envFrom }}
-{{ toYaml . }}
-{{- end }}
-{{- end }}
-{{- end }}
-
-{{/* The scratch volumes every container of the chart mounts (read-only root filesystem). */}}
-{{- define "llm-gateway.volumeMounts" -}}
-- name: config
-  mountPath: /etc/llm-gateway
-  readOnly: true
-- name: data
-  mountPath: /data
-- name: tmp
-  mountPath: /tmp
-{{- end }}
-
-{{/* Pod settings shared by every pod of the chart, the service account aside. */}}
-{{- define "llm-gateway.podSecurity" -}}
-automountServiceAccountToken: false
-{{- with .Values.podSecurityContext }}
-securityContext:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with .Values.imagePullSecrets }}
-imagePullSecrets:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with .Values.nodeSelector }}
-nodeSelector:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with .Values.tolerations }}
-tolerations:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with .Values.affinity }}
-affinity:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with .Values.priorityClassName }}
-priorityClassName: {{ . }}
-{{- end }}
-{{- end }}
-
-{{/* A container running one `llm-gateway` command: the Job and the CronJob. */}}
-{{- define "llm-gateway.commandContainer" -}}
-- name: {{ .name }}
-  image: {{ include "llm-gateway.image" .ctx }}
-  imagePullPolicy: {{ .ctx.Values.image.pullPolicy }}
-  args: {{ toJson .args }}
-  env:
-    {{- include "llm-gateway.env" (dict "ctx" .ctx "suffix" .suffix) | trim | nindent 4 }}
-  {{- with include "llm-gateway.envFrom" (dict "ctx" .ctx "suffix" .suffix) | trim }}
-  envFrom:
-    {{- . | nindent 4 }}
-  {{- end }}
-  {{- with .ctx.Values.securityContext }}
-  securityContext:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-  {{- with .resources }}
-  resources:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-  volumeMounts:
-    {{- include "llm-gateway.volumeMounts" .ctx | nindent 4 }}
-{{- end }}
-
-{{/* The gateway pod, for the Deployment (ClickHouse) and the StatefulSet (embedded). */}}
-{{- define "llm-gateway.podTemplate" -}}
-metadata:
-  annotations:
-    checksum/config: {{ include "llm-gateway.config" . | sha256sum }}
-    checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
-    {{- with .Values.podAnnotations }}
-    {{- toYaml . | nindent 4 }}
-    {{- end }}
-  labels:
-    {{- include "llm-gateway.gatewaySelectorLabels" . | nindent 4 }}
-    {{- with .Values.podLabels }}
-    {{- toYaml . | nindent 4 }}
-    {{- end }}
-spec:
-  serviceAccountName: {{ include "llm-gateway.serviceAccountName" . }}
-  {{- include "llm-gateway.podSecurity" . | nindent 2 }}
-  # The pause before SIGTERM, the streams' grace, then the record flush.
-  terminationGracePeriodSeconds: {{ add .Values.gateway.preStopSleepSeconds .Values.gateway.shutdownGraceSeconds .Values.gateway.flushSeconds }}
-  {{- with .Values.topologySpreadConstraints }}
-  topologySpreadConstraints:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-  containers:
-    - name: gateway
-      image: {{ include "llm-gateway.image" . }}
-      imagePullPolicy: {{ .Values.image.pullPolicy }}
-      args: ["serve"]
-      ports:
-        - name: http
-          containerPort: {{ .Values.gateway.port }}
-          protocol: TCP
-      env:
-        {{- include "llm-gateway.env" (dict "ctx" .) | trim | nindent 8 }}
-      {{- with include "llm-gateway.envFrom" (dict "ctx" .) | trim }}
-      envFrom:
-        {{- . | nindent 8 }}
-      {{- end }}
-      {{- with .Values.startupProbe }}
-      startupProbe:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with .Values.livenessProbe }}
-      livenessProbe:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with .Values.readinessProbe }}
-      readinessProbe:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- if .Values.gateway.preStopSleepSeconds }}
-      lifecycle:
-        preStop:
-          exec:
-            command: ["sleep", "{{ .Values.gateway.preStopSleepSeconds }}"]
-      {{- end }}
-      {{- with .Values.securityContext }}
-      securityContext:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with .Values.resources }}
-      resources:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      volumeMounts:
-        {{- include "llm-gateway.volumeMounts" . | nindent 8 }}
-  volumes:
-    - name: config
-      configMap:
-        name: {{ include "llm-gateway.fullname" . }}
-    - name: tmp
-      emptyDir: {}
-    {{- if include "llm-gateway.clickhouse" . }}
-    - name: data
-      emptyDir:
-        sizeLimit: {{ .Values.store.logVolumeSizeLimit }}
-    {{- else if not .Values.persistence.enabled }}
-    - name: data
-      emptyDir: {}
-    {{- end }}
 {{- end }}

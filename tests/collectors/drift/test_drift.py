@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import zlib
 from collections import Counter
@@ -39,6 +38,7 @@ from gateway.recording.record import CallRecord, encode_line
 from gateway.recording.store import migrate
 from gateway.recording.store.chdb_store import ChdbStore
 from tests.conftest import ROOT
+from tests.prereqs import program
 
 DASHBOARD = ROOT / "dashboards" / "grafana" / "drift.json"
 RULES = ROOT / "dashboards" / "prometheus" / "drift-alerts.yml"
@@ -628,9 +628,7 @@ def test_dashboard_sql_runs_on_llm_drift(run: Run):
 
 
 def test_alert_rule_checks_and_fires(tmp_path: Path):
-    promtool = shutil.which("promtool")
-    if not promtool:
-        pytest.skip("promtool not installed (Debian package prometheus)")
+    promtool = program("promtool")
     r = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     series = 'gateway_drift_{}{{instance="{}", app="web", model="gpt-4o", metric="{}"}}'

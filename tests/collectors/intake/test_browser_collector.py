@@ -7,7 +7,8 @@ small local HTTP server, loads the collector from the gateway and shows the answ
 test then clicks, copies, scrolls and hides the page like a user would, and reads what
 landed in `llm_feedback`.
 
-Skipped only when `chromium` is missing and `CI` is unset; in CI it must run.
+Skipped when `chromium` is missing, naming how to install it; under LLM_GATEWAY_TEST_STRICT=1
+(CI) that fails instead (tests/prereqs.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import http.server
 import itertools
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -34,10 +34,10 @@ import httpx
 import pytest
 
 from tests.conftest import GatewayProcess, gateway_config
+from tests.prereqs import program
 
 PAGES = Path(__file__).with_name("pages")
 PUB_KEY = "pk_test_12345678"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -50,10 +50,10 @@ CHROMIUM_FLAGS = [
     "--remote-debugging-port=0",
 ]
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None and not os.environ.get("CI"),
-    reason="chromium is not installed (apt-get install chromium); in CI this test runs",
-)
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium_program() -> str:
+    return program("chromium")
 
 
 # ------------------------------------------------------------------------- the app's pages
@@ -121,12 +121,11 @@ def gw(
 
 # ------------------------------------------------------------------------- Chromium + CDP
 @pytest.fixture(scope="module")
-def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def chromium(tmp_path_factory: pytest.TempPathFactory, chromium_program: str) -> Iterator[str]:
     """A headless Chromium; yields its browser-level DevTools WebSocket URL."""
-    assert CHROMIUM, "chromium is not installed (CI must install it: apt-get install chromium)"
     profile = tmp_path_factory.mktemp("chromium-profile")
     proc = subprocess.Popen(
-        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+        [chromium_program, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -10,11 +10,10 @@ import pytest
 from genai_prices import Usage, calc_price
 from genai_prices.data_snapshot import get_snapshot
 
-from gateway.config import ModelPrice
 from gateway.providers.wire import AnthropicObserver, ChatObserver, ResponsesObserver
 from gateway.providers.wire.sse import SSESplitter
 from gateway.recording.ids import new_request_id, valid_client_id
-from gateway.recording.pricing import PRICE_SOURCE_CONFIG, Pricer, Tokens
+from gateway.recording.pricing import PRICE_SOURCE_CONFIG, ModelPrice, Pricer, Tokens
 from gateway.recording.record import CallRecord, encode_line
 from gateway.recording.tokens import estimate_input
 from gateway.recording.writer import price_line

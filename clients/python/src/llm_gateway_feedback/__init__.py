@@ -9,78 +9,44 @@
     fb.rating(request_id, 4, comment="good", end_user="u-1")
     fb.session_end(session_id="conv-9")
 
-Each convenience method builds one event with a fresh `event_id`, sends it, and returns the
-`event_id`. `send()` posts a batch and returns the gateway's answer (`accepted`,
-`rejected`, per-event `results`). Events are idempotent by `event_id`, so a request that
-failed on the network or with a 5xx/429 is retried as is. A refusal raises `FeedbackError`
-naming the offending field. `AsyncFeedbackClient` has the same methods, awaitable.
+Each signal method builds one event with a fresh `event_id` and returns that id at once:
+the event goes on a bounded queue, and a thread of the client's own sends the queue in
+batches, retrying network errors, 429 and 5xx (events are idempotent by `event_id`, so a
+retry never counts twice). A slow or absent gateway never slows the app, and the signal
+methods never raise: a refused or undeliverable event goes to `on_error(error, events)`
+and the `llm_gateway_feedback` logger. What is queued is sent at `flush()`, `close()`, and
+interpreter exit. `sync_mode=True` sends each event before returning (still without
+raising). `send(events)` posts a batch now and returns the gateway's answer, raising
+`FeedbackError` naming the offending field. `AsyncFeedbackClient` has the same methods,
+awaitable, each sending its event before it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import httpx
 
-__all__ = ["AsyncFeedbackClient", "FeedbackClient", "FeedbackError"]
+from llm_gateway_feedback._background import BackgroundSender
+from llm_gateway_feedback._events import FeedbackError, event, new_event_id
+
+__all__ = ["AsyncFeedbackClient", "FeedbackClient", "FeedbackError", "event", "new_event_id"]
 
 _RETRY_STATUSES = (429, 500, 502, 503, 504)
 R = TypeVar("R")  # what a signal method returns: str, or Awaitable[str] (async)
-
-
-class FeedbackError(Exception):
-    """The gateway refused the events (or could not be reached).
-
-    `status` is the HTTP status (0: no answer), `code` the gateway's error code (e.g.
-    `invalid_feedback`, `missing_api_key`), `param` the offending field (e.g. `value`,
-    `metadata.k`) and `body` the parsed answer."""
-
-    def __init__(self, status: int, message: str, code: str | None = None,
-                 param: str | None = None, body: Any = None) -> None:  # fmt: skip
-        self.status, self.code, self.param, self.body = status, code, param, body
-        self.message = message
-        where = f" (field `{param}`)" if param else ""
-        super().__init__(f"feedback refused: {status} {code or 'error'}: {message}{where}")
-
-    @classmethod
-    def from_response(cls, r: httpx.Response) -> FeedbackError:
-        try:
-            body = r.json()
-        except ValueError:
-            return cls(r.status_code, r.text[:200] or r.reason_phrase)
-        err = body.get("error") if isinstance(body, dict) else None
-        if err is None and isinstance(body, dict):  # a batch with nothing valid
-            errors = [x.get("error") or {} for x in body.get("results", [])]
-            err = next((e for e in errors if e), {})
-        err = err or {}
-        return cls(r.status_code, err.get("message", r.reason_phrase), err.get("code"),
-                   err.get("param"), body)  # fmt: skip
-
-
-def new_event_id() -> str:
-    return str(uuid.uuid4())
-
-
-def event(name: str, request_id: str | None = None, **fields: Any) -> dict[str, Any]:
-    """One event in the API's JSON form, with a fresh event_id and ts unless given.
-    `fields`: value, string_value, session_id, end_user, source, comment, metadata, ts,
-    event_id, data_type. Fields set to None are left out."""
-    ev: dict[str, Any] = {"event_id": new_event_id(), "ts": time.time(), "name": name}
-    if request_id is not None:
-        ev["request_id"] = request_id
-    ev.update({k: v for k, v in fields.items() if v is not None})
-    return ev
+ErrorHandler = Callable[[FeedbackError, list[dict[str, Any]]], None]
+log = logging.getLogger("llm_gateway_feedback")
 
 
 class _Base(Generic[R]):
-    """Event building and the request's shape, shared by the sync and async clients."""
+    """Event building, the request's shape and error reporting, shared by both clients."""
 
-    def __init__(self, base_url: str, key: str | None = None, app: str | None = None,
-                 timeout: float = 5.0, retries: int = 2) -> None:  # fmt: skip
+    def __init__(self, base_url: str, key: str | None, app: str | None, timeout: float,
+                 retries: int, on_error: ErrorHandler | None) -> None:  # fmt: skip
         base = base_url.rstrip("/")
         self.url = base if base.endswith("/v1/feedback") else base + "/v1/feedback"
         self.headers = {"content-type": "application/json"}
@@ -90,6 +56,7 @@ class _Base(Generic[R]):
             self.headers["x-gateway-app"] = app
         self.timeout = timeout
         self.retries = retries
+        self.on_error = on_error
 
     @staticmethod
     def _result(r: httpx.Response) -> dict[str, Any]:
@@ -102,6 +69,24 @@ class _Base(Generic[R]):
     def _backoff(attempt: int, r: httpx.Response | None) -> float:
         after = r.headers.get("retry-after", "") if r is not None else ""
         return min(float(after), 5.0) if after.isdigit() else 0.2 * 2**attempt
+
+    def _report(self, error: FeedbackError, events: list[dict[str, Any]]) -> None:
+        """A failure, to on_error and the log; never raised. The log names the events by
+        id only: their fields may hold what users wrote."""
+        ids = ", ".join(str(e.get("event_id")) for e in events[:5])
+        more = f" and {len(events) - 5} more" if len(events) > 5 else ""
+        log.warning("feedback not delivered (%s%s): %s", ids, more, error)
+        if self.on_error is not None:
+            try:
+                self.on_error(error, events)
+            except Exception:
+                log.exception("feedback: on_error raised")
+
+    def _report_rejected(self, answer: dict[str, Any], events: list[dict[str, Any]]) -> None:
+        """Events refused within a batch the gateway took (it keeps the valid ones)."""
+        for res in answer.get("results", []):
+            if res.get("status") != "accepted" and isinstance(res.get("index"), int):
+                self._report(FeedbackError.rejected(res), [events[res["index"]]])
 
     # The signals, as in feedback.js: each sends one event and returns its event_id (the
     # async client: an awaitable of it). `extra`: session_id, end_user, comment, metadata,
@@ -148,18 +133,35 @@ class _Base(Generic[R]):
 
 
 class FeedbackClient(_Base[str]):
-    """Blocking client. Use as a context manager, or call close()."""
+    """Sends from a background queue (or inline with `sync_mode=True`). Use as a context
+    manager, or call close(); events still queued at interpreter exit are sent then.
+
+    `max_queue_size` bounds what waits (a full queue drops new events, reported to
+    `on_error`); `flush_at` events at most go in one request, sent when that many are
+    queued or `flush_interval` seconds after the first; `retries` retries per batch;
+    `shutdown_timeout` bounds the flush at exit."""
 
     def __init__(self, base_url: str, key: str | None = None, app: str | None = None,
-                 timeout: float = 5.0, retries: int = 2,
-                 http: httpx.Client | None = None) -> None:  # fmt: skip
-        super().__init__(base_url, key, app, timeout, retries)
+                 timeout: float = 5.0, retries: int = 3, http: httpx.Client | None = None,
+                 *, sync_mode: bool = False, max_queue_size: int = 10_000, flush_at: int = 100,
+                 flush_interval: float = 0.5, shutdown_timeout: float = 5.0,
+                 on_error: ErrorHandler | None = None) -> None:  # fmt: skip
+        super().__init__(base_url, key, app, timeout, retries, on_error)
         self._own = http is None
         self.http = http or httpx.Client(timeout=timeout)
+        self.sync_mode = sync_mode
+        self._sender = BackgroundSender(self._deliver, self._report, max_queue_size,
+                                        flush_at, flush_interval)  # fmt: skip
+        self._sender.shutdown_timeout = shutdown_timeout
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped because the queue was full."""
+        return self._sender.dropped
 
     def send(self, events: list[dict[str, Any]]) -> dict[str, Any]:
-        """Post events (one request); the gateway's answer. Raises FeedbackError when the
-        gateway refuses the request or accepts none of the events."""
+        """Post events now (one request, retried); the gateway's answer. Raises
+        FeedbackError when the gateway refuses the request or accepts none of the events."""
         r: httpx.Response | None = None
         for attempt in range(self.retries + 1):
             try:
@@ -176,15 +178,34 @@ class FeedbackClient(_Base[str]):
         assert r is not None
         return self._result(r)
 
+    def _deliver(self, events: list[dict[str, Any]]) -> None:
+        try:
+            answer = self.send(events)
+        except FeedbackError as e:
+            self._report(e, events)
+        else:
+            self._report_rejected(answer, events)
+
     def track(self, name: str, request_id: str | None = None, **fields: Any) -> str:
         """Any signal, known or custom; returns its event_id."""
         ev = event(name, request_id, **fields)
-        self.send([ev])
+        if self.sync_mode:
+            self._deliver([ev])
+        else:
+            self._sender.put(ev)
         return str(ev["event_id"])
 
-    def close(self) -> None:
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued event was sent or reported; False on timeout."""
+        return self._sender.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Send what is queued (waiting at most `timeout` seconds), then release the
+        connections. False when events were still unsent at the timeout."""
+        done = self._sender.close(timeout)
         if self._own:
             self.http.close()
+        return done
 
     def __enter__(self) -> FeedbackClient:
         return self
@@ -194,12 +215,13 @@ class FeedbackClient(_Base[str]):
 
 
 class AsyncFeedbackClient(_Base[Awaitable[str]]):
-    """The same, for asyncio: `await fb.rating(rid, 5)`. Use `async with`, or aclose()."""
+    """The same, for asyncio: `await fb.rating(rid, 5)` sends the event before it returns
+    (never raising: failures go to on_error). Use `async with`, or aclose()."""
 
     def __init__(self, base_url: str, key: str | None = None, app: str | None = None,
-                 timeout: float = 5.0, retries: int = 2,
-                 http: httpx.AsyncClient | None = None) -> None:  # fmt: skip
-        super().__init__(base_url, key, app, timeout, retries)
+                 timeout: float = 5.0, retries: int = 3, http: httpx.AsyncClient | None = None,
+                 *, on_error: ErrorHandler | None = None) -> None:  # fmt: skip
+        super().__init__(base_url, key, app, timeout, retries, on_error)
         self._own = http is None
         self.http = http or httpx.AsyncClient(timeout=timeout)
 
@@ -225,7 +247,12 @@ class AsyncFeedbackClient(_Base[Awaitable[str]]):
         ev = event(name, request_id, **fields)
 
         async def go() -> str:
-            await self.send([ev])
+            try:
+                answer = await self.send([ev])
+            except FeedbackError as e:
+                self._report(e, [ev])
+            else:
+                self._report_rejected(answer, [ev])
             return str(ev["event_id"])
 
         return go()
