@@ -74,6 +74,22 @@ class GatewayProcess:
                 time.sleep(0.05)
         raise RuntimeError(f"gateway did not start:\n{self.log()}")
 
+    def wait_jobs(self, *names: str, timeout: float = 60.0) -> GatewayProcess:
+        """Until each named background job has done its work once (/readyz's jobs detail)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=5) as r:
+                    jobs = json.loads(r.read())["jobs"]
+            except urllib.error.HTTPError as e:  # 503 while not ready: the detail is there too
+                jobs = json.loads(e.read())["jobs"]
+            except OSError:
+                jobs = {}
+            if all(jobs.get(n, {}).get("last_ok_s") is not None for n in names):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"jobs {names} did not run:\n{self.log()}")
+
     def wait_ready(self, timeout: float = 30.0) -> GatewayProcess:
         """Until /readyz says ready: the store's tables exist (they are made after start)."""
         deadline = time.monotonic() + timeout

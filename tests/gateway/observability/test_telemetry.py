@@ -114,6 +114,9 @@ def test_cardinality_is_bounded(fake, selfhosted, tmp_path: Path):
     cfg["metrics"] = {"max_models": 3, "max_apps": 2, "property_labels": ["tier"]}
     gw = GatewayProcess(cfg, tmp_path).start()
     try:
+        # The background jobs' own series (an experiment's gauges) first: then only the
+        # flood could add any.
+        gw.wait_jobs("store_migrations", "experiment_evaluation")
 
         def series() -> int:
             return len(metric_lines(gw.url))
