@@ -11,7 +11,7 @@ from collectors.drift.config import (
     FAILED_SQL,
     REFUSAL_ERROR_TYPES,
 )
-from collectors.signals import feeding, in_list
+from collectors.signals import says_yes
 from collectors.sql import lit
 
 
@@ -62,8 +62,8 @@ def feedback_sql(rs: str, cs: str, ce: str, groups: str) -> str:
     llm_feedback is read without FINAL: each count is of calls that have at least one such
     event, which a duplicate event cannot change, and FINAL would read every partition (ts is
     not in its sorting key, so the time filter cannot be applied before the merge)."""
-    # the signals behind llm_call_feedback's `shown`, `accepted` and `shares`
-    shown, accepted, shared = (in_list(feeding("call", c)) for c in ("shown", "accepted", "shares"))
+    # counted as llm_call_feedback's `shown`, `accepted` and `shares` count them
+    shown, accepted, shared = (says_yes("call", c) for c in ("shown", "accepted", "shares"))
     return f"""
 SELECT toString(c.app) AS app, toString(c.request_model) AS request_model, c.cur AS cur,
        count() AS with_feedback, countIf(f.shown > 0) AS shown,
@@ -76,8 +76,8 @@ FROM
 ) AS c
 INNER JOIN
 (
-    SELECT request_id AS rid, countIf(name IN {shown}) AS shown,
-           countIf(name IN {accepted}) AS accepted, countIf(name IN {shared}) AS shared
+    SELECT request_id AS rid, countIf({shown}) AS shown,
+           countIf({accepted}) AS accepted, countIf({shared}) AS shared
     FROM llm_feedback
     WHERE request_id != '' AND ts >= {rs} - INTERVAL 1 DAY AND ts < {ce} + INTERVAL 1 DAY
     GROUP BY request_id

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from collectors.signals import feeding, in_list
+from collectors.signals import says_yes
 from collectors.sql import Query, lit, select
 from gateway.experiments.assign import ROUTED_PROPERTY
 from gateway.experiments.spec import METRICS, Experiment
@@ -40,8 +40,8 @@ RATIOS: dict[str, tuple[str, str]] = {
 }
 assert set(RATIOS) == set(METRICS), "every declared metric needs its SQL"
 
-# sessions that ended: the signals feeding llm_sessions.ended
-_ENDED = in_list(feeding("session", "ended"))
+# events that end a session (as llm_sessions.ended counts them)
+_ENDED = says_yes("session", "ended")
 
 
 def _map(d: Mapping[str, str]) -> str:
@@ -121,9 +121,9 @@ WITH per_call AS (
            toUInt8(copies > 0) AS f_copied, toUInt8(shares > 0) AS f_shared,
            toUInt8(regenerations > 0) AS f_regenerated,
            in_session AND (session_id IN (
-               SELECT session_id FROM llm_feedback WHERE name IN {_ENDED} AND session_id != '')
+               SELECT session_id FROM llm_feedback WHERE {_ENDED} AND session_id != '')
                OR request_id IN (
-               SELECT request_id FROM llm_feedback WHERE name IN {_ENDED} AND request_id != ''))
+               SELECT request_id FROM llm_feedback WHERE {_ENDED} AND request_id != ''))
                AS s_ended
     FROM llm_call_feedback
     WHERE {arms.where}
