@@ -13,12 +13,8 @@ import pytest
 
 from bench.experiments_sim import LOOKS, Outcome, Scenario, experiment, looks, run
 from collectors.experiments.job import evaluate
-from collectors.experiments.report import (
-    command,
-    experiment_report,
-    list_experiments,
-    models_report,
-)
+from collectors.experiments.report import command, experiment_report, list_experiments
+from collectors.report.models_report import models_report
 from collectors.views import views
 from gateway.experiments import Assigner
 from gateway.store import migrate
