@@ -296,6 +296,9 @@ def test_verdict_kinds() -> None:
     assert zero.kind == "guardrail"
     srm = decide(EXP, [arm("control", 5000, 0.30), arm("treatment", 4400, 0.30)])
     assert srm.kind == "srm" and "expected 50.0%" in srm.message
+    # no unit in one variant yet: too early, not an error
+    alone = decide(EXP, [arm("control", 5, 0.30)])
+    assert alone.kind == "keep_running" and alone.units == {"control": 5, "treatment": 0}
 
 
 def test_srm_counts_units_first_seen_since_the_weights_changed(store: ChdbStore) -> None:

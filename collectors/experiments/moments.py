@@ -97,6 +97,7 @@ class Arms:
     baseline: str  # SQL: the arm whose p95 latency defines "slow" for the group ('' none)
     srm_since: str = "0"  # SQL: epoch seconds; the SRM check counts units first seen since
     source: str = "llm_call_feedback"
+    calls: str = "llm_calls FINAL"  # the same calls without signals (group, arm... valid)
     # CUPED, each SQL over the group `g`: the primary metric, the pre-period's length in
     # seconds (0: none), the declared start (epoch seconds, 0: the first call), and the
     # requested model pre-period calls must have ('' any).
@@ -133,54 +134,83 @@ def experiment_arms(experiments: Sequence[Experiment]) -> Arms:
 
 
 def _pre_sql(arms: Arms) -> str:
-    """CTEs `starts` (per group: start, pre-period, primary) and `pre` (per group and unit:
-    y0 and x0 of the primary metric before the start)."""
+    """CTEs `starts` (per group: start, pre-period, primary), `exp_units`, `pre_calls` (the
+    calls of the groups' units before the start) and `pre` (per group and unit: y0 and x0
+    of the primary metric), then `adjusted` (the units with their y0, x0 and primary
+    y, x). Raw calls are read from llm_calls; the signals of the pre-period calls alone
+    from the source."""
+    if arms.pre_seconds == "0":
+        return "adjusted AS (SELECT units.*, 0. AS py, 0. AS px, 0. AS y0, 0. AS x0 FROM units)"
     y0, x0 = (_pick("prim", i, CALL_LEVEL) for i in (0, 1))
-    return f"""
-starts AS (
-    SELECT g AS s_g, any({arms.primary}) AS prim, any({arms.pre_seconds}) AS pre_s,
-           any({arms.pre_model}) AS pre_m,
-           if(any({arms.start}) > 0, any({arms.start}), toFloat64(min(t))) AS start_s
-    FROM per_call GROUP BY g
+    py, px = (_pick("prim", i, list(RATIOS)) for i in (0, 1))
+    return f"""starts AS (
+    SELECT g AS s_g, any(prim_) AS prim, any(pre_) AS pre_s, any(model_) AS pre_m,
+           if(any(start_) > 0, any(start_), toFloat64(min(started_at))) AS start_s
+    FROM
+    (
+        SELECT {arms.group} AS g, {arms.primary} AS prim_, {arms.pre_seconds} AS pre_,
+               {arms.pre_model} AS model_, {arms.start} AS start_, started_at
+        FROM {arms.calls} WHERE {arms.where}
+    )
+    GROUP BY g
 ),
 exp_units AS (
     SELECT DISTINCT g AS u_g, unit AS u_unit, app_ AS u_app
-    FROM per_call INNER JOIN starts ON starts.s_g = per_call.g
-    WHERE pre_s > 0
-),
-pre AS (
-    SELECT p_g, p_unit, {y0} AS y0, {x0} AS x0
     FROM
     (
-        SELECT u_g AS p_g, u_unit AS p_unit, any(prim) AS prim, {_CALL_SUMS}
+        SELECT {arms.group} AS g, cityHash64({arms.unit}) AS unit, toString(app) AS app_
+        FROM {arms.calls} WHERE {arms.where}
+    )
+    WHERE g IN (SELECT s_g FROM starts WHERE pre_s > 0)
+),
+pre_calls AS (
+    SELECT u_g AS pg, u_unit AS pu, request_id AS prid
+    FROM
+    (
+        SELECT request_id, cityHash64(end_user) AS cu, toString(app) AS ca,
+               toString(request_model) AS cm, toFloat64(started_at) AS ct
+        FROM {arms.calls}
+        WHERE experiment = '' AND end_user != ''
+          AND cityHash64(end_user) IN (SELECT u_unit FROM exp_units)
+    ) AS c
+    INNER JOIN exp_units ON exp_units.u_unit = c.cu AND exp_units.u_app = c.ca
+    INNER JOIN starts ON starts.s_g = exp_units.u_g
+    WHERE ct < start_s AND ct >= start_s - pre_s AND (pre_m = '' OR cm = pre_m)
+),
+pre AS (
+    SELECT pg AS p_g, pu AS p_unit, {y0} AS y0, {x0} AS x0
+    FROM
+    (
+        SELECT pg, pu, any(prim) AS prim, {_CALL_SUMS}
         FROM
         (
-            SELECT cityHash64(end_user) AS pc_unit, toString(app) AS pc_app,
-                   toString(request_model) AS pc_model, toFloat64(started_at) AS pc_t,
-                   {_CALL_FIGURES}
-            FROM {arms.source}
-            WHERE experiment = '' AND end_user != ''
-              AND cityHash64(end_user) IN (SELECT u_unit FROM exp_units)
-        ) AS pc
-        INNER JOIN exp_units ON exp_units.u_unit = pc.pc_unit AND exp_units.u_app = pc.pc_app
-        INNER JOIN starts ON starts.s_g = exp_units.u_g
-        WHERE pc_t < start_s AND pc_t >= start_s - pre_s AND (pre_m = '' OR pc_model = pre_m)
-        GROUP BY u_g, u_unit
+            SELECT request_id AS frid, {_CALL_FIGURES}
+            FROM {arms.source} WHERE request_id IN (SELECT prid FROM pre_calls)
+        ) AS f
+        INNER JOIN pre_calls ON pre_calls.prid = f.frid
+        INNER JOIN starts ON starts.s_g = pre_calls.pg
+        GROUP BY pg, pu
     )
-),"""
+),
+adjusted AS (
+    SELECT units.*, {py} AS py, {px} AS px, pre.y0 AS y0, pre.x0 AS x0
+    FROM units
+    LEFT JOIN starts ON starts.s_g = units.g
+    LEFT JOIN pre ON pre.p_g = units.g AND pre.p_unit = units.unit
+)"""
 
 
 def moments_sql(arms: Arms, looks: Sequence[float], session_idle_minutes: int = 30) -> str:
     """Rows (look, g, arm, units, <metric>_sy, _sx, _syy, _sxx, _sxy ..., the CUPED sums)
     for each look: an epoch time; calls that started after it are not counted at that
-    look."""
+    look. ClickHouse runs a WITH subquery again wherever it is named: the source (a view
+    joining calls with signals, the costly part) is read once, raw calls from llm_calls."""
     look_list = ", ".join(f"toDateTime64({t:.3f}, 3, 'UTC')" for t in looks)
     moments = ",\n    ".join(
         f"sum({y}) AS {m}_sy, sum({x}) AS {m}_sx, sum({y} * {y}) AS {m}_syy, "
         f"sum({x} * {x}) AS {m}_sxx, sum({x} * {y}) AS {m}_sxy"
         for m, (y, x) in RATIOS.items()
     )
-    py, px = (_pick("prim", i, list(RATIOS)) for i in (0, 1))
     pre_sums = ", ".join(f"sum({expr}) AS pre_{name}" for name, expr in PRE_SUMS.items())
     # `slow`: slower than the baseline arm's p95 at that look (or the group's own p95).
     return f"""
@@ -189,7 +219,7 @@ WITH per_call AS (
     -- units and sessions as hashes: grouping on them is what the query spends time on
     SELECT {arms.group} AS g, {arms.arm} AS arm, cityHash64({arms.unit}) AS unit,
            request_id AS rid, started_at AS t, cityHash64(session_id) AS sid,
-           session_id != '' AS in_session, turn_index AS turn, toString(app) AS app_,
+           session_id != '' AS in_session, turn_index AS turn,
            {_CALL_FIGURES},
            in_session AND (session_id IN (
                SELECT session_id FROM llm_feedback WHERE {_ENDED} AND session_id != '')
@@ -199,14 +229,18 @@ WITH per_call AS (
     FROM {arms.source}
     WHERE {arms.where}
 ),
-looked AS (
-    SELECT *, arrayJoin([{look_list}]) AS look FROM per_call WHERE t <= look
-),
 thresholds AS (
     SELECT look AS th_look, g AS th_g,
            quantileDeterministicIf(0.95)(lat, cityHash64(rid), {arms.baseline} IN ('', arm))
                AS p95
-    FROM looked GROUP BY look, g
+    FROM
+    (
+        SELECT {arms.group} AS g, {arms.arm} AS arm, request_id AS rid, latency_ms AS lat,
+               started_at AS t, arrayJoin([{look_list}]) AS look
+        FROM {arms.calls} WHERE {arms.where}
+    )
+    WHERE t <= look
+    GROUP BY look, g
 ),
 sessions AS (
     SELECT look, g, unit, sid, any(in_session) AS has_session, any(arm) AS arm,
@@ -214,7 +248,7 @@ sessions AS (
            sum(toUInt8(lat > th.p95)) AS slow,
            max(turn) AS max_turn, min(t) AS first_t, max(t) AS last_t,
            max(s_ended) AS ended
-    FROM looked
+    FROM (SELECT *, arrayJoin([{look_list}]) AS look FROM per_call WHERE t <= look) AS looked
     LEFT JOIN thresholds AS th ON th.th_look = looked.look AND th.th_g = looked.g
     GROUP BY look, g, unit, sid
 ),
@@ -231,13 +265,8 @@ units AS (
                    AND last_t < look - INTERVAL {int(session_idle_minutes)} MINUTE) AS abandoned
     FROM sessions
     GROUP BY look, g, unit
-),{_pre_sql(arms)}
-adjusted AS (
-    SELECT units.*, {py} AS py, {px} AS px, pre.y0 AS y0, pre.x0 AS x0
-    FROM units
-    LEFT JOIN starts ON starts.s_g = units.g
-    LEFT JOIN pre ON pre.p_g = units.g AND pre.p_unit = units.unit
-)
+),
+{_pre_sql(arms)}
 SELECT toFloat64(look) AS look, g, arm, count() AS units,
     countIf(toFloat64(first_seen) >= {arms.srm_since}) AS srm_units,
     {moments},

@@ -152,11 +152,12 @@ def _cuped_lines(v: Verdict) -> list[str]:
             f"{metric_text(c.metric, c.cuped.diff, True)} "
             f"({_interval(c.metric, c.cuped.low, c.cuped.high)})"
         )
-    if out and v.units_to_decide and v.units_to_decide_unadjusted:
-        saved = v.units_to_decide_unadjusted - v.units_to_decide
+    if out and v.units_to_decide and v.units_without_cuped:
+        saved = v.units_without_cuped - v.units_to_decide
+        settled = "took" if v.kind != "keep_running" else "takes about"
         out.append(
-            f"Units to a decision (estimate): {v.units_to_decide} with CUPED, "
-            f"{v.units_to_decide_unadjusted} without ({saved} fewer)"
+            f"This verdict {settled} {v.units_to_decide} units with CUPED; without it, "
+            f"about {v.units_without_cuped} ({saved} more)"
         )
     return out
 

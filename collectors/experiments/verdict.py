@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from collectors.experiments.cuped import Primary, adjust
-from collectors.experiments.moments import ArmMoments
+from collectors.experiments.moments import RATIOS, ArmMoments, Sums
 from collectors.experiments.srm import SRM_ALPHA, srm_p
 from collectors.experiments.stats import Mixture, fixed_p, more_units, ratio
 from collectors.report.text import metric as metric_text
@@ -77,9 +77,10 @@ class Verdict:
     primary: list[Comparison] = field(default_factory=list)
     guardrails: list[Comparison] = field(default_factory=list)
     more_units_needed: int | None = None
-    # CUPED: the units (all variants) a decision takes with the adjustment and without
-    units_to_decide: int | None = None
-    units_to_decide_unadjusted: int | None = None
+    units_to_decide: int | None = None  # all variants: the units read plus those still needed
+    # CUPED: the units the same verdict takes without it (the variance it removed, put
+    # back: units needed grow with the variance); None without CUPED
+    units_without_cuped: int | None = None
     look: float = 0.0
 
 
@@ -149,14 +150,11 @@ def describe(c: Comparison) -> str:
     return out
 
 
-def _needed(exp: Experiment, c: Comparison, test: Mixture, plain: bool = False) -> float | None:
+def _needed(exp: Experiment, c: Comparison, test: Mixture) -> float | None:
     """Further units (the two arms) until this comparison's interval settles either way."""
     if c.diff is None or not math.isfinite(c.variance):
         return None
-    diff, var = c.diff, c.variance
-    if plain and c.cuped is not None:
-        diff, var = c.cuped.diff, c.cuped.variance
-    return more_units(test, diff, var, c.units, exp.margin)[0]
+    return more_units(test, c.diff, c.variance, c.units, exp.margin)[0]
 
 
 def _srm(exp: Experiment, v: Verdict, got: dict[str, ArmMoments]) -> bool:
@@ -180,7 +178,10 @@ def decide(exp: Experiment, arms: Iterable[ArmMoments]) -> Verdict:
     moved = by_name.pop("", None)
     look = next((a.look for a in by_name.values()), 0.0)
     names = [v.name for v in exp.variants]
-    got = {n: by_name.get(n, ArmMoments(look, exp.name, n, 0)) for n in names}
+    got = {
+        n: by_name.get(n) or ArmMoments(look, exp.name, n, 0, {m: Sums() for m in RATIOS})
+        for n in names
+    }
     units = {n: a.units for n, a in got.items()}
     v = Verdict(exp.name, "keep_running", "", units=units, look=look)
     v.moved_units = moved.units if moved else 0
@@ -254,28 +255,35 @@ def decide(exp: Experiment, arms: Iterable[ArmMoments]) -> Verdict:
             if v.more_units_needed is not None
             else ""
         )
+        return v
+    _decided_without_cuped(v)
     return v
 
 
 def _units_to_decide(
     exp: Experiment, v: Verdict, tests: dict[str, tuple[Mixture, Mixture]]
 ) -> None:
-    """The units (all variants) the primary comparisons need to settle, with CUPED and, if
-    it was used, without."""
+    """The units (all variants) the primary comparisons need to settle (the slowest one)."""
     total = sum(v.units.values())
-    adjusted = any(c.cuped is not None for c in v.primary)
-    for plain in (False, True) if adjusted else (False,):
-        needs = []
-        for c in v.primary:
-            more = _needed(exp, c, tests[c.variant][0], plain)
-            if more is not None and c.units:
-                # the pair's share of all variants' units
-                needs.append(total + round(more * total / c.units))
-        found = max(needs) if needs else None
-        if plain:
-            v.units_to_decide_unadjusted = found
-        else:
-            v.units_to_decide = found
+    needs = []
+    for c in v.primary:
+        more = _needed(exp, c, tests[c.variant][0])
+        if more is not None and c.units:
+            # the pair's share of all variants' units
+            needs.append((total + round(more * total / c.units), c))
+    if not needs:
+        return
+    v.units_to_decide, slowest = max(needs, key=lambda x: x[0])
+    if slowest.cuped is not None:
+        v.units_without_cuped = round(v.units_to_decide / (1 - slowest.cuped.reduction))
+
+
+def _decided_without_cuped(v: Verdict) -> None:
+    """A settled verdict: the units it took, and what it would have taken without CUPED."""
+    total = sum(v.units.values())
+    v.units_to_decide = total
+    reductions = [c.cuped.reduction for c in v.primary if c.cuped is not None]
+    v.units_without_cuped = round(total / (1 - min(reductions))) if reductions else None
 
 
 def decide_all(

@@ -56,13 +56,12 @@ def segment_sql(by: str | None) -> str:
     return f"properties[{lit(by.removeprefix('property:'))}]"
 
 
-def _source(by: str | None) -> str:
-    if by != "cohort":
-        return "llm_call_feedback"
-    # a user's first call in the app, over all history: their first week is their cohort
-    return """(
+def _with_first_seen(relation: str) -> str:
+    """`relation` (aliased f) with each call's user's first call in the app, over all
+    history: their first week is their cohort."""
+    return f"""(
     SELECT f.*, fs.first_seen AS first_seen
-    FROM llm_call_feedback AS f
+    FROM {relation}
     LEFT JOIN
     (
         SELECT toString(app) AS fs_app, end_user AS fs_user, min(started_at) AS first_seen
@@ -82,13 +81,15 @@ def model_arms(app: str | None, start: float, end: float, by: str | None = None)
     ]
     if app is not None:
         where.append(f"app = {lit(app)}")
+    cohort = by == "cohort"
     return Arms(
         segment_sql(by),
         SERVED,
         f"concat(if(end_user != '', end_user, request_id), '/', {SERVED})",
         " AND ".join(where),
         "''",
-        source=_source(by),
+        source=_with_first_seen("llm_call_feedback AS f") if cohort else "llm_call_feedback",
+        calls=_with_first_seen("llm_calls AS f FINAL") if cohort else "llm_calls FINAL",
     )
 
 
