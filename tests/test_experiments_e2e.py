@@ -336,5 +336,15 @@ def test_the_issues_experiment_reads_what_users_said(gw: GatewayProcess):
     assert set(rows) == {"gpt-4o", "gpt-4o-mini"}  # the served models, not `answer`
     for served in rows.values():
         assert served[1:3] == ["openai", "answer"]  # provider, then the name asked for
+    by = cli(gw, "report", "models", "--app", "exp-issue", "--by", "cohort")
+    assert by.returncode == 0, by.stderr
+    assert "Acceptance rate (accepted / shown) by cohort" in by.stdout
+    assert "first week" in by.stdout and "stratified over cohort" in by.stdout
+    every_app = json.loads(cli(gw, "report", "models", "--by", "app", "--json").stdout)
+    assert "exp-issue" in every_app["segments"]
+    bad = cli(gw, "report", "models", "--app", "exp-issue", "--by", "plan")
+    assert bad.returncode == 2 and "--by takes app, property:NAME or cohort" in bad.stderr
+    no_app = cli(gw, "report", "models")
+    assert no_app.returncode == 2 and "needs --app (or --by app)" in no_app.stderr
     feedback_report = cli(gw, "report", "feedback", "--since", "1h").stdout
     assert "gpt-4o-mini" in feedback_report and "answer" in feedback_report

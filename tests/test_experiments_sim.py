@@ -212,7 +212,7 @@ def test_the_stratified_estimate_recovers_the_true_zero(
 
     end = looks()[-1] + 86400
     text = models_report(store.query, "conf-0000", "30d", at=end, by="property:plan")
-    assert "acceptance rate (accepted / shown) by property:plan" in text
+    assert "Acceptance rate (accepted / shown) by property:plan" in text
     assert "stratified over property:plan" in text
     assert "WARNING (confounding)" in text or "WARNING (Simpson's paradox)" in text
     data = json.loads(

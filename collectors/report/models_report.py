@@ -85,7 +85,8 @@ def _segment_table(
         row += [_cell(Figure.of(arms[x], m), m, True) if x in arms else "-" for x in models]
         row += [metric(m, d.segments.get(seg), True) for d in diffs]
         body.append(row)
-    title = f"{METRICS[m].label} by {by} (share: of the metric's denominator)"
+    name = METRICS[m].label
+    title = f"{name[:1].upper()}{name[1:]} by {by} (share: of the metric's denominator)"
     return [title, *table(headers, body, 1)]
 
 
@@ -100,7 +101,7 @@ def _differences(m: str, by: str, reference: str, diffs: list[Difference]) -> li
         ]
         for d in diffs
     ]
-    title = f"Difference from {_name(reference)}, the most used model ({METRICS[m].label})"
+    title = f"Difference from {_name(reference)}, the most used model, in {METRICS[m].label}"
     return [title, *table(headers, body, 1)]
 
 
