@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         Scenario("boolean", max(10, s // 4), 900, base=0.25, lift=0.20, one_call=True,
                  say_no=True),
         Scenario("srm", s, 4000, one_call=True, lost_share=0.15),
-        Scenario("cuped", max(10, s // 4), 12000, lift=0.03, spread=4.0, history=10.0),
+        Scenario("cuped", max(10, s // 10), 8000, lift=0.03, spread=4.0, history=10.0),
     ]  # fmt: skip
     out = run(store, scenarios, lambda m: print(m, file=sys.stderr))
     print(report(out))

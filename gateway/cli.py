@@ -339,6 +339,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from collectors.report.models import MODEL_METRICS
     from gateway.config import ServerConfig
 
     srv = ServerConfig()
@@ -380,11 +381,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--metric",
-        default="acceptance_rate",
-        choices=["acceptance_rate", "thumbs_up_rate", "mean_rating", "turns_per_session",
-                 "cost_per_call"],
-        help="models --by: the metric compared across segments (default: acceptance_rate)",
-    )  # fmt: skip
+        default=MODEL_METRICS[0],
+        choices=MODEL_METRICS,
+        help=f"models --by: the metric compared across segments (default: {MODEL_METRICS[0]})",
+    )
     r.add_argument("--json", action="store_true", help="models: JSON instead of a table")
     e = command("experiments", "experiments and their verdicts", cmd_experiments)
     e.add_argument("action", choices=["list", "report"], help="list all, or report one")

@@ -255,16 +255,14 @@ def arm(name: str, units: int, accept: float, error: float = 0.0, seed: int = 1)
         a.metrics[m] = Sums()
     for _ in range(units):
         for metric, p in (("acceptance_rate", accept), ("error_rate", error)):
-            y = sum(rng.random() < p for _ in range(4))
-            s = a.metrics[metric]
-            s.sy, s.sx, s.syy, s.sxx, s.sxy = (
-                s.sy + y,
-                s.sx + 4,
-                s.syy + y * y,
-                s.sxx + 16,
-                s.sxy + 4 * y,
-            )
+            add_unit(a.metrics[metric], sum(rng.random() < p for _ in range(4)), 4)
     return a
+
+
+def add_unit(s: Sums, y: float, x: float) -> None:
+    """A unit with numerator y and denominator x, into an arm's sums of one metric."""
+    s.sy, s.sx, s.syy = s.sy + y, s.sx + x, s.syy + y * y
+    s.sxx, s.sxy = s.sxx + x * x, s.sxy + x * y
 
 
 EXP = Experiment(
@@ -351,16 +349,8 @@ def reads(seed: int, effect: float) -> list[tuple[int, Verdict]]:
     while n < 30_000:
         name = "treatment" if rng.random() < 0.5 else "control"
         p = rng.betavariate(6, 14) + (effect if name == "treatment" else 0.0)
-        y = sum(rng.random() < p for _ in range(4))
-        a, s = got[name], got[name].metrics["acceptance_rate"]
-        a.units += 1
-        s.sy, s.sx, s.syy, s.sxx, s.sxy = (
-            s.sy + y,
-            s.sx + 4,
-            s.syy + y * y,
-            s.sxx + 16,
-            s.sxy + 4 * y,
-        )
+        got[name].units += 1
+        add_unit(got[name].metrics["acceptance_rate"], sum(rng.random() < p for _ in range(4)), 4)
         n += 1
         if n == next_read:
             v = decide(dataclasses.replace(EXP, guardrails=()), list(got.values()))
