@@ -21,10 +21,11 @@ from collectors.experiments.moments import (
     read_moments,
 )
 from collectors.experiments.stats import Mixture, best_ratio, ratio
-from collectors.experiments.verdict import Verdict, decide
+from collectors.experiments.verdict import Verdict, decide, describe
 from collectors.report.models import model_arms
 from collectors.views import views
 from gateway.experiments import Experiment, Variant
+from gateway.experiments.spec import METRICS
 from gateway.record import CallRecord
 from gateway.store import migrate
 from gateway.store.chdb_store import ChdbStore
@@ -297,6 +298,35 @@ def test_verdict_kinds() -> None:
     # no unit in one variant yet: too early, not an error
     alone = decide(EXP, [arm("control", 5, 0.30)])
     assert alone.kind == "keep_running" and alone.units == {"control": 5, "treatment": 0}
+
+
+def test_a_guardrail_verdict_names_every_breach_with_its_figures() -> None:
+    control, treatment = arm("control", 5000, 0.30, 0.01), arm("treatment", 5000, 0.34, 0.03)
+    rng = random.Random(5)
+    for a, price in ((control, 0.0010), (treatment, 0.0012)):  # 20% dearer per call
+        for _ in range(a.units):
+            add_unit(a.metrics["cost_per_call"], sum(rng.gauss(price, 0.0002) for _ in range(4)), 4)
+    exp = dataclasses.replace(EXP, guardrails=("error_rate", "cost_per_call"))
+    v = decide(exp, [control, treatment])
+    assert v.kind == "guardrail"
+    assert {c.metric for c in v.guardrails if c.worse} == {"error_rate", "cost_per_call"}
+    assert v.message.startswith("stop treatment: worse than control on ")
+    for c in v.guardrails:
+        assert f"{METRICS[c.metric].label} {describe(c)}" in v.message
+        assert c.lift is not None and c.lift_low is not None and c.lift_high is not None
+        assert c.lift_low < c.lift < c.lift_high
+        assert c.lift == pytest.approx(c.diff / c.control_value)
+    cost = next(c for c in v.guardrails if c.metric == "cost_per_call")
+    assert cost.lift == pytest.approx(0.2, abs=0.02) and "+20." in v.message
+    # the same constant figure in both arms (0.001 USD per call, 300 calls per 1,000 units)
+    # is no difference, whatever the rounding of each ratio
+    flat = {}
+    for name, n in (("control", 5000), ("treatment", 4998)):
+        flat[name] = arm(name, n, 0.30)
+        flat[name].metrics["cost_per_call"] = Sums(0.3 * n, 300 * n, 0.09 * n, 9e4 * n, 90 * n)
+    assert 0.3 * 4998 / (300 * 4998) != 0.3 * 5000 / (300 * 5000)  # rounding differs
+    (cost,) = [c for c in decide(exp, flat.values()).guardrails if c.metric == "cost_per_call"]
+    assert cost.diff == 0.0 and not cost.worse
 
 
 def test_srm_counts_units_first_seen_since_the_weights_changed(store: ChdbStore) -> None:

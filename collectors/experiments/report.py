@@ -117,6 +117,12 @@ def _interval(m: str, low: float | None, high: float | None, scale: float = 1.0)
     return f"{metric_text(m, low, True)} to {metric_text(m, high, True)}"
 
 
+def _reading(c: Comparison) -> str:
+    if c.better or c.worse:
+        return "better" if c.better else "worse"
+    return "the same" if c.low == c.high == 0 else "not yet clear"
+
+
 def _comparison_rows(cs: Iterable[Comparison]) -> list[list[str]]:
     return [
         [
@@ -129,7 +135,7 @@ def _comparison_rows(cs: Iterable[Comparison]) -> list[list[str]]:
             "-" if c.lift is None else f"{c.lift * 100:+.1f}%",
             _interval(c.metric, c.lift_low, c.lift_high, scale=100.0),
             f"{c.p_value:.3g}",
-            "better" if c.better else "worse" if c.worse else "not yet clear",
+            _reading(c),
         ]
         for c in cs
     ]
