@@ -116,6 +116,11 @@ def test_the_reports_read_the_same_data(
     (primary,) = data["primary"]
     assert primary["low"] > 0 and primary["metric"] == "acceptance_rate"
 
+    # an experiment without data yet: JSON without Infinity or NaN (not JSON)
+    empty = experiment_report(query, experiment("no-data-yet", ALPHA), as_json=True, at=end)
+    strict = json.loads(empty, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert strict["kind"] == "keep_running" and strict["units"] == {"control": 0, "treatment": 0}
+
     srm = experiment("srm-0000", ALPHA)
     listing = list_experiments(query, [exp, srm], at=end)
     assert "WINNER: treatment" in listing and "ASSIGNMENT BROKEN (SRM)" in listing

@@ -8,6 +8,7 @@ like is what the always-valid intervals are for.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
@@ -49,6 +50,17 @@ def verdicts(
         v.look = look
         out[e.name] = v
     return out
+
+
+def _finite(x: Any) -> Any:
+    """JSON has no infinity: a figure without data is null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
 
 
 def _status(e: Experiment, now: datetime) -> str:
@@ -174,7 +186,8 @@ def experiment_report(
     v = verdicts(query, [exp], at)[exp.name]
     figures = _figures(query, exp.name)
     if as_json:
-        return json.dumps({**asdict(v), "variants": figures}, indent=2, default=str)
+        out = _finite({**asdict(v), "variants": figures})
+        return json.dumps(out, indent=2, default=str, allow_nan=False)
     when = datetime.fromtimestamp(v.look, UTC)
     weights = exp.weights()
     lines = [
