@@ -8,7 +8,6 @@ like is what the always-valid intervals are for.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
@@ -18,7 +17,7 @@ from typing import Any
 from collectors.experiments.moments import experiment_arms, read_moments
 from collectors.experiments.srm import SRM_ALPHA
 from collectors.experiments.verdict import Comparison, Verdict, decide
-from collectors.report.text import dec, label, table
+from collectors.report.text import dec, finite, label, table
 from collectors.report.text import metric as metric_text
 from collectors.sql import Query, lit, select
 from gateway.experiments.spec import METRICS, Experiment
@@ -50,17 +49,6 @@ def verdicts(
         v.look = look
         out[e.name] = v
     return out
-
-
-def _finite(x: Any) -> Any:
-    """JSON has no infinity: a figure without data is null."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_finite(v) for v in x]
-    return x
 
 
 def _status(e: Experiment, now: datetime) -> str:
@@ -186,7 +174,7 @@ def experiment_report(
     v = verdicts(query, [exp], at)[exp.name]
     figures = _figures(query, exp.name)
     if as_json:
-        out = _finite({**asdict(v), "variants": figures})
+        out = finite({**asdict(v), "variants": figures})
         return json.dumps(out, indent=2, default=str, allow_nan=False)
     when = datetime.fromtimestamp(v.look, UTC)
     weights = exp.weights()

@@ -20,7 +20,7 @@ from collectors.report.models import (
     read,
     stratify,
 )
-from collectors.report.text import dec, metric, table
+from collectors.report.text import dec, finite, metric, table
 from collectors.sql import Query, lit, select
 from gateway.experiments.spec import METRICS
 
@@ -176,7 +176,7 @@ def models_report(
                 "differences": [_diff_json(d) for d in diffs],
                 "warnings": warnings(metric_name, by, reference, diffs),
             }  # fmt: skip
-        return json.dumps(out, indent=2, default=str)
+        return json.dumps(finite(out), indent=2, default=str, allow_nan=False)
     if not models:
         return f"No calls from {where} reached a model in the last {since}.\n"
     body = [
@@ -210,15 +210,13 @@ def _unique(figures: dict[str, dict[str, Any]]) -> bool:
 
 
 def _fig_json(f: Figure) -> dict[str, Any]:
-    return {"value": f.value, "ci95": f.ci95 if math.isfinite(f.ci95) else None,
-            "users": f.units}  # fmt: skip
+    return {"value": f.value, "ci95": f.ci95, "users": f.units}
 
 
 def _diff_json(d: Difference) -> dict[str, Any]:
     return {
         "model": label(d.model)[0], "pooled": d.pooled, "pooled_ci95": d.pooled_ci95,
-        "stratified": d.stratified,
-        "stratified_ci95": d.stratified_ci95 if math.isfinite(d.stratified_ci95) else None,
+        "stratified": d.stratified, "stratified_ci95": d.stratified_ci95,
         "coverage": d.coverage, "segments": d.segments, "simpson": d.simpson,
         "confounded": d.confounded,
     }  # fmt: skip

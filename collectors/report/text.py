@@ -64,3 +64,14 @@ def metric(name: str, v: float | None, signed: bool = False) -> str:
     if name.startswith("cost"):
         return f"{v:{sign}.5f}"
     return f"{v:{sign}.3f}"
+
+
+def finite(x: Any) -> Any:
+    """A value for JSON, which has no infinity or NaN: a figure without data is null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [finite(v) for v in x]
+    return x
