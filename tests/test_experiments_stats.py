@@ -300,6 +300,16 @@ def test_verdict_kinds() -> None:
     assert alone.kind == "keep_running" and alone.units == {"control": 5, "treatment": 0}
 
 
+def test_planned_units_tune_the_verdicts_intervals() -> None:
+    arms = [arm("control", 500, 0.30), arm("treatment", 500, 0.34)]
+    (default,) = decide(EXP, arms).primary
+    (planned,) = decide(dataclasses.replace(EXP, planned_units=1000), arms).primary
+    assert default.low is not None and default.high is not None
+    assert planned.low is not None and planned.high is not None
+    assert planned.diff == default.diff
+    assert planned.high - planned.low < 0.95 * (default.high - default.low)
+
+
 def test_a_guardrail_verdict_names_every_breach_with_its_figures() -> None:
     control, treatment = arm("control", 5000, 0.30, 0.01), arm("treatment", 5000, 0.34, 0.03)
     rng = random.Random(5)
