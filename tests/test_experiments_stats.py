@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
+from collectors.experiments.cuped import PreSums
 from collectors.experiments.moments import (
     RATIOS,
     ArmMoments,
@@ -165,6 +166,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbStore]:
         # another experiment, and a call in none
         call("c9", "u1", "control", 0, experiment="other"),
         call("c10", "u1", "", 0, experiment=""),
+        # the day before the experiment's first call: u1 and u3's history (CUPED)
+        call("p1", "u1", "", -86400, experiment=""),
+        call("p2", "u1", "", -86000, experiment=""),
+        call("p3", "u3", "", -85000, experiment=""),
+        call("p4", "u3", "", -20 * 86400, experiment=""),  # before the 14-day pre-period
     ]
     events = [
         event("e1", "c1", "suggestion_shown"),
@@ -182,6 +188,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbStore]:
         event("e12", "c6", "copy"),
         event("e13", "c6", "share"),
         event("e14", "c5", "regenerate"),
+        event("h1", "p1", "suggestion_shown"),
+        event("h2", "p1", "suggestion_accepted"),
+        event("h3", "p2", "suggestion_accepted", 0.0),  # shown, not accepted
+        event("h4", "p3", "suggestion_shown"),
+        event("h5", "p4", "suggestion_accepted"),
     ]
     s.insert("llm_calls", b"".join(calls))
     s.insert("llm_feedback", b"".join(events))
@@ -222,6 +233,23 @@ def test_per_unit_sums(store: ChdbStore) -> None:
     te = by[early, "treatment"]
     assert te.metrics["acceptance_rate"].sx == 2
     assert by[early, "control"].metrics["abandonment_rate"].sy == 0
+
+
+def test_cuped_sums_of_the_pre_period(store: ChdbStore) -> None:
+    """Per arm: each user's primary metric before the experiment's first call (y0, x0),
+    times itself and times the user's figures during it (y, x)."""
+    got = read_moments(lambda q: store.query(q), experiment_arms([USER_EXP]), [T + 86400])
+    by = {m.arm: m.pre for m in got}
+    # control: u1 had 1 of 2 suggestions accepted before (y0 = 1, x0 = 2) and 1 of 2 during
+    # (y = 1, x = 2); u2 no history (0, 0), 0 of 1 during
+    assert by["control"] == PreSums(y0=1, x0=2, y0y0=1, x0x0=4, x0y0=2, yy0=1, yx0=2,
+                                    xy0=2, xx0=4, history=1)  # fmt: skip
+    # treatment: u3 had 0 of 1 before (p4 is older than the 14-day pre-period), 3 of 3 during
+    assert by["treatment"] == PreSums(y0=0, x0=1, y0y0=0, x0x0=1, x0y0=0, yy0=0, yx0=3,
+                                      xy0=0, xx0=3, history=1)  # fmt: skip
+    off = dataclasses.replace(USER_EXP, pre_period_days=0)
+    got = read_moments(lambda q: store.query(q), experiment_arms([off]), [T + 86400])
+    assert all(m.pre == PreSums() for m in got)
 
 
 def test_model_arms_group_an_apps_calls_by_the_served_model(store: ChdbStore) -> None:

@@ -8,12 +8,12 @@ delta method gives the variance of the ratio (stats.py). One query reads any num
 experiments at any number of cut-off times ("looks"), so a simulation of hundreds of
 experiments read 20 times each is one pass over the tables.
 
-CUPED (cuped.py): for experiments by user, each unit's calls in the same app (and, if the
-experiment matches one, the same requested model) during `pre_period_days` before the
-experiment started give the pre-period numerator y0 and denominator x0 of its primary
-metric; per arm the query adds the sums of y0, x0 and their products with each other and
-with the unit's primary y and x. A unit without history has y0 = x0 = 0. The start is the
-declared `start`, else the experiment's first call.
+CUPED (cuped.py): for experiments by user, each unit's calls outside any experiment, in
+the same app (and, if the experiment matches one, the same requested model), during
+`pre_period_days` before the experiment started give the pre-period numerator y0 and
+denominator x0 of its primary metric; per arm the query adds the sums of y0, x0 and their
+products with each other and with the unit's primary y and x. A unit without history has
+y0 = x0 = 0. The start is the declared `start`, else the experiment's first call.
 
 Units seen under two variants (possible only after a weight change) are left out and
 counted under the arm ''.
