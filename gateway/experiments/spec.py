@@ -12,6 +12,8 @@ experiments:
     primary: acceptance_rate
     guardrails: [error_rate, p95_latency, cost_per_call]
     margin: 0.01               # |difference| below this is "no meaningful difference"
+    planned_units: 20000       # optional: the units you expect; intervals are tightest there
+    pre_period_days: 14        # CUPED: each user's primary metric this long before the start
     start: 2026-12-01T00:00:00Z
     weights_since: 2026-12-08T00:00:00Z  # when the weights last changed (for the SRM check)
 ```
@@ -92,6 +94,12 @@ class Experiment:
     margin: float = 0.01
     alpha: float = 0.05
     min_units: int = 100  # per variant, before any verdict
+    # All variants' units expected: the intervals are tuned to be narrowest there (None: a
+    # mixture over horizons, valid and near-narrowest at any size).
+    planned_units: int | None = None
+    # CUPED (unit: user): each user's primary metric over these days before the experiment
+    # started is the covariate; 0 turns it off.
+    pre_period_days: int = 14
     start: datetime | None = None
     stop: datetime | None = None
     # When the weights last changed: the sample-ratio check counts the units first seen
@@ -135,6 +143,8 @@ class _ExperimentIn(msgspec.Struct, forbid_unknown_fields=True):
     margin: float | None = None
     alpha: float = _D.alpha
     min_units: int = _D.min_units
+    planned_units: int | None = _D.planned_units
+    pre_period_days: int = _D.pre_period_days
     start: Any = None  # a datetime, a date, or ISO 8601 text: checked by _time()
     stop: Any = None
     weights_since: Any = None
@@ -216,6 +226,15 @@ def parse_experiment(name: str, data: Any, base: str = "experiments") -> Experim
         raise ConfigError(f"{key}.margin", f"must be > 0, got {raw.margin!r}")
     if raw.min_units < 10:
         raise ConfigError(f"{key}.min_units", f"must be >= 10, got {raw.min_units!r}")
+    if raw.planned_units is not None and raw.planned_units < 2 * raw.min_units:
+        raise ConfigError(
+            f"{key}.planned_units",
+            f"must be at least twice min_units ({2 * raw.min_units}), got {raw.planned_units!r}",
+        )
+    if not 0 <= raw.pre_period_days <= 365:
+        raise ConfigError(
+            f"{key}.pre_period_days", f"must be between 0 and 365, got {raw.pre_period_days!r}"
+        )
     start, stop = _time(raw.start, f"{key}.start"), _time(raw.stop, f"{key}.stop")
     if start and stop and stop <= start:
         raise ConfigError(f"{key}.stop", "must be after start")
@@ -232,6 +251,8 @@ def parse_experiment(name: str, data: Any, base: str = "experiments") -> Experim
         margin=float(margin),
         alpha=raw.alpha,
         min_units=raw.min_units,
+        planned_units=raw.planned_units,
+        pre_period_days=raw.pre_period_days,
         start=start,
         stop=stop,
         weights_since=_time(raw.weights_since, f"{key}.weights_since"),
