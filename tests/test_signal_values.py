@@ -184,15 +184,21 @@ def send_http(gw: GatewayProcess, cases: list[Case], answers: dict[str, int | st
 
 
 def send_python(gw: GatewayProcess, cases: list[Case], answers: dict[str, int | str]) -> None:
-    with FeedbackClient(gw.url, key=SERVER_KEY, app=APP) as fb:
+    # Signal methods never raise: a refusal reaches on_error with the refused events.
+    refused: dict[str, FeedbackError] = {}
+
+    def on_error(err: FeedbackError, events: list[dict[str, Any]]) -> None:
+        for ev in events:
+            refused[ev["event_id"]] = err
+
+    with FeedbackClient(gw.url, key=SERVER_KEY, app=APP, sync_mode=True,
+                        on_error=on_error) as fb:  # fmt: skip
         for c in cases:
             ev = c.event()
             fields = {k: v for k, v in ev.items() if k not in ("name", "request_id")}
-            try:
-                fb.track(c.name, c.rid, **fields)
-                answers[c.id] = 200
-            except FeedbackError as e:
-                answers[c.id] = e.param or e.status
+            event_id = fb.track(c.name, c.rid, **fields)
+            err = refused.get(event_id)
+            answers[c.id] = 200 if err is None else (err.param or err.status)
 
 
 async def send_browser(
