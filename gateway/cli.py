@@ -211,27 +211,32 @@ def result_table(result: bytes) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from collectors.experiments.report import models_report
-    from collectors.report import feedback_report
+    from collectors.report import feedback_report, parse_since
+    from collectors.report.models import parse_by
+    from collectors.report.models_report import models_report
 
     cfg = _config(args)
-    if args.what == "models" and not args.app:
-        print("llm-gateway: report models needs --app", file=sys.stderr)
+    if args.what == "models" and not args.app and args.by != "app":
+        print("llm-gateway: report models needs --app (or --by app)", file=sys.stderr)
         return 2
-    try:
-        with store_access(cfg) as store:
-            query = lambda sql: store.query(sql, "JSONEachRow")  # noqa: E731
-            if args.what == "models":
-                text = models_report(query, args.app, args.since, args.json)
-            elif args.what == "keys":
-                from gateway.access.report import keys_report
-
-                text = keys_report(store)
-            else:
-                text = feedback_report(query, args.since)
+    try:  # the arguments, before the store is opened
+        parse_since(args.since)
+        parse_by(args.by)
     except ValueError as e:
-        print(f"llm-gateway: --since: {e}", file=sys.stderr)
+        print(f"llm-gateway: {e}", file=sys.stderr)
         return 2
+    with store_access(cfg) as store:
+        query = lambda sql: store.query(sql, "JSONEachRow")  # noqa: E731
+        if args.what == "models":
+            text = models_report(
+                query, args.app, args.since, args.json, by=args.by, metric_name=args.metric
+            )
+        elif args.what == "keys":
+            from gateway.access.report import keys_report
+
+            text = keys_report(store)
+        else:
+            text = feedback_report(query, args.since)
     print(text)
     return 0
 
@@ -297,6 +302,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from collectors.report.models import MODEL_METRICS
     from gateway.server.config import ServerConfig
 
     srv = ServerConfig()
@@ -333,6 +339,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("what", choices=["feedback", "models", "keys"], help="the report")
     r.add_argument("--since", default="7d", help="window, e.g. 7d, 24h, 30m (default: 7d)")
     r.add_argument("--app", help="models: the app whose models to compare (observational)")
+    r.add_argument(
+        "--by", help="models: segments side by side, stratified: app, property:NAME or cohort"
+    )
+    r.add_argument(
+        "--metric",
+        default=MODEL_METRICS[0],
+        choices=MODEL_METRICS,
+        help=f"models --by: the metric compared across segments (default: {MODEL_METRICS[0]})",
+    )
     r.add_argument("--json", action="store_true", help="models: JSON instead of a table")
     e = command("experiments", "experiments and their verdicts", cmd_experiments)
     e.add_argument("action", choices=["list", "report"], help="list all, or report one")

@@ -52,7 +52,7 @@ NOT_RUN = [
     ("README.md", "uv run llm-gateway migrate --cluster NAME", "needs a ClickHouse cluster"),
     ("README.md", "uv run llm-gateway experiments report summarizer-model --json",
      "needs the experiment declared in the configuration above; "
-     "tests/test_experiments_e2e.py runs the report"),
+     "tests/gateway/experiments/test_experiments_e2e.py runs the report"),
     ("README.md", 'uv run llm-gateway sql ...',
      "a placeholder: the queries themselves are the sql blocks, run below"),
     ("docs/feedback-queries.md", 'uv run llm-gateway sql ...',
@@ -61,7 +61,7 @@ NOT_RUN = [
     ("README.md", "kubectl ", "needs a Kubernetes cluster"),
     ("README.md", "helm install ", "needs a Kubernetes cluster (tests/helm/test_helm.py renders "
      "the chart)"),
-    ("README.md", "helm test ", "needs a Kubernetes cluster (tests/test_helm_e2e.py runs the "
+    ("README.md", "helm test ", "needs a Kubernetes cluster (tests/helm/test_helm_e2e.py runs the "
      "test Pod's check against a gateway started with the rendered config)"),
     ("README.md", "helm template", "a tool's way of rendering, named, not run"),
     ("README.md", "npm ci --prefix .ci/node",

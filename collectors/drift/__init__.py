@@ -19,9 +19,10 @@ failed. Skipped rows are for the report: `rows_to_jsonl` leaves them out of `llm
 
 Rows: one per (group, metric), except `version_change` (one per new version).
 
-- `input_tokens`, `output_tokens` (OTel token buckets), `latency`, `ttft` (seconds, OTel
-  duration buckets), `cost` (USD per call, `COST_BUCKETS`): statistic `psi`, score the
-  population stability index, p_value a chi-square test on the same bins.
+- `input_tokens`, `output_tokens`, `latency`, `ttft` (seconds), `cost` (USD per call):
+  statistic `psi`, score the population stability index on bins at the reference window's
+  own deciles (computed from the stored values, not histogram buckets), p_value a
+  chi-square test on the same bins.
 - `finish_reason_mix`: statistic `js_distance`, score the Jensen-Shannon distance (log base
   2, so 0..1), p_value a chi-square test on the finish-reason counts.
 - `error_rate`, `length_rate`, `content_filter_rate`, `refusal_rate`, `acceptance_rate`,
@@ -54,17 +55,18 @@ calls are *answers*):
   `content_policy_violation`).
 - feedback, joined on `request_id`, from events whose `ts` is within a day of the two
   windows (clocks differ; a backfill at a past `now` sees what was known then, give or
-  take a day). `acceptance_rate`: calls with a `suggestion_accepted` / calls with a
-  `suggestion_shown`, `suggestion_accepted` or `suggestion_rejected` (as
-  `llm_call_feedback.shown`), compared when at least `min_feedback_calls` calls in each
-  window had a suggestion. `share_rate`: calls with a `share` event / calls (as
+  take a day), each counted as collectors/signals.py says (a `false` is a no).
+  `acceptance_rate`: calls with an accepted suggestion / calls with a suggestion shown (as
+  `llm_call_feedback.accepted` and `.shown`), compared when at least `min_feedback_calls`
+  calls in each window had a suggestion. `share_rate`: calls shared / calls (as
   `llm-gateway report`), compared when at least `min_feedback_calls` calls in each window
   had any feedback event. No feedback of the kind in either window: no row. Feedback on
   the latest calls may still be on its way; keep `min_feedback_calls` meaningful.
 - version changes: a non-empty `response_model` or `system_fingerprint` seen in the current
   window and never in the reference window, with `first_seen` (its first call).
 
-Levels (`ok`, `warn`, `alert`, `skipped`). An effect size alone is not enough: PSI and the
+Levels (`ok`, `warn`, `alert`, `improved`, `skipped`). An effect size alone is not enough:
+PSI and the
 JS distance of two samples of 200 calls from the same traffic exceed 0.2 and 0.1 in a few
 percent of runs. So every statistic comes with a hypothesis test (its `p_value`) and a row
 alerts when the effect passes its threshold AND the test rejects "no change" at a
@@ -72,7 +74,8 @@ Bonferroni-corrected level: p < alpha / m, where m is the number of tests of the
 with a p-value that could be small; a rate with no event in either window cannot). The
 family-wise chance that unchanged traffic raises any alert in a run is then at most
 `alpha` (default 0.001), whatever the number of groups and metrics.
-- `psi` (fixed bins, so that windows compare bin for bin, computed in ClickHouse SQL as
+- `psi` (the reference's decile bins, so that windows compare bin for bin and an unchanged
+  distribution scores near 0 whatever its shape, computed in ClickHouse SQL as
   sum((p - q) * ln(p / q)) with empty-bin proportions floored at `psi_epsilon` = 1e-4,
   i.e. 0.01%): alert when PSI >= `psi_alert` (0.2) and the chi-square test of homogeneity
   on the same bins rejects; warn when PSI >= `psi_warn` (0.1) and the test rejects at
@@ -86,6 +89,14 @@ family-wise chance that unchanged traffic raises any alert in a run is then at m
   approximation overstates rare events (five content-filter stops in a window that expects
   one is z = 4, normal p 6e-5, but happens in 0.4% of windows).
 - `version_change`: always an alert (no test: a version that was never seen is a fact).
+- direction (`WORSE_WHEN`): latency, time to first token, cost and the error, length,
+  content-filter and refusal rates get worse when they rise; acceptance and share rates
+  when they fall. A change that would warn or alert but goes the good way is level
+  `improved`: reported, never alerted. A distribution went the good way when its values
+  moved that way (P(current > reference) - P(current < reference) on the bins) and its
+  bad tail did not grow beyond noise (3 standard errors) above any bin boundary: a
+  distribution that got faster on average but slower in its tail is still an alert.
+  Token counts and the finish-reason mix can drift either way.
 `threshold` holds the alert threshold of the row's statistic (0 for version changes, the
 minimum count for skipped rows).
 """
@@ -93,15 +104,15 @@ minimum count for skipped rows).
 from __future__ import annotations
 
 from collectors.drift.config import (
-    COST_BUCKETS,
+    BINS,
     DISTRIBUTIONS,
-    DURATION_BUCKETS,
     FAILED_SQL,
     LEVELS,
     METRICS,
+    QUANTILES,
     RATES,
     REFUSAL_ERROR_TYPES,
-    TOKEN_BUCKETS,
+    WORSE_WHEN,
     DriftConfig,
 )
 from collectors.drift.report import DriftRow, format_report, rows_to_jsonl
@@ -109,6 +120,7 @@ from collectors.drift.run import run_drift
 from collectors.drift.stats import (
     chi2_homogeneity,
     chi2_sf,
+    direction,
     fisher_exact,
     js_distance,
     two_proportion_z,
@@ -117,19 +129,20 @@ from collectors.drift.stats import (
 from collectors.drift.task import drift_job
 
 __all__ = [
-    "COST_BUCKETS",
+    "BINS",
     "DISTRIBUTIONS",
-    "DURATION_BUCKETS",
     "FAILED_SQL",
     "LEVELS",
     "METRICS",
+    "QUANTILES",
     "RATES",
     "REFUSAL_ERROR_TYPES",
-    "TOKEN_BUCKETS",
+    "WORSE_WHEN",
     "DriftConfig",
     "DriftRow",
     "chi2_homogeneity",
     "chi2_sf",
+    "direction",
     "drift_job",
     "fisher_exact",
     "format_report",

@@ -1,5 +1,5 @@
-"""What a drift run measures (metrics, bins, the failed-call predicate) and its settings
-(the `drift:` section)."""
+"""What a drift run measures (metrics, bins, directions, the failed-call predicate) and
+its settings (the `drift:` section)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Annotated, ClassVar
 import msgspec
 from msgspec import Meta
 
-from gateway.observability.genai import DURATION_BUCKETS, TOKEN_BUCKETS
 from gateway.recording.record import FAILED_SQL
 from gateway.sections import Amount, FieldError, Positive, Section, reader
 
@@ -64,21 +63,20 @@ def durations(tp: type, value: object) -> timedelta:
     return duration
 
 
-# Token and duration bins are the GenAI histograms' own, so that a bin here is a bucket on
-# the Grafana heatmaps. n boundaries make n + 1 bins.
+# Distributions are binned at the reference window's own quantiles (deciles of the stored
+# values, not histogram buckets): each bin holds a tenth of the reference, so no bin is
+# nearly empty by construction and an unchanged distribution gives a PSI near 0 whatever
+# its shape or scale. BINS bins, BINS - 1 boundaries (fewer where values tie).
+BINS = 10
+QUANTILES = tuple(i / BINS for i in range(1, BINS))
 
-# USD per call, log-spaced at half decades (1, 3, 10, 30, ...) from a millionth of a dollar
-# (a tiny embedding call) to $10 (a very long reasoning call); a free call (0) is bin 0.
-COST_BUCKETS = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0,
-                10.0)  # fmt: skip
-
-# (metric, SQL value over llm_calls, boundaries). Distributions read answers only.
-DISTRIBUTIONS: tuple[tuple[str, str, tuple[float, ...]], ...] = (
-    ("input_tokens", "toNullable(toFloat64(input_tokens))", TOKEN_BUCKETS),
-    ("output_tokens", "toNullable(toFloat64(output_tokens))", TOKEN_BUCKETS),
-    ("latency", "toNullable(latency_ms / 1000)", DURATION_BUCKETS),
-    ("ttft", "ttft_ms / 1000", DURATION_BUCKETS),
-    ("cost", "cost_usd", COST_BUCKETS),
+# (metric, SQL value over llm_calls). Distributions read answers only.
+DISTRIBUTIONS: tuple[tuple[str, str], ...] = (
+    ("input_tokens", "toNullable(toFloat64(input_tokens))"),
+    ("output_tokens", "toNullable(toFloat64(output_tokens))"),
+    ("latency", "toNullable(latency_ms / 1000)"),
+    ("ttft", "ttft_ms / 1000"),
+    ("cost", "cost_usd"),
 )
 RATES = (
     "error_rate",
@@ -88,14 +86,21 @@ RATES = (
     "acceptance_rate",
     "share_rate",
 )
+# Which way a metric gets worse: +1 when it rises, -1 when it falls; a metric not listed
+# (token counts, the finish-reason mix) can drift either way. A change the other way is an
+# improvement: reported (level `improved`), not alerted.
+WORSE_WHEN: dict[str, int] = {
+    "latency": 1, "ttft": 1, "cost": 1, "error_rate": 1, "length_rate": 1,
+    "content_filter_rate": 1, "refusal_rate": 1, "acceptance_rate": -1, "share_rate": -1,
+}  # fmt: skip
 # error_type values (case-insensitive regular expression) that mean "declined on policy".
 REFUSAL_ERROR_TYPES = r"(?i)refus|content.?filter|content.?policy|safety|moderation"
 
-LEVELS = ("alert", "warn", "ok", "skipped")
+LEVELS = ("alert", "warn", "improved", "ok", "skipped")
 METRICS = (*(d[0] for d in DISTRIBUTIONS), "finish_reason_mix", *RATES, "version_change")
 ROW_ORDER = {name: i for i, name in enumerate(("sample_size", *METRICS))}  # rows of a group
 
 __all__ = [
-    "COST_BUCKETS", "DISTRIBUTIONS", "DURATION_BUCKETS", "FAILED_SQL", "LEVELS", "METRICS",
-    "RATES", "REFUSAL_ERROR_TYPES", "ROW_ORDER", "TOKEN_BUCKETS", "Days", "DriftConfig", "Minutes",
+    "BINS", "DISTRIBUTIONS", "FAILED_SQL", "LEVELS", "METRICS", "QUANTILES", "RATES",
+    "REFUSAL_ERROR_TYPES", "ROW_ORDER", "WORSE_WHEN", "Days", "DriftConfig", "Minutes",
 ]  # fmt: skip

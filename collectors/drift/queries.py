@@ -9,18 +9,15 @@ from datetime import datetime
 from collectors.drift.config import (
     DISTRIBUTIONS,
     FAILED_SQL,
+    QUANTILES,
     REFUSAL_ERROR_TYPES,
 )
-from collectors.signals import feeding, in_list
+from collectors.signals import says_yes
 from collectors.sql import lit
 
 
 def ts_sql(t: datetime) -> str:
     return f"toDateTime64('{t.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}', 3, 'UTC')"
-
-
-def _floats(xs: Iterable[float]) -> str:
-    return "[" + ", ".join(repr(float(x)) for x in xs) + "]"
 
 
 def groups_in(groups: Iterable[tuple[str, str]]) -> str:
@@ -62,8 +59,8 @@ def feedback_sql(rs: str, cs: str, ce: str, groups: str) -> str:
     llm_feedback is read without FINAL: each count is of calls that have at least one such
     event, which a duplicate event cannot change, and FINAL would read every partition (ts is
     not in its sorting key, so the time filter cannot be applied before the merge)."""
-    # the signals behind llm_call_feedback's `shown`, `accepted` and `shares`
-    shown, accepted, shared = (in_list(feeding("call", c)) for c in ("shown", "accepted", "shares"))
+    # counted as llm_call_feedback's `shown`, `accepted` and `shares` count them
+    shown, accepted, shared = (says_yes("call", c) for c in ("shown", "accepted", "shares"))
     return f"""
 SELECT toString(c.app) AS app, toString(c.request_model) AS request_model, c.cur AS cur,
        count() AS with_feedback, countIf(f.shown > 0) AS shown,
@@ -76,8 +73,8 @@ FROM
 ) AS c
 INNER JOIN
 (
-    SELECT request_id AS rid, countIf(name IN {shown}) AS shown,
-           countIf(name IN {accepted}) AS accepted, countIf(name IN {shared}) AS shared
+    SELECT request_id AS rid, countIf({shown}) AS shown,
+           countIf({accepted}) AS accepted, countIf({shared}) AS shared
     FROM llm_feedback
     WHERE request_id != '' AND ts >= {rs} - INTERVAL 1 DAY AND ts < {ce} + INTERVAL 1 DAY
     GROUP BY request_id
@@ -86,37 +83,51 @@ GROUP BY app, request_model, cur"""
 
 
 def _values_sql(rs: str, cs: str, ce: str, groups: str) -> str:
-    """(app, request_model, metric, cur, value) for every answer and distribution metric."""
-    tuples = ", ".join(
-        f"({lit(name)}, {expr}, {i + 1})" for i, (name, expr, _) in enumerate(DISTRIBUTIONS)
-    )
+    """(app, request_model, metric, cur, value, rid) for every answer and distribution
+    metric."""
+    tuples = ", ".join(f"({lit(name)}, {expr})" for name, expr in DISTRIBUTIONS)
     return f"""
     SELECT app, request_model, started_at >= {cs} AS cur,
            arrayJoin(arrayFilter(t -> isNotNull(t.2), [{tuples}])) AS mv,
-           mv.1 AS metric, assumeNotNull(mv.2) AS value, mv.3 AS metric_index
+           mv.1 AS metric, assumeNotNull(mv.2) AS value, request_id AS rid
     FROM llm_calls FINAL
     WHERE started_at >= {rs} AND started_at < {ce} AND NOT {FAILED_SQL} AND {groups}"""
 
 
 def psi_sql(rs: str, cs: str, ce: str, groups: str, eps: float) -> str:
-    """PSI per group and metric on fixed bins, in SQL: each value's bin is the number of
-    boundaries below it; sumMap aligns the two windows' counts on the bins either has."""
-    bounds = "[" + ", ".join(_floats(b) for _, _, b in DISTRIBUTIONS) + "]"
+    """PSI per group and metric on the reference window's quantile bins, in SQL: the
+    boundaries are the reference values' deciles (a deterministic sample of up to 8,192 of
+    them per group: bins need not be exact deciles, only fixed); each value's bin is the
+    number of boundaries below it; sumMap aligns the two windows' counts on the bins either
+    has. An empty bin's proportion is floored at `eps`."""
+    values = _values_sql(rs, cs, ce, groups)
+    levels = ", ".join(repr(q) for q in QUANTILES)
     p = f"greatest(c / n_cur, {eps!r})"
     q = f"greatest(r / n_ref, {eps!r})"
     return f"""
 SELECT toString(app) AS app, toString(request_model) AS request_model, metric, n_cur, n_ref,
        if(n_cur = 0 OR n_ref = 0, 0, arraySum((c, r) -> ({p} - {q}) * ln({p} / {q}), h.2, h.3))
            AS psi,
-       h.1 AS bins, h.2 AS cur_counts, h.3 AS ref_counts, mean_cur, mean_ref
+       h.1 AS bins, h.2 AS cur_counts, h.3 AS ref_counts, bounds, mean_cur, mean_ref
 FROM
 (
-    SELECT app, request_model, metric, countIf(cur) AS n_cur, countIf(NOT cur) AS n_ref,
-           sumMap([toUInt8(arraySum(arrayMap(b -> value > b, {bounds}[metric_index])))],
-                  [toUInt64(cur)], [toUInt64(NOT cur)]) AS h,
-           avgIf(value, cur) AS mean_cur, avgIf(value, NOT cur) AS mean_ref
-    FROM ({_values_sql(rs, cs, ce, groups)})
-    GROUP BY app, request_model, metric
+    SELECT v.app AS app, v.request_model AS request_model, v.metric AS metric,
+           countIf(v.cur) AS n_cur, countIf(NOT v.cur) AS n_ref,
+           sumMap([toUInt8(arraySum(arrayMap(b -> v.value > b, q.bounds)))],
+                  [toUInt64(v.cur)], [toUInt64(NOT v.cur)]) AS h,
+           avgIf(v.value, v.cur) AS mean_cur, avgIf(v.value, NOT v.cur) AS mean_ref,
+           any(q.bounds) AS bounds
+    FROM ({values}) AS v
+    INNER JOIN
+    (
+        SELECT app, request_model, metric,
+               arrayDistinct(arrayFilter(x -> NOT isNaN(x),
+                   quantilesDeterministicIf({levels})(value, cityHash64(rid), NOT cur)))
+                   AS bounds
+        FROM ({values})
+        GROUP BY app, request_model, metric
+    ) AS q ON q.app = v.app AND q.request_model = v.request_model AND q.metric = v.metric
+    GROUP BY v.app, v.request_model, v.metric
 )"""
 
 

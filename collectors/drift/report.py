@@ -24,7 +24,7 @@ class DriftRow:
     statistic: str
     score: float
     threshold: float
-    level: str  # ok | warn | alert | skipped
+    level: str  # ok | warn | alert | improved | skipped
     p_value: float | None = None
     current_calls: int = 0  # calls (or values, or feedback calls) the row is computed from
     reference_calls: int = 0
@@ -150,18 +150,23 @@ def format_report(rows: Sequence[DriftRow]) -> str:
     out = [
         head,
         f"{len(evaluated)} group(s) evaluated, {len(skipped_groups)} skipped; "
-        f"{len(by_level['alert'])} alert(s), {len(by_level['warn'])} warning(s).",
+        f"{len(by_level['alert'])} alert(s), {len(by_level['warn'])} warning(s), "
+        f"{len(by_level['improved'])} improvement(s).",
     ]
 
     def name(r: DriftRow) -> str:
         return f"{r.app or '(no app)'} / {r.request_model or '(no model)'}"
 
-    for level, title in (("alert", "ALERTS"), ("warn", "WARNINGS")):
+    for level, title in (("alert", "ALERTS"), ("warn", "WARNINGS"), ("improved", "IMPROVED")):
         if by_level[level]:
-            out += ["", f"{title} ({len(by_level[level])})"]
+            note = ": changed for the better, reported, not alerted" if level == "improved" else ""
+            out += ["", f"{title} ({len(by_level[level])}){note}"]
             for r in by_level[level]:
                 out.append(f"  {name(r)}  {r.metric}: {_describe(r)}")
-    flagged = {(r.app, r.request_model) for r in by_level["alert"] + by_level["warn"]}
+    flagged = {
+        (r.app, r.request_model)
+        for r in by_level["alert"] + by_level["warn"] + by_level["improved"]
+    }
     if evaluated:
         out += ["", "OK"]
         for g in evaluated:

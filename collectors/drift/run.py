@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from collectors.drift.config import ROW_ORDER, DriftConfig
+from collectors.drift.config import ROW_ORDER, WORSE_WHEN, DriftConfig
 from collectors.drift.queries import (
     categories_sql,
     feedback_sql,
@@ -19,7 +19,9 @@ from collectors.drift.queries import (
 )
 from collectors.drift.report import DriftRow
 from collectors.drift.stats import (
+    TAIL_Z,
     chi2_homogeneity,
+    direction,
     fisher_exact,
     js_distance,
     two_proportion_z,
@@ -52,6 +54,7 @@ class _Test:
     alert: float | None
     p: float
     counted: bool  # could reject: part of the Bonferroni family
+    better: bool = False  # the change goes the good way: an improvement, not an alert
 
 
 def _parse_time(s: str) -> datetime:
@@ -139,6 +142,8 @@ def run_drift(
             level = "alert"
         elif t.effect >= warn_at and t.p < a_warn:
             level = "warn"
+        if level != "ok" and t.better:
+            level = "improved"  # reported, not alerted
         rows.append(DriftRow(**t.row, threshold=alert_at, level=level))
 
     rows.sort(key=lambda r: (r.app, r.request_model, ROW_ORDER.get(r.metric, 99), r.statistic))
@@ -167,7 +172,8 @@ def _rate_test(
         f"(reference {x_ref}/{n_ref} = {_pct(r_ref)})",
     }
     degenerate = x_cur + x_ref in (0, n_cur + n_ref)
-    return _Test(row, abs(z), None, None, p, not degenerate)
+    better = z * WORSE_WHEN.get(metric, 0) < 0
+    return _Test(row, abs(z), None, None, p, not degenerate, better)
 
 
 def _rate_tests(head: dict[str, Any], g: _Group, rows: list[DriftRow]) -> list[_Test]:
@@ -368,6 +374,10 @@ def _distribution_tests(
         ks_d, ks_p = _ks_pair(ks.get((r["app"], r["request_model"], r["metric"])))
         psi = float(r["psi"])
         fmt = usd if r["metric"] == "cost" else _num
+        shift, up, down = direction(cur, ref)
+        worse = WORSE_WHEN.get(r["metric"], 0)
+        tail = up if worse > 0 else down  # how far the bad side grew, at most
+        better = worse != 0 and shift * worse < 0 and tail <= TAIL_Z
         row = {
             **head,
             "metric": r["metric"],
@@ -381,9 +391,9 @@ def _distribution_tests(
             "ks_statistic": ks_d,
             "ks_p_value": ks_p,
             "detail": f"mean {fmt(r['mean_ref'])} -> {fmt(r['mean_cur'])}; "
-            f"{len(cur)} bins used, chi-square df {df}",
+            f"{len(cur)} of the reference's decile bins used, chi-square df {df}",
         }
-        tests.append(_Test(row, psi, cfg.psi_warn, cfg.psi_alert, p, df > 0))
+        tests.append(_Test(row, psi, cfg.psi_warn, cfg.psi_alert, p, df > 0, better))
     return tests
 
 

@@ -162,3 +162,34 @@ def js_distance(cur: Sequence[int], ref: Sequence[int]) -> float:
 def z_for(alpha: float) -> float:
     """The two-sided |z| threshold of level `alpha`."""
     return -_NORMAL.inv_cdf(alpha / 2)
+
+
+TAIL_Z = 3.0  # a bad tail that grew by more standard errors than this is no improvement
+
+
+def direction(cur: Sequence[int], ref: Sequence[int]) -> tuple[float, float, float]:
+    """Where the current window's values went, from the counts of ordered bins:
+    (P(current > reference) - P(current < reference) for a value of each, drawn at
+    random, as binned; the largest rise of the current share above any bin boundary, and
+    below any, in standard errors of a difference of two proportions). A distribution that
+    moved down has a negative first figure and no upper tail that rose beyond noise."""
+    n, m = sum(cur), sum(ref)
+    if n == 0 or m == 0:
+        return 0.0, 0.0, 0.0
+    p = [c / n for c in cur]
+    q = [r / m for r in ref]
+    below_q = 0.0  # reference share in the bins below the current one
+    shift = 0.0
+    for pi, qi in zip(p, q, strict=True):
+        above_q = 1.0 - below_q - qi
+        shift += pi * (below_q - above_q)
+        below_q += qi
+    up = down = 0.0
+    cp = cq = 0.0
+    for pi, qi in zip(p[:-1], q[:-1], strict=True):
+        cp, cq = cp + pi, cq + qi
+        pooled = (cp * n + cq * m) / (n + m)
+        se = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / n + 1 / m))
+        up = max(up, (cq - cp) / se)  # more of the current above this boundary
+        down = max(down, (cp - cq) / se)
+    return shift, up, down

@@ -1,4 +1,4 @@
-"""What `llm-gateway experiments list | report NAME` and `llm-gateway report models` print.
+"""What `llm-gateway experiments list | report NAME` prints.
 
 `query(sql) -> JSONEachRow bytes` is a store's `query`. Verdicts are computed at "now"
 (or at `at`, epoch seconds) from every call recorded so far; reading them as often as you
@@ -8,23 +8,17 @@ like is what the always-valid intervals are for.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from collectors.experiments.moments import (
-    ArmMoments,
-    experiment_arms,
-    model_arms,
-    read_moments,
-)
-from collectors.experiments.stats import ratio
+from collectors.experiments.moments import experiment_arms, read_moments
+from collectors.experiments.srm import SRM_ALPHA
 from collectors.experiments.verdict import Comparison, Verdict, decide
-from collectors.report.feedback import parse_since
-from collectors.report.text import dec, label, table
+from collectors.report.text import dec, finite, label, table
+from collectors.report.text import metric as metric_text
 from collectors.sql import Query, lit, select
 from gateway.experiments.spec import METRICS, Experiment
 
@@ -115,33 +109,63 @@ def _figures(query: Query, name: str) -> dict[str, dict[str, Any]]:
     return {r["variant"]: r for r in rows}
 
 
-def _fmt(metric: str, v: float | None, signed: bool = False) -> str:
-    if v is None or not math.isfinite(v):
+def _interval(m: str, low: float | None, high: float | None, scale: float = 1.0) -> str:
+    if low is None or high is None:
         return "-"
-    sign = "+" if signed else ""
-    if metric.endswith("_rate") or metric == "p95_latency":
-        return f"{v * 100:{sign}.1f}" + ("pt" if signed else "%")
-    if metric.startswith("cost"):
-        return f"{v:{sign}.5f}"
-    return f"{v:{sign}.3f}"
+    if scale != 1.0:  # a relative lift, in percent
+        return f"{low * 100:+.1f}% to {high * 100:+.1f}%"
+    return f"{metric_text(m, low, True)} to {metric_text(m, high, True)}"
+
+
+def _reading(c: Comparison) -> str:
+    if c.better or c.worse:
+        return "better" if c.better else "worse"
+    return "the same" if c.low == c.high == 0 else "not yet clear"
 
 
 def _comparison_rows(cs: Iterable[Comparison]) -> list[list[str]]:
     return [
         [
-            c.metric,
+            c.metric + (" (CUPED)" if c.cuped is not None else ""),
             c.variant,
-            _fmt(c.metric, c.control_value),
-            _fmt(c.metric, c.value),
-            _fmt(c.metric, c.diff, signed=True),
-            "-"
-            if c.low is None
-            else f"[{_fmt(c.metric, c.low, True)}, {_fmt(c.metric, c.high, True)}]",
+            metric_text(c.metric, c.control_value),
+            metric_text(c.metric, c.value),
+            metric_text(c.metric, c.diff, signed=True),
+            _interval(c.metric, c.low, c.high),
+            "-" if c.lift is None else f"{c.lift * 100:+.1f}%",
+            _interval(c.metric, c.lift_low, c.lift_high, scale=100.0),
             f"{c.p_value:.3g}",
-            "better" if c.better else "worse" if c.worse else "-",
+            _reading(c),
         ]
         for c in cs
     ]
+
+
+COMPARISON_HEADERS = [
+    "metric", "variant", "control value", "variant value", "difference", "interval",
+    "relative lift", "lift interval", "p (always-valid)", "reading",
+]  # fmt: skip
+
+
+def _cuped_lines(v: Verdict) -> list[str]:
+    out = []
+    for c in v.primary:
+        if c.cuped is None:
+            continue
+        out.append(
+            f"CUPED ({c.variant}): {c.cuped.with_history} units had a pre-period; variance "
+            f"-{c.cuped.reduction:.0%}; unadjusted difference "
+            f"{metric_text(c.metric, c.cuped.diff, True)} "
+            f"({_interval(c.metric, c.cuped.low, c.cuped.high)})"
+        )
+    if out and v.units_to_decide and v.units_without_cuped:
+        saved = v.units_without_cuped - v.units_to_decide
+        settled = "took" if v.kind != "keep_running" else "takes about"
+        out.append(
+            f"This verdict {settled} {v.units_to_decide} units with CUPED; without it, "
+            f"about {v.units_without_cuped} ({saved} more)"
+        )
+    return out
 
 
 def experiment_report(
@@ -150,7 +174,8 @@ def experiment_report(
     v = verdicts(query, [exp], at)[exp.name]
     figures = _figures(query, exp.name)
     if as_json:
-        return json.dumps({**asdict(v), "variants": figures}, indent=2, default=str)
+        out = finite({**asdict(v), "variants": figures})
+        return json.dumps(out, indent=2, default=str, allow_nan=False)
     when = datetime.fromtimestamp(v.look, UTC)
     weights = exp.weights()
     lines = [
@@ -177,116 +202,19 @@ def experiment_report(
     lines += table(
         ["variant", "model", "properties", "weight", "units", "calls", "p95 ms"], body, 3
     )
-    srm = f"Sample ratio: p = {v.srm_p_value:.3g} (always-valid; flagged below 0.001)"
+    srm = f"Sample ratio: p = {v.srm_p_value:.3g} (always-valid; flagged below {SRM_ALPHA:g})"
     if v.moved_units:
         srm += f"; {v.moved_units} units seen under two variants left out"
     lines += ["", srm, ""]
-    headers = ["metric", "variant", "control", "variant", "diff", "interval", "p", ""]
+    headers = COMPARISON_HEADERS
     if v.primary:
         lines += ["Primary", *table(headers, _comparison_rows(v.primary), 2), ""]
+        lines += [*_cuped_lines(v), ""]
     if v.guardrails:
         lines += ["Guardrails", *table(headers, _comparison_rows(v.guardrails), 2), ""]
     if v.more_units_needed is not None:
         lines.append(f"More units needed (estimate): {v.more_units_needed}")
     return "\n".join(lines).rstrip() + "\n"
-
-
-# -- the observational comparison of models --------------------------------------------
-
-_MODEL_METRICS = (
-    "acceptance_rate",
-    "thumbs_up_rate",
-    "mean_rating",
-    "turns_per_session",
-    "cost_per_call",
-)
-
-
-def _interval(arm: ArmMoments, metric: str) -> tuple[float | None, float]:
-    s = arm.metrics[metric]
-    e = ratio(arm.units, s.sy, s.sx, s.syy, s.sxx, s.sxy)
-    return e.value, 1.96 * math.sqrt(e.variance) if e.value is not None else math.inf
-
-
-def models_report(
-    query: Query, app: str, since: str = "7d", as_json: bool = False, at: float | None = None
-) -> str:
-    """Every model `app` used in the last `since` (`30m`, `24h`, `7d`...), side by side,
-    with 95% intervals (users as clusters)."""
-    look = time.time() if at is None else at
-    start = look - parse_since(since)
-    arms = [m for m in read_moments(query, model_arms(app, start), [look]) if m.arm != ""]
-    lat = {
-        r["model"]: r
-        for r in select(
-            query,
-            "SELECT toString(request_model) AS model, count() AS calls, "
-            "quantileDeterministic(0.95)(latency_ms, cityHash64(request_id)) AS p95_ms "
-            f"FROM llm_calls FINAL WHERE app = {lit(app)} AND started_at <= "
-            f"toDateTime64({look:.3f}, 3, 'UTC') AND started_at >= "
-            f"toDateTime64({start:.3f}, 3, 'UTC') GROUP BY model",
-        )
-    }
-    figures = {
-        a.arm: {
-            "users": a.units,
-            "calls": int(lat.get(a.arm, {}).get("calls", 0)),
-            "p95_latency_ms": lat.get(a.arm, {}).get("p95_ms"),
-            **{
-                m: dict(zip(("value", "ci95"), _interval(a, m), strict=True))
-                for m in _MODEL_METRICS
-            },
-        }
-        for a in arms
-    }
-    note = (
-        "Observational: each model served whoever happened to use it, so differences may "
-        "come from the users, prompts or times, not the model. Run an experiment to know."
-    )
-    if as_json:
-        return json.dumps(
-            {"app": app, "observational": True, "note": note, "models": figures},
-            indent=2,
-            default=str,
-        )
-    if not figures:
-        return f"No calls from app {app!r} in the last {since}.\n"
-
-    def cell(f: dict[str, Any], m: str) -> str:
-        value, ci = f[m]["value"], f[m]["ci95"]
-        if value is None:
-            return "-"
-        return f"{_fmt(m, value)} ±{_fmt(m, ci)}" if math.isfinite(ci) else _fmt(m, value)
-
-    body = [
-        [
-            label(model),
-            str(f["users"]),
-            str(f["calls"]),
-            *(cell(f, m) for m in _MODEL_METRICS),
-            dec(f["p95_latency_ms"], 0),
-        ]
-        for model, f in sorted(figures.items())
-    ]
-    headers = [
-        "model",
-        "users",
-        "calls",
-        "acceptance",
-        "thumbs up",
-        "rating",
-        "turns/session",
-        "cost/call",
-        "p95 ms",
-    ]
-    lines = [
-        f"Models used by app {app} in the last {since} (95% intervals, users as clusters)",
-        "",
-        *table(headers, body, 1),
-        "",
-        note,
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def command(

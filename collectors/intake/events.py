@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from collectors.signals import BY_NAME
+from collectors.signals import BOOLEAN_DEFAULT, BY_NAME
 from gateway.recording.ids import CLIENT_ID, new_request_id
 
 
@@ -122,7 +122,7 @@ def validate(obj: Any, ctx: Context, now: float | None = None) -> FeedbackEvent:
     if known:
         if data_type == "boolean":
             if value is None:
-                value = 1.0
+                value = known.default
             elif value not in (0.0, 1.0):
                 raise Invalid("value", f"`{name}` takes true/false (or 1/0)")
         elif data_type == "numeric":
@@ -142,7 +142,7 @@ def validate(obj: Any, ctx: Context, now: float | None = None) -> FeedbackEvent:
             data_type = declared
         data_type = data_type or ("text" if string_value else "boolean")
         if value is None and not string_value and data_type == "boolean":
-            value = 1.0
+            value = BOOLEAN_DEFAULT
 
     source = obj.get("source", "user")
     if source not in SOURCES:

@@ -22,7 +22,9 @@ def openapi(server_url: str = "/") -> dict[str, Any]:
             "name": {"type": "string", "pattern": f"^{NAME_RE.pattern}$",
                      "description": "a known signal or a custom name: "
                      + ", ".join(BY_NAME)},
-            "value": {"type": ["number", "boolean", "null"]},
+            "value": {"type": ["number", "boolean", "null"],
+                      "description": "a number, or a boolean: true (1) is a yes, false (0) a "
+                      "no; a boolean signal sent without a value says yes"},
             "string_value": {"type": "string", "maxLength": MAX_TEXT},
             "data_type": {"type": "string", "enum": list(DATA_TYPES)},
             "source": {"type": "string", "enum": list(SOURCES)},

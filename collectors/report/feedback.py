@@ -1,10 +1,12 @@
 """The feedback report: what end users did with the answers, as plain text.
 
 `feedback_report(query, since)` reads the views `llm_call_feedback` and `llm_sessions`
-(migration 0006) through `query(sql) -> JSONEachRow bytes` (a store's `query`) and returns
-four sections: acceptance rate by model per day, turns per session by app, share and copy
-rate by model, and the average rating by the `prompt` property. Calls are in the window
-when they started in it; sessions when their last activity is in it.
+through `query(sql) -> JSONEachRow bytes` (a store's `query`) and returns four sections:
+acceptance rate by model per day, turns per session by app, share and copy rate by model,
+and the average rating by the `prompt` property. Calls are in the window when they started
+in it; sessions when their last activity is in it. A model is the one that served the call
+(`upstream_model`, with its provider); the names clients asked for, where they differ, are
+a column of their own.
 """
 
 from __future__ import annotations
@@ -32,16 +34,29 @@ def parse_since(since: str) -> int:
 
 # -- the sections ------------------------------------------------------------------------
 
+# The served model, its provider and the names asked for, as selected columns and keys.
+_SERVED = (
+    "toString(upstream_model) AS model, toString(provider) AS provider, "
+    "arrayStringConcat(arraySort(groupUniqArrayIf(toString(request_model), "
+    "request_model != upstream_model AND request_model != '')), ', ') AS requested"
+)
+_SERVED_HEADERS = ["served model", "provider", "requested as"]
+
+
+def _served(r: dict[str, object]) -> list[str]:
+    model = label(r["model"]) if r["model"] else "(not served)"
+    return [model, label(r["provider"]) if r["provider"] else "-", str(r["requested"] or "-")]
+
 
 def _acceptance(query: Query, secs: int, since: str) -> list[str]:
     rows = select(
         query,
-        "SELECT toString(toDate(started_at)) AS day, toString(request_model) AS model, "
+        f"SELECT toString(toDate(started_at)) AS day, {_SERVED}, "
         "sum(shown) AS shown_calls, sum(accepted) AS accepted_calls, "
         "accepted_calls / shown_calls AS acceptance_rate "
         "FROM llm_call_feedback "
         f"WHERE started_at >= now64(3) - INTERVAL {secs} SECOND "
-        "GROUP BY day, model HAVING shown_calls > 0 ORDER BY day, model",
+        "GROUP BY day, model, provider HAVING shown_calls > 0 ORDER BY day, model, provider",
     )
     out = ["Acceptance rate by model per day (accepted / shown suggestions)"]
     if not rows:
@@ -49,14 +64,14 @@ def _acceptance(query: Query, secs: int, since: str) -> list[str]:
     body = [
         [
             r["day"],
-            label(r["model"]),
+            *_served(r),
             whole(r["shown_calls"]),
             whole(r["accepted_calls"]),
             pct(r["acceptance_rate"]),
         ]
         for r in rows
     ]
-    return out + table(["day", "model", "shown", "accepted", "rate"], body, 2)
+    return out + table(["day", *_SERVED_HEADERS, "shown", "accepted", "rate"], body, 4)
 
 
 def _turns(query: Query, secs: int, since: str) -> list[str]:
@@ -90,19 +105,19 @@ def _turns(query: Query, secs: int, since: str) -> list[str]:
 def _share_copy(query: Query, secs: int, since: str) -> list[str]:
     rows = select(
         query,
-        "SELECT toString(request_model) AS model, count() AS calls, "
+        f"SELECT {_SERVED}, count() AS calls, "
         "countIf(shares > 0) AS shared_calls, countIf(copies > 0) AS copied_calls, "
         "shared_calls / calls AS share_rate, copied_calls / calls AS copy_rate "
         "FROM llm_call_feedback "
         f"WHERE started_at >= now64(3) - INTERVAL {secs} SECOND "
-        "GROUP BY model ORDER BY model",
+        "GROUP BY model, provider ORDER BY model, provider",
     )
     out = ["Share and copy rate by model (calls shared or copied at least once / calls)"]
     if not rows:
         return [*out, f"  no data: no calls in the last {since}"]
     body = [
         [
-            label(r["model"]),
+            *_served(r),
             whole(r["calls"]),
             whole(r["shared_calls"]),
             pct(r["share_rate"]),
@@ -111,8 +126,8 @@ def _share_copy(query: Query, secs: int, since: str) -> list[str]:
         ]
         for r in rows
     ]
-    headers = ["model", "calls", "shared", "share rate", "copied", "copy rate"]
-    return out + table(headers, body, 1)
+    headers = [*_SERVED_HEADERS, "calls", "shared", "share rate", "copied", "copy rate"]
+    return out + table(headers, body, 3)
 
 
 def _ratings(query: Query, secs: int, since: str) -> list[str]:

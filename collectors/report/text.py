@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,3 +51,27 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: i
         return ("  " + "  ".join(parts)).rstrip()
 
     return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def metric(name: str, v: float | None, signed: bool = False) -> str:
+    """An experiment metric's value, or a difference of two (`signed`): rates in percent
+    (differences in points), costs in USD, others as they are."""
+    if v is None or not math.isfinite(v):
+        return "-"
+    sign = "+" if signed else ""
+    if name.endswith("_rate") or name == "p95_latency":
+        return f"{v * 100:{sign}.1f}" + (" pt" if signed else "%")
+    if name.startswith("cost"):
+        return f"{v:{sign}.5f}"
+    return f"{v:{sign}.3f}"
+
+
+def finite(x: Any) -> Any:
+    """A value for JSON, which has no infinity or NaN: a figure without data is null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [finite(v) for v in x]
+    return x

@@ -16,9 +16,9 @@ from collectors.views.events import events_sql
 # The calls' columns the view passes through, in order.
 CALL_COLUMNS = (
     "request_id", "started_at", "app", "end_user", "session_id", "turn_index", "provider",
-    "operation", "request_model", "response_model", "status_code", "outcome", "finish_reason",
-    "input_tokens", "output_tokens", "cost_usd", "latency_ms", "ttft_ms", "properties",
-    "experiment", "variant",
+    "operation", "request_model", "upstream_model", "response_model", "status_code",
+    "outcome", "finish_reason", "input_tokens", "output_tokens", "cost_usd", "latency_ms",
+    "ttft_ms", "properties", "experiment", "variant",
 )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ def experiment_variants_sql(db: str) -> str:
     return f"""SELECT
     experiment,
     variant,
+    arraySort(groupUniqArrayIf(upstream_model, upstream_model != '')) AS upstream_models,
     count() AS calls,
     uniqExactIf(end_user, end_user != '') AS users,
     uniqExactIf(session_id, session_id != '') AS sessions,

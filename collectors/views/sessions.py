@@ -9,7 +9,7 @@ re-sent a turn already sent (regenerations seen on the wire).
 
 from __future__ import annotations
 
-from collectors.signals import aggregate, columns, feeding, finish, in_list
+from collectors.signals import aggregate, columns, finish, says_yes
 from collectors.views.events import events_sql
 
 
@@ -17,7 +17,7 @@ def sessions_sql(db: str, idle_minutes: int) -> str:
     signal_cols = "".join(
         f"    {finish(c, aggregate(c))} AS {c.name},\n" for c in columns("session")
     )
-    ended = in_list(feeding("session", "ended"))
+    ended = says_yes("session", "ended", name="n", value="v")
     return f"""SELECT
     s AS session_id,
     if(countIf(is_call = 1) > 0, argMinIf(a, t, is_call = 1), argMin(a, t)) AS app,
@@ -30,7 +30,7 @@ def sessions_sql(db: str, idle_minutes: int) -> str:
     (toUnixTimestamp64Milli(max(t)) - toUnixTimestamp64Milli(min(t))) / 1000 AS duration_s,
     toUInt64(countIf(is_call = 1) - uniqExactIf(ti, is_call = 1)) AS regenerated_turns,
     countIf(is_call = 0) AS events,
-{signal_cols}    toUInt8(countIf(n IN {ended}) = 0
+{signal_cols}    toUInt8(countIf({ended}) = 0
             AND max(t) < now64(3) - INTERVAL {int(idle_minutes)} MINUTE) AS abandoned,
     sumIf(i, is_call = 1) AS input_tokens,
     sumIf(o, is_call = 1) AS output_tokens,

@@ -12,6 +12,8 @@ experiments:
     primary: acceptance_rate
     guardrails: [error_rate, p95_latency, cost_per_call]
     margin: 0.01               # |difference| below this is "no meaningful difference"
+    planned_units: 20000       # optional: the units you expect; intervals are tightest there
+    pre_period_days: 14        # CUPED: each user's primary metric this long before the start
     start: 2026-12-01T00:00:00Z
     weights_since: 2026-12-08T00:00:00Z  # when the weights last changed (for the SRM check)
 ```
@@ -26,8 +28,9 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
+from msgspec import Meta
 from msgspec.structs import force_setattr
 
 from gateway.errors import ConfigError
@@ -92,6 +95,12 @@ class Experiment(Section, frozen=True):
     # default: the primary metric's natural scale (METRICS)
     alpha: float = 0.05
     min_units: int = 100  # per variant, before any verdict
+    # All variants' units expected: the intervals are tuned to be narrowest there (None: a
+    # mixture over horizons, valid and near-narrowest at any size).
+    planned_units: int | None = None
+    # CUPED (unit: user): each user's primary metric over these days before the experiment
+    # started is the covariate; 0 turns it off.
+    pre_period_days: Annotated[int, Meta(ge=0, le=365)] = 14
     start: Instant | None = None
     stop: Instant | None = None
     # When the weights last changed: the sample-ratio check counts the units first seen
@@ -125,6 +134,12 @@ class Experiment(Section, frozen=True):
             raise FieldError("margin", f"must be > 0, got {self.margin!r}")
         if self.min_units < 10:
             raise FieldError("min_units", f"must be >= 10, got {self.min_units!r}")
+        if self.planned_units is not None and self.planned_units < 2 * self.min_units:
+            raise FieldError(
+                "planned_units",
+                f"must be at least twice min_units ({2 * self.min_units}), "
+                f"got {self.planned_units!r}",
+            )
         if self.start and self.stop and self.stop <= self.start:
             raise FieldError("stop", "must be after start")
         force_setattr(self, "guardrails", tuple(dict.fromkeys(self.guardrails)))

@@ -574,7 +574,15 @@ def test_every_sql_panel_runs_on_chdb(gateway: GatewayProcess, traffic: float):
     users = {r["end_user"] for m in ("web", "batch") for r in results[(*TOP_USERS_BY_COST, m)]}
     assert set(USERS) <= users, users
     unpriced = results[("llm-gateway-cost", "Models with no known price", "batch")]
-    assert [r["request_model"] for r in unpriced] == ["llama-unpriced"], unpriced
+    assert [r["served_model"] for r in unpriced] == ["llama-unpriced"], unpriced
+    # model panels name the model that served the calls: `fallback-model` fell back to
+    # openai's gpt-4o, and is a name clients asked for, not a served model
+    served = results[("llm-gateway-cost", "Tokens by served model", "batch")]
+    by_model = {(r["served_model"], r["provider"]): r for r in served}
+    assert "fallback-model" not in {r["served_model"] for r in served}, served
+    assert "fallback-model" in by_model[("gpt-4o", "openai")]["requested_as"], served
+    hourly = results[("llm-gateway-cost", "Cost by served model per hour", "batch")]
+    assert "gpt-4o (openai)" in {r["served_model"] for r in hourly}, hourly
 
 
 # ----------------------------------------------------------------------------------- (d)

@@ -11,7 +11,7 @@
   API's own CRD, vendored under tests/crds/ (its README names the release), strictly.
 - What the chart adds to the gateway config (public host names, Redis, `helm test`'s
   provider, route and key) is checked through the gateway's own parsing;
-  tests/test_helm_e2e.py runs the `helm test` Pod's check and the bundled Redis's
+  tests/helm/test_helm_e2e.py runs the `helm test` Pod's check and the bundled Redis's
   arguments for real.
 - The gateway config the chart renders passes the gateway's own validation; the rendered
   PrometheusRule's rules pass `promtool check rules` and the alerts' unit tests.

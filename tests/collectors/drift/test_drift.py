@@ -29,10 +29,10 @@ from collectors.drift import (
     DriftConfig,
     DriftRow,
     format_report,
+    queries,
     rows_to_jsonl,
     run_drift,
 )
-from gateway.observability import metrics
 from gateway.recording.money import usd
 from gateway.recording.record import CallRecord, encode_line
 from gateway.recording.store import migrate
@@ -77,6 +77,7 @@ class Shape:
     feedback: float = 0.0  # share of calls shown a suggestion
     accept: float = 0.35  # of those, accepted
     share: float = 0.05  # of those, shared
+    say_no: bool = False  # a suggestion not accepted gets `suggestion_accepted: false`
 
 
 def _u(k: int) -> str:
@@ -177,7 +178,8 @@ def insert_calls(
 
 def insert_feedback(store: ChdbStore, tag: str, seed: int, shape: Shape) -> None:
     """A `suggestion_shown` for a `shape.feedback` share of the calls tagged `tag`, then a
-    `suggestion_accepted` and a `share` with their probabilities, seconds after the call."""
+    `suggestion_accepted` and a `share` with their probabilities, seconds after the call
+    (`say_no`: a `suggestion_accepted` with value 0 for each suggestion not accepted)."""
     db = store.database
 
     def u(k: int) -> str:
@@ -186,14 +188,17 @@ def insert_feedback(store: ChdbStore, tag: str, seed: int, shape: Shape) -> None
     store.command(
         f"""
         INSERT INTO {db}.llm_feedback (event_id, ts, request_id, app, name, value, source)
-        SELECT concat(request_id, ':', ev) AS event_id, started_at + 5 AS ts, request_id,
-               app, ev AS name, 1 AS value, 'user' AS source
+        SELECT concat(request_id, ':', ev.1) AS event_id, started_at + 5 AS ts, request_id,
+               app, ev.1 AS name, ev.2 AS value, 'user' AS source
         FROM
         (
             SELECT request_id, started_at, app,
-                   arrayJoin(arrayConcat(['suggestion_shown'],
-                                         if({u(2)} < {shape.accept!r}, ['suggestion_accepted'], []),
-                                         if({u(3)} < {shape.share!r}, ['share'], []))) AS ev
+                   arrayJoin(arrayConcat([('suggestion_shown', 1)],
+                                         multiIf({u(2)} < {shape.accept!r},
+                                                 [('suggestion_accepted', 1)],
+                                                 {int(shape.say_no)} = 1,
+                                                 [('suggestion_accepted', 0)], []),
+                                         if({u(3)} < {shape.share!r}, [('share', 1)], []))) AS ev
             FROM {db}.llm_calls
             WHERE startsWith(request_id, {_lit(tag + "#")}) AND {u(1)} < {shape.feedback!r}
         )
@@ -267,6 +272,20 @@ def run(store: ChdbStore) -> Run:
         cur=replace(FEEDBACK, accept=0.15),
     )  # fmt: skip
     steady(store, "steady", "gpt-4o", NOW, 3000, 400, ref=FEEDBACK)
+    # changes for the better: reported, not alerted
+    steady(store, "faster", "gpt-4o", NOW, 3000, 400, cur=Shape(latency_s=1.2))
+    steady(store, "cheaper", "gpt-4o", NOW, 3000, 400,
+           cur=Shape(price_in=0.5e-7, price_out=2e-7))  # fmt: skip
+    steady(store, "fewer-errors", "gpt-4o", NOW, 3000, 600, ref=Shape(error=0.08),
+           cur=Shape(error=0.005))  # fmt: skip
+    steady(store, "accept-rises", "gpt-4o", NOW, 3000, 500, ref=replace(FEEDBACK, accept=0.15),
+           cur=FEEDBACK)  # fmt: skip
+    # faster for most calls, but the slowest got much slower: not an improvement
+    steady(store, "fast-but-tail", "gpt-4o", NOW, 3000, 400,
+           cur=Shape(latency_s=1.5, latency_sigma=1.8))  # fmt: skip
+    # every suggestion not accepted is said so (`suggestion_accepted: false`): a no
+    steady(store, "say-no", "gpt-4o", NOW, 3000, 500, ref=replace(FEEDBACK, say_no=True),
+           cur=replace(FEEDBACK, accept=0.15, say_no=True))  # fmt: skip
     # too small: 50 calls this hour; and a model with no reference week at all
     steady(store, "small", "gpt-4o", NOW, 3000, 50)
     insert_calls(store, "small", "o3-new", NOW - HOUR, NOW, 400)
@@ -328,6 +347,45 @@ def test_slower_latency_is_flagged_and_ttft_is_not(run: Run):
     assert flagged == {"latency": "alert"}, flagged
     assert run.row("shift-latency", "ttft").level == "ok"
     assert run.row("shift-latency", "latency").current_value > 2  # seconds
+
+
+def test_changes_for_the_better_are_reported_not_alerted(run: Run):
+    for app, metric in (
+        ("faster", "latency"),
+        ("cheaper", "cost"),
+        ("fewer-errors", "error_rate"),
+        ("accept-rises", "acceptance_rate"),
+    ):
+        flagged = run.flagged(app)
+        assert "alert" not in flagged.values() and "warn" not in flagged.values(), flagged
+        row = run.row(app, metric)
+        assert row.level == "improved" and not row.alert, row
+        assert abs(row.score) >= row.threshold and row.p_value is not None and row.p_value < 1e-6
+    assert run.row("faster", "latency").current_value < 2  # seconds, from 3
+    # faster for most calls, slower in the tail: still an alert
+    assert run.row("fast-but-tail", "latency").level == "alert"
+    (medians,) = run.sql(
+        "SELECT quantileExactIf(0.5)(latency_ms, started_at >= toDateTime64('2024-03-01 "
+        "11:00:00', 3, 'UTC')) AS now, quantileExactIf(0.5)(latency_ms, started_at < "
+        "toDateTime64('2024-03-01 11:00:00', 3, 'UTC')) AS before FROM llm_calls FINAL "
+        "WHERE app = 'fast-but-tail' AND status_code = 200"
+    )
+    assert medians["now"] < medians["before"] / 1.5  # most calls did get faster
+    text = format_report(run.rows)
+    improved = text.split("IMPROVED (")[1].split("\n\n")[0]
+    assert "faster / gpt-4o  latency: PSI" in improved and "reported, not alerted" in improved
+    assert "fast-but-tail" not in improved
+    stored = run.sql("SELECT level, alert FROM llm_drift WHERE app = 'faster' AND "
+                     "metric = 'latency'")  # fmt: skip
+    assert stored and all(r == {"level": "improved", "alert": 0} for r in stored)
+
+
+def test_a_suggestion_declined_with_false_is_not_an_acceptance(run: Run):
+    """Every suggestion gets `suggestion_accepted`, true or false: the rate is the trues."""
+    row = run.row("say-no", "acceptance_rate")
+    assert row.current_value == pytest.approx(0.15, abs=0.05)
+    assert row.reference_value == pytest.approx(0.4, abs=0.03)
+    assert row.level == "alert" and row.score < 0
 
 
 def test_new_system_fingerprint_is_a_version_change(run: Run):
@@ -413,6 +471,15 @@ def test_min_calls_is_configurable(run: Run):
     assert all(r.level != "skipped" or r.metric == "ttft" for r in small)
 
 
+def reference_bins(run: Run, app: str, metric: str) -> list[float]:
+    """The bin boundaries a run used for a group's metric (the reference's deciles)."""
+    cur, end = "toDateTime64('2024-03-01 11:00:00', 3, 'UTC')", queries.ts_sql(NOW)
+    start = "toDateTime64('2024-02-23 11:00:00', 3, 'UTC')"
+    sql = queries.psi_sql(start, cur, end, f"app = '{app}'", DriftConfig().psi_epsilon)
+    (row,) = [r for r in run.sql(sql) if r["metric"] == metric]
+    return [float(b) for b in row["bounds"]]
+
+
 def test_psi_matches_a_computation_from_the_raw_values(run: Run):
     values = run.sql(
         "SELECT started_at >= toDateTime64('2024-03-01 11:00:00', 3, 'UTC') AS cur, "
@@ -420,10 +487,16 @@ def test_psi_matches_a_computation_from_the_raw_values(run: Run):
         "AND started_at >= toDateTime64('2024-02-23 11:00:00', 3, 'UTC') "
         "AND status_code < 400 AND outcome = 'ok'"
     )
-    k = len(drift.TOKEN_BUCKETS) + 1
+    bounds = reference_bins(run, "shift-tokens", "output_tokens")
+    ref = sorted(int(r["v"]) for r in values if not int(r["cur"]))
+    # the boundaries are the reference's deciles (from the stored values, not buckets)
+    for i, b in enumerate(bounds):
+        share = sum(v <= b for v in ref) / len(ref)
+        assert abs(share - (i + 1) / drift.BINS) < 0.02, (b, share)
+    k = len(bounds) + 1
     hist = {0: [0] * k, 1: [0] * k}
     for r in values:
-        hist[int(r["cur"])][sum(int(r["v"]) > b for b in drift.TOKEN_BUCKETS)] += 1
+        hist[int(r["cur"])][sum(int(r["v"]) > b for b in bounds)] += 1
     n, m = sum(hist[1]), sum(hist[0])
     eps = DriftConfig().psi_epsilon
     psi = 0.0
@@ -506,12 +579,13 @@ def test_unchanged_traffic_rarely_alerts(store: ChdbStore):
            ref=Shape(error=0.05, content_filter=0.003, refusal_error=0.005,
                      fingerprints=(("fp_a1", 0.98), ("fp_rare", 0.02))), **common)  # fmt: skip
 
-    alert_runs, warn_runs, tests_per_run = [], 0, Counter()
+    alert_runs, warn_runs, tests_per_run, latency_psi = [], 0, Counter(), []
     for s in range(NULL_SEEDS):
         rows = run_drift(lambda sql: store.query(sql), now=now0 + s * NULL_PERIOD)
         assert len({(r.app, r.request_model) for r in rows}) == 4, s
         assert not [r for r in rows if r.level == "skipped" and r.metric == "sample_size"]
         tests_per_run[sum(r.p_value is not None for r in rows)] += 1
+        latency_psi += [r.score for r in rows if r.metric == "latency"]
         alerts = [(r.app, r.request_model, r.metric, r.score, r.p_value) for r in rows if r.alert]
         if alerts:
             alert_runs.append((s, alerts))
@@ -521,6 +595,10 @@ def test_unchanged_traffic_rarely_alerts(store: ChdbStore):
     assert len(alert_runs) / NULL_SEEDS < 0.01, alert_runs
     assert warn_runs / NULL_SEEDS < 0.10  # warn_alpha = 0.05 family-wise, approximately
     assert min(tests_per_run) >= 40  # the 4 groups were really tested
+    # the same distribution in both windows: the reference's decile bins keep PSI small
+    # (about 9 x (1/n + 1/m): 0.05 for 220 calls against 1,500), far from the alert at 0.2
+    assert len(latency_psi) == 4 * NULL_SEEDS and max(latency_psi) < 0.2
+    assert sorted(latency_psi)[len(latency_psi) // 2] < 0.06
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -575,10 +653,16 @@ def test_fisher_exact_is_the_standard_two_sided_test(table: tuple[int, int, int,
     assert drift.fisher_exact(x2, n2, x1, n1) == pytest.approx(p, rel=1e-9)  # symmetric
 
 
-def test_buckets_are_the_histograms_buckets():
-    assert drift.TOKEN_BUCKETS == metrics.TOKEN_BUCKETS
-    assert drift.DURATION_BUCKETS == metrics.DURATION_BUCKETS
-    assert list(drift.COST_BUCKETS) == sorted(drift.COST_BUCKETS)
+def test_direction_from_binned_counts():
+    shift, up, down = drift.direction([0, 0, 100], [100, 0, 0])  # all moved up
+    assert shift == 1.0 and up > 10 and down == 0.0
+    shift, up, down = drift.direction([100, 0, 0], [0, 0, 100])  # all moved down
+    assert shift == -1.0 and up == 0.0 and down > 10
+    assert drift.direction([50, 50], [50, 50]) == (0.0, 0.0, 0.0)
+    # the middle moved down, the top grew (10% -> 20% of 1,000 each): lower on the whole,
+    # but a tail worse by 0.1 / sqrt(0.15 * 0.85 * 2 / 1000) = 6.3 standard errors
+    shift, up, _ = drift.direction([400, 300, 100, 200], [200, 300, 400, 100])
+    assert shift < 0 and up == pytest.approx(0.1 / math.sqrt(0.15 * 0.85 * 0.002))
 
 
 def test_config_is_validated():
@@ -617,7 +701,8 @@ def test_dashboard_sql_runs_on_llm_drift(run: Run):
             results.setdefault(title, rows)
             assert rows, (title, values)
     latest = results["Latest evaluation per app and model"]
-    assert latest[0]["level"] == "alert" and {r["level"] for r in latest} == {"alert", "ok"}
+    assert latest[0]["level"] == "alert"
+    assert {r["level"] for r in latest} == {"alert", "improved", "ok"}
     psi = results["PSI by metric (tokens, latency, time to first token, cost)"]
     assert {"time", "series", "psi"} == set(psi[0])
     changes = results["Model version changes"]

@@ -25,6 +25,7 @@ from tests.conftest import ROOT
 README = ROOT / "README.md"
 NOW = float(int(time.time()))  # whole seconds: durations come out exact
 DAY = 86400.0
+REQUESTED = {"gpt-4o": "smart", "gpt-4o-mini": "gpt-4o-mini"}
 
 
 def call(rid: str, app: str, session: str, turn: int, model: str, ago: float,
@@ -38,7 +39,8 @@ def call(rid: str, app: str, session: str, turn: int, model: str, ago: float,
         turn_index=turn,
         provider="openai",
         operation="chat",
-        request_model=model,
+        request_model=REQUESTED[model],  # the app asks for an alias of gpt-4o
+        upstream_model=model,  # the model that served the call
         response_model=model + "-2024",
         status_code=200,
         input_tokens=10,
@@ -109,6 +111,10 @@ BATCH_B = [
     event("f-a2-share", "share", 7090, rid="r-a2"),
     event("f-a2-copy1", "copy", 7080, rid="r-a2"),
     event("f-a2-copy2", "copy", 7070, rid="r-a2"),
+    # a no is a no: shown and not accepted, not copied, a thumbs down
+    event("f-a2-acc-no", "suggestion_accepted", 7060, rid="r-a2", value=0.0),
+    event("f-a2-copy-no", "copy", 7050, rid="r-a2", value=0.0),
+    event("f-n2-down", "thumbs", 290, rid="r-n2", value=0.0),
     event("f-l1-shown", "suggestion_shown", 110, rid="r-l1"),
     event("f-l1-acc", "suggestion_accepted", 105, rid="r-l1"),
     event("f-l1-r5", "rating", 100, rid="r-l1", value=5.0),
@@ -191,7 +197,9 @@ def expected_calls() -> dict[str, dict[str, Any]]:
     exp["r-e2"] |= {"events": 1, "regenerations": 1, "last_feedback_at": ts(3450)}
     exp["r-e3"] |= {"events": 2, "shown": 1, "accepted": 1, "last_feedback_at": ts(3380)}
     exp["r-a1"] |= {"events": 2, "shown": 1, "rejected": 1, "last_feedback_at": ts(7180)}
-    exp["r-a2"] |= {"events": 3, "shares": 1, "copies": 2, "last_feedback_at": ts(7070)}
+    exp["r-a2"] |= {"events": 5, "shown": 1, "accepted": 0, "shares": 1, "copies": 2,
+                     "last_feedback_at": ts(7050)}  # fmt: skip
+    exp["r-n2"] |= {"events": 1, "thumbs": 0.0, "last_feedback_at": ts(290)}
     exp["r-l1"] |= {
         "events": 14, "shown": 1, "accepted": 1, "rating": 3.5, "ratings": 2, "thumbs": 1.0,
         "copies": 1, "corrections": 1, "dwell_ms": 2000, "retained": 0.7,
@@ -215,8 +223,9 @@ def test_call_feedback_has_one_row_per_call_with_its_signals(fx: Fixture):
         assert actual == exp, rid
     late = got["r-late"]
     assert (late["app"], late["session_id"], late["request_model"], late["provider"]) == (
-        "code", "s-live", "gpt-4o", "openai",
+        "code", "s-live", "smart", "openai",
     )  # fmt: skip
+    assert late["upstream_model"] == "gpt-4o"
     assert got["r-e1"]["started_at"] == ts(3600)
     assert got["r-e1"]["properties"] == {"prompt": "p-a"}
     assert got["r-e1"]["response_model"] == "gpt-4o-2024"
@@ -260,7 +269,7 @@ def test_sessions(fx: Fixture):
         "s-aband": {
             "app": "chat", "end_user": "u-chat", "turns": 4, "calls": 4, "first_at": ts(7200),
             "last_at": ts(6900), "duration_s": 300, "regenerations": 0, "regenerated_turns": 0,
-            "accepted": 0, "events": 5, "rating": None, "ended": 0, "abandoned": 1,
+            "accepted": 0, "events": 7, "rating": None, "ended": 0, "abandoned": 1,
             "cost_usd": 0.003,  # r-a4 has no known price: not counted as 0, just left out
         },
         "s-live": {
@@ -294,15 +303,19 @@ def day(ago: float) -> str:
 
 def expected_acceptance() -> list[list[str]]:
     """Rows of the acceptance section, computed from the fixtures (days depend on the clock)."""
-    shown = {"r-e3": 1, "r-a1": 0, "r-l1": 1}  # shown calls -> accepted
+    shown = {"r-e3": 1, "r-a1": 0, "r-a2": 0, "r-l1": 1}  # shown calls -> accepted
     acc: dict[tuple[str, str], list[int]] = {}
     for c in CALLS:
         if c.request_id in shown:
-            k = (day(NOW - c.started_at), c.request_model)
+            k = (day(NOW - c.started_at), c.upstream_model)
             acc.setdefault(k, [0, 0])
             acc[k][0] += 1
             acc[k][1] += shown[c.request_id]
-    return [[d, m, str(s), str(a), f"{a / s * 100:.1f}%"] for (d, m), (s, a) in sorted(acc.items())]
+    return [
+        [d, m, "openai", REQUESTED[m] if REQUESTED[m] != m else "-", str(s), str(a),
+         f"{a / s * 100:.1f}%"]
+        for (d, m), (s, a) in sorted(acc.items())
+    ]  # fmt: skip
 
 
 def sections(report: str) -> dict[str, list[list[str]]]:
@@ -324,8 +337,8 @@ def test_report_figures(fx: Fixture):
         ["code", "1", "2", "2", "2", "0.0%"],
     ]
     assert got["Share and copy rate by model"] == [
-        ["gpt-4o", "6", "1", "16.7%", "1", "16.7%"],  # r-old is outside the window
-        ["gpt-4o-mini", "5", "1", "20.0%", "1", "20.0%"],
+        ["gpt-4o", "openai", "smart", "6", "1", "16.7%", "1", "16.7%"],  # r-old: outside
+        ["gpt-4o-mini", "openai", "-", "5", "1", "20.0%", "1", "20.0%"],
     ]
     assert got["Average rating by prompt"] == [
         ["p-a", "2", "3", "3.75"],  # r-e1 (4) and r-l1 (5 and 2: 3.5)
@@ -337,8 +350,8 @@ def test_report_window(fx: Fixture):
     got = sections(feedback_report(fx.store.query, "30m"))
     assert got["Turns per session by app"] == [["code", "1", "2", "2", "2", "0.0%"]]
     assert got["Share and copy rate by model"] == [
-        ["gpt-4o", "3", "1", "33.3%", "1", "33.3%"],  # r-l1, r-late, r-n1
-        ["gpt-4o-mini", "1", "0", "0.0%", "0", "0.0%"],  # r-n2
+        ["gpt-4o", "openai", "smart", "3", "1", "33.3%", "1", "33.3%"],  # r-l1, r-late, r-n1
+        ["gpt-4o-mini", "openai", "-", "1", "0", "0.0%", "0", "0.0%"],  # r-n2
     ]
 
 
@@ -372,8 +385,8 @@ def test_documented_queries_run_and_answer(fx: Fixture):
     assert len(queries) == 4
     acceptance, turns, share, ratings = (fx.rows(q) for q in queries)
     assert [
-        [str(r["day"]), r["request_model"], str(r["shown_calls"]), str(r["accepted_calls"]),
-         f"{r['acceptance_rate'] * 100:.1f}%"]
+        [str(r["day"]), r["upstream_model"], r["provider"], r["requested"] or "-",
+         str(r["shown_calls"]), str(r["accepted_calls"]), f"{r['acceptance_rate'] * 100:.1f}%"]
         for r in acceptance
     ] == expected_acceptance()  # fmt: skip
     assert turns == [
@@ -383,9 +396,11 @@ def test_documented_queries_run_and_answer(fx: Fixture):
          "abandoned_share": 0},
     ]  # fmt: skip
     assert share == [
-        {"request_model": "gpt-4o", "calls": 6, "share_rate": 0.167, "copy_rate": 0.167},
-        {"request_model": "gpt-4o-mini", "calls": 5, "share_rate": 0.2, "copy_rate": 0.2},
-    ]
+        {"upstream_model": "gpt-4o", "provider": "openai", "calls": 6, "share_rate": 0.167,
+         "copy_rate": 0.167},
+        {"upstream_model": "gpt-4o-mini", "provider": "openai", "calls": 5, "share_rate": 0.2,
+         "copy_rate": 0.2},
+    ]  # fmt: skip
     assert ratings == [
         {"prompt": "p-a", "rated_calls": 2, "avg_rating": 3.75},
         {"prompt": "p-b", "rated_calls": 1, "avg_rating": 1},

@@ -5,9 +5,11 @@ event re-sent under another app)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -56,10 +58,11 @@ def chdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbStore]:
         store.close()
 
 
-def event(eid: str, name: str, rid: str, app: str = "web", received: float = NOW) -> bytes:
+def event(eid: str, name: str, rid: str, app: str = "web", received: float = NOW,
+          value: float = 1.0, session: str = "") -> bytes:  # fmt: skip
     return json.dumps({
         "event_id": eid, "ts": NOW - 10, "received_at": received, "request_id": rid,
-        "app": app, "name": name, "value": 1.0, "source": "user",
+        "app": app, "name": name, "value": value, "source": "user", "session_id": session,
     }).encode() + b"\n"  # fmt: skip
 
 
@@ -153,3 +156,42 @@ def test_registry_columns_agree():
         m.setattr(signals, "SIGNALS", (*signals.SIGNALS, clash))
         with pytest.raises(ValueError, match="column shown"):
             signals.columns("call")
+
+
+# The views as release 0.1 created them (their SELECTs, `{db}` for the database): counting
+# every event of a signal whatever its value.
+VIEWS_0_1 = Path(__file__).with_name("data") / "views_0.1.json"
+
+
+def test_an_existing_store_gets_the_corrected_counts_at_the_next_migrate(chdb: ChdbStore):
+    db = Recording(chdb, "old")
+    migrate(db)  # the tables, then the views as the earlier release made them
+    for name, select in json.loads(VIEWS_0_1.read_text()).items():
+        select = select.replace("{db}", "old")
+        digest = hashlib.sha256(select.encode()).hexdigest()[:16]
+        db.command(f"CREATE OR REPLACE VIEW old.{name} AS\n{select}\nCOMMENT '{digest}'")
+    db.insert("llm_calls", call("r-no", 60) + call("r-yes", 50))
+    db.insert(
+        "llm_feedback",
+        event("e-1", "suggestion_accepted", "r-no", value=0.0)
+        + event("e-2", "copy", "r-no", value=0.0)
+        + event("e-3", "suggestion_accepted", "r-yes")
+        + event("e-4", "session_end", "", value=0.0, session="s-1"),
+    )
+    count = (
+        "SELECT request_id, shown, accepted, copies FROM old.llm_call_feedback ORDER BY request_id"
+    )
+    before = db.rows(count)
+    assert [(r["shown"], r["accepted"], r["copies"]) for r in before] == [(1, 1, 1), (1, 1, 0)]
+    assert db.rows("SELECT accepted, ended FROM old.llm_sessions") == [{"accepted": 2, "ended": 1}]
+
+    db.commands.clear()
+    assert migrate(db, views=views) == []  # no table changes: the views alone
+    replaced = [c for c in db.commands if "CREATE OR REPLACE VIEW" in c]
+    assert len(replaced) == 3
+    after = db.rows(count)
+    assert [(r["request_id"], r["shown"], r["accepted"], r["copies"]) for r in after] == [
+        ("r-no", 1, 0, 0),  # shown, not accepted, not copied
+        ("r-yes", 1, 1, 0),
+    ]
+    assert db.rows("SELECT accepted, ended FROM old.llm_sessions") == [{"accepted": 1, "ended": 0}]

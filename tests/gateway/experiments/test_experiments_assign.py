@@ -56,6 +56,8 @@ def test_parse_a_full_declaration() -> None:
                 "stop": datetime(2026, 12, 31),
                 "weights_since": date(2026, 12, 8),
                 "auto_route_winner": True,
+                "planned_units": 20_000,
+                "pre_period_days": 28,
             }
         }
     )
@@ -72,6 +74,9 @@ def test_parse_a_full_declaration() -> None:
     assert e.stop == datetime(2026, 12, 31, tzinfo=UTC)  # naive times are UTC
     assert e.weights_since == datetime(2026, 12, 8, tzinfo=UTC)  # YAML dates too
     assert e.weights() == {"control": 0.5, "mini": 0.5}
+    assert (e.planned_units, e.pre_period_days) == (20_000, 28)
+    (default,) = parse_experiments({"d": BASE})
+    assert (default.planned_units, default.pre_period_days) == (None, 14)
     assert parse_experiments(None) == ()
 
 
@@ -103,6 +108,9 @@ def test_parse_a_full_declaration() -> None:
         ({"alpha": 0.9}, "experiments.x.alpha", "between"),
         ({"start": "2026-12-02", "stop": "2026-12-01"}, "experiments.x.stop", "after start"),
         ({"weights_since": "last tuesday"}, "experiments.x.weights_since", "ISO 8601"),
+        ({"planned_units": 150}, "experiments.x.planned_units", "twice min_units (200)"),
+        ({"pre_period_days": -1}, "experiments.x.pre_period_days", "must be >= 0"),
+        ({"pre_period_days": "two weeks"}, "experiments.x.pre_period_days", "int"),
         ({"colour": "red"}, "experiments.x.colour", "unknown key"),
         ({"match": {"user": "u"}}, "experiments.x.match.user", "unknown key"),
     ],
