@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from bench.experiments_sim import CALL_COLUMNS, DAYS, EVENT_COLUMNS, T0, Rows, _poisson, insert_tsv
+from bench.sim_rows import CALL_COLUMNS, DAYS, EVENT_COLUMNS, T0, Rows, insert_tsv, poisson
 from collectors.experiments.moments import ArmMoments, Arms, read_moments
 from collectors.report.models import SERVED, Difference, stratify
 
@@ -30,7 +30,7 @@ def generate(seed: int, rows: Rows) -> None:
         p = rng.betavariate(base * 20, (1 - base) * 20)
         user = f"{app}-u{u}"
         arrive = T0 + rng.random() * DAYS * 86400
-        for turn in range(1, 2 + _poisson(rng, 1.5)):
+        for turn in range(1, 2 + poisson(rng, 1.5)):
             rows.call(rng, p, True, rid=f"{user}-r{turn}", t=arrive + turn * 60, app=app,
                       user=user, session=f"{user}-s", turn=turn, model=model,
                       props={"plan": plan})  # fmt: skip

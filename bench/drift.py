@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from collectors.drift import DriftConfig, format_report, rows_to_jsonl, run_drift  # noqa: E402
-from gateway.store import migrate  # noqa: E402
-from gateway.store.chdb_store import ChdbStore  # noqa: E402
+from gateway.recording.store import migrate  # noqa: E402
+from gateway.recording.store.chdb_store import ChdbStore  # noqa: E402
 
 APPS = ("support-bot", "code-assist", "search")
 MODELS = ("gpt-4o-mini", "gpt-4o", "claude-haiku-4-5")

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import random
 import sys
 import tempfile
@@ -47,14 +46,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.sim_rows import CALL_COLUMNS, DAYS, EVENT_COLUMNS, T0, Rows, insert_tsv, poisson  # noqa: E402
 from collectors.experiments.cuped import PreSums  # noqa: E402
 from collectors.experiments.moments import ArmMoments, experiment_arms, read_moments  # noqa: E402
 from collectors.experiments.stats import fixed_p, ratio  # noqa: E402
 from collectors.experiments.verdict import Verdict, decide  # noqa: E402
 from gateway.experiments import Assigner, Experiment, Variant  # noqa: E402
 
-T0 = 1_760_000_000.0  # a fixed start: runs are reproducible
-DAYS = 14
 LOOKS = 20
 
 
@@ -116,48 +114,6 @@ def experiment(name: str, alpha: float) -> Experiment:
     )
 
 
-CALL_COLUMNS = (
-    "request_id", "started_at", "app", "end_user", "session_id", "turn_index", "status_code",
-    "outcome", "latency_ms", "cost_usd", "experiment", "variant", "request_model",
-    "upstream_model", "provider", "properties",
-)  # fmt: skip
-EVENT_COLUMNS = ("event_id", "ts", "request_id", "session_id", "app", "name", "value", "source")
-
-
-@dataclass(slots=True)
-class Rows:
-    """TabSeparated lines of llm_calls and llm_feedback (CALL_COLUMNS, EVENT_COLUMNS)."""
-
-    calls: list[str] = field(default_factory=list)
-    events: list[str] = field(default_factory=list)
-
-    def call(self, rng: random.Random, p: float, say_no: bool, **c: Any) -> None:
-        """A call showing a suggestion, accepted with probability `p`."""
-        rid, t, sid = c["rid"], c["t"], c["session"]
-        latency = rng.lognormvariate(6, 0.5)
-        props = "{" + ",".join(f"'{k}':'{v}'" for k, v in c.get("props", {}).items()) + "}"
-        self.calls.append(
-            f"{rid}\t{t:.3f}\t{c['app']}\t{c['user']}\t{sid}\t{c['turn']}\t200\tok\t"
-            f"{latency:.1f}\t0.001\t{c.get('exp', '')}\t{c.get('variant', '')}\tanswer\t"
-            f"{c['model']}\tsim\t{props}\n"
-        )
-        head = f"\t{rid}\t{sid}\t{c['app']}\t"
-        self.events.append(f"{rid}-shown\t{t + 1:.3f}{head}suggestion_shown\t1\tuser\n")
-        accepted = rng.random() < p
-        if accepted or say_no:
-            value = 1 if accepted else 0
-            self.events.append(f"{rid}-acc\t{t + 5:.3f}{head}suggestion_accepted\t{value}\tuser\n")
-
-
-def _poisson(rng: random.Random, lam: float) -> int:
-    n, p, limit = 0, 1.0, math.exp(-lam)
-    while True:
-        p *= rng.random()
-        if p <= limit:
-            return n
-        n += 1
-
-
 def generate(sc: Scenario, seed: int, exp: Experiment, rows: Rows) -> None:
     """One simulated experiment's calls and signals."""
     rng = random.Random(f"{sc.name}:{seed}")
@@ -172,27 +128,18 @@ def generate(sc: Scenario, seed: int, exp: Experiment, rows: Rows) -> None:
         if treated and rng.random() < sc.lost_share:
             continue
         own = rng.betavariate(sc.base * sc.spread, (1 - sc.base) * sc.spread)
-        for k in range(_poisson(rng, sc.history) if sc.history else 0):  # before the start
+        for k in range(poisson(rng, sc.history) if sc.history else 0):  # before the start
             t = T0 - rng.random() * DAYS * 86400
             rows.call(rng, own, sc.say_no, rid=f"{user}-h{k}", t=t, app="sim", user=user,
                       session=f"{user}-h{k}", turn=1, model="model-a")  # fmt: skip
         p = own + (sc.lift if treated else 0.0)
         arrive = T0 + rng.random() * DAYS * 86400
-        turns = 1 if sc.one_call else 1 + _poisson(rng, 1.5)
+        turns = 1 if sc.one_call else 1 + poisson(rng, 1.5)
         for turn in range(1, turns + 1):
             t = arrive + (turn - 1) * rng.expovariate(1 / 600)
             rows.call(rng, p, sc.say_no, rid=f"{user}-r{turn}", t=t, app="sim", user=user,
                       session=f"{user}-s", turn=turn, exp=exp.name, variant=a.variant.name,
                       model=a.variant.model)  # fmt: skip
-
-
-def insert_tsv(store: Any, table: str, columns: tuple[str, ...], lines: list[str]) -> None:
-    # TabSeparated with named columns parses several times faster than JSONEachRow
-    for i in range(0, len(lines), 500_000):
-        store.command(
-            f"INSERT INTO {table} ({', '.join(columns)}) FORMAT TabSeparated\n"
-            + "".join(lines[i : i + 500_000])
-        )
 
 
 def looks() -> list[float]:
@@ -295,8 +242,8 @@ def report(out: dict[str, Outcome]) -> str:
 def main(argv: list[str] | None = None) -> int:
     from bench.confounded_sim import confounded, summary
     from collectors.views import views
-    from gateway.store import migrate
-    from gateway.store.chdb_store import ChdbStore
+    from gateway.recording.store import migrate
+    from gateway.recording.store.chdb_store import ChdbStore
 
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=200, help="experiments per scenario")

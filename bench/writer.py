@@ -89,8 +89,8 @@ def _vary(body: str, i: int) -> str:
 
 
 def make_record(i: int, bodies: bool):  # type: ignore[no-untyped-def]
-    from gateway.ids import new_request_id
-    from gateway.record import CallRecord
+    from gateway.recording.ids import new_request_id
+    from gateway.recording.record import CallRecord
 
     return CallRecord(
         request_id=new_request_id(),
@@ -130,19 +130,20 @@ def make_record(i: int, bodies: bool):  # type: ignore[no-untyped-def]
 
 
 def scenario(kind: str, n: int, bodies: bool) -> dict[str, float]:
-    from gateway.pricing import Pricer
-    from gateway.recordlog import RecordLog
-    from gateway.store import migrate
-    from gateway.writer import BatchWriter, LogQueue
+    from gateway.recording.log import RecordLog
+    from gateway.recording.pricing import Pricer
+    from gateway.recording.queue import LogQueue
+    from gateway.recording.store import migrate
+    from gateway.recording.writer import BatchWriter
 
     tmp = Path(tempfile.mkdtemp(prefix="gw-writer-bench-"))
     server = None
     if kind == "chdb":
-        from gateway.store.chdb_store import ChdbStore
+        from gateway.recording.store.chdb_store import ChdbStore
 
         store = ChdbStore(str(tmp / "db"), "bench")
     else:
-        from gateway.store.clickhouse_store import ClickHouseStore
+        from gateway.recording.store.clickhouse_store import ClickHouseStore
         from tests.chhttp import ChHttpServer
 
         server = ChHttpServer(str(tmp / "db")).start()

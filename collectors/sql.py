@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from gateway.store.sqltext import sql_string as lit  # a ClickHouse string literal
+from gateway.recording.store.sqltext import sql_string as lit  # a ClickHouse string literal
 
 Query = Callable[[str], bytes]  # a store's `query`: SQL in, JSONEachRow bytes out
 

@@ -17,26 +17,22 @@ from typing import Any
 
 from collectors.views import views
 from gateway import __version__
-from gateway.config import Config, ConfigError, load_config
-from gateway.datadir import DataDirBusy, DataDirLock, running_gateway
-from gateway.errors import error_message
-from gateway.logs import setup_logging
-from gateway.store import StoreError, migrate_configured, open_store
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError, GatewayError, StoreError, error_message
+from gateway.observability.logs import setup_logging
+from gateway.recording.store import Store, open_store
+from gateway.recording.store.datadir import DataDirLock, running_gateway
 
 log = logging.getLogger("gateway.cli")
 
 
 def _config(args: argparse.Namespace) -> Config:
-    try:
-        return load_config(args.config)
-    except ConfigError as e:
-        print(f"llm-gateway: configuration error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return load_config(args.config)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway import server
     from gateway.app import build_gateway, create_app
+    from gateway.server import http as server
 
     cfg = _config(args)
     setup_logging(cfg.log_level)
@@ -51,20 +47,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     lock = None
     if cfg.store.kind == "chdb":
         lock = DataDirLock(cfg.store.path)
-        try:
-            lock.acquire()
-        except DataDirBusy as e:
-            print(f"llm-gateway: {e}", file=sys.stderr)
-            return 1
+        lock.acquire()
     try:
-        try:
-            gw = build_gateway(cfg)
-        except StoreError as e:
-            print(f"llm-gateway: {e}", file=sys.stderr)
-            return 1
-        except ConfigError as e:  # what needs the built routes (experiments' models)
-            print(f"llm-gateway: configuration error: {e}", file=sys.stderr)
-            return 2
+        gw = build_gateway(cfg)  # ConfigError for what needs the routes (experiments' models)
         if lock is not None:
             shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
             gw.admin_token = lock.publish(f"http://{shown}:{port}")
@@ -77,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "data_dir": cfg.store.path if cfg.store.kind == "chdb" else None,
             },
         )
-        return 0 if server.run(server.uvicorn_config(cfg, app, host, port)) else 1
+        return 0 if server.run(server.uvicorn_config(cfg.server, app, host, port)) else 1
     finally:
         if lock is not None:
             lock.release()
@@ -88,7 +73,7 @@ def _serve_workers(args: argparse.Namespace, cfg: Config, host: str, port: int) 
     import shutil
     import tempfile
 
-    from gateway import server
+    from gateway.server import http as server
 
     if args.config:
         os.environ["LLM_GATEWAY_CONFIG"] = os.path.abspath(args.config)
@@ -96,7 +81,7 @@ def _serve_workers(args: argparse.Namespace, cfg: Config, host: str, port: int) 
     prom_dir = tempfile.mkdtemp(prefix="llm-gateway-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
     log.info("listening", extra={"host": host, "port": port, "workers": cfg.server.workers})
-    config = server.uvicorn_config(cfg, "gateway.app:app_from_env", host, port, factory=True)
+    config = server.uvicorn_config(cfg.server, "gateway.app:app_from_env", host, port, factory=True)
     server.run(config)
     shutil.rmtree(prom_dir, ignore_errors=True)
     return 0
@@ -138,14 +123,21 @@ def store_access(cfg: Config) -> Iterator[Any]:
     if cfg.store.kind == "chdb" and (running := running_gateway(cfg.store.path)):
         yield _ViaGateway(running.url, running.token)
         return
+    with opened_store(cfg) as (store, _):
+        yield store
+
+
+@contextlib.contextmanager
+def opened_store(cfg: Config, cluster: str | None = None) -> Iterator[tuple[Store, list[int]]]:
+    """The configured store opened by this process (the embedded one's data directory
+    locked meanwhile) and migrated: (store, migrations applied now)."""
     lock = DataDirLock(cfg.store.path) if cfg.store.kind == "chdb" else None
     if lock:
         lock.acquire()
     try:
         store = open_store(cfg.store)
         try:
-            migrate_configured(store, cfg, views)
-            yield store
+            yield store, cfg.migrate(store, views, cluster)
         finally:
             store.close()
     finally:
@@ -154,7 +146,7 @@ def store_access(cfg: Config) -> Iterator[Any]:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from gateway.store.sqltext import has_format, split_statements
+    from gateway.recording.store.sqltext import has_format, split_statements
 
     cfg = _config(args)
     sql = args.query if args.query != "-" else sys.stdin.read()
@@ -162,22 +154,18 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if not statements:
         print("llm-gateway: no SQL statement given", file=sys.stderr)
         return 2
-    try:
-        with store_access(cfg) as store:
-            # One statement at a time, each printed alike: a table, or the FORMAT it names.
-            printed = False
-            for stmt in statements:
-                if has_format(stmt):
-                    out = store.query(stmt, "TabSeparated")
-                else:
-                    out = result_table(store.query(stmt, "JSONCompact")).encode()
-                if out:  # DDL and inserts print nothing
-                    sys.stdout.buffer.write((b"\n" if printed else b"") + out)
-                    sys.stdout.flush()
-                    printed = True
-    except (StoreError, DataDirBusy) as e:
-        print(f"llm-gateway: {e}", file=sys.stderr)
-        return 1
+    with store_access(cfg) as store:
+        # One statement at a time, each printed alike: a table, or the FORMAT it names.
+        printed = False
+        for stmt in statements:
+            if has_format(stmt):
+                out = store.query(stmt, "TabSeparated")
+            else:
+                out = result_table(store.query(stmt, "JSONCompact")).encode()
+            if out:  # DDL and inserts print nothing
+                sys.stdout.buffer.write((b"\n" if printed else b"") + out)
+                sys.stdout.flush()
+                printed = True
     return 0
 
 
@@ -187,7 +175,7 @@ _NUMERIC = ("Int", "UInt", "Float", "Decimal")
 def result_table(result: bytes) -> str:
     """A JSONCompact result as a table: numbers right-aligned, costs through the money
     formatter, NULL spelled out."""
-    from gateway.money import is_money_column, usd
+    from gateway.recording.money import is_money_column, usd
 
     if not result.strip():
         return ""
@@ -237,22 +225,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"llm-gateway: {e}", file=sys.stderr)
         return 2
-    try:
-        with store_access(cfg) as store:
-            query = lambda sql: store.query(sql, "JSONEachRow")  # noqa: E731
-            if args.what == "models":
-                text = models_report(
-                    query, args.app, args.since, args.json, by=args.by, metric_name=args.metric
-                )
-            elif args.what == "keys":
-                from gateway.access.report import keys_report
+    with store_access(cfg) as store:
+        query = lambda sql: store.query(sql, "JSONEachRow")  # noqa: E731
+        if args.what == "models":
+            text = models_report(
+                query, args.app, args.since, args.json, by=args.by, metric_name=args.metric
+            )
+        elif args.what == "keys":
+            from gateway.access.report import keys_report
 
-                text = keys_report(store)
-            else:
-                text = feedback_report(query, args.since)
-    except (StoreError, DataDirBusy) as e:
-        print(f"llm-gateway: {e}", file=sys.stderr)
-        return 1
+            text = keys_report(store)
+        else:
+            text = feedback_report(query, args.since)
     print(text)
     return 0
 
@@ -261,18 +245,14 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     from collectors.experiments.report import command
 
     cfg = _config(args)
-    try:
-        with store_access(cfg) as store:
-            code, text = command(
-                lambda sql: store.query(sql, "JSONEachRow"),
-                cfg.experiments,
-                args.action,
-                args.name,
-                args.json,
-            )
-    except (StoreError, DataDirBusy) as e:
-        print(f"llm-gateway: {e}", file=sys.stderr)
-        return 1
+    with store_access(cfg) as store:
+        code, text = command(
+            lambda sql: store.query(sql, "JSONEachRow"),
+            cfg.experiments,
+            args.action,
+            args.name,
+            args.json,
+        )
     print(text, file=sys.stderr if code else sys.stdout, end="")
     return code
 
@@ -288,7 +268,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
             rows = run_drift(lambda sql: store.query(sql, "JSONEachRow"), cfg=cfg.drift)
             if rows:
                 store.insert("llm_drift", rows_to_jsonl(rows))
-    except (StoreError, DataDirBusy) as e:
+    except StoreError as e:
         print(f"llm-gateway: drift not evaluated: {e}", file=sys.stderr)
         return 0
     print(format_report(rows))
@@ -300,25 +280,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if cfg.store.kind == "chdb" and (running := running_gateway(cfg.store.path)):
         print(f"The gateway (pid {running.pid}) holds this store and migrated it at start.")
         return 0
-    lock = DataDirLock(cfg.store.path) if cfg.store.kind == "chdb" else None
-    try:
-        if lock:
-            lock.acquire()
-        store = open_store(cfg.store)
-        try:
-            cluster = args.cluster or cfg.store.cluster or None
-            if cluster and cfg.store.kind != "clickhouse":
-                print("llm-gateway: --cluster needs store.kind: clickhouse", file=sys.stderr)
-                return 2
-            applied = migrate_configured(store, cfg, views, cluster)
-        finally:
-            store.close()
-    except (StoreError, DataDirBusy) as e:
-        print(f"llm-gateway: {e}", file=sys.stderr)
-        return 1
-    finally:
-        if lock:
-            lock.release()
+    cluster = args.cluster or cfg.store.cluster or None
+    if cluster and cfg.store.kind != "clickhouse":
+        print("llm-gateway: --cluster needs store.kind: clickhouse", file=sys.stderr)
+        return 2
+    with opened_store(cfg, cluster) as (_, applied):
+        pass
     where = cfg.store.path if cfg.store.kind == "chdb" else cfg.store.url
     print(
         f"{cfg.store.kind} store at {where}, database {cfg.store.database}: "
@@ -330,17 +297,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     from gateway.access.admin import run
 
-    try:
-        with store_access(_config(args)) as store:
-            return run(args, store)
-    except (StoreError, DataDirBusy) as e:
-        print(f"llm-gateway: {e}", file=sys.stderr)
-        return 1
+    with store_access(_config(args)) as store:
+        return run(args, store)
 
 
 def _parser() -> argparse.ArgumentParser:
     from collectors.report.models import MODEL_METRICS
-    from gateway.config import ServerConfig
+    from gateway.server.config import ServerConfig
 
     srv = ServerConfig()
     fmt = argparse.RawDescriptionHelpFormatter
@@ -418,7 +381,14 @@ def main(argv: list[str] | None = None) -> int:
     # user only; files and directories it creates get no group or other permissions.
     os.umask(0o077)
     args = _parser().parse_args(argv)
-    code: int = args.fn(args)
+    try:
+        code: int = args.fn(args)
+    except ConfigError as e:
+        print(f"llm-gateway: configuration error: {e}", file=sys.stderr)
+        return e.exit_code
+    except GatewayError as e:  # the store, a busy data directory, a key command, ...
+        print(f"llm-gateway: {e}", file=sys.stderr)
+        return e.exit_code
     return code
 
 

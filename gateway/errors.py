@@ -1,4 +1,21 @@
-"""Errors the gateway itself answers with, in OpenAI's error shape."""
+"""The gateway's exceptions, one tree, and the answers it gives in OpenAI's error shape.
+
+    GatewayError                 the root: the CLI and the app catch it
+    ├── ConfigError              config: names the key (and the file and line it came from)
+    ├── StoreError               store: refused or unreachable
+    │   └── StoreBusy            a data directory or record log held by another process
+    ├── UpstreamError            upstream: what the gateway could not get from a provider
+    │   ├── MissingCredentials   no credential to send
+    │   └── MalformedStream      a stream whose framing cannot be read
+    ├── AccessError              access: gateway keys and their limits
+    │   ├── LimiterUnavailable   the shared counters (Redis) cannot be reached
+    │   └── KeyCommandError      a key command that cannot be done
+    └── ApiError                 an answer to a client: status, type, code, param
+        └── AccessDenied         a refusal by keys and limits (also an AccessError)
+
+Each command of the CLI reports a `GatewayError` as one line and exits with its
+`exit_code`; on the request path an `ApiError` becomes the answer, any other error a 500.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +30,71 @@ _decode = msgspec.json.decode
 # deeper than the decoder's limit.
 JSON_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
+Headers = list[tuple[bytes, bytes]]
 
+
+class GatewayError(Exception):
+    """Anything the gateway raises on purpose; the message says what and why."""
+
+    exit_code = 1  # the CLI's exit status when a command ends with it
+
+
+# -- config ------------------------------------------------------------------------------
+class ConfigError(GatewayError):
+    """A configuration problem. `key` is the dotted path of the bad key
+    (`providers.openai.base_url`, `routes[0].provider`); `where` the file and line it came
+    from, when it came from a file; `hint` a key or value that was probably meant."""
+
+    exit_code = 2
+
+    def __init__(self, key: str, message: str, where: str = "", hint: str = "") -> None:
+        self.key, self.message, self.where, self.hint = key, message, where, hint
+        text = f"{key}: {message}"
+        if hint:
+            text += f" (did you mean {hint!r}?)"
+        if where:
+            text += f" [{where}]"
+        super().__init__(text)
+
+
+# -- store -------------------------------------------------------------------------------
+class StoreError(GatewayError):
+    """The store refused or could not be reached; the message says why."""
+
+
+class StoreBusy(StoreError):
+    """The embedded store's data directory, or a record log, is held by another process."""
+
+
+# -- upstream ----------------------------------------------------------------------------
+class UpstreamError(GatewayError):
+    """What the gateway could not get from, or could not read of, a provider."""
+
+
+class MissingCredentials(UpstreamError):
+    """No credential for a provider: the gateway has none and the client sent none."""
+
+
+class MalformedStream(UpstreamError):
+    """An upstream stream whose framing cannot be read (a bad checksum, a cut frame)."""
+
+
+# -- access ------------------------------------------------------------------------------
+class AccessError(GatewayError):
+    """Gateway keys and their limits."""
+
+
+class LimiterUnavailable(AccessError):
+    """The shared counters (Redis) could not be reached or did not answer in time."""
+
+
+class KeyCommandError(AccessError):
+    """A key command (`llm-gateway keys ...`) that cannot be done; the message says why."""
+
+    exit_code = 2
+
+
+# -- answers -----------------------------------------------------------------------------
 def error_envelope(
     message: str, code: str | None, param: str | None = None, type_: str = "invalid_request_error"
 ) -> dict[str, Any]:
@@ -21,7 +102,7 @@ def error_envelope(
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-class GatewayError(Exception):
+class ApiError(GatewayError):
     """An error the gateway answers itself: `{"error": {message, type, param, code}}`."""
 
     def __init__(
@@ -31,6 +112,7 @@ class GatewayError(Exception):
         type_: str,
         code: str | None = None,
         param: str | None = None,
+        headers: Headers | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -38,19 +120,35 @@ class GatewayError(Exception):
         self.type = type_
         self.code = code
         self.param = param
-        self.headers: list[tuple[bytes, bytes]] = []  # extra response headers (Retry-After...)
+        self.headers: Headers = headers or []  # extra response headers (Retry-After...)
 
     def body(self) -> bytes:
         return _encode(error_envelope(self.message, self.code, self.param, self.type))
 
 
-def bad_json(detail: str) -> GatewayError:
-    return GatewayError(
-        400,
-        f"We could not parse the JSON body of your request: {detail}",
-        "invalid_request_error",
-        "invalid_json",
-    )
+class AccessDenied(ApiError, AccessError):
+    """A refusal by gateway keys and limits; `outcome` names it in the call's row and the
+    metric label."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str,
+        code: str,
+        outcome: str,  # a `recording.record.Outcome` (a str)
+        headers: Headers | None = None,
+    ) -> None:
+        super().__init__(status, message, type_, code, headers=headers)
+        self.outcome = outcome
+
+
+_BAD = "invalid_request_error"
+
+
+def bad_json(detail: str) -> ApiError:
+    msg = f"We could not parse the JSON body of your request: {detail}"
+    return ApiError(400, msg, _BAD, "invalid_json")
 
 
 def parse_json(body: bytes) -> Any:
@@ -65,72 +163,60 @@ def parse_json(body: bytes) -> Any:
         raise bad_json("the JSON is nested too deeply") from None
 
 
-def too_large(limit: int) -> GatewayError:
-    return GatewayError(
-        413,
-        f"Request body exceeds the gateway limit of {limit} bytes.",
-        "invalid_request_error",
-        "request_too_large",
-    )
+# The gateway's own answers, by what went wrong: (status, type, code, param, message).
+_ANSWERS = {
+    "too_large": (413, _BAD, "request_too_large", None,
+                  "Request body exceeds the gateway limit of {} bytes."),
+    "missing_model": (400, _BAD, "missing_model", "model", "You must provide a model parameter."),
+    "model_not_found": (404, _BAD, "model_not_found", "model",
+                        "The model `{}` does not exist or has no route on this gateway."),
+    "no_credentials": (401, "authentication_error", "missing_api_key", None,
+                       "Missing credentials: {}."),
+    "upstream_timeout": (504, "timeout_error", "upstream_timeout", None,
+                         "The upstream did not answer in time ({})."),
+    "wrong_dialect": (400, _BAD, "unsupported_endpoint", "model", "The model `{}` is not "
+                      "routed to an Anthropic provider; /v1/messages needs one."),
+}  # fmt: skip
 
 
-def missing_model() -> GatewayError:
-    return GatewayError(
-        400,
-        "You must provide a model parameter.",
-        "invalid_request_error",
-        "missing_model",
-        "model",
-    )
+def _answer(kind: str, *args: object) -> ApiError:
+    status, type_, code, param, message = _ANSWERS[kind]
+    return ApiError(status, message.format(*args), type_, code, param)
 
 
-def wrong_type(param: str, expected: str) -> GatewayError:
-    return GatewayError(
-        400, f"`{param}` must be {expected}.", "invalid_request_error", "invalid_type", param
-    )
+def too_large(limit: int) -> ApiError:
+    return _answer("too_large", limit)
 
 
-def model_not_found(model: str) -> GatewayError:
-    return GatewayError(
-        404,
-        f"The model `{model}` does not exist or has no route on this gateway.",
-        "invalid_request_error",
-        "model_not_found",
-        "model",
-    )
+def missing_model() -> ApiError:
+    return _answer("missing_model")
 
 
-def no_credentials(detail: str) -> GatewayError:
-    return GatewayError(
-        401, f"Missing credentials: {detail}.", "authentication_error", "missing_api_key"
-    )
+def wrong_type(param: str, expected: str) -> ApiError:
+    return ApiError(400, f"`{param}` must be {expected}.", _BAD, "invalid_type", param)
 
 
-def upstream_timeout(what: str) -> GatewayError:
-    return GatewayError(
-        504,
-        f"The upstream did not answer in time ({what}).",
-        "timeout_error",
-        "upstream_timeout",
-    )
+def model_not_found(model: str) -> ApiError:
+    return _answer("model_not_found", model)
 
 
-def upstream_unreachable(provider: str, what: str = "could not be reached") -> GatewayError:
+def no_credentials(detail: str) -> ApiError:
+    return _answer("no_credentials", detail)
+
+
+def upstream_timeout(what: str) -> ApiError:
+    return _answer("upstream_timeout", what)
+
+
+def upstream_unreachable(provider: str, what: str = "could not be reached") -> ApiError:
     """The client learns which configured provider failed, never its address: the detail
     goes to the log and the row."""
-    return GatewayError(
-        502, f"The provider `{provider}` {what}.", "api_connection_error", "upstream_unreachable"
-    )
+    msg = f"The provider `{provider}` {what}."
+    return ApiError(502, msg, "api_connection_error", "upstream_unreachable")
 
 
-def wrong_dialect(model: str) -> GatewayError:
-    return GatewayError(
-        400,
-        f"The model `{model}` is not routed to an Anthropic provider; /v1/messages needs one.",
-        "invalid_request_error",
-        "unsupported_endpoint",
-        "model",
-    )
+def wrong_dialect(model: str) -> ApiError:
+    return _answer("wrong_dialect", model)
 
 
 def error_message(body: bytes) -> str:

@@ -74,6 +74,35 @@ class GatewayProcess:
                 time.sleep(0.05)
         raise RuntimeError(f"gateway did not start:\n{self.log()}")
 
+    def wait_jobs(self, *names: str, timeout: float = 60.0) -> GatewayProcess:
+        """Until each named background job has done its work once (/readyz's jobs detail)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=5) as r:
+                    jobs = json.loads(r.read())["jobs"]
+            except urllib.error.HTTPError as e:  # 503 while not ready: the detail is there too
+                jobs = json.loads(e.read())["jobs"]
+            except OSError:
+                jobs = {}
+            if all(jobs.get(n, {}).get("last_ok_s") is not None for n in names):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"jobs {names} did not run:\n{self.log()}")
+
+    def wait_ready(self, timeout: float = 30.0) -> GatewayProcess:
+        """Until /readyz says ready: the store's tables exist (they are made after start)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=5) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"gateway not ready:\n{self.log()}")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -139,8 +168,8 @@ class GatewayProcess:
 
 _OUTAGE = """
 import sys
-from gateway.store import migrate
-from gateway.store.chdb_store import ChdbStore
+from gateway.recording.store import migrate
+from gateway.recording.store.chdb_store import ChdbStore
 
 store = ChdbStore(sys.argv[1], "llm_gateway")
 migrate(store)
@@ -306,5 +335,6 @@ def gateway(
 ) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("gw")
     gw = GatewayProcess(gateway_config(fake.url, selfhosted.url), workdir, AWS_ENV).start()
+    gw.wait_ready()  # tests query the tables at once
     yield gw
     gw.stop()

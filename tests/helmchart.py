@@ -1,6 +1,6 @@
 """Rendering the Helm chart (helm/llm-gateway) with Helm's own library, and validating
-custom resources against their CRDs' schemas. Shared by tests/test_helm.py and
-tests/test_helm_e2e.py."""
+custom resources against their CRDs' schemas. Shared by tests/helm/test_helm.py and
+tests/helm/test_helm_e2e.py."""
 
 from __future__ import annotations
 

@@ -34,6 +34,7 @@ PROGRAMS = {
     "prometheus": Prerequisite(("prometheus",), "apt-get install prometheus"),
     "promtool": Prerequisite(("promtool",), "apt-get install prometheus"),
     "redis-server": Prerequisite(("redis-server",), "apt-get install redis-server"),
+    "redis-cli": Prerequisite(("redis-cli",), "apt-get install redis-tools"),  # a Cluster
     "node": Prerequisite(("node",), "apt-get install nodejs npm"),
     "npm": Prerequisite(("npm",), "apt-get install nodejs npm"),
     "uv": Prerequisite(("uv",), "pip install uv"),

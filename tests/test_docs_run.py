@@ -28,7 +28,8 @@ import pytest
 import yaml
 
 from gateway.access.keys import new_secret
-from gateway.config import _ENV_RE, parse_config
+from gateway.config import parse_config
+from gateway.sections import _ENV_RE
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,24 +44,24 @@ NOT_RUN = [
     ("README.md", "pip install uv", "installs uv, which runs this test suite"),
     ("README.md", "uv run pytest", "the test suite itself"),
     ("README.md", "npm pack clients/js",
-     "tests/test_js_package.py packs the package (into a temporary directory)"),
-    ("README.md", "uv build clients/python", "tests/test_feedback_client.py builds the wheel "
-     "(test_the_client_is_a_wheel_of_its_own, with --out-dir to keep the checkout clean)"),
+     "tests/clients/test_js_package.py packs the package (into a temporary directory)"),
+    ("README.md", "uv build clients/python", "tests/clients/test_feedback_client.py builds the "
+     "wheel (test_the_client_is_a_wheel_of_its_own, with --out-dir to keep the checkout clean)"),
     ("README.md", "uv add ../llm-gateway/clients/python",
      "a path relative to the reader's own app project"),
     ("README.md", "uv run llm-gateway migrate --cluster NAME", "needs a ClickHouse cluster"),
     ("README.md", "uv run llm-gateway experiments report summarizer-model --json",
      "needs the experiment declared in the configuration above; "
-     "tests/test_experiments_e2e.py runs the report"),
+     "tests/gateway/experiments/test_experiments_e2e.py runs the report"),
     ("README.md", 'uv run llm-gateway sql ...',
      "a placeholder: the queries themselves are the sql blocks, run below"),
     ("docs/feedback-queries.md", 'uv run llm-gateway sql ...',
      "a placeholder: the queries are the README's sql blocks, run below"),
     ("README.md", "docker ", "builds and pushes an image (tests/test_container_image.py)"),
     ("README.md", "kubectl ", "needs a Kubernetes cluster"),
-    ("README.md", "helm install ", "needs a Kubernetes cluster (tests/test_helm.py renders "
+    ("README.md", "helm install ", "needs a Kubernetes cluster (tests/helm/test_helm.py renders "
      "the chart)"),
-    ("README.md", "helm test ", "needs a Kubernetes cluster (tests/test_helm_e2e.py runs the "
+    ("README.md", "helm test ", "needs a Kubernetes cluster (tests/helm/test_helm_e2e.py runs the "
      "test Pod's check against a gateway started with the rendered config)"),
     ("README.md", "helm template", "a tool's way of rendering, named, not run"),
     ("README.md", "npm ci --prefix .ci/node",

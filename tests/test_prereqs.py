@@ -16,9 +16,9 @@ from tests.prereqs import STRICT_ENV
 ROOT = Path(__file__).resolve().parent.parent
 
 CASES = [
-    ("tests/test_js_package.py::test_package_files_are_built_from_the_served_script",
+    ("tests/clients/test_js_package.py::test_package_files_are_built_from_the_served_script",
      "`node` is not installed: apt-get install nodejs npm"),
-    ("tests/test_helm_e2e.py::test_helm_test_fails_when_its_key_is_refused",
+    ("tests/helm/test_helm_e2e.py::test_helm_test_fails_when_its_key_is_refused",
      "`redis-server` is not installed: apt-get install redis-server"),
 ]  # fmt: skip
 

@@ -1,6 +1,6 @@
 // Validates Prometheus Operator objects (JSON array on stdin) against the CRDs' OpenAPI
 // schemas as compiled in @kubernetes-models/prometheus-operator. Prints a JSON array with
-// "" for each valid object, else the validation message. Used by tests/test_helm.py.
+// "" for each valid object, else the validation message. Used by tests/helm/test_helm.py.
 import { readFileSync } from "node:fs";
 import { PrometheusRule } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule";
 import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor";

@@ -126,7 +126,7 @@ from collectors.drift.stats import (
     two_proportion_z,
     z_for,
 )
-from collectors.drift.task import drift_forever
+from collectors.drift.task import drift_job
 
 __all__ = [
     "BINS",
@@ -143,7 +143,7 @@ __all__ = [
     "chi2_homogeneity",
     "chi2_sf",
     "direction",
-    "drift_forever",
+    "drift_job",
     "fisher_exact",
     "format_report",
     "js_distance",

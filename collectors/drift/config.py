@@ -1,10 +1,67 @@
 """What a drift run measures (metrics, bins, directions, the failed-call predicate) and
-its settings."""
+its settings (the `drift:` section)."""
 
 from __future__ import annotations
 
-from gateway.config import DriftConfig
-from gateway.record import FAILED_SQL
+from datetime import timedelta
+from typing import Annotated, ClassVar
+
+import msgspec
+from msgspec import Meta
+
+from gateway.recording.record import FAILED_SQL
+from gateway.sections import Amount, FieldError, Positive, Section, reader
+
+
+class Minutes(timedelta):
+    """A duration written in the config as a number of minutes."""
+
+
+class Days(timedelta):
+    """A duration written in the config as a number of days."""
+
+
+class DriftConfig(Section, frozen=True):
+    """The drift job: a periodic task in the gateway when enabled, and `llm-gateway drift`
+    for a CronJob either way."""
+
+    enabled: bool = False
+    interval_minutes: Annotated[float, Meta(ge=0.1)] = 60.0
+    current_window: Minutes = msgspec.field(default=Minutes(hours=1), name="current_window_minutes")
+    reference_window: Days = msgspec.field(default=Days(days=7), name="reference_window_days")
+    min_calls: Positive = 200  # per window, for a group (and for each distribution's values)
+    min_feedback_calls: Positive = 100  # per window, for acceptance_rate and share_rate
+    psi_warn: Amount = 0.1
+    psi_alert: Amount = 0.2
+    psi_epsilon: ClassVar[float] = 1e-4  # floor of a bin's proportion (an empty bin), for PSI
+    js_warn: Amount = 0.05
+    js_alert: Amount = 0.1
+    # Family-wise error rates per run, spread over the run's tests (Bonferroni): the chance
+    # that traffic that did not change raises any alert (warning) in a run.
+    alpha: Annotated[float, Meta(ge=1e-12)] = 0.001
+    warn_alpha: Annotated[float, Meta(ge=1e-12)] = 0.05
+
+    def __post_init__(self) -> None:
+        if self.current_window <= timedelta(0) or self.reference_window <= timedelta(0):
+            raise FieldError("", "drift windows must be positive durations")
+        if not 0 < self.alpha <= self.warn_alpha < 1:
+            raise FieldError("alpha", "needs alpha <= warn_alpha < 1")
+        if self.psi_warn > self.psi_alert:
+            raise FieldError("psi_warn", "must not exceed drift.psi_alert")
+
+
+@reader(Minutes, Days)
+def durations(tp: type, value: object) -> timedelta:
+    """A number in the config as a `Minutes` or `Days` duration."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"must be a number, got {value!r}")
+    unit = timedelta(minutes=1) if tp is Minutes else timedelta(days=1)
+    least = 1 if tp is Minutes else 0.01
+    if value < least:
+        raise ValueError(f"must be >= {least}, got {value!r}")
+    duration: timedelta = tp(seconds=(unit * value).total_seconds())
+    return duration
+
 
 # Distributions are binned at the reference window's own quantiles (deciles of the stored
 # values, not histogram buckets): each bin holds a tenth of the reference, so no bin is
@@ -45,5 +102,5 @@ ROW_ORDER = {name: i for i, name in enumerate(("sample_size", *METRICS))}  # row
 
 __all__ = [
     "BINS", "DISTRIBUTIONS", "FAILED_SQL", "LEVELS", "METRICS", "QUANTILES", "RATES",
-    "REFUSAL_ERROR_TYPES", "ROW_ORDER", "WORSE_WHEN", "DriftConfig",
+    "REFUSAL_ERROR_TYPES", "ROW_ORDER", "WORSE_WHEN", "Days", "DriftConfig", "Minutes",
 ]  # fmt: skip

@@ -28,7 +28,7 @@ from collectors.drift.stats import (
     z_for,
 )
 from collectors.sql import Query, lit, select
-from gateway.money import usd
+from gateway.recording.money import usd
 
 DEFAULT_CONFIG = DriftConfig()
 

@@ -12,23 +12,22 @@ from collectors.drift.config import DriftConfig
 from collectors.drift.report import DriftRow, rows_to_jsonl
 from collectors.drift.run import run_drift
 from collectors.sql import Query
+from gateway.jobs import Periodic
 
 log = logging.getLogger("collectors.drift")
 
 Insert = Callable[[str, bytes], None]  # a store's `insert`: table, JSONEachRow bytes
 
 
-async def drift_forever(
+def drift_job(
     query: Query, insert: Insert, show: Callable[[list[DriftRow]], None], cfg: DriftConfig
-) -> None:
-    while True:
-        await asyncio.sleep(cfg.interval_minutes * 60)
-        try:
-            rows = await asyncio.to_thread(run_drift, query, None, cfg)
-            if rows:
-                await asyncio.to_thread(insert, "llm_drift", rows_to_jsonl(rows))
-            show(rows)
-            alerts = sum(r.alert for r in rows)
-            log.info("drift evaluated", extra={"rows": len(rows), "alerts": alerts})
-        except Exception as e:
-            log.error("drift run failed", extra={"error": str(e)[:500]})
+) -> Periodic:
+    async def run() -> None:
+        rows = await asyncio.to_thread(run_drift, query, None, cfg)
+        if rows:
+            await asyncio.to_thread(insert, "llm_drift", rows_to_jsonl(rows))
+        show(rows)
+        log.info("drift evaluated", extra={"rows": len(rows), "alerts": sum(r.alert for r in rows)})
+
+    every = cfg.interval_minutes * 60
+    return Periodic("drift", every, run, delay=every)

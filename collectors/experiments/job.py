@@ -9,13 +9,15 @@ analysis (they were not randomised).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from collectors.experiments.report import verdicts
 from collectors.experiments.verdict import KINDS, Verdict
 from collectors.sql import Query
 from gateway.experiments import Assigner, Experiment
+from gateway.jobs import Periodic
 
 log = logging.getLogger("collectors.experiments")
 
@@ -53,3 +55,28 @@ def gauge_values(
         if c.diff is not None and c.low is not None and c.high is not None
     ]
     return KINDS.index(v.kind), v.units, v.srm_p_value, effects
+
+
+def evaluation_job(
+    query: Query,
+    experiments: Sequence[Experiment],
+    assigner: Assigner | None,
+    session_idle_minutes: int,
+    show: Callable[[Verdict], None],
+    ready: Callable[[], bool],
+) -> Periodic:
+    """The gateway's evaluation of its experiments: at start (once `ready`: the columns and
+    views exist) and every INTERVAL_S, verdicts into `show` (the gauges) and the switch to
+    a declared winner where allowed."""
+
+    async def run() -> None:
+        verdicts = await asyncio.to_thread(
+            evaluate, query, experiments, assigner, session_idle_minutes
+        )
+        for v in verdicts.values():
+            show(v)
+        log.info(
+            "experiments evaluated", extra={"verdicts": {k: v.kind for k, v in verdicts.items()}}
+        )
+
+    return Periodic("experiment_evaluation", INTERVAL_S, run, until=ready)

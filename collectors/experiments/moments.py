@@ -29,7 +29,7 @@ from collectors.signals import says_yes
 from collectors.sql import Query, lit, select
 from gateway.experiments.assign import ROUTED_PROPERTY
 from gateway.experiments.spec import METRICS, Experiment
-from gateway.record import FAILED_SQL
+from gateway.recording.record import FAILED_SQL
 
 # metric -> (numerator, denominator), both per-unit columns of the units stage below.
 RATIOS: dict[str, tuple[str, str]] = {

@@ -8,8 +8,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from collectors.intake.config import FeedbackKey
 from gateway.access import token_matches
-from gateway.config import FeedbackKey
 
 
 @dataclass(frozen=True, slots=True)

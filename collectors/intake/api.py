@@ -16,10 +16,10 @@ from litestar import MediaType, Request, Response, get, route
 from litestar.handlers import HTTPRouteHandler
 
 from collectors.intake.access import Denied, KeyRing, RateLimiter
+from collectors.intake.config import FeedbackConfig
 from collectors.intake.events import Context, FeedbackEvent, Invalid, validate
 from collectors.intake.openapi import openapi
-from gateway.config import FeedbackConfig
-from gateway.errors import GatewayError, parse_json
+from gateway.errors import ApiError, parse_json
 from gateway.errors import error_envelope as _error
 
 COLLECTOR_JS = Path(__file__).parent.parent / "static" / "feedback.js"
@@ -79,7 +79,7 @@ def feedback_handlers(
             return reply(413, _error(msg, "request_too_large"), headers)
         try:
             payload = parse_json(body)  # sendBeacon sends text/plain: the body is JSON all the same
-        except GatewayError as e:
+        except ApiError as e:
             return reply(e.status, _error(e.message, e.code), headers)
         batch = isinstance(payload, list)
         items = payload if batch else [payload]

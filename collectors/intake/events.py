@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from collectors.signals import BOOLEAN_DEFAULT, BY_NAME
-from gateway.ids import CLIENT_ID, new_request_id
+from gateway.recording.ids import CLIENT_ID, new_request_id
 
 
 class FeedbackEvent(msgspec.Struct, kw_only=True, omit_defaults=False):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from collectors.intake.config import FeedbackConfig
 from collectors.views.call_feedback import call_feedback_sql
 from collectors.views.experiment_variants import experiment_variants_sql
 from collectors.views.sessions import sessions_sql
@@ -29,7 +30,7 @@ class View:
     select: str
 
 
-def views(db: str, session_idle_minutes: int) -> list[View]:
+def views(db: str, session_idle_minutes: int = FeedbackConfig().session_idle_minutes) -> list[View]:
     return [
         View("llm_call_feedback", call_feedback_sql(db)),
         View("llm_sessions", sessions_sql(db, session_idle_minutes)),

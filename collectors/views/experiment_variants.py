@@ -1,11 +1,11 @@
 """`llm_experiment_variants`: per-variant figures of every experiment, as plain aggregates
 over `llm_call_feedback` (the verdicts, with per-unit statistics, come from
 `llm-gateway experiments`). Rates are over calls; acceptance over shown suggestions;
-failed calls as `gateway.record.is_failed` says."""
+failed calls as `gateway.recording.record.is_failed` says."""
 
 from __future__ import annotations
 
-from gateway.record import FAILED_SQL
+from gateway.recording.record import FAILED_SQL
 
 
 def experiment_variants_sql(db: str) -> str:

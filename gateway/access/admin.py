@@ -18,17 +18,13 @@ from typing import Any, Protocol
 from gateway.access.config import limits_from
 from gateway.access.keys import GatewayKey, hash_secret, hint_of, new_key_id, new_secret
 from gateway.access.keystore import TABLE, key_from_row, parse_rows, row_of, select_sql
-from gateway.config import ConfigError
+from gateway.errors import ConfigError, KeyCommandError
 
 
 class KeyTable(Protocol):
     def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes: ...
 
     def insert(self, table: str, rows: bytes, token: str | None = None) -> None: ...
-
-
-class KeyCommandError(Exception):
-    """A key command that cannot be done; the message says why."""
 
 
 def list_keys(store: KeyTable, include_revoked: bool = False) -> list[GatewayKey]:

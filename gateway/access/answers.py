@@ -13,27 +13,10 @@ import math
 
 from gateway.access import limiter as L
 from gateway.access.limiter import Quota
-from gateway.errors import GatewayError
-from gateway.record import Outcome
+from gateway.errors import AccessDenied, Headers
+from gateway.recording.record import Outcome
 
-Headers = list[tuple[bytes, bytes]]
-
-
-class AccessDenied(GatewayError):
-    """A refusal; `outcome` names it in the call's row and the metric label."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        type_: str,
-        code: str,
-        outcome: Outcome,
-        headers: Headers | None = None,
-    ) -> None:
-        super().__init__(status, message, type_, code)
-        self.outcome = outcome
-        self.headers = headers or []
+__all__ = ["AccessDenied", "Headers"]  # the request path takes them from here too
 
 
 def duration(seconds: float) -> str:
@@ -66,67 +49,30 @@ def _retry(seconds: float) -> Headers:
     ]
 
 
-def missing_key() -> AccessDenied:
-    return AccessDenied(
-        401,
-        "You didn't provide a gateway key. Send it where your SDK puts its API key "
-        "(Authorization: Bearer lgw_..., x-api-key or api-key).",
-        "invalid_request_error",
-        "missing_api_key",
-        Outcome.REFUSED_KEY,
-    )
+_BAD = "invalid_request_error"
+# The refusals of a key or a browser, by code: (status, type, outcome, message, Retry-After).
+_REFUSALS = {
+    "missing_api_key": (401, _BAD, Outcome.REFUSED_KEY, "You didn't provide a gateway key. "
+                        "Send it where your SDK puts its API key (Authorization: Bearer "
+                        "lgw_..., x-api-key or api-key).", None),
+    "invalid_api_key": (401, _BAD, Outcome.REFUSED_KEY,
+                        "Incorrect gateway key provided (unknown or revoked).", None),
+    "keys_loading": (503, "server_error", Outcome.REFUSED_KEY,
+                     "The gateway is still reading its keys; try again in a moment.", 1.0),
+    "model_not_allowed": (403, _BAD, Outcome.REFUSED_MODEL,
+                          "This gateway key is not allowed to use the model `{}`.", None),
+    "origin_not_allowed": (403, _BAD, Outcome.REFUSED_ORIGIN, "Requests from the browser "
+                           "origin {!r} are not allowed (auth.allowed_origins).", None),
+    "host_not_allowed": (403, _BAD, Outcome.REFUSED_HOST,
+                         "The Host {!r} is not this gateway's (auth.allowed_hosts).", None),
+}  # fmt: skip
 
 
-def invalid_key() -> AccessDenied:
-    return AccessDenied(
-        401,
-        "Incorrect gateway key provided (unknown or revoked).",
-        "invalid_request_error",
-        "invalid_api_key",
-        Outcome.REFUSED_KEY,
-    )
-
-
-def keys_loading() -> AccessDenied:
-    return AccessDenied(
-        503,
-        "The gateway is still reading its keys; try again in a moment.",
-        "server_error",
-        "keys_loading",
-        Outcome.REFUSED_KEY,
-        _retry(1.0),
-    )
-
-
-def model_not_allowed(model: str) -> AccessDenied:
-    return AccessDenied(
-        403,
-        f"This gateway key is not allowed to use the model `{model[:256]}`.",
-        "invalid_request_error",
-        "model_not_allowed",
-        Outcome.REFUSED_MODEL,
-    )
-
-
-def foreign_origin(origin: str) -> AccessDenied:
-    return AccessDenied(
-        403,
-        f"Requests from the browser origin {origin[:256]!r} are not allowed "
-        "(auth.allowed_origins).",
-        "invalid_request_error",
-        "origin_not_allowed",
-        Outcome.REFUSED_ORIGIN,
-    )
-
-
-def foreign_host(host: str) -> AccessDenied:
-    return AccessDenied(
-        403,
-        f"The Host {host[:256]!r} is not this gateway's (auth.allowed_hosts).",
-        "invalid_request_error",
-        "host_not_allowed",
-        Outcome.REFUSED_HOST,
-    )
+def refusal(code: str, what: str = "") -> AccessDenied:
+    """A refusal of `_REFUSALS` (a model, an origin or a Host named in the message)."""
+    status, type_, outcome, message, retry = _REFUSALS[code]
+    headers = _retry(retry) if retry is not None else None
+    return AccessDenied(status, message.format(what[:256]), type_, code, outcome, headers)
 
 
 _LIMIT_TEXT = {

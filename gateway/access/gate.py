@@ -13,27 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.access.answers import (
-    AccessDenied,
-    Headers,
-    invalid_key,
-    keys_loading,
-    missing_key,
-    model_not_allowed,
-    ratelimit_headers,
-    refused,
-)
+from gateway.access.answers import AccessDenied, Headers, ratelimit_headers, refusal, refused
 from gateway.access.config import AuthConfig
 from gateway.access.keys import GatewayKey, presented_secret
 from gateway.access.keystore import KeyStore, Query, parse_rows
 from gateway.access.limiter import Admission, Limiter, open_limiter
 from gateway.access.origin import OriginGuard
 from gateway.access.policy import ModelRule
-from gateway.tokens import estimate_input
+from gateway.jobs import Job, Periodic
+from gateway.recording.tokens import estimate_input
 
 log = logging.getLogger("gateway.access")
 
@@ -66,9 +57,9 @@ class Gate:
     def __init__(self, cfg: AuthConfig, limiter: Limiter | None = None) -> None:
         self.cfg = cfg
         self.require_key = cfg.require_key
-        self.keystore = KeyStore(cfg.keys)
+        self.keystore = KeyStore(k.gateway_key() for k in cfg.keys)
         self.limiter = limiter or open_limiter(
-            cfg.redis_url, cfg.redis_failure, cfg.redis_timeout_ms
+            cfg.redis_url, cfg.redis_failure, cfg.redis_timeout_ms, cfg.redis_mode
         )
         self.guard = OriginGuard(cfg.allowed_origins, cfg.allowed_hosts)
         self._rules: dict[str, tuple[tuple[str, ...], ModelRule]] = {}
@@ -90,10 +81,10 @@ class Gate:
                 if key is None:
                     # Before the table's first read a key may just not be known yet.
                     loading = self._store_keys and not self.keystore.loaded
-                    raise keys_loading() if loading else invalid_key()
+                    raise refusal("keys_loading" if loading else "invalid_api_key")
                 return key
             if self.require_key:
-                raise missing_key()
+                raise refusal("missing_api_key")
             return None
         except AccessDenied as e:
             self.count(e.outcome)
@@ -111,7 +102,7 @@ class Gate:
     ) -> Ticket:
         if model and not self._rule(key).allows(model):
             self.count("refused_model")
-            raise model_not_allowed(model)
+            raise refusal("model_not_allowed", model)
         ticket = Ticket(key)
         if not _limited(key):
             return ticket
@@ -138,9 +129,8 @@ class Gate:
     async def refresh(self, query: Query) -> None:
         """Re-read the keys. The spend of keys seen for the first time is seeded before
         they are used, so a restarted replica never admits a call past a spent budget."""
+        # A StoreError (the key_refresh job logs it): the keys last read stay in force.
         read = await asyncio.to_thread(self.keystore.read, query)
-        if read is None:
-            return
         await self.seed(query, self.keystore.new_in(read))
         self.keystore.swap(read)
 
@@ -159,18 +149,23 @@ class Gate:
             usd = float(r["day" if k.limits.budget_period == "day" else "month"]) if r else 0.0
             await self.limiter.seed_spend(k, usd)
 
-    async def refresh_forever(self, query: Query) -> None:
+    def jobs(self, query: Query) -> list[Job]:
+        """Keys re-read from the store every `auth.refresh_seconds` (at once at start:
+        config keys hold meanwhile), and every minute the spend seeded where the counters
+        have none (a restarted Redis)."""
         self._store_keys = True
-        last_seed = time.monotonic()
-        while True:
-            try:
-                await self.refresh(query)
-                if time.monotonic() - last_seed > RESEED_SECONDS:
-                    last_seed = time.monotonic()
-                    await self.seed(query, self.keystore.keys())
-            except Exception as e:  # keep refreshing whatever happened this time
-                log.error("key refresh failed", extra={"error": str(e)[:300]})
-            await asyncio.sleep(self.cfg.refresh_seconds)
+
+        async def reseed() -> None:
+            await self.seed(query, self.keystore.keys())
+
+        return [
+            Periodic("key_refresh", self.cfg.refresh_seconds, lambda: self.refresh(query)),
+            Periodic("spend_seeding", RESEED_SECONDS, reseed, delay=RESEED_SECONDS),
+        ]
+
+    @property
+    def limiter_failures(self) -> int:
+        return self.limiter.failures
 
     async def close(self) -> None:
         await self.limiter.close()

@@ -14,39 +14,37 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from msgspec import Meta
+from msgspec.structs import asdict
+
+from gateway.sections import Amount, Count, Section
 
 PREFIX = "lgw_"
 HASH_PREFIX = "sha256:"
 _SECRET_BYTES = 32
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What a key may do. Zero means no limit; `models` empty means every model."""
+class Limits(Section, frozen=True):
+    """What a key may do. Zero means no limit; `models` empty means every model. Read from
+    the config file (a key's entry), the `keys create` command and the key table alike."""
 
-    models: tuple[str, ...] = ()  # exact names or globs, matched after aliases
-    rpm: int = 0  # requests per minute
-    tpm: int = 0  # tokens (input + output) per minute
-    concurrency: int = 0  # requests in flight at once
-    budget_usd: float = 0.0  # spend per budget_period
-    budget_period: str = "month"  # day | month (UTC)
-    user_rpm: int = 0  # the same, per end user within the key
-    user_tpm: int = 0
+    models: tuple[Annotated[str, Meta(min_length=1, max_length=256)], ...] = ()  # exact or globs
+    rpm: Count = 0  # requests per minute
+    tpm: Count = 0  # tokens (input + output) per minute
+    concurrency: Count = 0  # requests in flight at once
+    budget_usd: Amount = 0.0  # spend per budget_period
+    budget_period: Literal["day", "month"] = "month"  # UTC
+    user_rpm: Count = 0  # the same, per end user within the key
+    user_tpm: Count = 0
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "models": list(self.models),
-            "rpm": self.rpm,
-            "tpm": self.tpm,
-            "concurrency": self.concurrency,
-            "budget_usd": self.budget_usd,
-            "budget_period": self.budget_period,
-            "user_rpm": self.user_rpm,
-            "user_tpm": self.user_tpm,
-        }
+        return {f: list(v) if isinstance(v, tuple) else v for f, v in asdict(self).items()}
 
-
-BUDGET_PERIODS = ("day", "month")
+    def only(self) -> Limits:
+        """The limits alone, without what a subclass adds (a declared key's name...)."""
+        return Limits(**{f: getattr(self, f) for f in Limits.__struct_fields__})
 
 
 @dataclass(frozen=True, slots=True)

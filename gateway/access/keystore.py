@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.access.config import limits_from
 from gateway.access.keys import GatewayKey, hash_secret, token_matches
-from gateway.config import ConfigError
+from gateway.errors import ConfigError, StoreError
 
 log = logging.getLogger("gateway.access.keystore")
 
@@ -38,17 +38,7 @@ def select_sql(include_revoked: bool = False) -> str:
 def key_from_row(row: dict[str, Any]) -> GatewayKey:
     try:
         raw = json.loads(row.get("limits") or "{}")
-        limits = limits_from(
-            "",
-            tuple(raw.get("models") or ()),
-            int(raw.get("rpm") or 0),
-            int(raw.get("tpm") or 0),
-            int(raw.get("concurrency") or 0),
-            float(raw.get("budget_usd") or 0.0),
-            str(raw.get("budget_period") or "month"),
-            int(raw.get("user_rpm") or 0),
-            int(raw.get("user_tpm") or 0),
-        )
+        limits = limits_from("", **raw)
     except (ValueError, TypeError, ConfigError) as e:
         # A key whose limits cannot be read must not become a key without limits.
         raise ValueError(f"key {row.get('key_id')}: unreadable limits: {e}") from None
@@ -110,15 +100,14 @@ class KeyStore:
             return None
         return key
 
-    def read(self, query: Query) -> dict[str, GatewayKey] | None:
-        """The keys as the table and the config say now (by hash); None (logged) when the
-        store cannot be read: the keys last read then stay in force."""
+    def read(self, query: Query) -> dict[str, GatewayKey]:
+        """The keys as the table and the config say now (by hash); a StoreError when the
+        store cannot be read (the keys last read then stay in force)."""
         try:
             rows = parse_rows(query(select_sql()))
         except Exception as e:  # the store's own errors, or a missing table mid-migration
             self.refresh_errors += 1
-            log.warning("gateway keys not refreshed", extra={"error": str(e)[:300]})
-            return None
+            raise StoreError(f"gateway keys not refreshed: {str(e)[:300]}") from None
         stored: list[GatewayKey] = []
         for row in rows:
             try:
@@ -140,8 +129,10 @@ class KeyStore:
 
     def refresh(self, query: Query) -> list[GatewayKey]:
         """Re-read and use the keys; returns those not known before (none on error)."""
-        read = self.read(query)
-        if read is None:
+        try:
+            read = self.read(query)
+        except StoreError as e:
+            log.warning(str(e))
             return []
         new = self.new_in(read)
         self.swap(read)

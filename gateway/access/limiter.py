@@ -6,7 +6,8 @@ only then all charged, so a refusal charges nothing) and `settle` after it (the 
 estimate reconciled with the reported usage, the cost added to the spend, the
 concurrency slot given back). See `policy.py` for what the limits mean.
 
-Redis: one Lua script per question, so each is atomic and one round trip; the clock is
+Redis (one server or a Cluster, `scripts.py`): one Lua script per question, so each is
+atomic and one round trip; the clock is
 Redis's own (`TIME`), so replicas with skewed clocks share one notion of "now". Keys carry
 the gateway key id in a hash tag (`lgw:{key_id}:...`) so that a Redis Cluster keeps a key's
 counters in one slot. When Redis cannot be reached, `failure` decides: `open` admits (the
@@ -22,11 +23,14 @@ import math
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.access.keys import GatewayKey, Limits
 from gateway.access.policy import Bucket, period_id, period_seconds_left
-from gateway.access.resp import Redis, RedisReplyError, RedisUnavailable
+from gateway.errors import LimiterUnavailable
+
+if TYPE_CHECKING:
+    from gateway.access.scripts import Mode
 
 log = logging.getLogger("gateway.access.limiter")
 
@@ -265,18 +269,26 @@ return 1
 """
 
 
-_FAILURES = (RedisUnavailable, RedisReplyError, OSError)
+_FAILURES = (LimiterUnavailable, OSError)
 
 
 class RedisLimiter:
     """Counters shared by every replica through one Redis."""
 
     def __init__(
-        self, url: str, failure: str = "open", timeout_s: float = 1.0, prefix: str = "lgw"
+        self,
+        url: str,
+        failure: str = "open",
+        timeout_s: float = 1.0,
+        prefix: str = "lgw",
+        mode: Mode = "auto",
     ) -> None:
-        self._client = Redis(url, timeout_s)
-        self._admit = self._client.script(_ADMIT)
-        self._settle = self._client.script(_SETTLE)
+        # redis-py is imported by a gateway that uses Redis, not by every gateway.
+        from gateway.access.scripts import RedisScripts, Script
+
+        self._client = RedisScripts(url, timeout_s, mode)
+        self._admit = Script(_ADMIT)
+        self._settle = Script(_SETTLE)
         self.failure = failure
         self.prefix = prefix
         self.failures = 0
@@ -379,13 +391,13 @@ class RedisLimiter:
         value = await self._client.call(
             "GET", self._k(key, f"spend:{period_id(key.limits.budget_period)}")
         )
-        return float(value or 0.0)  # type: ignore[arg-type]
+        return float(value or 0.0)
 
     async def close(self) -> None:
         await self._client.close()
 
 
-def open_limiter(redis_url: str, failure: str, timeout_ms: float) -> Limiter:
+def open_limiter(redis_url: str, failure: str, timeout_ms: float, mode: Mode = "auto") -> Limiter:
     if redis_url:
-        return RedisLimiter(redis_url, failure, timeout_ms / 1000.0)
+        return RedisLimiter(redis_url, failure, timeout_ms / 1000.0, mode=mode)
     return MemoryLimiter()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 
-from gateway.access.answers import AccessDenied, foreign_host, foreign_origin
+from gateway.access.answers import AccessDenied, refusal
 
 _PRIVATE_SUFFIXES = (".localhost", ".local", ".internal", ".svc", ".cluster.local")
 
@@ -65,9 +65,9 @@ class OriginGuard:
     def check(self, host: str, origin: str) -> AccessDenied | None:
         """The refusal for a request with these `Host` and `Origin` headers, or None."""
         if host and not self.any_host and not self._host_ok(host):
-            return foreign_host(host)
+            return refusal("host_not_allowed", host)
         if origin and not self.any_origin:
             o = origin.strip().rstrip("/").lower()
             if o not in self.origins and o.split("://", 1)[-1] != host.strip().lower():
-                return foreign_origin(origin)
+                return refusal("origin_not_allowed", origin)
         return None

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from gateway.experiments.spec import Experiment, Variant
-from gateway.record import CallRecord
+from gateway.recording.record import CallRecord
 
 _TWO64 = float(2**64)
 # Calls sent to a declared winner (auto_route_winner) carry this property = the winner;

@@ -9,47 +9,76 @@ metrics and tracing look them up in `KINDS` and never compare kind names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
+
+from msgspec import Meta
+from msgspec.structs import force_setattr
+
+from gateway.errors import MissingCredentials
+from gateway.sections import FieldError, Positive, Section, one_of
 
 Headers = list[tuple[bytes, bytes]]
 
 DEFAULT_MAX_TOKENS = 4096
 
 
-class MissingCredentials(Exception):
-    pass
+class Timeouts(Section, frozen=True):
+    connect: Annotated[float, Meta(ge=0.001)] = 10.0
+    first_byte: Annotated[float, Meta(ge=0.001)] = 120.0
+    total: Annotated[float, Meta(ge=0.001)] = 600.0  # bounds the whole call, retries included
 
 
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    connect: float = field(default=10.0, metadata={"min": 0.001})
-    first_byte: float = field(default=120.0, metadata={"min": 0.001})
-    total: float = field(default=600.0, metadata={"min": 0.001})
+class ProviderConfig(Section, frozen=True):
+    """A `providers:` entry. Where a default depends on the kind (its URL, its API version,
+    whose prices apply), the field is empty until `__post_init__` fills in the kind's."""
 
-
-@dataclass(frozen=True, slots=True)
-class ProviderConfig:
-    name: str
-    kind: str
-    base_url: str
+    kind: str  # a registered kind (KINDS)
+    name: str = ""  # the key it is declared under (set by the config that holds it)
+    base_url: str = ""  # default: the kind's public API; required for kinds without one
     api_key: str | None = None
     # "gateway": the configured key is used and the client's is ignored; "passthrough":
     # the client's own credential header goes upstream. Default: gateway when a key is set.
-    auth: str = "passthrough"
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    # OpenAI-compatible servers differ on `stream_options`; some reject it.
-    inject_stream_usage: bool = True
+    auth: Literal["gateway", "passthrough"] | None = None
+    timeouts: Timeouts = Timeouts()
+    # OpenAI-compatible servers differ on `stream_options`; some reject it. Default: the kind's.
+    inject_stream_usage: bool | None = None
     api_version: str | None = None  # azure: api-version; anthropic: anthropic-version
-    deployments: dict[str, str] = field(default_factory=dict)  # azure: model -> deployment
-    headers: dict[str, str] = field(default_factory=dict)  # extra headers sent upstream
+    deployments: dict[str, str] = {}  # azure: model -> deployment
+    headers: dict[str, str] = {}  # extra headers sent upstream
     # genai-prices provider id whose price list applies; "" = none known (cost NULL unless
-    # a price override in config names the model).
-    price_as: str = ""
+    # a price override in config names the model). Default: `Provider.default_price_as`.
+    price_as: str | None = None
     # Translated calls (another dialect's client): `max_tokens` when the client names none
     # (Anthropic requires one), and client parameters dropped rather than refused.
-    max_tokens: int = field(default=DEFAULT_MAX_TOKENS, metadata={"min": 1})
-    drop_params: frozenset[str] = frozenset()
+    max_tokens: Positive = DEFAULT_MAX_TOKENS
+    drop_params: frozenset[Annotated[str, Meta(min_length=1)]] = frozenset()
+
+    def __post_init__(self) -> None:
+        one_of(KINDS, self.kind, "kind")
+        kind = KINDS[self.kind]
+        base_url = self.base_url or kind.default_base_url
+        if not base_url:
+            raise FieldError("base_url", f"is required for kind {self.kind}")
+        if not base_url.startswith(("http://", "https://")):
+            raise FieldError("base_url", f"must be an http(s) URL, got {base_url!r}")
+        api_key = self.api_key or None
+        auth = self.auth or ("gateway" if api_key else "passthrough")
+        if auth == "gateway" and not api_key:
+            raise FieldError("api_key", "is required when auth is gateway")
+        resolved = {
+            "base_url": base_url.rstrip("/"),
+            "api_key": api_key,
+            "auth": auth,
+            "inject_stream_usage": self.inject_stream_usage,
+            "api_version": self.api_version or kind.default_api_version,
+            "price_as": self.price_as,
+        }
+        if self.inject_stream_usage is None:
+            resolved["inject_stream_usage"] = kind.inject_stream_usage
+        if self.price_as is None:
+            resolved["price_as"] = kind.default_price_as(base_url)
+        for k, v in resolved.items():
+            force_setattr(self, k, v)
 
 
 class Provider:

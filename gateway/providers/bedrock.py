@@ -15,7 +15,8 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-from gateway.providers.base import Headers, MissingCredentials, Provider, ProviderConfig, register
+from gateway.errors import MissingCredentials
+from gateway.providers.base import Headers, Provider, ProviderConfig, register
 
 _REGION = re.compile(r"bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com")
 

@@ -17,19 +17,30 @@ import httpx
 import msgspec
 
 from gateway import errors
-from gateway.config import RetryConfig
-from gateway.errors import GatewayError
-from gateway.providers import MissingCredentials, Provider
+from gateway.errors import ApiError, MissingCredentials
+from gateway.providers import Provider
 from gateway.providers.translate import translation_for
 from gateway.providers.wire import Observer, WireAPI
-from gateway.record import CallRecord, Outcome
-from gateway.request.headers import RequestHeaders
-from gateway.routing import Hop
+from gateway.recording.record import CallRecord, Outcome
+from gateway.request.exchange import Exchange
+from gateway.request.routing import Hop
+from gateway.sections import Amount, Positive, Section
 
 log = logging.getLogger("gateway.proxy")
 
 _encode = msgspec.json.encode
 _now = time.perf_counter
+
+
+class RetryConfig(Section, frozen=True):
+    """The `retries:` section."""
+
+    max_attempts: Positive = 3  # attempts across all targets of a route, the first included
+    # first wait before the same provider is tried again; doubled per retry, jittered
+    backoff_ms: Amount = 50.0
+    # an upstream 429 is retried only when this is on (the client's SDK retries by itself),
+    # and then only when its Retry-After fits in the call's deadline
+    on_429: bool = False
 
 
 def _refused(e: BaseException) -> bool:
@@ -90,24 +101,15 @@ class Attempts:
         # (provider, reason) -> failed attempts; read by the metrics sampler.
         self.failures: dict[tuple[str, str], int] = {}
 
-    async def forward(
-        self,
-        method: str,
-        path: str,
-        query: str,
-        headers: RequestHeaders,
-        wire: WireAPI,
-        body: bytes,
-        payload: dict[str, Any] | None,
-        hops: tuple[Hop, ...],
-        rec: CallRecord,
-        observer: Observer,
-        deadline: float,
-    ) -> tuple[httpx.Response, Hop, float]:
-        """The first usable answer: (response, the hop that gave it, when it was sent).
-        `deadline`: the loop time by which the call must have its answer."""
+    async def forward(self, ex: Exchange) -> httpx.Response:
+        """The first usable answer to the exchange's call along its hops, within its
+        deadline; the hop that gave it and when it was sent go to `ex.hop` and `ex.t_up`."""
         loop = asyncio.get_running_loop()
-        last_error: GatewayError | None = None
+        method, path, query, headers, wire = ex.method, ex.path, ex.query, ex.headers, ex.wire
+        body, payload, hops, rec, deadline = ex.body, ex.payload, ex.hops, ex.rec, ex.deadline
+        observer = ex.observer
+        assert observer is not None
+        last_error: ApiError | None = None
         wait = 0.0
         attempt = 0
         while attempt < self.max_attempts:
@@ -177,7 +179,8 @@ class Attempts:
                     wait = after if same and after else 0.0
                     continue
             rec.outcome, rec.error_type = Outcome.OK, ""
-            return resp, hop, t_up
+            ex.hop, ex.t_up = hop, t_up
+            return resp
         assert last_error is not None
         raise last_error
 
@@ -185,7 +188,7 @@ class Attempts:
         """Jittered exponential backoff before the `retry`-th try of the same provider."""
         return float(self.backoff * 2 ** (retry - 1) * (0.5 + random.random() / 2))
 
-    def _out_of_time(self, rec: CallRecord, hop: Hop, deadline: float) -> GatewayError:
+    def _out_of_time(self, rec: CallRecord, hop: Hop, deadline: float) -> ApiError:
         total = hop.provider.cfg.timeouts.total
         self._failed(rec, hop, Outcome.TIMEOUT, "deadline")
         n = rec.attempts

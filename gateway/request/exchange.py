@@ -15,10 +15,12 @@ import msgspec
 from gateway import errors
 from gateway.access.gate import Ticket
 from gateway.access.keys import GatewayKey
-from gateway.errors import GatewayError
+from gateway.errors import ApiError
+from gateway.providers.translate import Translation
 from gateway.providers.wire import OTHER, Observer, WireAPI
-from gateway.record import CallRecord, finish
-from gateway.request.headers import Headers
+from gateway.recording.record import CallRecord, finish
+from gateway.request.headers import Headers, RequestHeaders
+from gateway.request.routing import Hop
 
 log = logging.getLogger("gateway.access")
 
@@ -29,28 +31,64 @@ _decode = msgspec.json.decode
 
 
 class Exchange:
-    """One call's state on the request path."""
+    """One call's state on the request path: what each step needs of the call travels here,
+    from the request as read to the answer as sent."""
 
     __slots__ = (
         "answer_headers",
+        "body",
+        "capture",
         "client_gone",
+        "deadline",
         "done",
+        "headers",
+        "hop",
+        "hops",
         "key",
+        "method",
         "observer",
+        "path",
         "payload",
+        "query",
         "rec",
         "recorded",
+        "send",
         "settler",
         "sink",
         "t0",
+        "t_up",
         "ticket",
+        "translation",
         "watcher",
+        "wire",
     )
 
-    def __init__(self, rec: CallRecord, t0: float, sink: Callable[[CallRecord], None]) -> None:
+    def __init__(
+        self,
+        rec: CallRecord,
+        t0: float,
+        sink: Callable[[CallRecord], None],
+        send: Send,
+        method: str,
+        headers: RequestHeaders,
+        wire: WireAPI,
+    ) -> None:
         self.rec = rec
         self.t0 = t0
         self.sink = sink
+        self.send = send  # the client's side of the connection (ASGI)
+        self.method = method
+        self.headers = headers
+        self.wire = wire
+        self.body = b""  # as the client sent it
+        self.capture = 0  # bytes of each body to keep in the row (0: none)
+        self.path = ""  # the wire API path called upstream (before translation)
+        self.query = ""  # the query string sent upstream
+        self.hops: tuple[Hop, ...] = ()  # where the call may go, in order
+        self.deadline = 0.0  # the loop time by which the call must have its answer
+        self.hop: Hop | None = None  # the hop that answered
+        self.t_up = 0.0  # when the answering attempt was sent (perf_counter)
+        self.translation: Translation | None = None  # client and upstream dialects differ
         self.client_gone = False  # set by the disconnect watcher (not a shutdown)
         self.done = False
         self.recorded = False
@@ -126,14 +164,14 @@ class Exchange:
                     return rec.request_model
         return ""
 
-    async def reject(self, send: Send, e: GatewayError) -> None:
+    async def reject(self, e: ApiError) -> None:
         """Answer with the gateway's own error, recorded."""
         rec = self.rec
         rec.status_code = e.status
         rec.error_type = rec.error_type or (e.code or e.type)
         rec.error_message = rec.error_message or e.message
         body = e.body()
-        await send(
+        await self.send(
             {
                 "type": "http.response.start",
                 "status": e.status,
@@ -148,7 +186,7 @@ class Exchange:
         )
         self.commit()
         await self.settle()
-        await send({"type": "http.response.body", "body": body})
+        await self.send({"type": "http.response.body", "body": body})
 
 
 async def read_body(receive: Receive, content_length: int, max_body: int) -> bytes | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import httpx
 
 from gateway.access.keys import presented_secret
-from gateway.record import CallRecord
+from gateway.recording.record import CallRecord
 
 Headers = list[tuple[bytes, bytes]]
 

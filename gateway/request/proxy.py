@@ -16,26 +16,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from gateway import errors
 from gateway.access.answers import AccessDenied
 from gateway.access.gate import Gate, Ticket
-from gateway.config import Config
-from gateway.errors import GatewayError
+from gateway.errors import ApiError
 from gateway.experiments import Assigner
-from gateway.ids import RequestIds, valid_client_id
+from gateway.observability.tracing import new_ids
 from gateway.providers.translate import translation_for
-from gateway.providers.wire import WireAPI, wire_api_for
-from gateway.providers.wire.paths import ClientPath, client_path, without_api_version
-from gateway.record import CallRecord, Outcome
+from gateway.providers.wire import wire_api_for
+from gateway.recording.capture import CaptureConfig
+from gateway.recording.ids import RequestIds, valid_client_id
+from gateway.recording.record import CallRecord, Outcome
 from gateway.request.attempts import Attempts
 from gateway.request.exchange import Exchange, Receive, Send, read_body
 from gateway.request.headers import RequestHeaders
-from gateway.request.paths import checked_path
+from gateway.request.paths import ClientPath, checked_path, client_path, without_api_version
+from gateway.request.routing import Router
 from gateway.request.streaming import relay_stream, relay_whole
-from gateway.routing import Router
-from gateway.tracing import new_ids
 
 log = logging.getLogger("gateway.proxy")
 
@@ -50,30 +47,24 @@ class Proxy:
 
     def __init__(
         self,
-        config: Config,
         router: Router,
-        transport: httpx.AsyncBaseTransport,
+        attempts: Attempts,
         sink: Callable[[CallRecord], None],
+        capture: CaptureConfig,
+        max_body: int,
+        assigner: Assigner | None = None,  # None without experiments: not even looked at
         tracing: bool = False,
         gate: Gate | None = None,
         price: Callable[[CallRecord], float | None] | None = None,
     ) -> None:
-        self.tracing = tracing
+        # The steps in reading order: route, assign, attempt, record.
+        self.router, self.assigner, self.attempts, self.sink = router, assigner, attempts, sink
+        self.capture, self.max_body, self.tracing = capture, max_body, tracing
         self.gate = gate  # gateway keys and limits (gateway/access)
         self.price = price  # a call's cost, for the spend of a key with a budget
         self._settling: set[asyncio.Task[None]] = set()
-        self.router = router
-        # None without experiments: the request path then does not even look
-        self.assigner = Assigner(config.experiments) if config.experiments else None
-        self.sink = sink
-        self.attempts = Attempts(config.retries, transport)
-        self.max_body = config.server.max_body_bytes
-        self.capture_mode = config.capture.mode
-        self.capture_override = config.capture.allow_header_override
-        self.capture_limit = config.capture.max_body_bytes
         self.request_ids = RequestIds()
-        self.in_flight = 0
-        self.streams_in_flight = 0
+        self.in_flight = self.streams_in_flight = 0
 
     @property
     def upstream_failures(self) -> dict[tuple[str, str], int]:
@@ -111,31 +102,28 @@ class Proxy:
         if self.tracing:
             rec.trace_id, rec.span_id = new_ids(trace_id)
             headers.continue_trace(rec.trace_id, rec.span_id)
-        mode = self.capture_mode
-        if headers.capture and self.capture_override and headers.capture in ("full", "metadata"):
-            mode = headers.capture
-        capture = self.capture_limit if mode == "full" else 0
         self.in_flight += 1
-        ex = Exchange(rec, t0, self.sink)
+        ex = Exchange(rec, t0, self.sink, send, scope["method"], headers, wire)
+        ex.capture = capture = self.capture.limit(headers.capture)
         try:
             checked_path(endpoint)  # the path as sent, Azure deployment included
             body = await read_body(receive, headers.content_length, self.max_body)
             if body is None:  # client left while sending its request
                 rec.outcome, rec.status_code = Outcome.CLIENT_DISCONNECTED, 499
                 return
-            rec.request_bytes = len(body)
+            ex.body, rec.request_bytes = body, len(body)
             if self.gate is not None:  # after the body: a slow or short body is a 408 first
                 self._identify(headers, ex)
             if capture:
                 rec.request_body = body[:capture].decode("utf-8", "replace")
             ex.watch_disconnect(receive)
-            await self._handle(scope, client, send, headers, wire, body, ex, capture)
+            await self._handle(ex, client, scope.get("query_string", b"").decode("latin-1"))
         except AccessDenied as e:
-            rec.outcome = e.outcome
-            await ex.reject(send, e)
-        except GatewayError as e:
+            rec.outcome = Outcome(e.outcome)
+            await ex.reject(e)
+        except ApiError as e:
             rec.outcome = Outcome.REJECTED if e.status < 500 else rec.outcome
-            await ex.reject(send, e)
+            await ex.reject(e)
         except asyncio.CancelledError:
             if not ex.client_gone:
                 ex.commit()  # a shutdown: keep the record of what happened so far
@@ -147,9 +135,7 @@ class Proxy:
             rec.outcome, rec.error_type = Outcome.UPSTREAM_ERROR, "gateway_error"
             rec.error_message = str(e)[:1000]
             with contextlib.suppress(Exception):
-                await ex.reject(
-                    send, GatewayError(500, "The gateway failed internally.", "server_error")
-                )
+                await ex.reject(ApiError(500, "The gateway failed internally.", "server_error"))
         finally:
             ex.done = True
             self.in_flight -= 1
@@ -181,19 +167,9 @@ class Proxy:
         cost = self.price(rec) if self.price is not None and budget else None
         await self.gate.settle(ticket, rec.input_tokens + rec.output_tokens, cost)
 
-    async def _handle(
-        self,
-        scope: Scope,
-        client: ClientPath,
-        send: Send,
-        headers: RequestHeaders,
-        wire: WireAPI,
-        body: bytes,
-        ex: Exchange,
-        capture: int,
-    ) -> None:
-        rec = ex.rec
-        model = ex.read_request(body, wire, client.deployment)
+    async def _handle(self, ex: Exchange, client: ClientPath, query: str) -> None:
+        rec, wire = ex.rec, ex.wire
+        model = ex.read_request(ex.body, wire, client.deployment)
         if self.assigner is not None and model:
             model = self.assigner.apply(rec, model)
         resolved = self.router.resolve(model) if model else self.router.default
@@ -215,24 +191,14 @@ class Proxy:
                 ex.key, resolved.model if model else "", rec.end_user, ex.payload
             )
             ex.answer_headers = ex.ticket.headers
-        observer = ex.observer = wire.observer(rec)
+        ex.observer = wire.observer(rec)
         # One deadline for the whole call: every attempt, every wait, and the answer's body.
-        deadline = asyncio.get_running_loop().time() + hops[0].provider.cfg.timeouts.total
-        query = scope.get("query_string", b"").decode("latin-1")
-        resp, hop, t_up = await self.attempts.forward(
-            scope["method"],
-            client.path,
-            without_api_version(query) if client.azure else query,
-            headers,
-            wire,
-            body,
-            ex.payload,
-            hops,
-            rec,
-            observer,
-            deadline,
-        )
-        translation = translation_for(wire, hop.provider)
+        ex.deadline = asyncio.get_running_loop().time() + hops[0].provider.cfg.timeouts.total
+        ex.hops, ex.path = hops, client.path
+        ex.query = without_api_version(query) if client.azure else query
+        resp = await self.attempts.forward(ex)
+        assert ex.hop is not None
+        ex.translation = translation = translation_for(wire, ex.hop.provider)
         if translation is not None:  # the answer is read in the upstream's dialect
             ex.observer = translation.observer(rec)
         try:
@@ -240,13 +206,11 @@ class Proxy:
             if rec.stream and resp.status_code == 200 and ctype.startswith(_STREAM_TYPES):
                 self.streams_in_flight += 1
                 try:
-                    await relay_stream(
-                        send, resp, wire, ex, capture, t_up, hop, deadline, translation
-                    )
+                    await relay_stream(ex, resp)
                 finally:
                     self.streams_in_flight -= 1
             else:
                 rec.stream = False
-                await relay_whole(send, resp, ex, capture, t_up, hop, deadline, translation)
+                await relay_whole(ex, resp)
         finally:
             await resp.aclose()

@@ -13,13 +13,12 @@ import httpx
 import msgspec
 
 from gateway import errors
-from gateway.providers.translate import Translation
-from gateway.providers.wire import WireAPI
-from gateway.record import Outcome
-from gateway.request.exchange import Exchange, Send
+from gateway.errors import MalformedStream
+from gateway.providers.wire.sse import SSESplitter
+from gateway.recording.record import Outcome
+from gateway.request.exchange import Exchange
 from gateway.request.headers import response_headers
-from gateway.routing import Hop
-from gateway.sse import SSESplitter
+from gateway.request.routing import Hop
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
@@ -30,21 +29,12 @@ def deadline_message(hop: Hop) -> str:
     return f"the call's total deadline of {hop.provider.cfg.timeouts.total:g}s"
 
 
-async def relay_whole(
-    send: Send,
-    resp: httpx.Response,
-    ex: Exchange,
-    capture: int,
-    t_up: float,
-    hop: Hop,
-    deadline: float,
-    translation: Translation | None = None,
-) -> None:
+async def relay_whole(ex: Exchange, resp: httpx.Response) -> None:
     """A non-streamed answer: read whole (within the call's deadline, a loop time), then
-    sent on (in the client's dialect when the call is translated). `capture`: how many
-    bytes of the body to keep (0: none)."""
-    rec, observer = ex.rec, ex.observer
-    assert observer is not None
+    sent on (in the client's dialect when the call is translated)."""
+    rec, observer, hop, send, translation = ex.rec, ex.observer, ex.hop, ex.send, ex.translation
+    assert observer is not None and hop is not None
+    capture, t_up, deadline = ex.capture, ex.t_up, ex.deadline
     try:
         async with asyncio.timeout_at(deadline):
             data = await resp.aread()
@@ -86,22 +76,19 @@ async def relay_whole(
     await send({"type": "http.response.body", "body": data})
 
 
-async def relay_stream(
-    send: Send,
-    resp: httpx.Response,
-    wire: WireAPI,
-    ex: Exchange,
-    capture: int,
-    t_up: float,
-    hop: Hop,
-    deadline: float,
-    translation: Translation | None = None,
-) -> None:
+async def relay_stream(ex: Exchange, resp: httpx.Response) -> None:
     """A streamed answer, passed through chunk by chunk (event by event into the client's
     dialect when the call is translated); a stream that breaks ends with an error event in
     the client's dialect."""
-    rec, observer, t0 = ex.rec, ex.observer, ex.t0
-    assert observer is not None
+    rec, observer, t0, hop, send = ex.rec, ex.observer, ex.t0, ex.hop, ex.send
+    assert observer is not None and hop is not None
+    wire, translation, capture, t_up, deadline = (
+        ex.wire,
+        ex.translation,
+        ex.capture,
+        ex.t_up,
+        ex.deadline,
+    )
     rec.status_code = 200
     headers = response_headers(resp, rec, ex.answer_headers)
     if translation is not None:  # the client reads SSE, whatever the upstream's framing
@@ -157,11 +144,15 @@ async def relay_stream(
                 "more_body": True,
             }
         )
-    except httpx.TransportError as e:
+    except (httpx.TransportError, MalformedStream) as e:
+        broken = isinstance(e, MalformedStream)
         rec.outcome, rec.status_code = Outcome.UPSTREAM_DISCONNECTED, 502
-        rec.error_type = "upstream_disconnected"
-        rec.error_message = f"the upstream closed the stream: {e or type(e).__name__}"
-        message = f"The provider `{hop.provider.name}` closed the stream."
+        rec.error_type = "malformed_stream" if broken else "upstream_disconnected"
+        rec.error_message = (
+            str(e) if broken else f"the upstream closed the stream: {e or type(e).__name__}"
+        )
+        what = "sent a stream that cannot be read" if broken else "closed the stream"
+        message = f"The provider `{hop.provider.name}` {what}."
         await send(
             {
                 "type": "http.response.body",

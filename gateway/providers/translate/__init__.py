@@ -15,11 +15,11 @@ from typing import Any, Protocol
 
 from gateway.providers.base import Provider, ProviderConfig
 from gateway.providers.wire import Observer, WireAPI
-from gateway.sse import SSEEvent
+from gateway.providers.wire.sse import SSEEvent
 
 
 class Splitter(Protocol):
-    """Splits an upstream stream into events: SSE (`gateway.sse`) or AWS event-stream."""
+    """Splits an upstream stream into events: SSE (`wire.sse`) or the AWS event stream."""
 
     def feed(self, chunk: bytes) -> Iterator[SSEEvent]: ...
 
@@ -46,7 +46,7 @@ class Translation(Protocol):
         ...
 
     def request(self, payload: dict[str, Any], model: str, cfg: ProviderConfig) -> bytes:
-        """The upstream's request body; raises a 400 GatewayError for what cannot be carried."""
+        """The upstream's request body; raises a 400 ApiError for what cannot be carried."""
         ...
 
     def response(self, obj: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:

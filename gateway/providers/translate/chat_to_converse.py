@@ -17,11 +17,10 @@ from typing import Any
 import msgspec
 
 from gateway.errors import error_envelope
-from gateway.eventstream import EventStreamSplitter
 from gateway.providers.base import ProviderConfig
 from gateway.providers.translate.chat_to_messages import ChatToMessages, ChunkStream, unsupported
 from gateway.providers.wire.base import Observer, as_int, as_str, event_json
-from gateway.providers.wire.converse import ConverseObserver
+from gateway.providers.wire.converse import ConverseObserver, EventStreamSplitter
 
 _encode = msgspec.json.encode
 _API = "Bedrock Converse API"

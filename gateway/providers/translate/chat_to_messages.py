@@ -19,11 +19,11 @@ from typing import Any
 
 import msgspec
 
-from gateway.errors import GatewayError, error_envelope
+from gateway.errors import ApiError, error_envelope
 from gateway.providers.base import ProviderConfig
 from gateway.providers.wire.base import Observer, as_int, as_str, event_json
 from gateway.providers.wire.messages import FINISH_REASONS, AnthropicObserver
-from gateway.sse import SSESplitter
+from gateway.providers.wire.sse import SSESplitter
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -49,8 +49,8 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
 _OPENAI_FINISH = frozenset({"stop", "length", "tool_calls", "content_filter"})
 
 
-def unsupported(param: str, why: str = "", api: str = "Anthropic Messages API") -> GatewayError:
-    return GatewayError(
+def unsupported(param: str, why: str = "", api: str = "Anthropic Messages API") -> ApiError:
+    return ApiError(
         400,
         f"`{param}` cannot be carried to the {api} that serves this model"
         + (f" ({why})" if why else "")
@@ -61,8 +61,8 @@ def unsupported(param: str, why: str = "", api: str = "Anthropic Messages API") 
     )
 
 
-def _invalid(param: str, message: str) -> GatewayError:
-    return GatewayError(400, message, "invalid_request_error", "invalid_value", param)
+def _invalid(param: str, message: str) -> ApiError:
+    return ApiError(400, message, "invalid_request_error", "invalid_value", param)
 
 
 def finish_reason(stop_reason: Any) -> str | None:

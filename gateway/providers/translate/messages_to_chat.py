@@ -16,12 +16,12 @@ from typing import Any
 
 import msgspec
 
-from gateway.errors import GatewayError
+from gateway.errors import ApiError
 from gateway.providers.base import ProviderConfig
 from gateway.providers.translate.chat_to_messages import unsupported
 from gateway.providers.wire.base import Observer, as_int, as_str, event_json
 from gateway.providers.wire.chat import ChatObserver
-from gateway.sse import SSESplitter
+from gateway.providers.wire.sse import SSESplitter
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -51,8 +51,8 @@ _ERROR_TYPES = {
 _API = "OpenAI chat completions API"
 
 
-def _invalid(param: str, message: str) -> GatewayError:
-    return GatewayError(400, message, "invalid_request_error", "invalid_value", param)
+def _invalid(param: str, message: str) -> ApiError:
+    return ApiError(400, message, "invalid_request_error", "invalid_value", param)
 
 
 def _text(content: Any, param: str) -> str:

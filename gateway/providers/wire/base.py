@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from gateway.errors import JSON_ERRORS, error_envelope
-from gateway.record import CallRecord, Outcome
+from gateway.recording.record import CallRecord, Outcome
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
@@ -62,6 +62,9 @@ class Observer:
     """Base: records nothing but errors. Subclasses know one API's shapes."""
 
     estimates_usage: ClassVar[bool] = True  # estimate tokens when the upstream reports none
+    # The API's own finish (stop) reasons, in OpenAI's vocabulary so that cross-provider
+    # queries work; a reason not listed is kept as it is.
+    finish_reasons: ClassVar[dict[str, str]] = {}
 
     __slots__ = ("content_seen", "drop_usage_chunk", "output_chars", "rec", "usage_seen")
 
@@ -87,6 +90,10 @@ class Observer:
             self.rec.error_message = as_str(err.get("message"))[:1000]
         elif isinstance(err, str):
             self.rec.error_message = err[:1000]
+
+    def _stop(self, reason: Any) -> None:
+        if isinstance(reason, str) and reason:
+            self.rec.finish_reason = self.finish_reasons.get(reason, reason)
 
     def _stream_error(self, obj: Any) -> None:
         self.rec.outcome = Outcome.UPSTREAM_ERROR

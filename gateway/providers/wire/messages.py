@@ -11,7 +11,7 @@ from gateway.providers.wire.base import Observer, WireAPI, as_int, as_str, event
 
 _encode = msgspec.json.encode
 
-# Finish reasons are normalised to OpenAI's vocabulary so that cross-provider queries work.
+# The Messages API's stop reasons in OpenAI's words.
 FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -25,6 +25,7 @@ FINISH_REASONS = {
 
 class AnthropicObserver(Observer):
     __slots__ = ()
+    finish_reasons = FINISH_REASONS
 
     def _usage(self, u: Any) -> None:
         if not isinstance(u, dict):
@@ -41,10 +42,6 @@ class AnthropicObserver(Observer):
         if "output_tokens" in u:
             self.usage_seen = True
             rec.output_tokens = as_int(u.get("output_tokens"))  # cumulative in streams
-
-    def _stop(self, reason: Any) -> None:
-        if isinstance(reason, str) and reason:
-            self.rec.finish_reason = FINISH_REASONS.get(reason, reason)
 
     def body(self, obj: Any) -> None:
         if not isinstance(obj, dict):

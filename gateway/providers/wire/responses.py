@@ -14,7 +14,7 @@ from gateway.providers.wire.base import (
     event_json,
     read_usage,
 )
-from gateway.record import Outcome
+from gateway.recording.record import Outcome
 
 _encode = msgspec.json.encode
 _INCOMPLETE = {"max_output_tokens": "length", "content_filter": "content_filter"}

@@ -44,7 +44,7 @@ refused as DNS rebinding), the Redis the replicas share, and the key `helm test`
 {{/*
 `helm test`'s provider and route, put before the user's (or before the zero-config ones,
 written out as the gateway would make them: it makes them only when the file names none;
-tests/test_helm.py holds the two to the same result). Returns {"providers", "routes"}.
+tests/helm/test_helm.py holds the two to the same result). Returns {"providers", "routes"}.
 */}}
 {{- define "llm-gateway.testRouting" -}}
 {{- $model := include "llm-gateway.testModel" . }}

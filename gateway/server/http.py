@@ -1,0 +1,238 @@
+"""The HTTP server around the app: uvicorn's settings, written once, and the guards that keep
+a hostile or broken client from holding a connection forever.
+
+- Idle connections (before the first request and between requests) close after
+  `server.idle_timeout_s`; a request head must arrive within `server.header_timeout_s` of
+  its first byte and the whole body within `server.body_timeout_s` of the head, else the
+  client gets a 408 in the OpenAI error shape and the connection closes (the app sees a
+  client that left).
+- Past `server.max_connections` open connections a new one gets a 503 and is closed.
+- Forwarding headers (`X-Forwarded-For`, ...) count only from `server.trusted_proxies`.
+- uvicorn's own `date`/`server` headers are off: a proxied answer carries the upstream's,
+  the gateway's own answers get one `date`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import time
+from email.utils import formatdate
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.errors import ApiError
+from gateway.server.config import ServerConfig
+
+# Set on uvicorn's Config so that the protocol, built by uvicorn (in each worker process too:
+# the Config is pickled across), finds the gateway's limits.
+_LIMITS_ATTR = "gateway_limits"
+
+
+def _canned(err: ApiError) -> bytes:
+    """A whole HTTP/1.1 answer, for when no request (and so no app) exists to send one."""
+    body = err.body()
+    phrase = {400: b"Bad Request", 408: b"Request Timeout",
+              503: b"Service Unavailable"}.get(err.status, b"")  # fmt: skip
+    return b"".join(
+        [
+            b"HTTP/1.1 %d %s\r\n" % (err.status, phrase),
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n",
+            b"date: " + http_date() + b"\r\n\r\n",
+            body,
+        ]
+    )
+
+
+def request_timeout(what: str, seconds: float) -> ApiError:
+    return ApiError(
+        408,
+        f"The request {what} did not arrive within {seconds:g}s.",
+        "invalid_request_error",
+        "request_timeout",
+    )
+
+
+def too_many_connections(limit: int) -> ApiError:
+    return ApiError(
+        503,
+        f"The gateway holds its maximum of {limit} connections; retry shortly.",
+        "server_error",
+        "too_many_connections",
+    )
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def http_date() -> bytes:
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True).encode())
+    return _date_cache[1]
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with an idle timeout from the first byte on (uvicorn
+    arms it only after a response), deadlines for the request head and body, and a
+    connection cap. A request that arrives whole in one read (the usual case) arms no timer."""
+
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        limits: ServerConfig = getattr(config, _LIMITS_ATTR)
+        self._header_timeout = limits.header_timeout_s
+        self._body_timeout = limits.body_timeout_s
+        self._max_connections = limits.max_connections
+        self._in_head = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self._max_connections:
+            transport.write(_canned(too_many_connections(self._max_connections)))
+            transport.close()
+            return
+        # uvicorn's keep-alive timer, armed before the first request too; data cancels it.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.transport.is_closing():
+            return
+        if self._in_head:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(self._header_timeout, self._head_expired)
+        elif (
+            self._body_timer is None
+            and (cycle := self.cycle) is not None
+            and cycle.more_body
+            and not cycle.response_complete
+        ):
+            self._body_timer = self.loop.call_later(self._body_timeout, self._body_expired)
+
+    def send_400_response(self, msg: str) -> None:
+        # What the HTTP parser refuses (a malformed head) gets the OpenAI shape too.
+        self.transport.write(_canned(ApiError(400, msg, "invalid_request_error",
+                                                  "invalid_http_request")))  # fmt: skip
+        self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_timer = _cancel(self._head_timer)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._body_timer = _cancel(self._body_timer)
+        super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_timer = _cancel(self._head_timer)
+        self._body_timer = _cancel(self._body_timer)
+        super().connection_lost(exc)
+
+    def _head_expired(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:  # else: mid-answer, just close
+            self.transport.write(_canned(request_timeout("headers", self._header_timeout)))
+        self.transport.close()
+
+    def _body_expired(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body or self.transport.is_closing():
+            return
+        if not cycle.response_started:
+            self.transport.write(_canned(request_timeout("body", self._body_timeout)))
+        # The app's receive() now answers http.disconnect (it stops and records what it
+        # had) and whatever it sends goes nowhere.
+        cycle.disconnected = True
+        cycle.message_event.set()
+        self.transport.close()
+
+
+def _cancel(timer: asyncio.TimerHandle | None) -> asyncio.TimerHandle | None:
+    """Cancel a timer; None, for the slot that held it."""
+    if timer is not None:
+        timer.cancel()
+    return None
+
+
+class DateHeader:
+    """ASGI wrapper: one `date` header per answer. A proxied answer keeps the upstream's;
+    the gateway's own get one here (uvicorn's, added to every answer, is off)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_dated(msg: dict[str, Any]) -> None:
+            if msg["type"] == "http.response.start":
+                headers = msg.get("headers") or []
+                for name, _ in headers:
+                    if len(name) == 4 and name.lower() == b"date":
+                        break
+                else:
+                    msg = {**msg, "headers": [*headers, (b"date", http_date())]}
+            await send(msg)
+
+        await self.app(scope, receive, send_dated)
+
+
+def uvicorn_config(
+    s: ServerConfig, app: Any, host: str, port: int, factory: bool = False
+) -> uvicorn.Config:
+    """The one place uvicorn is configured, for one process or several workers."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        factory=factory,
+        workers=s.workers if factory else None,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http=GuardedHttpToolsProtocol,
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        date_header=False,
+        proxy_headers=bool(s.trusted_proxies),
+        forwarded_allow_ips=list(s.trusted_proxies) or None,
+        timeout_keep_alive=s.idle_timeout_s,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=int(s.shutdown_grace_s),
+    )
+    setattr(config, _LIMITS_ATTR, s)
+    return config
+
+
+def guarded(app: Any) -> DateHeader:
+    return DateHeader(app)
+
+
+def run(config: uvicorn.Config) -> bool:
+    """Serve until stopped; False when the server never started."""
+    if config.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return True
+    server = uvicorn.Server(config)
+    server.run()
+    return server.started
