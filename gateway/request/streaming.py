@@ -96,7 +96,7 @@ async def relay_stream(ex: Exchange, resp: httpx.Response) -> None:
         headers.append((b"content-type", b"text/event-stream; charset=utf-8"))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     splitter = translation.splitter() if translation is not None else SSESplitter()
-    convert = translation.stream(ex.payload or {}) if translation is not None else None
+    convert = translation.stream(ex.payload or {}, observer) if translation is not None else None
     filtering = observer.drop_usage_chunk or convert is not None
     captured: list[bytes] = []
     captured_size = 0

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from gateway.providers.base import Provider, ProviderConfig
 from gateway.providers.wire import Observer, WireAPI
 from gateway.providers.wire.sse import SSEEvent
+from gateway.recording.record import UsageSource
 
 
 class Splitter(Protocol):
@@ -57,8 +58,10 @@ class Translation(Protocol):
         """An error answer in the client's shape."""
         ...
 
-    def stream(self, payload: dict[str, Any]) -> StreamTranslator:
-        """A translator for one streamed answer to this request."""
+    def stream(self, payload: dict[str, Any], usage: UsageSource | None = None) -> StreamTranslator:
+        """A translator for one streamed answer to this request; `usage` is the observer
+        reading the upstream's stream (what the gateway records of it), for a client
+        dialect that reports usage the upstream may not have sent."""
         ...
 
 
