@@ -92,9 +92,9 @@ def describe(key: GatewayKey, secret: str | None = None) -> dict[str, Any]:
         "hint": key.hint,
         "app": key.app,
         "team": key.team,
-        "limits": key.limits.to_json(),
         "created_at": datetime.fromtimestamp(key.created_at, UTC).strftime(_TIME)[:-3],
         "revoked": key.revoked,
+        "limits": key.limits.to_json(),
     }
     if secret is not None:
         out["key"] = secret

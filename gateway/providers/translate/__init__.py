@@ -50,8 +50,11 @@ class Translation(Protocol):
         """The upstream's request body; raises a 400 ApiError for what cannot be carried."""
         ...
 
-    def response(self, obj: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-        """A whole (non-streamed) answer in the client's shape."""
+    def response(
+        self, obj: dict[str, Any], payload: dict[str, Any], usage: UsageSource | None = None
+    ) -> dict[str, Any]:
+        """A whole (non-streamed) answer in the client's shape; `usage`: the observer that
+        read it, as for `stream`."""
         ...
 
     def error(self, obj: Any, status: int) -> dict[str, Any]:

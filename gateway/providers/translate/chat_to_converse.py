@@ -111,7 +111,9 @@ class ChatToConverse(ChatToMessages):
             out["requestMetadata"] = a["metadata"]
         return _encode(out)
 
-    def response(self, obj: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    def response(
+        self, obj: dict[str, Any], payload: dict[str, Any], usage: UsageSource | None = None
+    ) -> dict[str, Any]:
         output = obj.get("output")
         msg = output.get("message") if isinstance(output, dict) else None
         content = []

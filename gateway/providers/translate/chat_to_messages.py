@@ -276,7 +276,9 @@ class ChatToMessages:
             body["stream"] = True
         return body
 
-    def response(self, obj: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    def response(
+        self, obj: dict[str, Any], payload: dict[str, Any], usage: UsageSource | None = None
+    ) -> dict[str, Any]:
         texts: list[str] = []
         calls: list[dict[str, Any]] = []
         for b in obj.get("content") or ():

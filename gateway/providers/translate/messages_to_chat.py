@@ -188,6 +188,15 @@ def _usage(u: Any) -> dict[str, int]:
     }
 
 
+def _estimated(observed: UsageSource | None, payload: dict[str, Any]) -> dict[str, int]:
+    """An answer without usage, as the gateway records it: its estimate (zeros when the
+    upstream's API is one the gateway does not estimate)."""
+    if observed is None or not observed.estimates_usage or observed.usage_seen:
+        return {"input_tokens": 0, "output_tokens": 0}
+    tokens_in, tokens_out = usage_estimate(observed, payload)
+    return {"input_tokens": tokens_in, "output_tokens": tokens_out}
+
+
 def _sse(kind: str, obj: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + _encode(obj) + b"\n\n"
 
@@ -245,7 +254,9 @@ class MessagesToChat:
                 body["stream_options"] = {"include_usage": True}
         return _encode(body)
 
-    def response(self, obj: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    def response(
+        self, obj: dict[str, Any], payload: dict[str, Any], usage: UsageSource | None = None
+    ) -> dict[str, Any]:
         choices = obj.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices else {}
         msg = choice.get("message") if isinstance(choice, dict) else None
@@ -266,7 +277,9 @@ class MessagesToChat:
             "content": content,
             "stop_reason": STOP_REASONS.get(as_str(choice.get("finish_reason")), "end_turn"),
             "stop_sequence": None,
-            "usage": _usage(obj.get("usage")),
+            "usage": _usage(u)
+            if isinstance(u := obj.get("usage"), dict)
+            else _estimated(usage, payload),
         }
 
     def error(self, obj: Any, status: int) -> dict[str, Any]:
@@ -385,10 +398,6 @@ class EventStream:
                 out += self._delta({"type": "input_json_delta", "partial_json": args})
         return out
 
-    def _estimating(self) -> bool:
-        o = self.observed
-        return o is not None and o.estimates_usage and not o.usage_seen
-
     def _input(self) -> int:
         """Input tokens known when the stream starts: the estimate (the upstream's figure,
         when it comes, replaces it in `message_delta`)."""
@@ -397,11 +406,7 @@ class EventStream:
     def _end(self) -> bytes:
         if not self.started:
             return b""
-        usage = self.usage or {"output_tokens": 0}
-        if not self.usage and self._estimating():
-            assert self.observed is not None
-            tokens_in, tokens_out = usage_estimate(self.observed, self.payload)
-            usage = {"input_tokens": tokens_in, "output_tokens": tokens_out}
+        usage = self.usage or _estimated(self.observed, self.payload)
         delta = {"stop_reason": self.finish or "end_turn", "stop_sequence": None}
         return (
             self._close()
