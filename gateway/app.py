@@ -142,12 +142,15 @@ def jobs(gw: Gateway) -> list[Job]:
     def query(sql: str) -> bytes:
         return store.query(sql, "JSONEachRow")
 
+    def migrated() -> bool:  # a job that reads the tables waits for them to exist
+        return gw.writer.migrated
+
     out: list[Job] = [gw.writer.migrations_job(), gw.writer, gw.feedback_writer]
     if gw.gate is not None and store.kind != "disabled":
-        out += gw.gate.jobs(store.query)
+        out += gw.gate.jobs(store.query, migrated)
     out.append(gw.sampler.job())
     if cfg.drift.enabled:
-        out.append(drift_job(query, store.insert, gw.metrics.drift, cfg.drift))
+        out.append(drift_job(query, store.insert, gw.metrics.drift, cfg.drift, migrated))
     if cfg.experiments:
         out.append(
             evaluation_job(
@@ -156,7 +159,7 @@ def jobs(gw: Gateway) -> list[Job]:
                 gw.proxy.assigner,
                 cfg.feedback.session_idle_minutes,
                 lambda v: gw.metrics.experiment(v.experiment, *gauge_values(v)),
-                lambda: gw.writer.migrated,  # the columns and views come first
+                migrated,  # the columns and views come first
             )
         )
     return out

@@ -24,13 +24,6 @@ from collectors.report.text import dec, finite, metric, table
 from collectors.sql import Query, lit, select
 from gateway.experiments.spec import METRICS
 
-HEADERS = {
-    "acceptance_rate": "acceptance",
-    "thumbs_up_rate": "thumbs up",
-    "mean_rating": "rating",
-    "turns_per_session": "turns/session",
-    "cost_per_call": "cost/call",
-}
 NOTE = (
     "Observational: each model served whoever happened to use it, so differences may come "
     "from the users, prompts or times, not the model. Run an experiment to know."
@@ -91,7 +84,7 @@ def _segment_table(
 
 
 def _differences(m: str, by: str, reference: str, diffs: list[Difference]) -> list[str]:
-    headers = ["model", "pooled difference", f"stratified over {by}", "traffic covered"]
+    headers = ["upstream_model", "pooled", "stratified", "coverage"]  # as in the JSON
     body = [
         [
             _name(d.model),
@@ -101,7 +94,10 @@ def _differences(m: str, by: str, reference: str, diffs: list[Difference]) -> li
         ]
         for d in diffs
     ]
-    title = f"Difference from {_name(reference)}, the most used model, in {METRICS[m].label}"
+    title = (
+        f"Difference from {_name(reference)}, the most used model, in {METRICS[m].label} "
+        f"(pooled; stratified over {by}; the share of traffic the segments cover)"
+    )
     return [title, *table(headers, body, 1)]
 
 
@@ -152,20 +148,20 @@ def models_report(
     where = f"app {app}" if app is not None else "every app"
     figures = {
         a: {
-            "model": label(a)[0],
+            "upstream_model": label(a)[0],
             "provider": label(a)[1],
-            "requested": calls.get(a, {}).get("requested", []),
+            "request_models": calls.get(a, {}).get("requested", []),
             "users": pooled[a].units,
             "calls": int(calls.get(a, {}).get("calls", 0)),
-            "p95_latency_ms": calls.get(a, {}).get("p95_ms"),
             **{m: _fig_json(Figure.of(pooled[a], m)) for m in MODEL_METRICS},
+            "p95_latency_ms": calls.get(a, {}).get("p95_ms"),
         }
         for a in models
     }
     if as_json:
         out: dict[str, Any] = {
             "app": app, "observational": True, "note": NOTE, "unserved_calls": unserved,
-            "models": {f["model"] if _unique(figures) else _name(a): f
+            "models": {f["upstream_model"] if _unique(figures) else _name(a): f
                        for a, f in figures.items()},
         }  # fmt: skip
         if by:
@@ -180,13 +176,14 @@ def models_report(
     if not models:
         return f"No calls from {where} reached a model in the last {since}.\n"
     body = [
-        [label(a)[0], label(a)[1] or "-", ", ".join(f["requested"]) or "-", str(f["users"]),
+        [label(a)[0], label(a)[1] or "-", ", ".join(f["request_models"]) or "-", str(f["users"]),
          str(f["calls"]), *(_cell(Figure.of(pooled[a], m), m) for m in MODEL_METRICS),
          dec(f["p95_latency_ms"], 0)]
         for a, f in figures.items()
     ]  # fmt: skip
-    headers = ["served model", "provider", "requested as", "users", "calls"]
-    headers += [HEADERS[m] for m in MODEL_METRICS] + ["p95 ms"]
+    # the JSON's field names (a model's figures)
+    headers = ["upstream_model", "provider", "request_models", "users", "calls"]
+    headers += [*MODEL_METRICS, "p95_latency_ms"]
     lines = [
         f"Models that served {where} in the last {since} (95% intervals, users as clusters)",
         "",
@@ -205,7 +202,7 @@ def models_report(
 
 def _unique(figures: dict[str, dict[str, Any]]) -> bool:
     """Each served model name is served by one provider only (then it is the key)."""
-    names = [f["model"] for f in figures.values()]
+    names = [f["upstream_model"] for f in figures.values()]
     return len(names) == len(set(names))
 
 
@@ -215,7 +212,7 @@ def _fig_json(f: Figure) -> dict[str, Any]:
 
 def _diff_json(d: Difference) -> dict[str, Any]:
     return {
-        "model": label(d.model)[0], "pooled": d.pooled, "pooled_ci95": d.pooled_ci95,
+        "upstream_model": label(d.model)[0], "pooled": d.pooled, "pooled_ci95": d.pooled_ci95,
         "stratified": d.stratified, "stratified_ci95": d.stratified_ci95,
         "coverage": d.coverage, "segments": d.segments, "simpson": d.simpson,
         "confounded": d.confounded,

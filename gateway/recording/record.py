@@ -163,6 +163,12 @@ def finish(
     rec.overhead_ms += max(rec.latency_ms - rec.upstream_ms, 0.0)
 
 
+def usage_estimate(observer: UsageSource, payload: dict[str, Any]) -> tuple[int, int]:
+    """(input, output) tokens of a call whose upstream reported none, as it is recorded
+    (and told to a client that reads usage in a translated stream)."""
+    return estimate_input(payload), from_chars(observer.output_chars)
+
+
 def _estimate_usage(rec: CallRecord, observer: UsageSource, payload: dict[str, Any] | None) -> None:
     """Estimate tokens when the upstream reported none for an answer it did give."""
     if observer.usage_seen or not observer.estimates_usage or payload is None:
@@ -171,8 +177,7 @@ def _estimate_usage(rec: CallRecord, observer: UsageSource, payload: dict[str, A
         rec.status_code >= 400 and not observer.output_chars
     ):
         return
-    rec.input_tokens = estimate_input(payload)
-    rec.output_tokens = from_chars(observer.output_chars)
+    rec.input_tokens, rec.output_tokens = usage_estimate(observer, payload)
     rec.usage_estimated = True
 
 

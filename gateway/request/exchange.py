@@ -164,6 +164,13 @@ class Exchange:
                     return rec.request_model
         return ""
 
+    def name_model(self, deployment: str = "") -> None:
+        """For a call refused before its body was parsed (a bad key, a foreign origin):
+        the model the body names, so that the refusal is recorded under it. A body that
+        names none, or cannot be read, leaves it empty."""
+        with contextlib.suppress(ApiError):
+            self.read_request(self.body, self.wire, deployment)
+
     async def reject(self, e: ApiError) -> None:
         """Answer with the gateway's own error, recorded."""
         rec = self.rec

@@ -120,6 +120,8 @@ class Proxy:
             await self._handle(ex, client, scope.get("query_string", b"").decode("latin-1"))
         except AccessDenied as e:
             rec.outcome = Outcome(e.outcome)
+            if not rec.request_model:  # refused before the body was parsed
+                ex.name_model(client.deployment)
             await ex.reject(e)
         except ApiError as e:
             rec.outcome = Outcome.REJECTED if e.status < 500 else rec.outcome

@@ -53,12 +53,14 @@ async def relay_whole(ex: Exchange, resp: httpx.Response) -> None:
     if data[:1] in (b"{", b"["):
         with contextlib.suppress(*errors.JSON_ERRORS):
             obj = _decode(data)
+    if status < 400 and obj is not None:
+        observer.body(obj)  # before translating: the client is told what is recorded
     if translation is not None and (obj is not None or status >= 400):
         if status >= 400:
             answer = translation.error(obj, status)
         else:
             assert obj is not None  # a success is translated only when it was JSON
-            answer = translation.response(obj, ex.payload or {})
+            answer = translation.response(obj, ex.payload or {}, observer)
         data = _encode(answer)
     headers = response_headers(resp, rec, ex.answer_headers)
     headers.append((b"content-length", str(len(data)).encode()))
@@ -69,8 +71,6 @@ async def relay_whole(ex: Exchange, resp: httpx.Response) -> None:
         rec.outcome = Outcome.UPSTREAM_ERROR
         observer.error_body(obj)
         rec.error_type = rec.error_type or f"http_{status}"
-    elif obj is not None:
-        observer.body(obj)
     ex.commit()
     await ex.settle()
     await send({"type": "http.response.body", "body": data})
@@ -96,7 +96,7 @@ async def relay_stream(ex: Exchange, resp: httpx.Response) -> None:
         headers.append((b"content-type", b"text/event-stream; charset=utf-8"))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     splitter = translation.splitter() if translation is not None else SSESplitter()
-    convert = translation.stream(ex.payload or {}) if translation is not None else None
+    convert = translation.stream(ex.payload or {}, observer) if translation is not None else None
     filtering = observer.drop_usage_chunk or convert is not None
     captured: list[bytes] = []
     captured_size = 0

@@ -131,10 +131,11 @@ def migrate(
     body_ttl_days: int = DEFAULTS["body_ttl_days"],
     cluster: str | None = None,
     views: Views | None = None,
+    step: Callable[[str], None] | None = None,
     **params: int,
 ) -> list[int]:
     """Apply pending migrations, then create or replace `views`; returns the versions
-    applied now."""
+    applied now. `step` (progress) is told the name of each as it starts."""
     db = store.database
     if not db:
         return []
@@ -159,6 +160,8 @@ def migrate(
     for m in migrations():
         if m.version in done:
             continue
+        if step is not None:
+            step(f"migration {m.version:04d} {m.name}")
         for stmt in render(m, db, body_ttl_days, cluster, **params):
             store.command(stmt)
         store.insert(
@@ -167,7 +170,7 @@ def migrate(
         log.info("migration applied", extra={"version": m.version, "migration": m.name})
         applied.append(m.version)
     if views is not None:
-        _replace_views(store, db, cluster, views, **params)
+        _replace_views(store, db, cluster, views, step, **params)
     return applied
 
 
@@ -184,10 +187,19 @@ def view_statements(
     return out
 
 
-def _replace_views(store: Store, db: str, cluster: str | None, views: Views, **params: int) -> None:
+def _replace_views(
+    store: Store,
+    db: str,
+    cluster: str | None,
+    views: Views,
+    step: Callable[[str], None] | None,
+    **params: int,
+) -> None:
     listed = store.query(f"SELECT name, comment FROM system.tables WHERE database = '{db}'")
     have = {row["name"]: row["comment"] for row in map(json.loads, listed.splitlines())}
     for name, digest, sql in view_statements(views, db, cluster, **params):
         if have.get(name) != digest:
+            if step is not None:
+                step(f"view {name}")
             store.command(sql)
             log.info("view replaced", extra={"view": name})
