@@ -119,7 +119,7 @@ class ResponseCache:
         """The stored answer to serve (None: a miss); `plan.status` says what happened.
         While Redis is unreachable the cache is off: BYPASS, and nothing is stored."""
         shared, memory = self.shared, self.memory
-        if shared is not None and not shared.up:
+        if shared is not None and not await shared.reachable():
             plan.bypass()
             return None
         if not plan.lookup:
