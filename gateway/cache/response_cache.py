@@ -62,18 +62,19 @@ class ResponseCache:
 
     # -- before forwarding ---------------------------------------------------------------
     def plan(self, ex: Exchange, route: str) -> Plan | None:
-        """The call's plan; None when the cache has no part in it (not enabled for it and
-        not asked by header). A header that means nothing is a 400."""
+        """The call's plan; None when the cache has no part in it (not enabled for it, or an
+        endpoint it does not cache, and not asked by header). A header that means nothing
+        is a 400."""
         headers, rec, payload, wire = ex.headers, ex.rec, ex.payload, ex.wire
         d = directive(headers.cache, headers.cache_control)
+        if payload is None or wire.path not in WIRE_APIS:  # the models list, other endpoints
+            return Plan() if d.asked else None
         s = self.settings(route, rec.app)
         if not (s.enabled or d.asked):
             return None
         plan = Plan()
         if (
-            payload is None
-            or wire.path not in WIRE_APIS  # the models list, other endpoints
-            or (d.asked and not d.forced)  # X-Gateway-Cache: off
+            (d.asked and not d.forced)  # X-Gateway-Cache: off
             or not (d.lookup or d.store)
             or (sampled(wire.operation, payload) and not (s.sampled or d.forced))
         ):

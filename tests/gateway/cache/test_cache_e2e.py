@@ -284,6 +284,12 @@ def test_sampled_calls_only_when_the_config_or_header_says(gw: GatewayProcess, f
     assert [status_of(post(gw, q, {**off, **on})) for _ in range(2)] == ["MISS", "HIT"]
 
 
+def test_endpoints_the_cache_does_not_serve(gw: GatewayProcess, fake):
+    assert "x-gateway-cache" not in httpx.get(gw.url + "/v1/models").headers
+    asked = httpx.get(gw.url + "/v1/models", headers={"X-Gateway-Cache": "on"})
+    assert asked.status_code == 200 and asked.headers["x-gateway-cache"] == "BYPASS"
+
+
 def test_per_call_directives(gw: GatewayProcess, fake):
     q = ask()
     assert status_of(post(gw, q)) == "MISS"
