@@ -597,20 +597,17 @@ def main() -> int:
                 f"added p50 at c=1: {lp['value']:+.3f} ms"
             )
     for s in ("chat", "stream"):
-        if cr := h.get(f"cache_{s}_hit_vs_miss_rps_ratio"):
-            assert isinstance(cr, dict)
-            print(
-                f"(c) cache hits / misses req/s at c=32 ({s}): median {cr['median']:.2f}, "
-                f"rounds {cr['rounds']}  (target {cr['target']}: "
-                f"{'PASS' if cr['pass'] else 'FAIL'})"
-            )
-        if ca := h.get(f"cache_{s}_hit_added_p50_ms"):
-            assert isinstance(ca, dict)
-            print(
-                f"(d) cache hit p50 - upstream p50 at c=1 ({s}): median {ca['median']:+.3f} ms, "
-                f"rounds {ca['rounds']}  (target {ca['target']} ms: "
-                f"{'PASS' if ca['pass'] else 'FAIL'})"
-            )
+        for mark, key, what, unit in (
+            ("c", "hit_vs_miss_rps_ratio", "cache hits / misses req/s at c=32", ""),
+            ("d", "hit_added_p50_ms", "cache hit p50 - upstream p50 at c=1", " ms"),
+        ):
+            if fig := h.get(f"cache_{s}_{key}"):
+                assert isinstance(fig, dict)
+                print(
+                    f"({mark}) {what} ({s}): median {fig['median']:.3f}{unit}, rounds "
+                    f"{fig['rounds']}  (target {fig['target']}{unit}: "
+                    f"{'PASS' if fig['pass'] else 'FAIL'})"
+                )
     for name, info in extra.items():
         if rec := info.get("recording"):
             assert isinstance(rec, dict)
