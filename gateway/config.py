@@ -23,6 +23,7 @@ from msgspec.structs import force_setattr, replace
 from collectors.drift.config import DriftConfig
 from collectors.intake.config import FeedbackConfig
 from gateway.access.config import AuthConfig
+from gateway.cache.config import CacheConfig
 from gateway.errors import ConfigError
 from gateway.experiments.spec import Experiment
 from gateway.observability.metrics import MetricsConfig
@@ -58,6 +59,7 @@ class Config(Section, frozen=True):
     feedback: FeedbackConfig = FeedbackConfig()  # collectors/intake
     drift: DriftConfig = DriftConfig()  # collectors/drift
     auth: AuthConfig = AuthConfig()  # gateway keys and limits
+    cache: CacheConfig = CacheConfig()  # the response cache
     providers: dict[str, ProviderConfig] = {}  # none: the zero-config providers
     routes: tuple[Route, ...] = _DEFAULT_ROUTES  # none: each kind's models to its provider
     aliases: dict[str, str] = {}
@@ -82,6 +84,11 @@ class Config(Section, frozen=True):
                     known = ", ".join(sorted(self.providers)) or "none"
                     msg = f"unknown provider {t.provider!r} (known: {known})"
                     raise FieldError(at, msg, close(t.provider, self.providers))
+        matches = [r.match for r in self.routes]
+        for name in self.cache.routes:
+            if name not in matches:
+                msg = f"names no route (the routes' match: {', '.join(matches) or 'none'})"
+                raise FieldError(f"cache.routes.{name}", msg, close(name, matches))
         if self.store.kind == "chdb" and self.server.workers > 1:
             raise FieldError(
                 "server.workers",

@@ -31,8 +31,9 @@ NOTE = (
 
 
 def _calls(query: Query, app: str | None, start: float, end: float) -> dict[str, Any]:
-    """Per served model: calls, p95 latency, the names clients asked for where they differ;
-    and under '' the calls that reached no model."""
+    """Per served model: calls, the response cache's hits and what they saved, p95 latency,
+    the names clients asked for where they differ; and under '' the calls that reached no
+    model."""
     where = (
         f"started_at >= toDateTime64({start:.3f}, 3, 'UTC') AND "
         f"started_at <= toDateTime64({end:.3f}, 3, 'UTC')"
@@ -41,6 +42,8 @@ def _calls(query: Query, app: str | None, start: float, end: float) -> dict[str,
     rows = select(
         query,
         f"SELECT if(upstream_model = '', '', {SERVED}) AS arm, count() AS calls, "
+        "countIf(cache_status = 'hit') AS cache_hits, "
+        "sum(ifNull(cost_saved_usd, 0)) AS saved_usd, "
         "quantileDeterministic(0.95)(latency_ms, cityHash64(request_id)) AS p95_ms, "
         "arraySort(groupUniqArrayIf(toString(request_model), "
         "request_model != upstream_model AND request_model != '')) AS requested "
@@ -153,6 +156,8 @@ def models_report(
             "request_models": calls.get(a, {}).get("requested", []),
             "users": pooled[a].units,
             "calls": int(calls.get(a, {}).get("calls", 0)),
+            "cache_hits": int(calls.get(a, {}).get("cache_hits", 0)),
+            "saved_usd": float(calls.get(a, {}).get("saved_usd", 0.0)),
             **{m: _fig_json(Figure.of(pooled[a], m)) for m in MODEL_METRICS},
             "p95_latency_ms": calls.get(a, {}).get("p95_ms"),
         }
@@ -177,12 +182,14 @@ def models_report(
         return f"No calls from {where} reached a model in the last {since}.\n"
     body = [
         [label(a)[0], label(a)[1] or "-", ", ".join(f["request_models"]) or "-", str(f["users"]),
-         str(f["calls"]), *(_cell(Figure.of(pooled[a], m), m) for m in MODEL_METRICS),
+         str(f["calls"]), str(f["cache_hits"]), dec(f["saved_usd"], 4),
+         *(_cell(Figure.of(pooled[a], m), m) for m in MODEL_METRICS),
          dec(f["p95_latency_ms"], 0)]
         for a, f in figures.items()
     ]  # fmt: skip
     # the JSON's field names (a model's figures)
-    headers = ["upstream_model", "provider", "request_models", "users", "calls"]
+    headers = ["upstream_model", "provider", "request_models", "users", "calls", "cache_hits",
+               "saved_usd"]  # fmt: skip
     headers += [*MODEL_METRICS, "p95_latency_ms"]
     lines = [
         f"Models that served {where} in the last {since} (95% intervals, users as clusters)",

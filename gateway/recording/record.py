@@ -91,6 +91,9 @@ class CallRecord(msgspec.Struct, kw_only=True):
     usage_estimated: bool = False
     cost_usd: float | None = None
     price_source: str = ""
+    # What a response-cache hit saved: the price of the usage its answer carries (None
+    # until priced, or when unknown); 0 for a call the cache did not answer.
+    cost_saved_usd: float | None = 0.0
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     upstream_ms: float = 0.0
@@ -98,6 +101,7 @@ class CallRecord(msgspec.Struct, kw_only=True):
     attempts: int = 0
     attempt_errors: list[str] = []  # "provider: reason" of each failed attempt, in order
     fallback_used: bool = False
+    cache_status: str = ""  # the response cache: hit | miss | bypass | refresh; "" not involved
     request_bytes: int = 0
     response_bytes: int = 0
     user_agent: str = ""

@@ -19,6 +19,8 @@ from typing import Any
 from gateway import errors
 from gateway.access.answers import AccessDenied
 from gateway.access.gate import Gate, Ticket
+from gateway.cache import MISS, ResponseCache
+from gateway.cache.replay import replay
 from gateway.errors import ApiError
 from gateway.experiments import Assigner
 from gateway.observability.tracing import new_ids
@@ -56,12 +58,14 @@ class Proxy:
         tracing: bool = False,
         gate: Gate | None = None,
         price: Callable[[CallRecord], float | None] | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         # The steps in reading order: route, assign, attempt, record.
         self.router, self.assigner, self.attempts, self.sink = router, assigner, attempts, sink
         self.capture, self.max_body, self.tracing = capture, max_body, tracing
         self.gate = gate  # gateway keys and limits (gateway/access)
         self.price = price  # a call's cost, for the spend of a key with a budget
+        self.cache = cache  # the response cache (gateway/cache)
         self._settling: set[asyncio.Task[None]] = set()
         self.request_ids = RequestIds()
         self.in_flight = self.streams_in_flight = 0
@@ -165,6 +169,9 @@ class Proxy:
 
     async def _settle(self, ticket: Ticket, rec: CallRecord) -> None:
         assert self.gate is not None
+        if rec.cache_status == "hit":  # counted in the key's rpm; no tokens, no spend
+            await self.gate.settle(ticket, 0, None)
+            return
         budget = ticket.adm is not None and ticket.adm.period
         cost = self.price(rec) if self.price is not None and budget else None
         await self.gate.settle(ticket, rec.input_tokens + rec.output_tokens, cost)
@@ -198,6 +205,8 @@ class Proxy:
         ex.deadline = asyncio.get_running_loop().time() + hops[0].provider.cfg.timeouts.total
         ex.hops, ex.path = hops, client.path
         ex.query = without_api_version(query) if client.azure else query
+        if self.cache is not None and await self._cached(ex, resolved.route):
+            return
         resp = await self.attempts.forward(ex)
         assert ex.hop is not None
         ex.translation = translation = translation_for(wire, ex.hop.provider)
@@ -205,7 +214,10 @@ class Proxy:
             ex.observer = translation.observer(rec)
         try:
             ctype = resp.headers.get("content-type", "")
-            if rec.stream and resp.status_code == 200 and ctype.startswith(_STREAM_TYPES):
+            streamed = rec.stream and resp.status_code == 200 and ctype.startswith(_STREAM_TYPES)
+            if ex.fill is not None:
+                ex.fill.stream, ex.fill.content_type = streamed, ctype
+            if streamed:
                 self.streams_in_flight += 1
                 try:
                     await relay_stream(ex, resp)
@@ -216,3 +228,24 @@ class Proxy:
                 await relay_whole(ex, resp)
         finally:
             await resp.aclose()
+        if ex.fill is not None:
+            assert self.cache is not None
+            self.cache.finish(ex)
+
+    async def _cached(self, ex: Exchange, route: str) -> bool:
+        """True when the response cache answered the call; else the call goes upstream
+        (`ex.fill` set when its answer is to be stored)."""
+        assert self.cache is not None
+        plan = self.cache.plan(ex, route)
+        if plan is None:
+            return False
+        entry = await self.cache.lookup(plan)
+        base = ex.answer_headers
+        if entry is not None:
+            ex.answer_headers, ex.rec.cache_status = [*base, plan.header], "hit"
+            if await replay(ex, entry):
+                return True
+            plan.status = MISS  # stored in a shape this call cannot take: asked again
+        ex.answer_headers, ex.rec.cache_status = [*base, plan.header], plan.status.lower()
+        ex.fill = plan if plan.store else None
+        return False

@@ -52,6 +52,7 @@ _ALTER = re.compile(r"ALTER TABLE (\S+)\.(\w+)")
 _CREATE_MV = re.compile(r"CREATE MATERIALIZED VIEW IF NOT EXISTS (\S+)\.(\w+) TO (\S+)\.(\w+)")
 _FROM = re.compile(r"\b(FROM|JOIN) (\w+)\.(\w+)")
 _SHARD_BY = re.compile(r"--\s*shard_by:\s*(.+)")
+_MODIFY_ORDER = re.compile(r",\s*MODIFY ORDER BY .*$", re.S)  # last in its statement
 
 
 def for_cluster(stmt: str, cluster: str) -> list[str]:
@@ -90,10 +91,14 @@ def for_cluster(stmt: str, cluster: str) -> list[str]:
         )
         return [local, dist]
     m = _ALTER.search(stmt)
+    if m and "MODIFY QUERY" in stmt:  # a materialized view's query: on every node, local
+        stmt = _ALTER.sub(f"ALTER TABLE {m.group(1)}.{m.group(2)}{on}", stmt, 1)
+        return [_FROM.sub(lambda f: f"{f.group(1)} {f.group(2)}.{f.group(3)}_local", stmt)]
     if m:
         out = [_ALTER.sub(f"ALTER TABLE {m.group(1)}.{m.group(2)}_local{on}", stmt, 1)]
         if "ADD COLUMN" in stmt:  # the Distributed table's columns follow its local table's
-            out.append(_ALTER.sub(f"ALTER TABLE {m.group(1)}.{m.group(2)}{on}", stmt, 1))
+            dist = _ALTER.sub(f"ALTER TABLE {m.group(1)}.{m.group(2)}{on}", stmt, 1)
+            out.append(_MODIFY_ORDER.sub("", dist))  # a Distributed table has no sorting key
         return out
     return [stmt]
 

@@ -161,3 +161,34 @@ def test_bad_arguments_name_the_forms() -> None:
     assert parse_by("property:plan") == "property:plan"
     with pytest.raises(ValueError, match="--metric takes one of"):
         models_report(lambda sql: b"", "x", "7d", metric_name="p95_latency")
+
+
+def test_saved_spend_of_the_response_cache(store: ChdbStore) -> None:
+    """A model's calls the cache answered: counted, and what they saved summed."""
+    calls = [
+        CallRecord(
+            request_id=f"cached-{i}",
+            started_at=NOW - 60 - i,
+            app="cached",
+            end_user=f"u{i}",
+            request_model="answer",
+            upstream_model="model-a",
+            provider="openai",
+            status_code=200,
+            cache_status=status,
+            cost_usd=cost,
+            cost_saved_usd=saved,
+        )
+        for i, (status, cost, saved) in enumerate(
+            [("miss", 0.5, 0.0), ("hit", 0.0, 0.5), ("hit", 0.0, 0.5), ("", 0.25, 0.0)]
+        )
+    ]
+    store.insert("llm_calls", b"".join(msgspec.json.encode(c) + b"\n" for c in calls))
+    data = report(store, "cached", None)
+    assert {k: data["models"]["model-a"][k] for k in ("calls", "cache_hits", "saved_usd")} == {
+        "calls": 4, "cache_hits": 2, "saved_usd": 1.0}  # fmt: skip
+    text = models_report(store.query, "cached", "7d", at=NOW)
+    head, _, row = text.splitlines()[2:5]
+    assert "cache hits" in head and "saved USD" in head
+    # served model, provider, requested as, users, calls, cache hits, saved USD, ...
+    assert row.split()[:7] == ["model-a", "openai", "answer", "4", "4", "2", "1"]
