@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
-from httpx_aiohttp import AiohttpTransport
 from litestar import Litestar
 from litestar.exceptions import HTTPException
 from litestar.handlers import asgi
@@ -40,6 +39,7 @@ from gateway.recording.writer import BatchWriter
 from gateway.request.attempts import Attempts
 from gateway.request.proxy import Proxy
 from gateway.request.routing import Router, exact_names
+from gateway.request.transport import upstream_transport
 from gateway.server.endpoints import endpoints, own_error
 from gateway.server.http import DateHeader, guarded
 
@@ -100,10 +100,7 @@ def build_gateway(
         table="llm_feedback",
         name="feedback_writer",
     )
-    transport = transport or AiohttpTransport(
-        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-        trust_env=False,
-    )
+    transport = transport or upstream_transport()
     tracer = Tracer() if tracing_requested() else None
     consumers: list[Callable[[CallRecord], object]] = [writer.record]
     if config.metrics.enabled:
