@@ -170,7 +170,7 @@ class Exchange:
         rec.status_code = e.status
         rec.error_type = rec.error_type or (e.code or e.type)
         rec.error_message = rec.error_message or e.message
-        body = e.body()
+        body = self.wire.error_answer(e, rec.request_id)
         await self.send(
             {
                 "type": "http.response.start",
