@@ -35,6 +35,7 @@ def anthropic_error(message: str, status: int, type_: str = "") -> dict[str, Any
     t = ERROR_TYPES.get(status, known)
     return {"type": "error", "error": {"type": t, "message": message}}
 
+
 # The Messages API's stop reasons in OpenAI's words.
 FINISH_REASONS = {
     "end_turn": "stop",

@@ -32,8 +32,9 @@ def broken() -> Iterator[RawUpstream]:
 def gw(fake, selfhosted, broken, tmp_path_factory) -> Iterator[GatewayProcess]:
     cfg = gateway_config(fake.url, selfhosted.url)
     cfg["server"]["max_body_bytes"] = 4096
+    quick = {"connect": 1, "total": 3}
     cfg["providers"]["broken"] = {"kind": "openai", "base_url": broken.url + "/v1",
-                                  "api_key": "x", "timeouts": {"connect": 1, "total": 3}}  # fmt: skip
+                                  "api_key": "x", "timeouts": quick}  # fmt: skip
     cfg["routes"].insert(0, {"match": "broken-*", "provider": "broken"})
     cfg["auth"] = {"require_key": True, "keys": [
         {"name": "open", "key": KEY},
