@@ -31,7 +31,7 @@ from gateway.observability.metrics import Metrics
 from gateway.observability.sampler import Sampler
 from gateway.observability.tracing import Tracer, tracing_requested
 from gateway.providers import provider_for
-from gateway.recording.pricing import Pricer
+from gateway.recording.pricing import Pricer, Tokens
 from gateway.recording.queue import open_queue
 from gateway.recording.record import CallRecord, RecordSink
 from gateway.recording.store import Store, open_store
@@ -112,6 +112,10 @@ def build_gateway(
     def price(rec: CallRecord) -> float | None:  # a key's spend, as its row will be priced
         return pricer.price_call(price_ids.get(rec.provider, ""), rec)[0]
 
+    def estimate(provider: str, model: str, tokens_in: int, tokens_out: int) -> float | None:
+        # what a call may cost, reserved of a key's budget while it runs
+        return pricer.price(price_ids.get(provider, ""), (model,), Tokens(tokens_in, tokens_out))[0]
+
     proxy = Proxy(
         router,
         Attempts(config.retries, transport),
@@ -122,6 +126,7 @@ def build_gateway(
         bool(tracer),
         gate,
         price,
+        estimate,
     )
     log_budget = config.log.max_bytes if config.log.enabled else 0
     sampler = Sampler(metrics, proxy, writer, gate, lambda: gw.jobs, log_budget)

@@ -50,7 +50,7 @@ def _session(ssl: Any) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE_S, ssl=ssl)
     # The protocol factory is not a public option of TCPConnector; the upstream-protocol
     # tests (tests/gateway/request/test_upstream_protocol.py) fail if this stops working.
-    connector._factory = functools.partial(_AnsweringOnly, loop=connector._loop)
+    connector._factory = functools.partial(_AnsweringOnly, loop=connector._loop)  # type: ignore[assignment]
     return aiohttp.ClientSession(connector=connector)
 
 

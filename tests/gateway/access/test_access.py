@@ -24,9 +24,10 @@ from gateway.access.keys import (
     presented_secret,
 )
 from gateway.access.keystore import KeyStore
-from gateway.access.limiter import Admission, MemoryLimiter, Quota, RedisLimiter
+from gateway.access.limiter import Admission, MemoryLimiter, Quota
 from gateway.access.origin import OriginGuard
 from gateway.access.policy import ModelRule, period_id
+from gateway.access.redis_limiter import RedisLimiter
 from gateway.access.scripts import RedisScripts, Script
 from gateway.errors import ConfigError, LimiterUnavailable
 from gateway.recording.record import CallRecord, encode_line
