@@ -5,7 +5,8 @@ from a foreign browser origin or Host, 429 with `Retry-After` (and `retry-after-
 the OpenAI and Anthropic SDKs prefer) for a rate limit, 429 `insufficient_quota` for a spent
 budget (with `x-should-retry: false`: waiting a few seconds will not help, and both SDKs
 honour that header), or for a budget whose rest is reserved by calls in flight (with
-`Retry-After`: they may cost less than they reserved). OpenAI's `x-ratelimit-*` headers go on every answer of a limited key.
+`Retry-After`: they may cost less than they reserved). OpenAI's `x-ratelimit-*` headers go
+on every answer of a limited key.
 """
 
 from __future__ import annotations

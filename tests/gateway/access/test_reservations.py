@@ -72,6 +72,12 @@ def burst(gws: list[GatewayProcess], key: str, n: int = 400) -> list[httpx.Respo
     return asyncio.run(run())
 
 
+def call(gw: GatewayProcess, key: str, max_tokens: int) -> httpx.Response:
+    body = {"model": "budget-model", "messages": MSGS, "max_tokens": max_tokens}
+    return httpx.post(gw.url + "/v1/chat/completions", json=body,
+                      headers={"authorization": f"Bearer {key}"})  # fmt: skip
+
+
 def shared(name: str, limits: Limits) -> GatewayKey:
     return GatewayKey(key_id=f"cfg_{name}", name=name, key_hash="", limits=limits)
 
@@ -107,16 +113,12 @@ def test_a_budget_holds_under_400_concurrent_calls(pair, fake, redis_server):
 def test_a_reservation_larger_than_what_is_left_gets_insufficient_quota(pair, fake, redis_server):
     fake.behaviour = Behaviour()
     n0 = len(fake.requests)
-    big = httpx.post(pair[0].url + "/v1/chat/completions",
-                     headers={"authorization": f"Bearer {BIG_KEY}"},
-                     json={"model": "budget-model", "messages": MSGS, "max_tokens": 200_000})  # fmt: skip
+    big = call(pair[0], BIG_KEY, 200_000)
     assert big.status_code == 429, big.text
     assert big.json()["error"]["code"] == "insufficient_quota"
     assert big.headers["x-should-retry"] == "false"  # it will never fit this day
     assert len(fake.requests) == n0
-    small = httpx.post(pair[1].url + "/v1/chat/completions",
-                       headers={"authorization": f"Bearer {BIG_KEY}"},
-                       json={"model": "budget-model", "messages": MSGS, "max_tokens": 5})  # fmt: skip
+    small = call(pair[1], BIG_KEY, 5)
     assert small.status_code == 200
     key = shared("big", Limits(budget_usd=BUDGET, budget_period="day"))
     spent, _ = asyncio.run(_spent_and_held(redis_server.url, key))
