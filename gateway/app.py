@@ -85,7 +85,7 @@ def build_gateway(
         flush_interval=config.store.flush_interval_ms / 1000.0,
         migrate=lambda: config.migrate(store, views),
         on_priced=lambda v, known: metrics.priced(
-            v.provider, v.request_model, v.cost_usd, known, v.app
+            v.provider, v.upstream_model, v.cost_usd, known, v.app
         ),
     )
     # Feedback events take the same durable path, into their own log and table.
