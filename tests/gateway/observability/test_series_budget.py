@@ -49,8 +49,8 @@ def scrape_with_prometheus(target: str, workdir: Path) -> dict[str, float]:
     """One real Prometheus scraping `target` (host:port): what its own `up` and
     `scrape_samples_scraped` say after a scrape."""
     workdir.mkdir()
-    config = {"global": {"scrape_interval": "1s"},
-              "scrape_configs": [{"job_name": "gw", "static_configs": [{"targets": [target]}]}]}  # fmt: skip
+    job = {"job_name": "gw", "static_configs": [{"targets": [target]}]}
+    config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [job]}
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     proc = subprocess.Popen(
