@@ -294,6 +294,28 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store(args: argparse.Namespace) -> int:
+    from gateway.recording.store.repair import repair
+
+    cfg = _config(args)
+    if cfg.store.kind != "chdb":
+        print("llm-gateway: store repair is for the embedded store (store.kind: chdb)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    lock = DataDirLock(cfg.store.path)
+    lock.acquire()  # StoreBusy while a gateway holds it: repair a stopped store
+    try:
+        mended = repair(cfg.store.path, cfg.store.database, cfg.capture.body_ttl_days)
+    finally:
+        lock.release()
+    for m in mended:
+        rows = f": {m.rows} rows" if m.rows is not None else ""
+        print(f"{m.table}: {m.how}{rows}")
+    done = "repaired; the damaged files are in repair-backup/"
+    print(done if mended else "nothing to repair")
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from gateway.access.admin import run
 
@@ -354,6 +376,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("name", nargs="?", help="report: the experiment's name")
     e.add_argument("--json", action="store_true", help="JSON instead of a table")
     command("drift", "evaluate drift now, store and print it (exit 0)", cmd_drift)
+    st = command("store", "the embedded store: repair damaged table metadata", cmd_store)
+    st.add_argument("action", choices=["repair"], help="repair: rebuild it from the schema")
     from gateway.access.admin import add_parser as add_keys_parser
 
     add_keys_parser(command(
