@@ -144,7 +144,8 @@ def jobs(gw: Gateway) -> list[Job]:
     def query(sql: str) -> bytes:
         return store.query(sql, "JSONEachRow")
 
-    out: list[Job] = [gw.writer.migrations_job(), gw.writer, gw.feedback_writer]
+    out: list[Job] = [gw.writer.migrations_job(), gw.writer.ping_job(), gw.writer,
+                      gw.feedback_writer]  # fmt: skip
     if gw.gate is not None and store.kind != "disabled":
         out += gw.gate.jobs(store.query)
     out.append(gw.sampler.job())
@@ -194,9 +195,10 @@ def create_app(gw: Gateway) -> Litestar:
         # Azure OpenAI SDK paths (/openai/deployments/{deployment}/..., /openai/v1/...)
         await gw.proxy(scope, receive, send)  # type: ignore[arg-type]  # plain ASGI dicts
 
-    def render_metrics() -> bytes:
-        gw.sampler.sample()
-        return gw.metrics.render()
+    async def render_metrics() -> bytes:
+        gw.sampler.sample()  # on the loop, beside the counters it reads
+        # Rendering a few thousand series takes a while: not on the loop.
+        return await asyncio.to_thread(gw.metrics.render)
 
     own = endpoints(gw.store, [gw.writer, gw.feedback_writer], render_metrics,
                     lambda: gw.jobs, lambda: gw.admin_token)  # fmt: skip

@@ -150,20 +150,26 @@ class UsageSource(Protocol):
 
 
 def finish(
-    rec: CallRecord, t0: float, observer: UsageSource | None, payload: dict[str, Any] | None
+    rec: CallRecord,
+    t0: float,
+    observer: UsageSource | None,
+    payload: dict[str, Any] | None,
+    input_estimate: int | None = None,  # of `payload`, when already made (off the loop)
 ) -> None:
     """Complete a record when its exchange ends: estimated usage, latency, overhead, and
     strings within their caps."""
     cap_strings(rec)
     if observer is not None:
-        _estimate_usage(rec, observer, payload)
+        _estimate_usage(rec, observer, payload, input_estimate)
     rec.latency_ms = (time.perf_counter() - t0) * 1000.0
     # Outside the upstream window everything is the gateway's; inside a stream's
     # window, the time spent handling chunks (already in overhead_ms) is too.
     rec.overhead_ms += max(rec.latency_ms - rec.upstream_ms, 0.0)
 
 
-def _estimate_usage(rec: CallRecord, observer: UsageSource, payload: dict[str, Any] | None) -> None:
+def _estimate_usage(
+    rec: CallRecord, observer: UsageSource, payload: dict[str, Any] | None, input_est: int | None
+) -> None:
     """Estimate tokens when the upstream reported none for an answer it did give."""
     if observer.usage_seen or not observer.estimates_usage or payload is None:
         return
@@ -171,7 +177,7 @@ def _estimate_usage(rec: CallRecord, observer: UsageSource, payload: dict[str, A
         rec.status_code >= 400 and not observer.output_chars
     ):
         return
-    rec.input_tokens = estimate_input(payload)
+    rec.input_tokens = input_est if input_est is not None else estimate_input(payload)
     rec.output_tokens = from_chars(observer.output_chars)
     rec.usage_estimated = True
 

@@ -173,7 +173,7 @@ class Proxy:
 
     async def _handle(self, ex: Exchange, client: ClientPath, query: str) -> None:
         rec, wire = ex.rec, ex.wire
-        model = ex.read_request(ex.body, wire, client.deployment)
+        model = await ex.parse(wire, client.deployment)
         if self.assigner is not None and model:
             model = self.assigner.apply(rec, model)
         resolved = self.router.resolve(model) if model else self.router.default
