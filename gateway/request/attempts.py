@@ -1,6 +1,7 @@
 """Attempts: send the call upstream along its route's hops, within the connect and
 first-byte deadlines and the call's total deadline, retrying the next hop on connection
-errors, timeouts and 5xx (429 when configured).
+errors, answers that are not HTTP (an invalid status line), timeouts and 5xx (429 when
+configured).
 """
 
 from __future__ import annotations
@@ -167,6 +168,11 @@ class Attempts:
                 last_error = errors.upstream_unreachable(provider.name)
                 rec.error_message = f"{provider.name}: {e or type(e).__name__}"
                 self._failed(rec, hop, Outcome.UNREACHABLE, "connection_error")
+                continue
+            except aiohttp.ClientResponseError as e:  # an answer that is not HTTP's
+                last_error = errors.upstream_protocol_error(provider.name)
+                rec.error_message = f"{provider.name}: {e.message}"[:1000]
+                self._failed(rec, hop, Outcome.UPSTREAM_ERROR, errors.PROTOCOL_ERROR)
                 continue
             status = resp.status_code
             if ((status == 429 and self.on_429) or status >= 500) and attempt < self.max_attempts:
