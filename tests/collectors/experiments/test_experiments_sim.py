@@ -131,12 +131,12 @@ def test_the_reports_read_the_same_data(
     models = models_report(query, "sim", since="30d", at=end)
     assert "Observational" in models and "model-a" in models and "model-b" in models
     header = models.splitlines()[2].split()
-    assert header[:4] == ["served", "model", "provider", "requested"]
+    assert header[:3] == ["upstream_model", "provider", "request_models"]  # the JSON's names
     row = next(line.split() for line in models.splitlines() if line.strip().startswith("model-b"))
     assert row[1:3] == ["sim", "answer"]
     figures = json.loads(models_report(query, "sim", "30d", as_json=True, at=end))["models"]
     assert set(figures) == {"model-a", "model-b"}
-    assert figures["model-b"]["requested"] == ["answer"]
+    assert figures["model-b"]["request_models"] == ["answer"]
     a, b = figures["model-a"]["acceptance_rate"], figures["model-b"]["acceptance_rate"]
     assert 0.25 < a["value"] < 0.35 and a["ci95"] < 0.01  # ~100,000 users per model
     assert b["value"] > a["value"]  # the lift experiments' treatment is model-b
@@ -225,5 +225,9 @@ def test_the_stratified_estimate_recovers_the_true_zero(
     )
     assert set(data["segments"]) == {"pro", "free"}
     (diff,) = data["differences"]
-    assert diff["model"] == "model-b" and diff["pooled"] > 0.05 and abs(diff["stratified"]) < 0.03
+    assert (
+        diff["upstream_model"] == "model-b"
+        and diff["pooled"] > 0.05
+        and abs(diff["stratified"]) < 0.03
+    )
     assert data["warnings"]
