@@ -1,6 +1,6 @@
 """The composition root: builds the gateway from a `Config` and lists what runs in it.
 
-It owns the shared pieces — one upstream transport (connection pool), the store, the
+It owns the shared pieces — one upstream client (connection pool), the store, the
 writers — so that no request constructs any of them, and lists the background jobs,
 each declared beside the component it serves (gateway/jobs.py).
 """
@@ -12,8 +12,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
-from httpx_aiohttp import AiohttpTransport
 from litestar import Litestar
 from litestar.exceptions import HTTPException
 from litestar.handlers import asgi
@@ -42,6 +40,7 @@ from gateway.request.proxy import Proxy
 from gateway.request.routing import Router, exact_names
 from gateway.server.endpoints import endpoints, own_error
 from gateway.server.http import DateHeader, guarded
+from gateway.upstream import UpstreamClient
 
 log = logging.getLogger("gateway.app")
 
@@ -55,7 +54,7 @@ class Gateway:
     writer: BatchWriter
     feedback_writer: BatchWriter
     proxy: Proxy
-    transport: httpx.AsyncBaseTransport
+    client: UpstreamClient
     metrics: Metrics
     sampler: Sampler
     tracer: Tracer | None = None
@@ -67,7 +66,7 @@ class Gateway:
 def build_gateway(
     config: Config,
     store: Store | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
+    client: UpstreamClient | None = None,
 ) -> Gateway:
     store = store if store is not None else open_store(config.store)
     metrics = Metrics(config.metrics, exact_names(config))
@@ -100,10 +99,7 @@ def build_gateway(
         table="llm_feedback",
         name="feedback_writer",
     )
-    transport = transport or AiohttpTransport(
-        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-        trust_env=False,
-    )
+    client = client or UpstreamClient(max_connections=1000, max_idle=200)
     tracer = Tracer() if tracing_requested() else None
     consumers: list[Callable[[CallRecord], object]] = [writer.record]
     if config.metrics.enabled:
@@ -117,7 +113,7 @@ def build_gateway(
 
     proxy = Proxy(
         router,
-        Attempts(config.retries, transport),
+        Attempts(config.retries, client),
         RecordSink(*consumers),
         config.capture,
         config.server.max_body_bytes,
@@ -128,7 +124,7 @@ def build_gateway(
     )
     log_budget = config.log.max_bytes if config.log.enabled else 0
     sampler = Sampler(metrics, proxy, writer, gate, lambda: gw.jobs, log_budget)
-    gw = Gateway(config, store, writer, feedback_writer, proxy, transport, metrics, sampler,
+    gw = Gateway(config, store, writer, feedback_writer, proxy, client, metrics, sampler,
                  tracer, gate)  # fmt: skip
     gw.jobs = jobs(gw)
     return gw
@@ -180,7 +176,7 @@ def create_app(gw: Gateway) -> Litestar:
             await asyncio.to_thread(gw.tracer.shutdown)  # exports what is batched
         if gw.gate is not None:
             await gw.gate.close()
-        await gw.transport.aclose()
+        await gw.client.close()
         gw.store.close()
 
     @asgi("/v1", is_mount=True, copy_scope=False)

@@ -39,7 +39,7 @@ log = logging.getLogger("gateway.proxy")
 Scope = dict[str, Any]
 _now = time.perf_counter
 # SSE, and the AWS event-stream framing of Bedrock's ConverseStream (translated to SSE).
-_STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
+_STREAM_TYPES = (b"text/event-stream", b"application/vnd.amazon.eventstream")
 
 
 class Proxy:
@@ -202,8 +202,8 @@ class Proxy:
         if translation is not None:  # the answer is read in the upstream's dialect
             ex.observer = translation.observer(rec)
         try:
-            ctype = resp.headers.get("content-type", "")
-            if rec.stream and resp.status_code == 200 and ctype.startswith(_STREAM_TYPES):
+            ctype = resp.header(b"content-type") or b""
+            if rec.stream and resp.status == 200 and ctype.startswith(_STREAM_TYPES):
                 self.streams_in_flight += 1
                 try:
                     await relay_stream(ex, resp)
@@ -213,4 +213,4 @@ class Proxy:
                 rec.stream = False
                 await relay_whole(ex, resp)
         finally:
-            await resp.aclose()
+            resp.release()

@@ -9,16 +9,16 @@ import asyncio
 import contextlib
 import time
 
-import httpx
 import msgspec
 
 from gateway import errors
-from gateway.errors import MalformedStream
+from gateway.errors import MalformedStream, UpstreamError
 from gateway.providers.wire.sse import SSESplitter
 from gateway.recording.record import Outcome
 from gateway.request.exchange import Exchange
 from gateway.request.headers import response_headers
 from gateway.request.routing import Hop
+from gateway.upstream import UpstreamResponse
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
@@ -29,7 +29,7 @@ def deadline_message(hop: Hop) -> str:
     return f"the call's total deadline of {hop.provider.cfg.timeouts.total:g}s"
 
 
-async def relay_whole(ex: Exchange, resp: httpx.Response) -> None:
+async def relay_whole(ex: Exchange, resp: UpstreamResponse) -> None:
     """A non-streamed answer: read whole (within the call's deadline, a loop time), then
     sent on (in the client's dialect when the call is translated)."""
     rec, observer, hop, send, translation = ex.rec, ex.observer, ex.hop, ex.send, ex.translation
@@ -37,16 +37,16 @@ async def relay_whole(ex: Exchange, resp: httpx.Response) -> None:
     capture, t_up, deadline = ex.capture, ex.t_up, ex.deadline
     try:
         async with asyncio.timeout_at(deadline):
-            data = await resp.aread()
-    except (TimeoutError, httpx.TimeoutException):
+            data = await resp.read()
+    except TimeoutError:
         rec.outcome, rec.error_type = Outcome.TIMEOUT, "timeout"
         raise errors.upstream_timeout(deadline_message(hop)) from None
-    except httpx.TransportError as e:
+    except UpstreamError as e:
         rec.outcome = Outcome.UPSTREAM_DISCONNECTED
         rec.error_message = f"the upstream closed the connection: {e or type(e).__name__}"
         raise errors.upstream_unreachable(hop.provider.name, "closed the connection") from None
     rec.upstream_ms = (_now() - t_up) * 1000.0
-    status = resp.status_code
+    status = resp.status
     rec.status_code = status
     rec.response_bytes = len(data)
     obj = None
@@ -76,7 +76,7 @@ async def relay_whole(ex: Exchange, resp: httpx.Response) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
-async def relay_stream(ex: Exchange, resp: httpx.Response) -> None:
+async def relay_stream(ex: Exchange, resp: UpstreamResponse) -> None:
     """A streamed answer, passed through chunk by chunk (event by event into the client's
     dialect when the call is translated); a stream that breaks ends with an error event in
     the client's dialect."""
@@ -106,7 +106,7 @@ async def relay_stream(ex: Exchange, resp: httpx.Response) -> None:
     gateway_time = 0.0
     try:
         async with asyncio.timeout_at(deadline):
-            async for chunk in resp.aiter_raw():
+            async for chunk in resp.chunks():
                 t_in = _now()
                 if first_chunk is None:
                     first_chunk = t_in
@@ -134,7 +134,7 @@ async def relay_stream(ex: Exchange, resp: httpx.Response) -> None:
         if tail is not None and not observer.event(tail.event, tail.data) and filtering:
             out = convert.event(tail.event, tail.data) if convert else tail.raw
             await send({"type": "http.response.body", "body": out, "more_body": True})
-    except (TimeoutError, httpx.TimeoutException):
+    except TimeoutError:
         rec.outcome, rec.status_code, rec.error_type = Outcome.TIMEOUT, 504, "timeout"
         rec.error_message = f"the stream exceeded {deadline_message(hop)}"
         await send(
@@ -144,7 +144,7 @@ async def relay_stream(ex: Exchange, resp: httpx.Response) -> None:
                 "more_body": True,
             }
         )
-    except (httpx.TransportError, MalformedStream) as e:
+    except UpstreamError as e:  # closed, not HTTP, or a framing that cannot be read
         broken = isinstance(e, MalformedStream)
         rec.outcome, rec.status_code = Outcome.UPSTREAM_DISCONNECTED, 502
         rec.error_type = "malformed_stream" if broken else "upstream_disconnected"

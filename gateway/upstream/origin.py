@@ -37,28 +37,41 @@ class Origin:
         return self.scheme, self.host, self.port
 
     @property
+    def root(self) -> str:
+        """`scheme://host[:port]`: with a target (path and query), a whole URL."""
+        return f"{self.scheme}://{self.host_header.decode()}"
+
+    @property
     def url(self) -> str:
-        return f"{self.scheme}://{self.host_header.decode()}{self.prefix}"
+        return self.root + self.prefix
 
     @classmethod
     def of(cls, base_url: str, tls: ssl.SSLContext | None = None) -> Origin:
         """The origin of an http(s) base URL (ValueError for anything else)."""
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url!r}")
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ValueError(f"a base URL has no query, fragment or credentials: {base_url!r}")
-        secure = parts.scheme == "https"
-        default = 443 if secure else 80
-        port = parts.port or default
-        host = parts.hostname
-        shown = f"[{host}]" if ":" in host else host  # an IPv6 literal
-        header = shown if port == default else f"{shown}:{port}"
+        scheme, host, port, prefix, header = parse_base_url(base_url)
         return cls(
-            scheme=parts.scheme,
+            scheme=scheme,
             host=host,
             port=port,
-            prefix=parts.path.rstrip("/"),
-            host_header=header.encode("ascii"),
-            tls=(tls or tls_context()) if secure else None,
+            prefix=prefix,
+            host_header=header,
+            tls=(tls or tls_context()) if scheme == "https" else None,
         )
+
+
+def parse_base_url(base_url: str) -> tuple[str, str, int, str, bytes]:
+    """(scheme, host, port, path prefix, host header) of an http(s) base URL; ValueError
+    naming what is wrong with it."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http(s) URL with a host, got {base_url!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"must have no query, fragment or credentials, got {base_url!r}")
+    if not base_url.isascii() or any(c in base_url for c in " \t\r\n"):
+        raise ValueError(f"must be ASCII without spaces (percent-encode), got {base_url!r}")
+    default = 443 if parts.scheme == "https" else 80
+    port = parts.port or default  # ValueError for a port out of range
+    host = parts.hostname
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 literal
+    header = shown if port == default else f"{shown}:{port}"
+    return parts.scheme, host, port, parts.path.rstrip("/"), header.encode("ascii")

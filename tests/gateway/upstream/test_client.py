@@ -368,3 +368,37 @@ def test_origins_parse_once():
     for bad in ("ftp://x", "http://", "http://u:p@x/", "http://x/?q=1"):
         with pytest.raises(ValueError):
             Origin.of(bad)
+
+
+def test_the_same_under_uvloop():
+    """The gateway runs on uvloop, whose transports are its own classes: the keep-alive,
+    streaming and protocol-error paths again, on a uvloop loop of their own."""
+    import threading
+
+    import uvloop
+
+    async def scenario() -> None:
+        for run, *args in [
+            (test_one_connection_serves_many_calls_and_sends_what_it_was_given,),
+            (test_a_chunked_stream_arrives_piece_by_piece,),
+            (test_an_answer_that_is_not_http_is_a_protocol_error, b"SMTP ready\r\n\r\n"),
+            (test_a_slow_reader_pushes_back_on_the_upstream,),
+        ]:
+            client = UpstreamClient()
+            try:
+                await run(client, *args)
+            finally:
+                await client.close()
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            uvloop.run(scenario())
+        except BaseException as e:  # re-raised in the test's thread
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(60)
+    assert not t.is_alive() and not errors, errors
