@@ -1,6 +1,7 @@
 """Gateway overhead benchmark: upstream direct vs trivial Litestar pass-through vs gateway.
 
     .venv/bin/python bench/run.py [--duration 10] [--only gateway,baseline] [--no-stream]
+                                  [--rounds 3]
 
 Targets run one at a time against the same canned upstream (bench/upstream.py). For each,
 wrk measures req/s at c=32 and latency at c=1, non-streamed (and streamed unless
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import secrets
@@ -25,7 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,9 +48,12 @@ TARGETS = (
     "gateway-experiment",
     "gateway-keys",
     "gateway-keys-redis",
+    "gateway-cache-hit",
+    "gateway-cache-miss",
 )
 HIGH_C, WARMUP_S = 32, 2.0
 RATIO_TARGET, ADDED_MS_TARGET = 0.90, 1.0
+CACHE_RATIO_TARGET, CACHE_ADDED_MS_TARGET = 3.0, 0.2  # hits vs misses; a hit vs upstream
 ENV = {
     **os.environ,
     "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -81,6 +86,7 @@ class Target:
     procs: list[Proc] = field(default_factory=list)
     config: Path | None = None
     key: str = ""  # the gateway key wrk sends (gateway-keys targets)
+    cache: str = ""  # hit | miss: what wrk asks of the response cache (gateway-cache-*)
 
 
 def free_port() -> int:
@@ -151,7 +157,8 @@ def gateway_yaml(
     """gateway: recording on (durable log + chDB); gateway-nolog: recording on, the log off
     (records held in memory); gateway-norecord: nothing recorded; gateway-keys(-redis): as
     gateway, with `auth.require_key` and a key with RPM/TPM/concurrency limits (counters in
-    memory, or in a local redis-server)."""
+    memory, or in a local redis-server); gateway-cache-hit/-miss: as gateway, with the
+    response cache on (the same request repeated, or a new one each time)."""
     store = (
         "{kind: disabled}"
         if name == "gateway-norecord"
@@ -170,6 +177,8 @@ def gateway_yaml(
         redis = f", redis_url: {redis_url}" if redis_url else ""
         log += (f"auth: {{require_key: true{redis}, keys: "
                 f"[{{name: bench, key: {key}, {KEY_LIMITS}}}]}}\n")  # fmt: skip
+    if name.startswith("gateway-cache"):  # the bench's calls have a temperature of 0.2
+        log += "cache: {enabled: true, sampled: true}\n"
     cfg = tmp / f"{name}.yaml"
     cfg.write_text(
         f"store: {store}\n" + log + "providers:\n"
@@ -208,6 +217,8 @@ def launch(name: str, tmp: Path, upstream_port: int) -> Iterator[Target]:
             redis_url = ""
             if name.startswith("gateway-keys"):
                 t.key = "lgw_" + secrets.token_urlsafe(32)
+            if name.startswith("gateway-cache"):
+                t.cache = name.rsplit("-", 1)[1]
             if name == "gateway-keys-redis":
                 redis_port = free_port()
                 redis_cmd = [shutil.which("redis-server") or "redis-server", "--port",
@@ -242,8 +253,9 @@ def measure(t: Target, procs: list[Proc], scenario: str, seconds: float) -> dict
     ):
         ticks0 = sum(p.cpu_ticks() for p in procs)
         res, raw = run_wrk(
-            t.url, conns, secs, stream=stream, app=f"bench-{scenario}-{label}", key=t.key
-        )
+            t.url, conns, secs, stream=stream, app=f"bench-{scenario}-{label}", key=t.key,
+            cache=t.cache,
+        )  # fmt: skip
         ticks = sum(p.cpu_ticks() for p in procs) - ticks0
         res.cpu_pct = 100.0 * ticks / os.sysconf("SC_CLK_TCK") / res.duration_s
         out[label] = res
@@ -358,7 +370,83 @@ def fmt(v: float | None, nd: int = 2) -> str:
     return "-" if v is None else f"{v:.{nd}f}"
 
 
-def table(results: dict[str, dict[str, dict[str, WrkResult]]]) -> str:
+Runs = dict[str, dict[str, WrkResult]]  # scenario -> warmup | c32 | c1 -> result
+
+
+def medians(rounds: list[Runs]) -> Runs:
+    """Per scenario, the round with the median c=32 throughput and the round with the
+    median c=1 p50 (the lower of the two middle ones for an even count)."""
+    out: Runs = {}
+    for s in rounds[0]:
+        by_rps = sorted(rounds, key=lambda r: r[s]["c32"].rps)
+        by_p50 = sorted(rounds, key=lambda r: r[s]["c1"].p50_ms or math.inf)
+        mid = (len(rounds) - 1) // 2
+        out[s] = {"warmup": rounds[0][s]["warmup"], "c32": by_rps[mid][s]["c32"],
+                  "c1": by_p50[mid][s]["c1"]}  # fmt: skip
+    return out
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {"median": ordered[(len(ordered) - 1) // 2], "min": ordered[0], "max": ordered[-1]}
+
+
+def cpu_us_per_call(r: WrkResult) -> float | None:
+    """The target's CPU time per call in a run (µs): less disturbed than req/s by what else
+    runs on a shared machine."""
+    if r.cpu_pct is None or not r.rps:
+        return None
+    return r.cpu_pct / 100.0 / r.rps * 1e6
+
+
+def cache_headline(rounds: dict[str, list[Runs]]) -> dict[str, object]:
+    """The response cache's figures, per round (the targets ran interleaved), with their
+    median and range: hits / misses req/s at c=32 (and CPU per call, misses / hits), and a
+    hit's p50 at c=1 over the upstream served directly."""
+    h: dict[str, object] = {}
+    hits, misses, up = (rounds.get(n, []) for n in ("gateway-cache-hit", "gateway-cache-miss",
+                                                     "upstream"))  # fmt: skip
+
+    def rps_ratio(hit: dict[str, WrkResult], miss: dict[str, WrkResult]) -> float | None:
+        return hit["c32"].rps / miss["c32"].rps if miss["c32"].rps else None
+
+    def cpu_ratio(hit: dict[str, WrkResult], miss: dict[str, WrkResult]) -> float | None:
+        h_cpu, m_cpu = cpu_us_per_call(hit["c32"]), cpu_us_per_call(miss["c32"])
+        return m_cpu / h_cpu if h_cpu and m_cpu else None
+
+    def added_p50(hit: dict[str, WrkResult], up: dict[str, WrkResult]) -> float | None:
+        a, b = hit["c1"].p50_ms, up["c1"].p50_ms
+        return a - b if a is not None and b is not None else None
+
+    Figure = Callable[[dict[str, WrkResult], dict[str, WrkResult]], float | None]
+    figures: list[tuple[str, list[Runs], Figure, str, bool]] = [
+        ("hit_vs_miss_rps_ratio", misses, rps_ratio, f">= {CACHE_RATIO_TARGET}", True),
+        ("miss_vs_hit_cpu_per_call_ratio", misses, cpu_ratio, "", True),
+        ("hit_added_p50_ms", up, added_p50, f"<= {CACHE_ADDED_MS_TARGET}", False),
+    ]
+    for s in ("chat", "stream"):
+        for key, others, figure, target, higher in figures:
+            # the same round of each target (a run cut short may have fewer of one)
+            values = [figure(x[s], o[s]) for x, o in zip(hits, others, strict=False)
+                      if s in x and s in o]  # fmt: skip
+            values = [v for v in values if v is not None]
+            if not values:
+                continue
+            fig: dict[str, object] = {
+                **{k: round(v, 3) for k, v in spread(values).items()},
+                "rounds": [round(v, 3) for v in values],
+            }
+            if target:
+                limit = float(target.split()[1])
+                median = spread(values)["median"]
+                fig |= {"target": target, "pass": median >= limit if higher else median <= limit}
+            h[f"cache_{s}_{key}"] = fig
+    return h
+
+
+def table(
+    results: dict[str, dict[str, dict[str, WrkResult]]], rounds: dict[str, list[Runs]]
+) -> str:
     head = (
         "target",
         "scenario",
@@ -370,11 +458,15 @@ def table(results: dict[str, dict[str, dict[str, WrkResult]]]) -> str:
         "c1 p50",
         "c1 p99",
         "errors",
+        "c32 req/s range",
+        "c1 p50 range",
     )
     rows = [head]
     for name, scen in results.items():
         for s, r in scen.items():
             hi, lo = r["c32"], r["c1"]  # the warm-up is in the JSON only
+            all_rps = [x[s]["c32"].rps for x in rounds.get(name, [])]
+            all_p50 = [x[s]["c1"].p50_ms or math.nan for x in rounds.get(name, [])]
             rows.append(
                 (
                     name,
@@ -386,7 +478,9 @@ def table(results: dict[str, dict[str, dict[str, WrkResult]]]) -> str:
                     fmt(lo.rps, 0),
                     fmt(lo.p50_ms, 3),
                     fmt(lo.p99_ms, 3),
-                    str(hi.errors + lo.errors),
+                    str(sum(x[s][k].errors for x in rounds.get(name, []) for k in ("c32", "c1"))),
+                    f"{min(all_rps):.0f}-{max(all_rps):.0f}" if len(all_rps) > 1 else "-",
+                    f"{min(all_p50):.3f}-{max(all_p50):.3f}" if len(all_p50) > 1 else "-",
                 )
             )
     w = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -394,7 +488,10 @@ def table(results: dict[str, dict[str, dict[str, WrkResult]]]) -> str:
         "  ".join(c.ljust(w[i]) if i < 2 else c.rjust(w[i]) for i, c in enumerate(r)) for r in rows
     ]
     lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines) + "\n(latencies in ms; errors = non-2xx + socket errors)"
+    return "\n".join(lines) + (
+        "\n(latencies in ms; errors = non-2xx + socket errors, over every round; with several"
+        " rounds each figure is the median round's, beside the range over the rounds)"
+    )
 
 
 def headline(results: dict[str, dict[str, dict[str, WrkResult]]]) -> dict[str, object]:
@@ -439,6 +536,9 @@ def main() -> int:
     ap.add_argument("--only", help=f"comma-separated subset of {','.join(TARGETS)}")
     ap.add_argument("--no-stream", action="store_true", help="skip the streaming scenario")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, chDB data)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the targets this many times, interleaved (A B A B ...); the "
+                         "table shows medians and ranges, the JSON every round")  # fmt: skip
     a = ap.parse_args()
     names = [n.strip() for n in a.only.split(",")] if a.only else list(TARGETS)
     if bad := [n for n in names if n not in TARGETS]:
@@ -450,34 +550,37 @@ def main() -> int:
         signal.signal(sig, lambda s, _f: sys.exit(128 + s))
 
     tmp = Path(tempfile.mkdtemp(prefix="llm-gw-bench-"))
-    results: dict[str, dict[str, dict[str, WrkResult]]] = {}
+    rounds: dict[str, list[Runs]] = {}
     extra: dict[str, dict[str, object]] = {}
     upstream: Proc | None = None
     try:
         up_port = free_port()
         upstream = start("upstream", [PY, str(BENCH / "upstream.py"), "--port", str(up_port)], tmp)
         wait_ready(upstream, f"http://127.0.0.1:{up_port}/_stats", want_200=True)
-        for name in names:
-            print(f"== {name}", file=sys.stderr, flush=True)
-            hits0 = upstream_hits(up_port)
-            with launch(name, tmp, up_port) as t:
-                procs = t.procs or [upstream]
-                results[name] = {s: measure(t, procs, s, a.duration) for s in scenarios}
-                info: dict[str, object] = {}
-                if name == "gateway":
-                    info["recording"] = verify_recording(t, results[name], up_port, hits0)
-            info["upstream_hits"] = upstream_hits(up_port) - hits0
-            for p in t.procs:
-                info["exit_code"] = p.popen.returncode
-                if noisy := log_problems(p.log):
-                    info["log_problems"] = {"count": len(noisy), "first": noisy[:10]}
-            extra[name] = info
-            for s, r in results[name].items():
-                print(
-                    f"   {s}: c32 {r['c32'].rps:.0f} req/s, c1 p50 {fmt(r['c1'].p50_ms, 3)} ms",
-                    file=sys.stderr,
-                    flush=True,
-                )
+        for rnd in range(a.rounds):  # interleaved: A B A B ..., on a shared machine
+            for name in names:
+                of = f" (round {rnd + 1} of {a.rounds})" if a.rounds > 1 else ""
+                print(f"== {name}{of}", file=sys.stderr, flush=True)
+                hits0 = upstream_hits(up_port)
+                info = extra.setdefault(name, {})
+                with launch(name, tmp, up_port) as t:
+                    procs = t.procs or [upstream]
+                    runs = {s: measure(t, procs, s, a.duration) for s in scenarios}
+                    rounds.setdefault(name, []).append(runs)
+                    if name == "gateway" and rnd == 0:
+                        info["recording"] = verify_recording(t, runs, up_port, hits0)
+                hits = upstream_hits(up_port) - hits0
+                info["upstream_hits"] = int(str(info.get("upstream_hits", 0))) + hits
+                for p in t.procs:
+                    info["exit_code"] = p.popen.returncode
+                    if noisy := log_problems(p.log):
+                        info["log_problems"] = {"count": len(noisy), "first": noisy[:10]}
+                for s, r in runs.items():
+                    print(
+                        f"   {s}: c32 {r['c32'].rps:.0f} req/s, c1 p50 {fmt(r['c1'].p50_ms, 3)} ms",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     finally:
         if upstream is not None:
             stop(upstream)
@@ -486,9 +589,10 @@ def main() -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    results = {name: medians(rs) for name, rs in rounds.items()}
     print()
-    print(table(results))
-    h = headline(results)
+    print(table(results, rounds))
+    h = headline(results) | cache_headline(rounds)
     print()
     if tr := h.get("throughput_ratio"):
         assert isinstance(tr, dict)
@@ -514,6 +618,23 @@ def main() -> int:
                 f"    {key} on / off, req/s at c=32: {lr['value']:.3f}; "
                 f"added p50 at c=1: {lp['value']:+.3f} ms"
             )
+    for s in ("chat", "stream"):
+        for mark, key, what, unit in (
+            ("c", "hit_vs_miss_rps_ratio", "cache hits / misses req/s at c=32", ""),
+            ("d", "hit_added_p50_ms", "cache hit p50 - upstream p50 at c=1", " ms"),
+            ("e", "miss_vs_hit_cpu_per_call_ratio", "CPU per call, cache misses / hits", ""),
+        ):
+            if fig := h.get(f"cache_{s}_{key}"):
+                assert isinstance(fig, dict)
+                verdict = (
+                    f"  (target {fig['target']}{unit}: {'PASS' if fig['pass'] else 'FAIL'})"
+                    if "target" in fig
+                    else ""
+                )
+                print(
+                    f"({mark}) {what} ({s}): median {fig['median']:.3f}{unit}, rounds "
+                    f"{fig['rounds']}{verdict}"
+                )
     for name, info in extra.items():
         if rec := info.get("recording"):
             assert isinstance(rec, dict)
@@ -558,12 +679,20 @@ def main() -> int:
                     "python": platform.python_version(),
                     "machine": platform.platform(),
                     "wrk_high_c": HIGH_C,
+                    "rounds": a.rounds,
                     "git": git_rev(),
                 },
                 "headline": h,
                 "results": {
                     n: {s: {k: r.as_dict() for k, r in sc.items()} for s, sc in v.items()}
                     for n, v in results.items()
+                },
+                "rounds": {
+                    n: [
+                        {s: {k: r.as_dict() for k, r in sc.items()} for s, sc in v.items()}
+                        for v in rs
+                    ]
+                    for n, rs in rounds.items()
                 },
                 "targets": extra,
             },

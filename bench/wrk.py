@@ -76,9 +76,17 @@ def wrk_path() -> str:
 
 
 def run_wrk(
-    url: str, connections: int, seconds: float, *, stream: bool, app: str, key: str = ""
+    url: str,
+    connections: int,
+    seconds: float,
+    *,
+    stream: bool,
+    app: str,
+    key: str = "",
+    cache: str = "",
 ) -> tuple[WrkResult, str]:
-    """One wrk run: -t2 at c>1, -t1 at c=1, always --latency. Returns (parsed, raw text)."""
+    """One wrk run: -t2 at c>1, -t1 at c=1, always --latency. Returns (parsed, raw text).
+    `cache`: "hit" or "miss" (bench/chat.lua's WRK_CACHE)."""
     threads = min(2, connections)
     cmd = [
         wrk_path(),
@@ -90,7 +98,8 @@ def run_wrk(
         str(LUA),
         url,
     ]
-    env = {**os.environ, "WRK_STREAM": "1" if stream else "0", "WRK_APP": app, "WRK_KEY": key}
+    env = {**os.environ, "WRK_STREAM": "1" if stream else "0", "WRK_APP": app, "WRK_KEY": key,
+           "WRK_CACHE": cache, "WRK_NONCE": os.urandom(6).hex()}  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 60)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")

@@ -3,31 +3,36 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import logging
 import os
 import signal
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from collectors.views import views
 from gateway import __version__
-from gateway.config import Config, load_config
-from gateway.errors import ConfigError, GatewayError, StoreError, error_message
+from gateway.commands.progress import Progress
+from gateway.commands.store import existing_store, opened_store, store_access, where
+from gateway.config import Config, data_dir_origin, load_config
+from gateway.errors import ConfigError, GatewayError, StoreError
 from gateway.observability.logs import setup_logging
-from gateway.recording.store import Store, open_store
 from gateway.recording.store.datadir import DataDirLock, running_gateway
 
 log = logging.getLogger("gateway.cli")
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config)
+    return load_config(args.config, data_dir=args.data_dir)
+
+
+@contextmanager
+def _store(args: argparse.Namespace, cfg: Config) -> Iterator[Any]:
+    """The store a reading command works on; none where it looked: StoreMissing."""
+    with store_access(cfg, views, args.data_dir, args.config) as store:
+        yield store
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -54,12 +59,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
             gw.admin_token = lock.publish(f"http://{shown}:{port}")
         app = server.guarded(create_app(gw))
+        chdb = cfg.store.kind == "chdb"
+        origin = data_dir_origin(cfg, args.data_dir, args.config, os.environ) if chdb else None
         log.info(
             "listening",
             extra={
                 "host": host,
                 "port": port,
-                "data_dir": cfg.store.path if cfg.store.kind == "chdb" else None,
+                "data_dir": str(Path(cfg.store.path).resolve()) if chdb else None,
+                "data_dir_origin": origin,
             },
         )
         return 0 if server.run(server.uvicorn_config(cfg.server, app, host, port)) else 1
@@ -82,70 +90,13 @@ def _serve_workers(args: argparse.Namespace, cfg: Config, host: str, port: int) 
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
     log.info("listening", extra={"host": host, "port": port, "workers": cfg.server.workers})
     config = server.uvicorn_config(cfg.server, "gateway.app:app_from_env", host, port, factory=True)
-    server.run(config)
+    started = server.run(config)
     shutil.rmtree(prom_dir, ignore_errors=True)
-    return 0
-
-
-class _ViaGateway:
-    """The store as reached through the running gateway that holds the embedded engine."""
-
-    def __init__(self, url: str, token: str) -> None:
-        self.url, self.token = url, token
-
-    def _post(self, path: str, body: bytes) -> bytes:
-        req = urllib.request.Request(
-            self.url + path,
-            data=body,
-            headers={"x-gateway-admin-token": self.token, "content-type": "text/plain"},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=600) as r:
-                answer: bytes = r.read()
-                return answer
-        except urllib.error.HTTPError as e:
-            raise StoreError(error_message(e.read())) from None
-        except urllib.error.URLError as e:
-            raise StoreError(f"the gateway at {self.url} did not answer: {e.reason}") from None
-
-    def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
-        return self._post(f"/_gateway/sql?default_format={fmt}", sql.encode())
-
-    def insert(self, table: str, rows: bytes, token: str | None = None) -> None:
-        self._post(f"/_gateway/insert?table={urllib.parse.quote(table)}", rows)
-
-
-@contextlib.contextmanager
-def store_access(cfg: Config) -> Iterator[Any]:
-    """The configured store, for the CLI: through the running gateway when one holds the
-    embedded store, else opened here (and migrated)."""
-    if cfg.store.kind == "chdb" and (running := running_gateway(cfg.store.path)):
-        yield _ViaGateway(running.url, running.token)
-        return
-    with opened_store(cfg) as (store, _):
-        yield store
-
-
-@contextlib.contextmanager
-def opened_store(cfg: Config, cluster: str | None = None) -> Iterator[tuple[Store, list[int]]]:
-    """The configured store opened by this process (the embedded one's data directory
-    locked meanwhile) and migrated: (store, migrations applied now)."""
-    lock = DataDirLock(cfg.store.path) if cfg.store.kind == "chdb" else None
-    if lock:
-        lock.acquire()
-    try:
-        store = open_store(cfg.store)
-        try:
-            yield store, cfg.migrate(store, views, cluster)
-        finally:
-            store.close()
-    finally:
-        if lock:
-            lock.release()
+    return 0 if started else 1
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
+    from gateway.commands.table import result_table
     from gateway.recording.store.sqltext import has_format, split_statements
 
     cfg = _config(args)
@@ -154,7 +105,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if not statements:
         print("llm-gateway: no SQL statement given", file=sys.stderr)
         return 2
-    with store_access(cfg) as store:
+    with _store(args, cfg) as store:
         # One statement at a time, each printed alike: a table, or the FORMAT it names.
         printed = False
         for stmt in statements:
@@ -167,47 +118,6 @@ def cmd_sql(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
                 printed = True
     return 0
-
-
-_NUMERIC = ("Int", "UInt", "Float", "Decimal")
-
-
-def result_table(result: bytes) -> str:
-    """A JSONCompact result as a table: numbers right-aligned, costs through the money
-    formatter, NULL spelled out."""
-    from gateway.recording.money import is_money_column, usd
-
-    if not result.strip():
-        return ""
-    doc = json.loads(result)
-    meta = doc["meta"]
-    names = [m["name"] for m in meta]
-    kinds = [m["type"].removeprefix("Nullable(").removeprefix("LowCardinality(") for m in meta]
-    numeric = [k.startswith(_NUMERIC) for k in kinds]
-    money = [is_money_column(n) and num for n, num in zip(names, numeric, strict=True)]
-
-    def cell(v: Any, is_money: bool) -> str:
-        if v is None:
-            return "NULL"
-        if is_money:
-            return usd(v)
-        if isinstance(v, str):
-            return v.replace("\n", "\\n")
-        if isinstance(v, list | dict):
-            return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
-        return str(v)
-
-    rows = [[cell(v, m) for v, m in zip(r, money, strict=True)] for r in doc["data"]]
-    widths = [max([len(n), *(len(r[i]) for r in rows)]) for i, n in enumerate(names)]
-
-    def line(cells: list[str]) -> str:
-        cols = zip(cells, widths, numeric, strict=True)
-        aligned = (c.rjust(w) if num else c.ljust(w) for c, w, num in cols)
-        return "│ " + " │ ".join(aligned) + " │"
-
-    top = "┌─" + "─┬─".join(n.ljust(w, "─") for n, w in zip(names, widths, strict=True)) + "─┐"
-    bottom = "└─" + "─┴─".join("─" * w for w in widths) + "─┘"
-    return "\n".join([top, *(line(r) for r in rows), bottom]) + "\n"
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -225,7 +135,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"llm-gateway: {e}", file=sys.stderr)
         return 2
-    with store_access(cfg) as store:
+    with _store(args, cfg) as store:
         query = lambda sql: store.query(sql, "JSONEachRow")  # noqa: E731
         if args.what == "models":
             text = models_report(
@@ -234,10 +144,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         elif args.what == "keys":
             from gateway.access.report import keys_report
 
-            text = keys_report(store)
+            text = keys_report(store, args.json)
         else:
-            text = feedback_report(query, args.since)
-    print(text)
+            text = feedback_report(query, args.since, args.json)
+    print(text.rstrip("\n"))
     return 0
 
 
@@ -245,7 +155,7 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     from collectors.experiments.report import command
 
     cfg = _config(args)
-    with store_access(cfg) as store:
+    with _store(args, cfg) as store:
         code, text = command(
             lambda sql: store.query(sql, "JSONEachRow"),
             cfg.experiments,
@@ -257,21 +167,36 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     return code
 
 
+def _watched(query: Any, progress: Progress, what: str) -> Any:
+    """`query`, telling `progress` of each query as it starts."""
+    count = 0
+
+    def run(sql: str) -> bytes:
+        nonlocal count
+        count += 1
+        progress.step(f"{what}, query {count}")
+        out: bytes = query(sql, "JSONEachRow")
+        return out
+
+    return run
+
+
 def cmd_drift(args: argparse.Namespace) -> int:
-    """Evaluate drift now, store the rows, print the report. Exit 0 either way: a CronJob
-    should not fail because a model drifted."""
-    from collectors.drift import format_report, rows_to_jsonl, run_drift
+    """Evaluate drift now, store the rows, print the report. A model that drifted is a
+    success (a CronJob must not fail for it); a drift that could not be evaluated is not."""
+    from collectors.drift import format_report, rows_to_json, rows_to_jsonl, run_drift
 
     cfg = _config(args)
     try:
-        with store_access(cfg) as store:
-            rows = run_drift(lambda sql: store.query(sql, "JSONEachRow"), cfg=cfg.drift)
+        with _store(args, cfg) as store, Progress("drift", sys.stderr) as progress:
+            rows = run_drift(_watched(store.query, progress, "reading calls"), cfg=cfg.drift)
             if rows:
+                progress.step("storing the rows in llm_drift")
                 store.insert("llm_drift", rows_to_jsonl(rows))
     except StoreError as e:
         print(f"llm-gateway: drift not evaluated: {e}", file=sys.stderr)
-        return 0
-    print(format_report(rows))
+        return e.exit_code
+    print(rows_to_json(rows) if args.json else format_report(rows))
     return 0
 
 
@@ -284,20 +209,36 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if cluster and cfg.store.kind != "clickhouse":
         print("llm-gateway: --cluster needs store.kind: clickhouse", file=sys.stderr)
         return 2
-    with opened_store(cfg, cluster) as (_, applied):
-        pass
-    where = cfg.store.path if cfg.store.kind == "chdb" else cfg.store.url
-    print(
-        f"{cfg.store.kind} store at {where}, database {cfg.store.database}: "
-        + (f"applied migrations {applied}" if applied else "up to date")
-    )
+    with Progress("migrate", sys.stderr) as progress:
+        progress.step(f"opening the {where(cfg)}")
+        with opened_store(cfg, views, cluster, step=progress.step) as (_, applied):
+            pass
+    print(f"{where(cfg)}: " + (f"applied migrations {applied}" if applied else "up to date"))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from gateway.commands.replay import replay
+
+    cfg = _config(args)
+    if cfg.store.kind == "chdb" and (running := running_gateway(cfg.store.path)):
+        print(
+            f"llm-gateway: the gateway (pid {running.pid}) holds this store and replays its "
+            "own record log; stop it to replay another log into this store",
+            file=sys.stderr,
+        )
+        return 1
+    store_ = existing_store(cfg, views, args.data_dir, args.config)
+    with store_ as store, Progress("replay", sys.stderr) as progress:
+        text = replay(cfg, store, args.log_dir, progress.step)
+    print(text)
     return 0
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
     from gateway.access.admin import run
 
-    with store_access(_config(args)) as store:
+    with _store(args, _config(args)) as store:
         return run(args, store)
 
 
@@ -314,12 +255,12 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("LLM_GATEWAY_CONFIG"),
         help="YAML config file ($LLM_GATEWAY_CONFIG; none: zero-config)",
     )
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    config_help = "YAML config file (overrides the one given before the command)"
 
     def command(name: str, help: str, fn: Any) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help, description=help, formatter_class=fmt)
-        c.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+        common_options(c)
         c.set_defaults(fn=fn)
         return c
 
@@ -348,19 +289,41 @@ def _parser() -> argparse.ArgumentParser:
         choices=MODEL_METRICS,
         help=f"models --by: the metric compared across segments (default: {MODEL_METRICS[0]})",
     )
-    r.add_argument("--json", action="store_true", help="models: JSON instead of a table")
+    r.add_argument("--json", action="store_true", help=JSON_HELP)
     e = command("experiments", "experiments and their verdicts", cmd_experiments)
     e.add_argument("action", choices=["list", "report"], help="list all, or report one")
     e.add_argument("name", nargs="?", help="report: the experiment's name")
-    e.add_argument("--json", action="store_true", help="JSON instead of a table")
-    command("drift", "evaluate drift now, store and print it (exit 0)", cmd_drift)
+    e.add_argument("--json", action="store_true", help=JSON_HELP)
+    d = command("drift", "evaluate drift now, store and print it (a drifted model: exit 0; "
+                "drift not evaluated: exit 1)", cmd_drift)  # fmt: skip
+    d.add_argument("--json", action="store_true", help=JSON_HELP + " (the llm_drift rows)")
+    rp = command("replay", "write what a record log holds into the store (a replica scaled "
+                 "away, a gateway that will not start again); idempotent", cmd_replay)  # fmt: skip
+    rp.add_argument("--log-dir", help="the record log (default: log.dir, as the gateway's)")
     from gateway.access.admin import add_parser as add_keys_parser
 
     add_keys_parser(command(
         "keys", "gateway keys: create, list, revoke, rotate (secrets shown once)", cmd_keys
-    ))  # fmt: skip
+    ), common_options)  # fmt: skip
     p.epilog = _commands_help(sub)
     return p
+
+
+DATA_DIR_HELP = (
+    "the embedded store's data directory (over $LLM_GATEWAY_DATA_DIR, over store.path; "
+    "default: ./llm-gateway-data)"
+)
+JSON_HELP = "JSON instead of a table, with the table's column names as field names"
+
+
+def common_options(c: argparse.ArgumentParser) -> None:
+    """--config and --data-dir after a command too (they override those given before it)."""
+    c.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        help="YAML config file (overrides the one given before the command)",
+    )
+    c.add_argument("--data-dir", default=argparse.SUPPRESS, help=DATA_DIR_HELP)  # fmt: skip
 
 
 def _commands_help(sub: Any) -> str:

@@ -3,7 +3,8 @@
     GatewayError                 the root: the CLI and the app catch it
     ├── ConfigError              config: names the key (and the file and line it came from)
     ├── StoreError               store: refused or unreachable
-    │   └── StoreBusy            a data directory or record log held by another process
+    │   ├── StoreBusy            a data directory or record log held by another process
+    │   └── StoreMissing         no store where a command looked (it creates none)
     ├── UpstreamError            upstream: what the gateway could not get from a provider
     │   ├── MissingCredentials   no credential to send
     │   ├── MalformedStream      a stream whose framing cannot be read
@@ -68,6 +69,11 @@ class StoreError(GatewayError):
 
 class StoreBusy(StoreError):
     """The embedded store's data directory, or a record log, is held by another process."""
+
+
+class StoreMissing(StoreError):
+    """A command that reads the store found none where it looked; the message says where
+    and how to point the command at one."""
 
 
 # -- upstream ----------------------------------------------------------------------------

@@ -7,7 +7,8 @@ client works against it over real sockets:
 - `GET /ping` (and a bare `GET /`) answer ``Ok.``;
 - the SQL is the ``query`` URL parameter followed by the request body (or a multipart form's
   ``query`` field); ``param_*`` parameters bind ``{name:Type}`` placeholders; ``database`` is
-  made current with ``USE``; ``default_format`` is the format when the SQL names none;
+  made current with ``USE``; ``default_format`` (or the X-ClickHouse-Format header, which
+  wins) is the format when the SQL names none;
 - every other URL parameter is a setting, applied to the session with ``SET`` (and reset to
   ``DEFAULT`` by the next request that does not send it); HTTP-only options are ignored;
 - ``INSERT ... FORMAT X`` followed by data, in any format, is run as ``FROM INFILE`` on a temporary
@@ -388,6 +389,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
         if url.path != "/":
             return self._send(404, b"There is no handle " + url.path.encode() + b"\n", {})
+        if fmt := self.headers.get("X-ClickHouse-Format"):  # over default_format, as ClickHouse
+            params["default_format"] = fmt
         status, out, headers = owner._answer(
             params,
             body,

@@ -45,11 +45,16 @@ NOT_RUN = [
     ("README.md", "uv run pytest", "the test suite itself"),
     ("README.md", "npm pack clients/js",
      "tests/clients/test_js_package.py packs the package (into a temporary directory)"),
-    ("README.md", "uv build clients/python", "tests/clients/test_feedback_client.py builds the "
-     "wheel (test_the_client_is_a_wheel_of_its_own, with --out-dir to keep the checkout clean)"),
+    ("README.md", "uv build clients/python", "tests/clients/test_feedback_client.py runs it in "
+     "a copy of the workspace and looks where the README says it writes "
+     "(test_the_readme_says_where_uv_build_writes_the_wheel): here it would write into the "
+     "checkout"),
     ("README.md", "uv add ../llm-gateway/clients/python",
      "a path relative to the reader's own app project"),
     ("README.md", "uv run llm-gateway migrate --cluster NAME", "needs a ClickHouse cluster"),
+    ("README.md", "uv run llm-gateway replay --log-dir /mnt/old-replica/log",
+     "needs a record log no gateway holds: tests/gateway/commands/test_long_commands.py "
+     "replays one"),
     ("README.md", "uv run llm-gateway experiments report summarizer-model --json",
      "needs the experiment declared in the configuration above; "
      "tests/gateway/experiments/test_experiments_e2e.py runs the report"),
@@ -244,3 +249,18 @@ def test_full_configuration_example_starts_without_provider_keys():
     cfg = parse_config(yaml.safe_load(full), keys)
     assert cfg.providers["openai"].api_key == "sk-o" and cfg.providers["openai"].auth == "gateway"
     assert json.dumps(sorted(cfg.providers))  # every provider of the example is there
+
+
+def test_full_configuration_example_does_not_override_the_data_dir_variable():
+    """The example sets `store.path`; `$LLM_GATEWAY_DATA_DIR` (and `--data-dir`) still say
+    where the store is, as documented (README, "Where the store is")."""
+    (full,) = [b for _, b in yaml_blocks() if "providers:" in b and "routes:" in b]
+    assert parse_config(yaml.safe_load(full), {}).store.path == "llm-gateway-data"
+    env = {"LLM_GATEWAY_DATA_DIR": "/srv/llm-gateway"}
+    assert parse_config(yaml.safe_load(full), env).store.path == "/srv/llm-gateway"
+    cfg = parse_config(yaml.safe_load(full), env, data_dir="/mnt/other")
+    assert cfg.store.path == "/mnt/other" and cfg.log.dir == "/mnt/other/log"
+    readme = (ROOT / "README.md").read_text()
+    rule = readme.split("### Where the store is", 1)[1].split("###", 1)[0]
+    order = ["`--data-dir DIR`", "`LLM_GATEWAY_DATA_DIR`", "`store.path`", "`llm-gateway-data`"]
+    assert sorted(order, key=rule.index) == order  # the README states the same order

@@ -115,7 +115,7 @@ from collectors.drift.config import (
     WORSE_WHEN,
     DriftConfig,
 )
-from collectors.drift.report import DriftRow, format_report, rows_to_jsonl
+from collectors.drift.report import DriftRow, format_report, rows_to_json, rows_to_jsonl
 from collectors.drift.run import run_drift
 from collectors.drift.stats import (
     chi2_homogeneity,
@@ -147,6 +147,7 @@ __all__ = [
     "fisher_exact",
     "format_report",
     "js_distance",
+    "rows_to_json",
     "rows_to_jsonl",
     "run_drift",
     "two_proportion_z",

@@ -52,43 +52,45 @@ def _finite(x: float | None) -> float | None:
     return max(-1e300, min(1e300, x))
 
 
+def _fields(r: DriftRow) -> dict[str, object]:
+    """A row as `llm_drift` stores it: its column names and values."""
+    return {
+        "computed_at": _dt(r.computed_at),
+        "window_start": _dt(r.window_start),
+        "window_end": _dt(r.window_end),
+        "reference_start": _dt(r.reference_start),
+        "app": r.app,
+        "request_model": r.request_model,
+        "metric": r.metric,
+        "statistic": r.statistic,
+        "score": _finite(r.score) or 0.0,
+        "threshold": _finite(r.threshold) or 0.0,
+        "alert": int(r.alert),
+        "level": r.level,
+        "p_value": _finite(r.p_value),
+        "current_calls": r.current_calls,
+        "reference_calls": r.reference_calls,
+        "current_value": _finite(r.current_value),
+        "reference_value": _finite(r.reference_value),
+        "ks_statistic": _finite(r.ks_statistic),
+        "ks_p_value": _finite(r.ks_p_value),
+        "first_seen": _dt(r.first_seen),
+        "detail": r.detail,
+    }
+
+
 def rows_to_jsonl(rows: Iterable[DriftRow]) -> bytes:
     """JSONEachRow for `store.insert("llm_drift", ...)`: the rows that say something. A
     `skipped` row (too few calls to compare) is for the report only: stored at every run it
     would fill the table with rows that say nothing."""
-    out = []
-    for r in rows:
-        if r.level == "skipped":
-            continue
-        out.append(
-            json.dumps(
-                {
-                    "computed_at": _dt(r.computed_at),
-                    "window_start": _dt(r.window_start),
-                    "window_end": _dt(r.window_end),
-                    "reference_start": _dt(r.reference_start),
-                    "app": r.app,
-                    "request_model": r.request_model,
-                    "metric": r.metric,
-                    "statistic": r.statistic,
-                    "score": _finite(r.score) or 0.0,
-                    "threshold": _finite(r.threshold) or 0.0,
-                    "alert": int(r.alert),
-                    "level": r.level,
-                    "p_value": _finite(r.p_value),
-                    "current_calls": r.current_calls,
-                    "reference_calls": r.reference_calls,
-                    "current_value": _finite(r.current_value),
-                    "reference_value": _finite(r.reference_value),
-                    "ks_statistic": _finite(r.ks_statistic),
-                    "ks_p_value": _finite(r.ks_p_value),
-                    "first_seen": _dt(r.first_seen),
-                    "detail": r.detail,
-                },
-                ensure_ascii=False,
-            )
-        )
+    out = [json.dumps(_fields(r), ensure_ascii=False) for r in rows if r.level != "skipped"]
     return ("\n".join(out) + "\n").encode() if out else b""
+
+
+def rows_to_json(rows: Iterable[DriftRow]) -> str:
+    """`llm-gateway drift --json`: every row of the run, the skipped ones too, with
+    `llm_drift`'s column names."""
+    return json.dumps([_fields(r) for r in rows], indent=2, ensure_ascii=False)
 
 
 def _p(p: float | None) -> str:

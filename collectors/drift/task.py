@@ -20,7 +20,11 @@ Insert = Callable[[str, bytes], None]  # a store's `insert`: table, JSONEachRow 
 
 
 def drift_job(
-    query: Query, insert: Insert, show: Callable[[list[DriftRow]], None], cfg: DriftConfig
+    query: Query,
+    insert: Insert,
+    show: Callable[[list[DriftRow]], None],
+    cfg: DriftConfig,
+    ready: Callable[[], bool] | None = None,
 ) -> Periodic:
     async def run() -> None:
         rows = await asyncio.to_thread(run_drift, query, None, cfg)
@@ -30,4 +34,4 @@ def drift_job(
         log.info("drift evaluated", extra={"rows": len(rows), "alerts": sum(r.alert for r in rows)})
 
     every = cfg.interval_minutes * 60
-    return Periodic("drift", every, run, delay=every)
+    return Periodic("drift", every, run, delay=every, until=ready)

@@ -17,7 +17,7 @@ from typing import Any
 from collectors.experiments.moments import experiment_arms, read_moments
 from collectors.experiments.srm import SRM_ALPHA
 from collectors.experiments.verdict import Comparison, Verdict, decide
-from collectors.report.text import dec, finite, label, table
+from collectors.report.text import dec, finite, table
 from collectors.report.text import metric as metric_text
 from collectors.sql import Query, lit, select
 from gateway.experiments.spec import METRICS, Experiment
@@ -68,7 +68,7 @@ def list_experiments(
         return json.dumps(
             [
                 {
-                    "name": e.name,
+                    "experiment": e.name,
                     "status": _status(e, now),
                     "unit": e.unit,
                     "primary": e.primary,
@@ -109,12 +109,14 @@ def _figures(query: Query, name: str) -> dict[str, dict[str, Any]]:
     return {r["variant"]: r for r in rows}
 
 
-def _interval(m: str, low: float | None, high: float | None, scale: float = 1.0) -> str:
+def _interval(m: str, low: float | None, high: float | None) -> str:
     if low is None or high is None:
         return "-"
-    if scale != 1.0:  # a relative lift, in percent
-        return f"{low * 100:+.1f}% to {high * 100:+.1f}%"
     return f"{metric_text(m, low, True)} to {metric_text(m, high, True)}"
+
+
+def _lift(v: float | None) -> str:
+    return "-" if v is None else f"{v * 100:+.1f}%"
 
 
 def _reading(c: Comparison) -> str:
@@ -131,9 +133,11 @@ def _comparison_rows(cs: Iterable[Comparison]) -> list[list[str]]:
             metric_text(c.metric, c.control_value),
             metric_text(c.metric, c.value),
             metric_text(c.metric, c.diff, signed=True),
-            _interval(c.metric, c.low, c.high),
-            "-" if c.lift is None else f"{c.lift * 100:+.1f}%",
-            _interval(c.metric, c.lift_low, c.lift_high, scale=100.0),
+            metric_text(c.metric, c.low, signed=True),
+            metric_text(c.metric, c.high, signed=True),
+            _lift(c.lift),
+            _lift(c.lift_low),
+            _lift(c.lift_high),
             f"{c.p_value:.3g}",
             _reading(c),
         ]
@@ -141,10 +145,41 @@ def _comparison_rows(cs: Iterable[Comparison]) -> list[list[str]]:
     ]
 
 
+# The JSON's field names of a comparison (low, high: the always-valid interval of diff;
+# p_value: always-valid).
 COMPARISON_HEADERS = [
-    "metric", "variant", "control value", "variant value", "difference", "interval",
-    "relative lift", "lift interval", "p (always-valid)", "reading",
+    "metric", "variant", "control_value", "value", "diff", "low", "high", "lift",
+    "lift_low", "lift_high", "p_value", "reading",
 ]  # fmt: skip
+VARIANT_HEADERS = ["variant", "model", "properties", "weight", "units", "calls",
+                   "p95_latency_ms"]  # fmt: skip
+
+
+def _comparison_json(c: Comparison) -> dict[str, Any]:
+    return {**asdict(c), "reading": _reading(c)}
+
+
+def _variants(
+    exp: Experiment, v: Verdict, figures: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each variant's row: its declaration, units, and its figures in llm_experiment_variants."""
+    weights = exp.weights()
+    return [
+        {
+            "variant": var.name,
+            "control": var is exp.control,
+            "model": var.model,
+            "properties": dict(var.properties),
+            "weight": weights[var.name],
+            "units": v.units.get(var.name, 0),
+            "calls": int(figures.get(var.name, {}).get("calls") or 0),
+            "users": int(figures.get(var.name, {}).get("users") or 0),
+            "sessions": int(figures.get(var.name, {}).get("sessions") or 0),
+            "p95_latency_ms": figures.get(var.name, {}).get("p95_latency_ms"),
+            "total_cost_usd": figures.get(var.name, {}).get("total_cost_usd"),
+        }
+        for var in exp.variants
+    ]
 
 
 def _cuped_lines(v: Verdict) -> list[str]:
@@ -172,12 +207,13 @@ def experiment_report(
     query: Query, exp: Experiment, as_json: bool = False, at: float | None = None
 ) -> str:
     v = verdicts(query, [exp], at)[exp.name]
-    figures = _figures(query, exp.name)
+    variants = _variants(exp, v, _figures(query, exp.name))
     if as_json:
-        out = finite({**asdict(v), "variants": figures})
-        return json.dumps(out, indent=2, default=str, allow_nan=False)
+        out = {**asdict(v), "variants": {r["variant"]: r for r in variants}}
+        out["primary"] = [_comparison_json(c) for c in v.primary]
+        out["guardrails"] = [_comparison_json(c) for c in v.guardrails]
+        return json.dumps(finite(out), indent=2, default=str, allow_nan=False)
     when = datetime.fromtimestamp(v.look, UTC)
-    weights = exp.weights()
     lines = [
         f"Experiment {exp.name}: {_status(exp, when)}, by {exp.unit}, "
         f"as of {when:%Y-%m-%d %H:%M} UTC",
@@ -189,19 +225,17 @@ def experiment_report(
     ]
     body = [
         [
-            var.name + (" (control)" if var is exp.control and var.name != "control" else ""),
-            var.model or "-",
-            " ".join(f"{k}={val}" for k, val in var.properties.items()) or "-",
-            f"{weights[var.name]:.0%}",
-            str(v.units.get(var.name, 0)),
-            label(str(int(figures[var.name]["calls"])) if var.name in figures else "0"),
-            dec(figures.get(var.name, {}).get("p95_latency_ms"), 0),
+            r["variant"] + (" (control)" if r["control"] and r["variant"] != "control" else ""),
+            r["model"] or "-",
+            " ".join(f"{k}={val}" for k, val in r["properties"].items()) or "-",
+            f"{r['weight']:.0%}",
+            str(r["units"]),
+            str(r["calls"]),
+            dec(r["p95_latency_ms"], 0),
         ]
-        for var in exp.variants
+        for r in variants
     ]
-    lines += table(
-        ["variant", "model", "properties", "weight", "units", "calls", "p95 ms"], body, 3
-    )
+    lines += table(VARIANT_HEADERS, body, 3)
     srm = f"Sample ratio: p = {v.srm_p_value:.3g} (always-valid; flagged below {SRM_ALPHA:g})"
     if v.moved_units:
         srm += f"; {v.moved_units} units seen under two variants left out"

@@ -24,13 +24,6 @@ from collectors.report.text import dec, finite, metric, table
 from collectors.sql import Query, lit, select
 from gateway.experiments.spec import METRICS
 
-HEADERS = {
-    "acceptance_rate": "acceptance",
-    "thumbs_up_rate": "thumbs up",
-    "mean_rating": "rating",
-    "turns_per_session": "turns/session",
-    "cost_per_call": "cost/call",
-}
 NOTE = (
     "Observational: each model served whoever happened to use it, so differences may come "
     "from the users, prompts or times, not the model. Run an experiment to know."
@@ -38,8 +31,9 @@ NOTE = (
 
 
 def _calls(query: Query, app: str | None, start: float, end: float) -> dict[str, Any]:
-    """Per served model: calls, p95 latency, the names clients asked for where they differ;
-    and under '' the calls that reached no model."""
+    """Per served model: calls, the response cache's hits and what they saved, p95 latency,
+    the names clients asked for where they differ; and under '' the calls that reached no
+    model."""
     where = (
         f"started_at >= toDateTime64({start:.3f}, 3, 'UTC') AND "
         f"started_at <= toDateTime64({end:.3f}, 3, 'UTC')"
@@ -48,6 +42,8 @@ def _calls(query: Query, app: str | None, start: float, end: float) -> dict[str,
     rows = select(
         query,
         f"SELECT if(upstream_model = '', '', {SERVED}) AS arm, count() AS calls, "
+        "countIf(cache_status = 'hit') AS cache_hits, "
+        "sum(ifNull(cost_saved_usd, 0)) AS saved_usd, "
         "quantileDeterministic(0.95)(latency_ms, cityHash64(request_id)) AS p95_ms, "
         "arraySort(groupUniqArrayIf(toString(request_model), "
         "request_model != upstream_model AND request_model != '')) AS requested "
@@ -91,7 +87,7 @@ def _segment_table(
 
 
 def _differences(m: str, by: str, reference: str, diffs: list[Difference]) -> list[str]:
-    headers = ["model", "pooled difference", f"stratified over {by}", "traffic covered"]
+    headers = ["upstream_model", "pooled", "stratified", "coverage"]  # as in the JSON
     body = [
         [
             _name(d.model),
@@ -101,7 +97,10 @@ def _differences(m: str, by: str, reference: str, diffs: list[Difference]) -> li
         ]
         for d in diffs
     ]
-    title = f"Difference from {_name(reference)}, the most used model, in {METRICS[m].label}"
+    title = (
+        f"Difference from {_name(reference)}, the most used model, in {METRICS[m].label} "
+        f"(pooled; stratified over {by}; the share of traffic the segments cover)"
+    )
     return [title, *table(headers, body, 1)]
 
 
@@ -152,20 +151,22 @@ def models_report(
     where = f"app {app}" if app is not None else "every app"
     figures = {
         a: {
-            "model": label(a)[0],
+            "upstream_model": label(a)[0],
             "provider": label(a)[1],
-            "requested": calls.get(a, {}).get("requested", []),
+            "request_models": calls.get(a, {}).get("requested", []),
             "users": pooled[a].units,
             "calls": int(calls.get(a, {}).get("calls", 0)),
-            "p95_latency_ms": calls.get(a, {}).get("p95_ms"),
+            "cache_hits": int(calls.get(a, {}).get("cache_hits", 0)),
+            "saved_usd": float(calls.get(a, {}).get("saved_usd", 0.0)),
             **{m: _fig_json(Figure.of(pooled[a], m)) for m in MODEL_METRICS},
+            "p95_latency_ms": calls.get(a, {}).get("p95_ms"),
         }
         for a in models
     }
     if as_json:
         out: dict[str, Any] = {
             "app": app, "observational": True, "note": NOTE, "unserved_calls": unserved,
-            "models": {f["model"] if _unique(figures) else _name(a): f
+            "models": {f["upstream_model"] if _unique(figures) else _name(a): f
                        for a, f in figures.items()},
         }  # fmt: skip
         if by:
@@ -180,13 +181,16 @@ def models_report(
     if not models:
         return f"No calls from {where} reached a model in the last {since}.\n"
     body = [
-        [label(a)[0], label(a)[1] or "-", ", ".join(f["requested"]) or "-", str(f["users"]),
-         str(f["calls"]), *(_cell(Figure.of(pooled[a], m), m) for m in MODEL_METRICS),
+        [label(a)[0], label(a)[1] or "-", ", ".join(f["request_models"]) or "-", str(f["users"]),
+         str(f["calls"]), str(f["cache_hits"]), dec(f["saved_usd"], 4),
+         *(_cell(Figure.of(pooled[a], m), m) for m in MODEL_METRICS),
          dec(f["p95_latency_ms"], 0)]
         for a, f in figures.items()
     ]  # fmt: skip
-    headers = ["served model", "provider", "requested as", "users", "calls"]
-    headers += [HEADERS[m] for m in MODEL_METRICS] + ["p95 ms"]
+    # the JSON's field names (a model's figures)
+    headers = ["upstream_model", "provider", "request_models", "users", "calls", "cache_hits",
+               "saved_usd"]  # fmt: skip
+    headers += [*MODEL_METRICS, "p95_latency_ms"]
     lines = [
         f"Models that served {where} in the last {since} (95% intervals, users as clusters)",
         "",
@@ -205,7 +209,7 @@ def models_report(
 
 def _unique(figures: dict[str, dict[str, Any]]) -> bool:
     """Each served model name is served by one provider only (then it is the key)."""
-    names = [f["model"] for f in figures.values()]
+    names = [f["upstream_model"] for f in figures.values()]
     return len(names) == len(set(names))
 
 
@@ -215,7 +219,7 @@ def _fig_json(f: Figure) -> dict[str, Any]:
 
 def _diff_json(d: Difference) -> dict[str, Any]:
     return {
-        "model": label(d.model)[0], "pooled": d.pooled, "pooled_ci95": d.pooled_ci95,
+        "upstream_model": label(d.model)[0], "pooled": d.pooled, "pooled_ci95": d.pooled_ci95,
         "stratified": d.stratified, "stratified_ci95": d.stratified_ci95,
         "coverage": d.coverage, "segments": d.segments, "simpson": d.simpson,
         "confounded": d.confounded,

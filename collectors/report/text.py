@@ -1,20 +1,14 @@
-"""Plain-text report formatting: numbers as the reports print them, aligned tables."""
+"""Plain-text report formatting: numbers as the reports print them. Tables, and the
+columns a report's table and its JSON share, are gateway/commands/table.py's."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
+from gateway.commands.table import Column, num, rows_json, rows_table, table
 
-def num(v: Any) -> float | None:
-    # 64-bit integers may come quoted (output_format_json_quote_64bit_integers)
-    if v is None:
-        return None
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
+__all__ = ["Column", "num", "rows_json", "rows_table", "table"]
 
 
 def whole(v: Any) -> str:
@@ -37,20 +31,6 @@ def dec(v: Any, places: int = 2) -> str:
 def label(v: Any) -> str:
     s = "" if v is None else str(v)
     return s if s else "(none)"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int) -> list[str]:
-    """Columns left-aligned up to `numeric_from`, right-aligned from there on."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            c.ljust(w) if i < numeric_from else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return ("  " + "  ".join(parts)).rstrip()
-
-    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
 def metric(name: str, v: float | None, signed: bool = False) -> str:

@@ -12,13 +12,17 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.access.config import limits_from
 from gateway.access.keys import GatewayKey, hash_secret, hint_of, new_key_id, new_secret
 from gateway.access.keystore import TABLE, key_from_row, parse_rows, row_of, select_sql
+from gateway.commands.table import Column, rows_table
 from gateway.errors import ConfigError, KeyCommandError
+from gateway.recording.money import usd
 
 
 class KeyTable(Protocol):
@@ -80,13 +84,15 @@ def rotate(store: KeyTable, ident: str) -> tuple[str, GatewayKey]:
 
 
 def describe(key: GatewayKey, secret: str | None = None) -> dict[str, Any]:
+    """A key as the commands print it, named as the `llm_gateway_keys` columns (`key`:
+    the secret, when just made)."""
     out: dict[str, Any] = {
-        "id": key.key_id,
+        "key_id": key.key_id,
         "name": key.name,
+        "hint": key.hint,
         "app": key.app,
         "team": key.team,
-        "hint": key.hint,
-        "created_at": key.created_at,
+        "created_at": datetime.fromtimestamp(key.created_at, UTC).strftime(_TIME)[:-3],
         "revoked": key.revoked,
         "limits": key.limits.to_json(),
     }
@@ -95,20 +101,34 @@ def describe(key: GatewayKey, secret: str | None = None) -> dict[str, Any]:
     return out
 
 
+_TIME = "%Y-%m-%d %H:%M:%S.%f"  # as ClickHouse writes a DateTime64(3)
+
+
+def _limits(lim: dict[str, Any]) -> str:
+    shown = {k: v for k, v in lim.items() if v and k != "budget_period"}
+    if "models" in shown:
+        shown["models"] = ",".join(shown["models"])
+    if "budget_usd" in shown:
+        shown["budget_usd"] = f"{usd(shown['budget_usd'])}/{lim['budget_period']}"
+    return " ".join(f"{k}={v}" for k, v in shown.items()) or "-"
+
+
+COLUMNS = (
+    Column("key_id"), Column("name"), Column("hint"), Column("app"), Column("team"),
+    Column("created_at", lambda v: v[:16]), Column("revoked", lambda v: "yes" if v else "no"),
+    Column("limits", _limits),
+)  # fmt: skip
+
+
 def _print(args: argparse.Namespace, items: list[dict[str, Any]], note: str = "") -> None:
     if args.json:
         print(json.dumps(items if args.keys_cmd == "list" else items[0], indent=2))
         return
+    if not items:
+        print("No gateway keys." if getattr(args, "all", False) else "No active gateway keys.")
+        return
+    print("\n".join(rows_table(COLUMNS, items, len(COLUMNS))).rstrip())
     for d in items:
-        lim = {k: v for k, v in d["limits"].items() if v and k != "budget_period"}
-        if "models" in lim:
-            lim["models"] = ",".join(lim["models"])
-        if "budget_usd" in lim:
-            lim["budget_usd"] = f"{lim['budget_usd']:g}/{d['limits']['budget_period']}"
-        state = " (revoked)" if d["revoked"] else ""
-        extra = " ".join(f"{k}={v}" for k, v in lim.items())
-        line = f"{d['id']}  {d['name']}{state}  {d['hint']}  app={d['app'] or '-'}  {extra}"
-        print(line.rstrip())
         if "key" in d:
             print(f"key: {d['key']}")
     if note:
@@ -138,14 +158,17 @@ def run(args: argparse.Namespace, store: KeyTable) -> int:
     return 0
 
 
-def add_parser(k: argparse.ArgumentParser) -> None:
-    """The actions of the CLI's `keys` command (`k`, which runs `run` with the store)."""
+def add_parser(
+    k: argparse.ArgumentParser, common: Callable[[argparse.ArgumentParser], None]
+) -> None:
+    """The actions of the CLI's `keys` command (`k`, which runs `run` with the store);
+    `common` adds the options every command takes (--config, --data-dir)."""
     ks = k.add_subparsers(dest="keys_cmd", required=True, metavar="ACTION",
                           help="create | list | revoke | rotate")  # fmt: skip
 
     def action(name: str, text: str) -> argparse.ArgumentParser:
         p = ks.add_parser(name, help=text, description=text)
-        p.add_argument("--config", default=argparse.SUPPRESS, help="YAML config file")
+        common(p)
         p.add_argument("--json", action="store_true", help="print JSON")
         return p
 

@@ -14,6 +14,7 @@ import math
 from gateway.access import limiter as L
 from gateway.access.limiter import Quota
 from gateway.errors import AccessDenied, Headers
+from gateway.recording.money import usd
 from gateway.recording.record import Outcome
 
 __all__ = ["AccessDenied", "Headers"]  # the request path takes them from here too
@@ -57,6 +58,12 @@ _REFUSALS = {
                         "lgw_..., x-api-key or api-key).", None),
     "invalid_api_key": (401, _BAD, Outcome.REFUSED_KEY,
                         "Incorrect gateway key provided (unknown or revoked).", None),
+    # A credential that is no gateway key at all: a provider's key sent to a gateway that
+    # requires its own. Said plainly: the caller did send a key, only not one of ours.
+    "not_gateway_key": (401, _BAD, Outcome.REFUSED_KEY, "The key provided is not a gateway "
+                        "key: this gateway requires one (lgw_...), where your SDK puts its "
+                        "API key. A provider's key (sk-..., sk-ant-...) is not accepted here; "
+                        "ask the gateway's operator for a gateway key.", None),
     "keys_loading": (503, "server_error", Outcome.REFUSED_KEY,
                      "The gateway is still reading its keys; try again in a moment.", 1.0),
     "model_not_allowed": (403, _BAD, Outcome.REFUSED_MODEL,
@@ -68,10 +75,15 @@ _REFUSALS = {
 }  # fmt: skip
 
 
+# Refusals that answer with another refusal's code (what SDKs and scripts key on).
+_CODES = {"not_gateway_key": "invalid_api_key"}
+
+
 def refusal(code: str, what: str = "") -> AccessDenied:
     """A refusal of `_REFUSALS` (a model, an origin or a Host named in the message)."""
     status, type_, outcome, message, retry = _REFUSALS[code]
     headers = _retry(retry) if retry is not None else None
+    code = _CODES.get(code, code)
     return AccessDenied(status, message.format(what[:256]), type_, code, outcome, headers)
 
 
@@ -93,7 +105,7 @@ def refused(adm: L.Admission) -> AccessDenied:
         return AccessDenied(
             429,
             f"The gateway key {key.name!r} has spent its budget of "
-            f"${lim.budget_usd:g} for this {lim.budget_period}.",
+            f"${usd(lim.budget_usd)} for this {lim.budget_period}.",
             "insufficient_quota",
             "insufficient_quota",
             Outcome.REFUSED_BUDGET,

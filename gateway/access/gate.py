@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.access.answers import AccessDenied, Headers, ratelimit_headers, refusal, refused
 from gateway.access.config import AuthConfig
-from gateway.access.keys import GatewayKey, presented_secret
+from gateway.access.keys import GatewayKey, any_credential, presented_secret
 from gateway.access.keystore import KeyStore, Query, parse_rows
 from gateway.access.limiter import Admission, Limiter, open_limiter
 from gateway.access.origin import OriginGuard
@@ -84,7 +85,11 @@ class Gate:
                     raise refusal("keys_loading" if loading else "invalid_api_key")
                 return key
             if self.require_key:
-                raise refusal("missing_api_key")
+                raise refusal(
+                    "not_gateway_key"
+                    if any_credential(authorization, x_api_key, api_key)
+                    else "missing_api_key"
+                )
             return None
         except AccessDenied as e:
             self.count(e.outcome)
@@ -149,18 +154,20 @@ class Gate:
             usd = float(r["day" if k.limits.budget_period == "day" else "month"]) if r else 0.0
             await self.limiter.seed_spend(k, usd)
 
-    def jobs(self, query: Query) -> list[Job]:
-        """Keys re-read from the store every `auth.refresh_seconds` (at once at start:
-        config keys hold meanwhile), and every minute the spend seeded where the counters
-        have none (a restarted Redis)."""
+    def jobs(self, query: Query, ready: Callable[[], bool] | None = None) -> list[Job]:
+        """Keys re-read from the store every `auth.refresh_seconds` (from the moment
+        `ready` holds: the store's tables exist; config keys hold meanwhile), and every
+        minute the spend seeded where the counters have none (a restarted Redis)."""
         self._store_keys = True
 
         async def reseed() -> None:
             await self.seed(query, self.keystore.keys())
 
         return [
-            Periodic("key_refresh", self.cfg.refresh_seconds, lambda: self.refresh(query)),
-            Periodic("spend_seeding", RESEED_SECONDS, reseed, delay=RESEED_SECONDS),
+            Periodic(
+                "key_refresh", self.cfg.refresh_seconds, lambda: self.refresh(query), until=ready
+            ),
+            Periodic("spend_seeding", RESEED_SECONDS, reseed, delay=RESEED_SECONDS, until=ready),
         ]
 
     @property

@@ -109,3 +109,9 @@ def presented_secret(authorization: bytes, x_api_key: bytes, api_key: bytes) -> 
         if value.startswith(PREFIX.encode()):
             return value.decode("latin-1")
     return None
+
+
+def any_credential(authorization: bytes, x_api_key: bytes, api_key: bytes) -> bool:
+    """Whether the client sent some key (a gateway key or not) where SDKs put one."""
+    token = authorization[7:] if authorization[:7].lower() == b"bearer " else authorization
+    return bool(token.strip() or x_api_key.strip() or api_key.strip())

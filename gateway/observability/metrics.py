@@ -66,6 +66,17 @@ class DriftRowLike(Protocol):
     def alert(self) -> bool: ...
 
 
+class PricedRow(Protocol):
+    """What the writer tells of a row it priced (recording/writer.py's PriceView)."""
+
+    app: str
+    provider: str
+    request_model: str
+    upstream_model: str
+    cost_usd: float | None
+    cost_saved_usd: float | None
+
+
 class FeedbackEventLike(Protocol):
     name: str
     source: str
@@ -263,7 +274,19 @@ class Metrics:
             "gateway_job_failures", "Failed runs of each background job since start.", ["job"],
             registry=reg, **gauge_kw,
         )  # fmt: skip
+        # The response cache (gateway/cache), by app and the model that served the call.
+        self.cache_calls = Counter(
+            "gateway_cache_calls", "Calls the response cache had a part in, by what it did "
+            "(hit, miss, refresh, bypass) and the model that served them.",
+            ["app", "provider", "model", "status"], registry=reg,
+        )  # fmt: skip
+        self.cache_saved = Counter(
+            "gateway_cache_saved_usd", "What the calls the response cache answered would have "
+            "cost, in USD (their answers' usage, priced).", ["app", "provider", "model"],
+            registry=reg,
+        )  # fmt: skip
         self._children: dict[tuple[Any, ...], list[Any]] = {}
+        self._cache_children: dict[tuple[str, str, str, str], Any] = {}
 
     def observe(self, rec: CallRecord) -> None:
         """One finished call. Label children are cached per label set, so this is a few
@@ -314,6 +337,24 @@ class Metrics:
             self.retries.labels(rec.provider).inc(rec.attempts - 1)
         if rec.fallback_used:
             self.fallbacks.labels(rec.provider).inc()
+        if rec.cache_status:
+            self._cache_call(app, rec)
+
+    def _cache_call(self, app: str, rec: CallRecord) -> None:
+        served = rec.upstream_model
+        # As for the requested model: a name an upstream refused is a label only if known.
+        served = (
+            self.models(served)
+            if rec.status_code < FAILED_STATUS
+            else (served if served in self.models.known else OTHER)
+        )
+        key = (app, rec.provider, served, rec.cache_status)
+        child = self._cache_children.get(key)
+        if child is None:
+            if len(self._cache_children) > 20_000:
+                self._cache_children.clear()
+            child = self._cache_children[key] = self.cache_calls.labels(*key)
+        child.inc()
 
     def _make_children(self, key: tuple[Any, ...]) -> list[Any]:
         operation, provider, kind, model, app, status_class, error_type, props = key
@@ -339,6 +380,13 @@ class Metrics:
             self.cost.labels(self.apps(app), provider, model).inc(cost)
         if not known:
             self.unknown_price.labels(provider, model).inc()
+
+    def priced_view(self, v: PricedRow, known: bool) -> None:
+        """A row the writer priced: its cost, and what a response-cache hit saved."""
+        self.priced(v.provider, v.request_model, v.cost_usd, known, v.app)
+        if v.cost_saved_usd:
+            model = self.models(v.upstream_model)
+            self.cache_saved.labels(self.apps(v.app), v.provider, model).inc(v.cost_saved_usd)
 
     def feedback_event(self, event: FeedbackEventLike) -> None:
         self.feedback.labels(self.feedback_names(event.name), event.source).inc()

@@ -91,6 +91,9 @@ class CallRecord(msgspec.Struct, kw_only=True):
     usage_estimated: bool = False
     cost_usd: float | None = None
     price_source: str = ""
+    # What a response-cache hit saved: the price of the usage its answer carries (None
+    # until priced, or when unknown); 0 for a call the cache did not answer.
+    cost_saved_usd: float | None = 0.0
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     upstream_ms: float = 0.0
@@ -98,6 +101,7 @@ class CallRecord(msgspec.Struct, kw_only=True):
     attempts: int = 0
     attempt_errors: list[str] = []  # "provider: reason" of each failed attempt, in order
     fallback_used: bool = False
+    cache_status: str = ""  # the response cache: hit | miss | bypass | refresh; "" not involved
     request_bytes: int = 0
     response_bytes: int = 0
     user_agent: str = ""
@@ -163,6 +167,12 @@ def finish(
     rec.overhead_ms += max(rec.latency_ms - rec.upstream_ms, 0.0)
 
 
+def usage_estimate(observer: UsageSource, payload: dict[str, Any]) -> tuple[int, int]:
+    """(input, output) tokens of a call whose upstream reported none, as it is recorded
+    (and told to a client that reads usage in a translated stream)."""
+    return estimate_input(payload), from_chars(observer.output_chars)
+
+
 def _estimate_usage(rec: CallRecord, observer: UsageSource, payload: dict[str, Any] | None) -> None:
     """Estimate tokens when the upstream reported none for an answer it did give."""
     if observer.usage_seen or not observer.estimates_usage or payload is None:
@@ -171,8 +181,7 @@ def _estimate_usage(rec: CallRecord, observer: UsageSource, payload: dict[str, A
         rec.status_code >= 400 and not observer.output_chars
     ):
         return
-    rec.input_tokens = estimate_input(payload)
-    rec.output_tokens = from_chars(observer.output_chars)
+    rec.input_tokens, rec.output_tokens = usage_estimate(observer, payload)
     rec.usage_estimated = True
 
 

@@ -36,7 +36,7 @@ _STORE = StoreConfig()  # the defaults
 # (name, type, default), so the view cannot drift from the record.
 _PRICED = ("app", "provider", "request_model", "upstream_model", "response_model", "status_code",
            "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
-           "price_source", "started_at")  # fmt: skip
+           "price_source", "started_at", "cache_status", "cost_saved_usd")  # fmt: skip
 if TYPE_CHECKING:
     PriceView = CallRecord  # typed as the record, of which it is a part
 else:
@@ -48,11 +48,6 @@ else:
 
 _view = msgspec.json.Decoder(PriceView).decode
 _encode_json = msgspec.json.Encoder().encode
-# An unpriced record's two fields. `"cost_usd":null` cannot occur anywhere else in a line
-# (properties hold strings, and quotes inside strings are escaped); `"price_source":""`
-# can, as a property: then the line is re-encoded by field.
-_COST_NULL = b'"cost_usd":null'
-_SOURCE_EMPTY = b'"price_source":""'
 _fields = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 
 
@@ -62,41 +57,69 @@ def _once(line: bytes, pattern: bytes) -> int:
     return i if i >= 0 and line.find(pattern, i + len(pattern)) < 0 else -1
 
 
-def _with_price(line: bytes, v: PriceView, cost: float, source: str) -> bytes:
-    """The line with its price fields set, whatever the order of its columns."""
-    cost_json = repr(cost).encode()
-    source_json = _encode_json(source)
-    i, j = _once(line, _COST_NULL), _once(line, _SOURCE_EMPTY)
-    if i >= 0 and j >= 0 and v.price_source == "":
-        (i, a, ra), (j, b, rb) = sorted(
-            ((i, _COST_NULL, b'"cost_usd":' + cost_json),
-             (j, _SOURCE_EMPTY, b'"price_source":' + source_json))
-        )  # fmt: skip
-        return b"".join((line[:i], ra, line[i + len(a) : j], rb, line[j + len(b) :]))
-    fields = _fields(line)
-    fields["cost_usd"] = msgspec.Raw(cost_json)
-    fields["price_source"] = msgspec.Raw(source_json)
-    return _encode_json(fields) + b"\n"
+def _with_fields(
+    line: bytes, changes: list[tuple[str, bytes, bytes]], splice: bool = True
+) -> bytes:
+    """The line with fields set, whatever the order of its columns: each change is (name,
+    its value's JSON now, the new JSON). Spliced in place when each `"name":now` occurs
+    exactly once (and `splice`: the caller knows them to be the record's own, not a
+    property's); else the line is re-encoded by field."""
+    spots = []
+    for name, now, new in changes:
+        old = b'"' + name.encode() + b'":' + now
+        i = _once(line, old) if splice else -1
+        if i < 0:
+            fields = _fields(line)
+            for field, _, value in changes:
+                fields[field] = msgspec.Raw(value)
+            return _encode_json(fields) + b"\n"
+        spots.append((i, len(old), b'"' + name.encode() + b'":' + new))
+    out: list[bytes] = []
+    at = 0
+    for i, n, new in sorted(spots):
+        out += (line[at:i], new)
+        at = i + n
+    out.append(line[at:])
+    return b"".join(out)
+
+
+def _with_price(line: bytes, v: PriceView, cost: float, source: str, hit: bool) -> bytes:
+    """The line priced: its cost, and for a response-cache hit (billed nothing) the cost
+    as what it saved."""
+    changes = [("price_source", b'""', _encode_json(source))]
+    if hit:
+        changes += [("cost_usd", b"null", b"0.0"), ("cost_saved_usd", b"null", repr(cost).encode())]
+    else:
+        changes.append(("cost_usd", b"null", repr(cost).encode()))
+    # `"price_source":""` may also be a property's; it is the record's own when it is empty
+    return _with_fields(line, changes, splice=v.price_source == "")
 
 
 def price_line(
     pricer: Pricer, price_ids: dict[str, str], line: bytes
 ) -> tuple[bytes, PriceView, bool]:
     """The line with its cost filled in, what was read of it, and False when it has
-    tokens but no known price."""
+    tokens but no known price. A response-cache hit costs 0; its price is what it saved."""
     v = _view(line)
     if v.cost_usd is not None:
         return line, v, True
+    hit = v.cache_status == "hit"
     if not (v.input_tokens or v.output_tokens):
-        if v.status_code >= 400:  # a refused call costs nothing
+        if v.status_code >= 400 or hit:  # a refused call, a hit without usage: nothing billed
             v.cost_usd = 0.0
-            return _with_price(line, v, 0.0, "not_billed"), v, True
+            v.cost_saved_usd = 0.0 if hit else v.cost_saved_usd
+            return _with_price(line, v, 0.0, "not_billed", hit), v, True
         return line, v, True
     cost, source = pricer.price_call(price_ids.get(v.provider, ""), v)
+    if hit:
+        v.cost_usd, v.cost_saved_usd = 0.0, cost
+        if cost is None:
+            return _with_fields(line, [("cost_usd", b"null", b"0.0")]), v, False
+        return _with_price(line, v, cost, source, True), v, True
     if cost is None:
         return line, v, False
     v.cost_usd = cost
-    return _with_price(line, v, cost, source), v, True
+    return _with_price(line, v, cost, source, False), v, True
 
 
 class Counters:

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -21,6 +21,9 @@ from gateway.providers.wire import OTHER, Observer, WireAPI
 from gateway.recording.record import CallRecord, finish
 from gateway.request.headers import Headers, RequestHeaders
 from gateway.request.routing import Hop
+
+if TYPE_CHECKING:
+    from gateway.cache.plan import Plan
 
 log = logging.getLogger("gateway.access")
 
@@ -41,6 +44,7 @@ class Exchange:
         "client_gone",
         "deadline",
         "done",
+        "fill",
         "headers",
         "hop",
         "hops",
@@ -99,6 +103,7 @@ class Exchange:
         self.ticket: Ticket | None = None  # what its limits admitted, to settle
         self.answer_headers: Headers = []  # added to the answer (x-ratelimit-*)
         self.settler: Callable[[Ticket, CallRecord], Awaitable[None]] | None = None
+        self.fill: Plan | None = None  # the response cache keeps the answer of this miss
 
     async def settle(self) -> None:
         """Charge the key what the call used (tokens, cost) and give back its slot, once.
@@ -163,6 +168,13 @@ class Exchange:
                     rec.stream = maybe.get("stream") is True
                     return rec.request_model
         return ""
+
+    def name_model(self, deployment: str = "") -> None:
+        """For a call refused before its body was parsed (a bad key, a foreign origin):
+        the model the body names, so that the refusal is recorded under it. A body that
+        names none, or cannot be read, leaves it empty."""
+        with contextlib.suppress(ApiError):
+            self.read_request(self.body, self.wire, deployment)
 
     async def reject(self, e: ApiError) -> None:
         """Answer with the gateway's own error, recorded."""

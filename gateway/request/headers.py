@@ -45,6 +45,8 @@ class RequestHeaders:
         "api_key",
         "app",
         "authorization",
+        "cache",
+        "cache_control",
         "capture",
         "content_length",
         "forward",
@@ -62,6 +64,7 @@ class RequestHeaders:
     def __init__(self, headers: Headers) -> None:
         self.request_id = self.app = self.user = self.session = self.capture = ""
         self.traceparent = self.user_agent = self.host = self.origin = ""
+        self.cache = self.cache_control = ""  # what the call asks of the response cache
         self.authorization = self.api_key = self.x_api_key = self.anthropic_version = b""
         self.content_length = -1
         self.properties: dict[str, str] = {}  # lengths capped with the record's (`finish`)
@@ -77,6 +80,8 @@ class RequestHeaders:
                     self.session = value.decode("latin-1")
                 elif key == b"capture":
                     self.capture = value.decode("latin-1").strip().lower()
+                elif key == b"cache":
+                    self.cache = value.decode("latin-1")
                 elif key.startswith(b"property-") and len(self.properties) < MAX_PROPERTIES:
                     self.properties[key[9:].decode("latin-1")] = value.decode("latin-1")
                 continue
@@ -102,6 +107,8 @@ class RequestHeaders:
                 self.traceparent = value.decode("latin-1")
             elif name == b"origin":
                 self.origin = value.decode("latin-1")
+            elif name == b"cache-control":
+                self.cache_control = value.decode("latin-1")
             forward.append((name, value))
         self.forward = forward
 
@@ -136,8 +143,8 @@ class RequestHeaders:
 
 
 def response_headers(resp: UpstreamResponse, rec: CallRecord, extra: Headers) -> Headers:
-    """The upstream's response headers as the client gets them, with the gateway's request
-    id and `extra` (a gateway key's x-ratelimit-* headers)."""
+    """The upstream's response headers as the client gets them, with the gateway's own
+    (`own_headers`)."""
     out = []
     for lname, value in resp.headers:  # names already in lower case
         if lname in _RESPONSE_DROP:
@@ -146,7 +153,13 @@ def response_headers(resp: UpstreamResponse, rec: CallRecord, extra: Headers) ->
                 out.append((b"x-upstream-request-id", value))
             continue
         out.append((lname, value))
-    out.append((b"x-request-id", rec.request_id.encode()))
+    return out + own_headers(rec, extra)
+
+
+def own_headers(rec: CallRecord, extra: Headers) -> Headers:
+    """What the gateway adds to an answer: its request id, the call's experiment, and
+    `extra` (a gateway key's x-ratelimit-* headers, X-Gateway-Cache)."""
+    out = [(b"x-request-id", rec.request_id.encode())]
     if rec.experiment:  # so the app can show what the variant goes with (e.g. its prompt)
         out.append((b"x-gateway-experiment", rec.experiment.encode()))
         out.append((b"x-gateway-variant", rec.variant.encode()))

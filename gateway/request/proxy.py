@@ -19,6 +19,8 @@ from typing import Any
 from gateway import errors
 from gateway.access.answers import AccessDenied
 from gateway.access.gate import Gate, Ticket
+from gateway.cache import MISS, ResponseCache
+from gateway.cache.replay import replay
 from gateway.errors import ApiError
 from gateway.experiments import Assigner
 from gateway.observability.tracing import new_ids
@@ -56,12 +58,14 @@ class Proxy:
         tracing: bool = False,
         gate: Gate | None = None,
         price: Callable[[CallRecord], float | None] | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         # The steps in reading order: route, assign, attempt, record.
         self.router, self.assigner, self.attempts, self.sink = router, assigner, attempts, sink
         self.capture, self.max_body, self.tracing = capture, max_body, tracing
         self.gate = gate  # gateway keys and limits (gateway/access)
         self.price = price  # a call's cost, for the spend of a key with a budget
+        self.cache = cache  # the response cache (gateway/cache)
         self._settling: set[asyncio.Task[None]] = set()
         self.request_ids = RequestIds()
         self.in_flight = self.streams_in_flight = 0
@@ -120,6 +124,8 @@ class Proxy:
             await self._handle(ex, client, scope.get("query_string", b"").decode("latin-1"))
         except AccessDenied as e:
             rec.outcome = Outcome(e.outcome)
+            if not rec.request_model:  # refused before the body was parsed
+                ex.name_model(client.deployment)
             await ex.reject(e)
         except ApiError as e:
             rec.outcome = Outcome.REJECTED if e.status < 500 else rec.outcome
@@ -163,6 +169,9 @@ class Proxy:
 
     async def _settle(self, ticket: Ticket, rec: CallRecord) -> None:
         assert self.gate is not None
+        if rec.cache_status == "hit":  # counted in the key's rpm; no tokens, no spend
+            await self.gate.settle(ticket, 0, None)
+            return
         budget = ticket.adm is not None and ticket.adm.period
         cost = self.price(rec) if self.price is not None and budget else None
         await self.gate.settle(ticket, rec.input_tokens + rec.output_tokens, cost)
@@ -196,6 +205,8 @@ class Proxy:
         ex.deadline = asyncio.get_running_loop().time() + hops[0].provider.cfg.timeouts.total
         ex.hops, ex.path = hops, client.path
         ex.query = without_api_version(query) if client.azure else query
+        if self.cache is not None and await self._cached(ex, resolved.route):
+            return
         resp = await self.attempts.forward(ex)
         assert ex.hop is not None
         ex.translation = translation = translation_for(wire, ex.hop.provider)
@@ -203,7 +214,10 @@ class Proxy:
             ex.observer = translation.observer(rec)
         try:
             ctype = resp.header(b"content-type") or b""
-            if rec.stream and resp.status == 200 and ctype.startswith(_STREAM_TYPES):
+            streamed = rec.stream and resp.status == 200 and ctype.startswith(_STREAM_TYPES)
+            if ex.fill is not None:
+                ex.fill.stream, ex.fill.content_type = streamed, ctype.decode("latin-1")
+            if streamed:
                 self.streams_in_flight += 1
                 try:
                     await relay_stream(ex, resp)
@@ -214,3 +228,24 @@ class Proxy:
                 await relay_whole(ex, resp)
         finally:
             resp.release()
+        if ex.fill is not None:
+            assert self.cache is not None
+            self.cache.finish(ex)
+
+    async def _cached(self, ex: Exchange, route: str) -> bool:
+        """True when the response cache answered the call; else the call goes upstream
+        (`ex.fill` set when its answer is to be stored)."""
+        assert self.cache is not None
+        plan = self.cache.plan(ex, route)
+        if plan is None:
+            return False
+        entry = await self.cache.lookup(plan)
+        base = ex.answer_headers
+        if entry is not None:
+            ex.answer_headers, ex.rec.cache_status = [*base, plan.header], "hit"
+            if await replay(ex, entry):
+                return True
+            plan.status = MISS  # stored in a shape this call cannot take: asked again
+        ex.answer_headers, ex.rec.cache_status = [*base, plan.header], plan.status.lower()
+        ex.fill = plan if plan.store else None
+        return False

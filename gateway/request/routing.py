@@ -66,6 +66,7 @@ class Hop:
 class Resolved:
     model: str  # after aliases
     hops: tuple[Hop, ...]
+    route: str = ""  # the `match` of the route that took the call
 
 
 class Routing(Protocol):
@@ -113,7 +114,7 @@ class Router:
         for match, pattern, targets in self._routes:
             if pattern.match(model) is not None if pattern else match == model:
                 hops = tuple(Hop(p, m or model) for p, m in targets)
-                return Resolved(model, hops)
+                return Resolved(model, hops, match)
         return None
 
     def resolve(self, name: str) -> Resolved | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -244,6 +246,24 @@ def test_the_client_is_a_wheel_of_its_own(tmp_path: Path):
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["FeedbackClient", "share"]
+
+
+def test_the_readme_says_where_uv_build_writes_the_wheel(tmp_path: Path):
+    """The README's build command, as written, from the root of a copy of the workspace:
+    the wheel is where the README says it is."""
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"`uv build clients/python`\s+writes one,.*?into `([^`]+)` at the root of "
+                  r"the checkout", readme, re.S)  # fmt: skip
+    assert m, "the README does not say where `uv build clients/python` writes"
+    for f in ("pyproject.toml", "uv.lock", "README.md"):
+        shutil.copy(ROOT / f, tmp_path / f)
+    shutil.copytree(CLIENT_DIR, tmp_path / "clients" / "python",
+                    ignore=shutil.ignore_patterns("dist", "__pycache__", "*.egg-info"))  # fmt: skip
+    p = subprocess.run([program("uv"), "build", "clients/python"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    built = sorted(x.name for x in (tmp_path / m.group(1)).glob("llm_gateway_feedback-*"))
+    assert sorted(x.rsplit(".", 1)[-1] for x in built) == ["gz", "whl"], (built, p.stderr)
 
 
 # ---------------------------------------------------------------- sending in the background

@@ -57,6 +57,9 @@ CORE_PANELS = {
     ("llm-gateway-overview", "Time to first token p50 / p95"),
     ("llm-gateway-cost", "Tokens per second by model and type"),
     ("llm-gateway-cost", "Spend rate by app (USD/hour)"),
+    ("llm-gateway-cost", "Cache hit ratio"),
+    ("llm-gateway-cost", "Cache hit ratio by app"),
+    ("llm-gateway-cost", "Saved by the cache in range"),
 }
 TOP_APPS_BY_COST = ("llm-gateway-cost", "Top apps by cost")
 TOP_USERS_BY_COST = ("llm-gateway-cost", "Top end users by cost")
@@ -207,7 +210,8 @@ def expand_sql(
 # --------------------------------------------------------------------------------- traffic
 def send_traffic(gw: GatewayProcess, fake: FakeUpstream) -> None:
     """Non-stream and stream calls from two apps and three users over OpenAI and Anthropic,
-    plus a refused call (404, no route), an upstream 500, a fallback and an unpriced model."""
+    plus a refused call (404, no route), an upstream 500, a fallback, an unpriced model, and
+    a call asked twice of the response cache (a miss, then a hit; hits only, after that)."""
 
     def oai(app: str, user: str) -> openai.OpenAI:
         headers = {"X-Gateway-App": app, "X-Gateway-User": user}
@@ -228,6 +232,11 @@ def send_traffic(gw: GatewayProcess, fake: FakeUpstream) -> None:
     list(web2.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
     list(web2.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
     web.embeddings.create(model="text-embedding-3-small", input="hello")
+    once = [{"role": "user", "content": "Once."}]
+    for _ in range(2):
+        web.chat.completions.create(
+            model="gpt-4o", messages=once, temperature=0, extra_headers={"X-Gateway-Cache": "on"}
+        )
     claude.messages.create(model="claude-haiku-4-5", max_tokens=16, messages=MESSAGES)
     with claude.messages.stream(
         model="claude-haiku-4-5", max_tokens=16, messages=MESSAGES
@@ -251,7 +260,7 @@ def traffic(gateway: GatewayProcess, fake: FakeUpstream) -> float:
     started = time.time()
     send_traffic(gateway, fake)
     apps = ", ".join(f"'{a}'" for a in APPS)
-    gateway.wait_rows(f"app IN ({apps}) AND started_at >= toDateTime({int(started)})", 11)
+    gateway.wait_rows(f"app IN ({apps}) AND started_at >= toDateTime({int(started)})", 13)
     return started
 
 
@@ -417,6 +426,10 @@ def test_core_panels_show_the_traffic(prometheus: Prometheus):
     assert {s["metric"]["type"] for s in tokens} == {"input", "output"}
     ttft = finite_values(run("llm-gateway-overview", "Time to first token p50 / p95", "B"))
     assert ttft and 0 < ttft[0] < 5
+    (ratio,) = finite_values(run("llm-gateway-cost", "Cache hit ratio"))
+    assert 0 < ratio <= 1  # hits (the miss came before Prometheus watched)
+    (saved,) = finite_values(run("llm-gateway-cost", "Saved by the cache in range"))
+    assert saved > 0
 
 
 def test_template_variables_list_the_labels(prometheus: Prometheus):
@@ -583,6 +596,9 @@ def test_every_sql_panel_runs_on_chdb(gateway: GatewayProcess, traffic: float):
     assert "fallback-model" in by_model[("gpt-4o", "openai")]["requested_as"], served
     hourly = results[("llm-gateway-cost", "Cost by served model per hour", "batch")]
     assert "gpt-4o (openai)" in {r["served_model"] for r in hourly}, hourly
+    saved = results[("llm-gateway-cost", "Saved by the cache, by served model", "web")]
+    (gpt4o,) = [r for r in saved if (r["served_model"], r["provider"]) == ("gpt-4o", "openai")]
+    assert gpt4o["hits"] >= 1 and gpt4o["saved_usd"] > 0 and 0 < gpt4o["hit_ratio"] < 1, saved
 
 
 # ----------------------------------------------------------------------------------- (d)
@@ -625,6 +641,9 @@ def test_dashboard_json_is_consistent():
         assert not hardcoded, f"{name}: data source uids not from a variable: {hardcoded}"
         for var in defined.values():
             if var["type"] == "datasource":
+                continue
+            if var["type"] == "textbox":  # a gateway key: no Prometheus label holds it
+                assert var["name"] == "key" and var["query"] == "", (name, var["name"])
                 continue
             assert var["datasource"]["uid"] == "${DS_PROMETHEUS}", (name, var["name"])
             assert var["query"]["query"].startswith("label_values("), (name, var["name"])

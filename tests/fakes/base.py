@@ -87,6 +87,9 @@ class Behaviour:
     """Chat: after the text, a tool call with this ``id``, ``name`` and ``arguments`` (a JSON
     string; streamed in pieces after a first delta carrying id and name, as OpenAI does), and
     ``finish_reason`` ``tool_calls``."""
+    refusal: str | None = None
+    """Chat: the model refuses, with this text (`message.refusal`, streamed as `delta.refusal`
+    pieces), instead of answering."""
     embedding_dim: int = 8
     models: list[str] = field(
         default_factory=lambda: ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small"]

@@ -76,7 +76,11 @@ class OpenAIRoutes(Upstream):
         if not data.get("stream"):
             choice: dict[str, Any] = {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": {
+                    "role": "assistant",
+                    "content": None if b.refusal else text,
+                    "refusal": b.refusal,
+                },
                 "finish_reason": b.finish_reason,
                 "logprobs": None,
             }
@@ -148,7 +152,10 @@ class OpenAIRoutes(Upstream):
                     },
                 )
             yield None, chunk(delta({"role": "assistant", "content": "", "refusal": None}))
-            for piece in u.chunks:
+            if b.refusal:
+                for piece in split_reply(b.refusal, 2):
+                    yield None, chunk(delta({"refusal": piece}))
+            for piece in () if b.refusal else u.chunks:
                 yield None, chunk(delta({"content": piece}))
             if tool is not None:
                 first = {"id": tool["id"], "type": "function",

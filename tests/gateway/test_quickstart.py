@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import anthropic
+import httpx
 import openai
 
 from tests.conftest import free_port
@@ -78,6 +79,22 @@ def test_zero_config_quickstart(fake, tmp_path: Path):
         # what to price them as (README, "Providers").
         assert all(r["unpriced"] == 1 and r["timed"] == 1 for r in rows)
         assert (tmp_path / "llm-gateway-data").is_dir()
+        # Every background job has done its work once (the keys read from their table):
+        # a fresh store starts without a warning.
+        deadline = time.monotonic() + 30
+        while True:
+            jobs = httpx.get(url + "/readyz").json()["jobs"]
+            if all(j["last_ok_s"] is not None for n, j in jobs.items() if n != "spend_seeding"):
+                break
+            assert time.monotonic() < deadline, jobs
+            time.sleep(0.1)
+        assert all(j["failures"] == 0 for j in jobs.values()), jobs
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
+    assert proc.stdout is not None
+    lines = [json.loads(x) for x in proc.stdout.read().decode().splitlines() if x.startswith("{")]
+    assert lines and not [x for x in lines if x["level"] in ("warning", "error")], lines
+    started = next(x for x in lines if x["event"] == "listening")
+    assert started["data_dir"] == str(tmp_path / "llm-gateway-data")
+    assert started["data_dir_origin"] == "the default, under the working directory"

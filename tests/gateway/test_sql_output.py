@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import result_table
+from gateway.commands.table import result_table
 from gateway.recording.money import usd
 from gateway.recording.store.sqltext import split_statements
 from tests.conftest import GatewayProcess
@@ -64,8 +64,18 @@ def _check_two(out: str) -> None:
         assert lines[0].startswith(f"┌─{name}") and lines[1] == f"│ {value} │", table
 
 
+def cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=120, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
 def test_every_statement_printed_alike_straight_to_the_store(tmp_path: Path):
     env = {"LLM_GATEWAY_DATA_DIR": str(tmp_path / "d")}
+    assert cli("migrate", cwd=tmp_path, env=env).returncode == 0
     _check_two(sql(TWO, tmp_path, env=env))
     out = sql(NOISY, tmp_path, env=env)
     assert "0.0000084" in out and "0.000008400000000000001" not in out and "0.5" in out
@@ -81,3 +91,22 @@ def test_every_statement_printed_alike_straight_to_the_store(tmp_path: Path):
 
 def test_every_statement_printed_alike_through_the_gateway(gateway: GatewayProcess):
     _check_two(sql(TWO, gateway.workdir, "--config", str(gateway.config_path)))
+
+
+def _quotes_as_typed(cwd: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    """A statement without a FORMAT gets one beside its text, never in it: an error quotes
+    the statement as typed, and a statement ending in a comment or an operator is read as
+    typed (a format added to the text was commented out, or read as an identifier)."""
+    for bad in ("SELECT count( FROM llm_calls", "SELECT 1 +"):
+        p = cli(*args, "sql", bad, cwd=cwd, env=env)
+        assert p.returncode == 1 and "SYNTAX_ERROR" in p.stderr, p.stderr
+        assert "FORMAT" not in p.stderr and "JSONCompact" not in p.stderr, p.stderr
+    p = cli(*args, "sql", "SELECT 41 + 1 AS answer -- the answer", cwd=cwd, env=env)
+    assert p.returncode == 0 and p.stdout.splitlines()[1] == "│     42 │", p.stdout + p.stderr
+
+
+def test_errors_quote_the_statement_as_typed(tmp_path: Path, gateway: GatewayProcess):
+    env = {"LLM_GATEWAY_DATA_DIR": str(tmp_path / "d")}
+    assert cli("migrate", cwd=tmp_path, env=env).returncode == 0
+    _quotes_as_typed(tmp_path, env=env)  # straight to the store
+    _quotes_as_typed(gateway.workdir, "--config", str(gateway.config_path))  # through it

@@ -443,6 +443,18 @@ def test_prometheus_rule_points_runbooks_where_asked(chart: helm_python.Chart):
     (rule,) = by_kind(manifests(render_raw(chart, values, PROMETHEUS_OPERATOR)), "PrometheusRule")
     urls = [r["annotations"]["runbook_url"] for g in rule["spec"]["groups"] for r in g["rules"]]
     assert urls and all(u.startswith(base + "#llmgateway") for u in urls), urls
+    # The dashboards' runbook links go to the same page; nothing else of them changes.
+    values["grafana"] = {"dashboards": {"enabled": True}}
+    maps = by_kind(manifests(render_raw(chart, values, PROMETHEUS_OPERATOR)), "ConfigMap")
+    boards = {n: json.loads(t) for m in maps for n, t in m["data"].items() if n.endswith(".json")}
+    links = [x["url"] for d in boards.values() for p in d["panels"] for x in p.get("links", [])]
+    assert links and all(u.startswith(base + "#llmgateway") for u in links), links
+    original = json.loads((DASHBOARDS / "grafana" / "gateway-overview.json").read_text())
+    rewritten = json.dumps(boards["gateway-overview.json"]).replace(base, RUNBOOKS_PAGE)
+    assert json.loads(rewritten) == original
+
+
+RUNBOOKS_PAGE = "https://github.com/llm-gateway/llm-gateway/blob/main/docs/runbooks.md"
 
 
 def test_grafana_dashboards_are_configmaps_for_the_sidecar(rendered: dict):

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from gateway.providers.base import Provider, ProviderConfig
 from gateway.providers.wire import Observer, WireAPI
 from gateway.providers.wire.sse import SSEEvent
+from gateway.recording.record import UsageSource
 
 
 class Splitter(Protocol):
@@ -49,16 +50,21 @@ class Translation(Protocol):
         """The upstream's request body; raises a 400 ApiError for what cannot be carried."""
         ...
 
-    def response(self, obj: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-        """A whole (non-streamed) answer in the client's shape."""
+    def response(
+        self, obj: dict[str, Any], payload: dict[str, Any], usage: UsageSource | None = None
+    ) -> dict[str, Any]:
+        """A whole (non-streamed) answer in the client's shape; `usage`: the observer that
+        read it, as for `stream`."""
         ...
 
     def error(self, obj: Any, status: int) -> dict[str, Any]:
         """An error answer in the client's shape."""
         ...
 
-    def stream(self, payload: dict[str, Any]) -> StreamTranslator:
-        """A translator for one streamed answer to this request."""
+    def stream(self, payload: dict[str, Any], usage: UsageSource | None = None) -> StreamTranslator:
+        """A translator for one streamed answer to this request; `usage` is the observer
+        reading the upstream's stream (what the gateway records of it), for a client
+        dialect that reports usage the upstream may not have sent."""
         ...
 
 

@@ -21,6 +21,7 @@ from gateway.providers.base import ProviderConfig
 from gateway.providers.translate.chat_to_messages import ChatToMessages, ChunkStream, unsupported
 from gateway.providers.wire.base import Observer, as_int, as_str, event_json
 from gateway.providers.wire.converse import ConverseObserver, EventStreamSplitter
+from gateway.recording.record import UsageSource
 
 _encode = msgspec.json.encode
 _API = "Bedrock Converse API"
@@ -110,7 +111,9 @@ class ChatToConverse(ChatToMessages):
             out["requestMetadata"] = a["metadata"]
         return _encode(out)
 
-    def response(self, obj: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    def response(
+        self, obj: dict[str, Any], payload: dict[str, Any], usage: UsageSource | None = None
+    ) -> dict[str, Any]:
         output = obj.get("output")
         msg = output.get("message") if isinstance(output, dict) else None
         content = []
@@ -137,7 +140,7 @@ class ChatToConverse(ChatToMessages):
         type_ = _ERROR_TYPES.get(status, "api_error")
         return error_envelope(message or f"the upstream answered HTTP {status}", None, None, type_)
 
-    def stream(self, payload: dict[str, Any]) -> ConverseChunks:
+    def stream(self, payload: dict[str, Any], usage: UsageSource | None = None) -> ConverseChunks:
         opts = payload.get("stream_options")
         include = isinstance(opts, dict) and opts.get("include_usage") is True
         return ConverseChunks(include, as_str(payload.get("model")))

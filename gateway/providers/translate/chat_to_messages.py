@@ -24,6 +24,7 @@ from gateway.providers.base import ProviderConfig
 from gateway.providers.wire.base import Observer, as_int, as_str, event_json
 from gateway.providers.wire.messages import FINISH_REASONS, AnthropicObserver
 from gateway.providers.wire.sse import SSESplitter
+from gateway.recording.record import UsageSource
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -275,7 +276,9 @@ class ChatToMessages:
             body["stream"] = True
         return body
 
-    def response(self, obj: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    def response(
+        self, obj: dict[str, Any], payload: dict[str, Any], usage: UsageSource | None = None
+    ) -> dict[str, Any]:
         texts: list[str] = []
         calls: list[dict[str, Any]] = []
         for b in obj.get("content") or ():
@@ -315,7 +318,7 @@ class ChatToMessages:
             return error_envelope(as_str(err.get("message")), type_, None, type_)
         return error_envelope(f"the upstream answered HTTP {status}", None, None, "api_error")
 
-    def stream(self, payload: dict[str, Any]) -> ChunkStream:
+    def stream(self, payload: dict[str, Any], usage: UsageSource | None = None) -> ChunkStream:
         opts = payload.get("stream_options")
         return ChunkStream(isinstance(opts, dict) and opts.get("include_usage") is True)
 

@@ -22,6 +22,8 @@ from gateway.providers.translate.chat_to_messages import unsupported
 from gateway.providers.wire.base import Observer, as_int, as_str, event_json
 from gateway.providers.wire.chat import ChatObserver
 from gateway.providers.wire.sse import SSESplitter
+from gateway.recording.record import UsageSource, usage_estimate
+from gateway.recording.tokens import estimate_input
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -186,6 +188,15 @@ def _usage(u: Any) -> dict[str, int]:
     }
 
 
+def _estimated(observed: UsageSource | None, payload: dict[str, Any]) -> dict[str, int]:
+    """An answer without usage, as the gateway records it: its estimate (zeros when the
+    upstream's API is one the gateway does not estimate)."""
+    if observed is None or not observed.estimates_usage or observed.usage_seen:
+        return {"input_tokens": 0, "output_tokens": 0}
+    tokens_in, tokens_out = usage_estimate(observed, payload)
+    return {"input_tokens": tokens_in, "output_tokens": tokens_out}
+
+
 def _sse(kind: str, obj: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + _encode(obj) + b"\n\n"
 
@@ -243,7 +254,9 @@ class MessagesToChat:
                 body["stream_options"] = {"include_usage": True}
         return _encode(body)
 
-    def response(self, obj: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    def response(
+        self, obj: dict[str, Any], payload: dict[str, Any], usage: UsageSource | None = None
+    ) -> dict[str, Any]:
         choices = obj.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices else {}
         msg = choice.get("message") if isinstance(choice, dict) else None
@@ -264,7 +277,9 @@ class MessagesToChat:
             "content": content,
             "stop_reason": STOP_REASONS.get(as_str(choice.get("finish_reason")), "end_turn"),
             "stop_sequence": None,
-            "usage": _usage(obj.get("usage")),
+            "usage": _usage(u)
+            if isinstance(u := obj.get("usage"), dict)
+            else _estimated(usage, payload),
         }
 
     def error(self, obj: Any, status: int) -> dict[str, Any]:
@@ -273,8 +288,8 @@ class MessagesToChat:
             return anthropic_error(as_str(err.get("message")), status, as_str(err.get("type")))
         return anthropic_error(f"the upstream answered HTTP {status}", status)
 
-    def stream(self, payload: dict[str, Any]) -> EventStream:
-        return EventStream()
+    def stream(self, payload: dict[str, Any], usage: UsageSource | None = None) -> EventStream:
+        return EventStream(payload, usage)
 
 
 def _arguments(args: Any) -> Any:
@@ -292,11 +307,18 @@ def _tool_use(id_: str, name: str, input_: Any) -> dict[str, Any]:
 class EventStream:
     """OpenAI chat chunks as Anthropic stream events: `message_start` on the first chunk,
     a content block per text run and per tool call, and at `[DONE]` (the usage chunk has
-    come by then) `message_delta` with the stop reason and usage, then `message_stop`."""
+    come by then) `message_delta` with the stop reason and usage, then `message_stop`.
 
-    __slots__ = ("block", "blocks", "finish", "open", "started", "tools", "usage")
+    An upstream that sends no usage (a server that ignores `stream_options`) leaves the
+    gateway to estimate it: the client is told the same estimate the call is recorded
+    with (input in `message_start`, both in `message_delta`), not zeros."""
 
-    def __init__(self) -> None:
+    __slots__ = ("block", "blocks", "finish", "observed", "open", "payload", "started",
+                 "tools", "usage")  # fmt: skip
+
+    def __init__(self, payload: dict[str, Any], observed: UsageSource | None = None) -> None:
+        self.payload = payload
+        self.observed = observed  # the observer of the upstream's stream
         self.started = False
         self.blocks = 0  # content blocks opened so far
         self.open: str | None = None  # the open block: "text" or a tool call's key
@@ -338,7 +360,7 @@ class EventStream:
             message: dict[str, Any] = {
                 "id": as_str(obj.get("id")), "type": "message", "role": "assistant",
                 "model": as_str(obj.get("model")), "content": [], "stop_reason": None,
-                "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0},
+                "stop_sequence": None, "usage": {"input_tokens": self._input(), "output_tokens": 0},
             }  # fmt: skip
             out = _sse("message_start", {"type": "message_start", "message": message})
         if isinstance(obj.get("usage"), dict):
@@ -376,10 +398,15 @@ class EventStream:
                 out += self._delta({"type": "input_json_delta", "partial_json": args})
         return out
 
+    def _input(self) -> int:
+        """Input tokens known when the stream starts: the estimate (the upstream's figure,
+        when it comes, replaces it in `message_delta`)."""
+        return estimate_input(self.payload) if self.observed is not None else 0
+
     def _end(self) -> bytes:
         if not self.started:
             return b""
-        usage = self.usage or {"output_tokens": 0}
+        usage = self.usage or _estimated(self.observed, self.payload)
         delta = {"stop_reason": self.finish or "end_turn", "stop_sequence": None}
         return (
             self._close()

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from gateway.recording.store.base import StoreError
-from gateway.recording.store.sqltext import sql_string, with_format
+from gateway.recording.store.sqltext import sql_string
 
 
 class ChdbStore:
@@ -41,9 +41,9 @@ class ChdbStore:
         self._run(sql)
 
     def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
-        # chDB's own `fmt` argument would override a FORMAT written in the query: put the
-        # format in the text so the query's own clause wins.
-        return self._run(with_format(sql, fmt), "CSV")
+        # The format goes beside the text, never into it: a FORMAT written in the query
+        # wins, and an error quotes the query as its author wrote it.
+        return self._run(sql, fmt)
 
     def insert(self, table: str, rows: bytes, token: str | None = None) -> None:
         if not rows:

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from gateway.recording.store.base import StoreError
-from gateway.recording.store.sqltext import with_format
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -80,8 +79,12 @@ class ClickHouseStore:
     def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
         with self._lock:
             try:
-                # fmt=None: raw_query adds no FORMAT of its own, so the query's clause wins.
-                return self._get().raw_query(with_format(sql, fmt), fmt=None)
+                # The format as the HTTP interface's default (X-ClickHouse-Format), never
+                # added to the text: the query's own FORMAT wins, and an error quotes the
+                # query as its author wrote it.
+                return self._get().raw_query(
+                    sql, fmt=None, transport_settings={"X-ClickHouse-Format": fmt}
+                )
             except StoreError:
                 raise
             except Exception as e:

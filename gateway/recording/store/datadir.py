@@ -67,6 +67,14 @@ class DataDirLock:
             self._fd = None
 
 
+def has_store(path: str, database: str) -> bool:
+    """Whether the directory holds the embedded store with the gateway's database, judged
+    from ClickHouse's own layout (`metadata/<database>.sql`) without opening it: opening
+    creates the engine's files."""
+    meta = Path(path) / "metadata"
+    return (meta / f"{database}.sql").is_file() or (meta / database).is_dir()
+
+
 def _locked(path: Path) -> bool:
     try:
         fd = os.open(path / LOCK_FILE, os.O_RDWR)

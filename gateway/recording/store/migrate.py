@@ -52,6 +52,7 @@ _ALTER = re.compile(r"ALTER TABLE (\S+)\.(\w+)")
 _CREATE_MV = re.compile(r"CREATE MATERIALIZED VIEW IF NOT EXISTS (\S+)\.(\w+) TO (\S+)\.(\w+)")
 _FROM = re.compile(r"\b(FROM|JOIN) (\w+)\.(\w+)")
 _SHARD_BY = re.compile(r"--\s*shard_by:\s*(.+)")
+_MODIFY_ORDER = re.compile(r",\s*MODIFY ORDER BY .*$", re.S)  # last in its statement
 
 
 def for_cluster(stmt: str, cluster: str) -> list[str]:
@@ -90,10 +91,14 @@ def for_cluster(stmt: str, cluster: str) -> list[str]:
         )
         return [local, dist]
     m = _ALTER.search(stmt)
+    if m and "MODIFY QUERY" in stmt:  # a materialized view's query: on every node, local
+        stmt = _ALTER.sub(f"ALTER TABLE {m.group(1)}.{m.group(2)}{on}", stmt, 1)
+        return [_FROM.sub(lambda f: f"{f.group(1)} {f.group(2)}.{f.group(3)}_local", stmt)]
     if m:
         out = [_ALTER.sub(f"ALTER TABLE {m.group(1)}.{m.group(2)}_local{on}", stmt, 1)]
         if "ADD COLUMN" in stmt:  # the Distributed table's columns follow its local table's
-            out.append(_ALTER.sub(f"ALTER TABLE {m.group(1)}.{m.group(2)}{on}", stmt, 1))
+            dist = _ALTER.sub(f"ALTER TABLE {m.group(1)}.{m.group(2)}{on}", stmt, 1)
+            out.append(_MODIFY_ORDER.sub("", dist))  # a Distributed table has no sorting key
         return out
     return [stmt]
 
@@ -131,10 +136,11 @@ def migrate(
     body_ttl_days: int = DEFAULTS["body_ttl_days"],
     cluster: str | None = None,
     views: Views | None = None,
+    step: Callable[[str], None] | None = None,
     **params: int,
 ) -> list[int]:
     """Apply pending migrations, then create or replace `views`; returns the versions
-    applied now."""
+    applied now. `step` (progress) is told the name of each as it starts."""
     db = store.database
     if not db:
         return []
@@ -159,6 +165,8 @@ def migrate(
     for m in migrations():
         if m.version in done:
             continue
+        if step is not None:
+            step(f"migration {m.version:04d} {m.name}")
         for stmt in render(m, db, body_ttl_days, cluster, **params):
             store.command(stmt)
         store.insert(
@@ -167,7 +175,7 @@ def migrate(
         log.info("migration applied", extra={"version": m.version, "migration": m.name})
         applied.append(m.version)
     if views is not None:
-        _replace_views(store, db, cluster, views, **params)
+        _replace_views(store, db, cluster, views, step, **params)
     return applied
 
 
@@ -184,10 +192,19 @@ def view_statements(
     return out
 
 
-def _replace_views(store: Store, db: str, cluster: str | None, views: Views, **params: int) -> None:
+def _replace_views(
+    store: Store,
+    db: str,
+    cluster: str | None,
+    views: Views,
+    step: Callable[[str], None] | None,
+    **params: int,
+) -> None:
     listed = store.query(f"SELECT name, comment FROM system.tables WHERE database = '{db}'")
     have = {row["name"]: row["comment"] for row in map(json.loads, listed.splitlines())}
     for name, digest, sql in view_statements(views, db, cluster, **params):
         if have.get(name) != digest:
+            if step is not None:
+                step(f"view {name}")
             store.command(sql)
             log.info("view replaced", extra={"view": name})

@@ -12,15 +12,6 @@ def has_format(sql: str) -> bool:
     return _FORMAT_RE.search(sql) is not None
 
 
-# An INSERT's FORMAT names its data's format, and VALUES would read an added one as data.
-_INSERT_RE = re.compile(r"(\s*(--[^\n]*\n|/\*.*?\*/))*\s*INSERT\b", re.IGNORECASE | re.DOTALL)
-
-
-def with_format(sql: str, fmt: str) -> str:
-    sql = sql.strip().rstrip(";")
-    return sql if has_format(sql) or _INSERT_RE.match(sql) else f"{sql} FORMAT {fmt}"
-
-
 def sql_string(s: str) -> str:
     """A ClickHouse string literal, quoted and escaped."""
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -102,7 +102,7 @@ def test_simpsons_paradox_is_said_plainly(store: ChdbStore) -> None:
     assert seg["pro"]["model-b (openai)"]["value"] == pytest.approx(0.55)
     assert seg["free"]["model-b (openai)"]["value"] == pytest.approx(0.15)
     (d,) = data["differences"]
-    assert d["model"] == "model-b"
+    assert d["upstream_model"] == "model-b"
     assert d["pooled"] == pytest.approx(235 / 500 - 140 / 500)  # +19 points
     assert d["segments"] == {"pro": pytest.approx(-0.05), "free": pytest.approx(-0.05)}
     assert d["stratified"] == pytest.approx(-0.05)  # the same in both plans, whatever weights
@@ -141,17 +141,17 @@ def test_apps_side_by_side_and_calls_that_reached_no_model(store: ChdbStore) -> 
     assert data["segments"]["app-one"]["model-a (openai)"]["value"] == pytest.approx(0.4)
     assert "model-c (openai)" in data["segments"]["app-two"]
     assert "app-one" not in next(
-        d["segments"] for d in data["differences"] if d["model"] == "model-c"
+        d["segments"] for d in data["differences"] if d["upstream_model"] == "model-c"
     )
     two = report(store, "app-two", None)
     assert set(two["models"]) == {"model-a", "model-c"} and two["unserved_calls"] == 1
-    assert two["models"]["model-a"]["requested"] == ["answer"]
+    assert two["models"]["model-a"]["request_models"] == ["answer"]
     text = models_report(store.query, "app-two", "7d", at=NOW)
     assert "1 calls reached no model" in text
-    headers = text.splitlines()[2]
-    for h in ("served model", "provider", "requested as", "users", "calls", "acceptance",
-              "p95 ms"):  # fmt: skip
-        assert h in headers
+    # the table's columns are the JSON's fields of a model, named alike
+    headers = text.splitlines()[2].split()
+    assert headers == list(two["models"]["model-a"])
+    assert headers[:3] == ["upstream_model", "provider", "request_models"]
 
 
 def test_bad_arguments_name_the_forms() -> None:
@@ -161,3 +161,34 @@ def test_bad_arguments_name_the_forms() -> None:
     assert parse_by("property:plan") == "property:plan"
     with pytest.raises(ValueError, match="--metric takes one of"):
         models_report(lambda sql: b"", "x", "7d", metric_name="p95_latency")
+
+
+def test_saved_spend_of_the_response_cache(store: ChdbStore) -> None:
+    """A model's calls the cache answered: counted, and what they saved summed."""
+    calls = [
+        CallRecord(
+            request_id=f"cached-{i}",
+            started_at=NOW - 60 - i,
+            app="cached",
+            end_user=f"u{i}",
+            request_model="answer",
+            upstream_model="model-a",
+            provider="openai",
+            status_code=200,
+            cache_status=status,
+            cost_usd=cost,
+            cost_saved_usd=saved,
+        )
+        for i, (status, cost, saved) in enumerate(
+            [("miss", 0.5, 0.0), ("hit", 0.0, 0.5), ("hit", 0.0, 0.5), ("", 0.25, 0.0)]
+        )
+    ]
+    store.insert("llm_calls", b"".join(msgspec.json.encode(c) + b"\n" for c in calls))
+    data = report(store, "cached", None)
+    assert {k: data["models"]["model-a"][k] for k in ("calls", "cache_hits", "saved_usd")} == {
+        "calls": 4, "cache_hits": 2, "saved_usd": 1.0}  # fmt: skip
+    text = models_report(store.query, "cached", "7d", at=NOW)
+    head, _, row = text.splitlines()[2:5]
+    assert "cache hits" in head and "saved USD" in head
+    # served model, provider, requested as, users, calls, cache hits, saved USD, ...
+    assert row.split()[:7] == ["model-a", "openai", "answer", "4", "4", "2", "1"]

@@ -124,16 +124,34 @@ def test_valid_key_openai_and_anthropic_sdks(gw: GatewayProcess, fake: FakeUpstr
 
 def test_missing_and_wrong_keys_get_401(gw: GatewayProcess, fake: FakeUpstream):
     fake.reset()
-    # A provider's key is no gateway key: "missing"; a gateway key nobody issued: "invalid".
-    cases = (("sk-some-provider-key", "missing_api_key"), (new_secret(), "invalid_api_key"))
-    for key, code in cases:
+    # A provider's key is told it is no gateway key; a gateway key nobody issued, that it
+    # is unknown. Either way the refusal is recorded under the model the body named.
+    cases = (
+        ("sk-some-provider-key", "invalid_api_key", "The key provided is not a gateway key"),
+        (new_secret(), "invalid_api_key", "Incorrect gateway key provided"),
+    )
+    for key, code, says in cases:
         rid = "k-" + uuid.uuid4().hex
         with pytest.raises(openai.AuthenticationError) as e:
             chat(oai(gw, key), rid=rid)
         assert e.value.status_code == 401 and e.value.code == code
-        assert gw.call_row(rid)["outcome"] == "refused_key"
-    r = httpx.post(gw.url + "/v1/chat/completions", json={"model": "gpt-4o-mini"})
-    assert r.status_code == 401
+        assert says in e.value.message and "didn't provide" not in e.value.message
+        assert key not in e.value.message
+        row = gw.call_row(rid)
+        assert (row["outcome"], row["request_model"]) == ("refused_key", "gpt-4o-mini")
+    rid = "k-" + uuid.uuid4().hex
+    r = httpx.post(gw.url + "/v1/chat/completions", json={"model": "gpt-4o-mini"},
+                   headers={"x-request-id": rid})  # fmt: skip
+    assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+    assert "didn't provide a gateway key" in r.json()["error"]["message"]
+    assert gw.call_row(rid)["request_model"] == "gpt-4o-mini"
+    # A Claude client with a provider's key: the same, in the body of /v1/messages.
+    rid = "k-" + uuid.uuid4().hex
+    claude = anthropic.Anthropic(base_url=gw.url, api_key="sk-ant-provider", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError):
+        claude.messages.create(model="claude-3-5-haiku", max_tokens=5, extra_headers={
+            "x-request-id": rid}, messages=[{"role": "user", "content": "x"}])  # fmt: skip
+    assert gw.call_row(rid)["request_model"] == "claude-3-5-haiku"
     assert fake.requests == []  # nothing reached the upstream
 
 
@@ -150,11 +168,11 @@ def test_cli_created_key_works_and_revoke_takes_effect(gw: GatewayProcess):
     rid = "k-" + uuid.uuid4().hex
     chat(oai(gw, created["key"]), rid=rid)
     row = gw.call_row(rid)
-    assert (row["key_id"], row["app"]) == (created["id"], "search")
+    assert (row["key_id"], row["app"]) == (created["key_id"], "search")
     p = keys_cli(gw, "list", "--json")
-    listed = {d["id"]: d for d in json.loads(p.stdout)}
-    assert created["id"] in listed and "key" not in listed[created["id"]]
-    p = keys_cli(gw, "revoke", created["id"])
+    listed = {d["key_id"]: d for d in json.loads(p.stdout)}
+    assert created["key_id"] in listed and "key" not in listed[created["key_id"]]
+    p = keys_cli(gw, "revoke", created["key_id"])
     assert p.returncode == 0, p.stderr
     # Refused within the refresh interval (0.3 s here; the wait is bounded, not asserted).
     wait_for(lambda: status(gw, created["key"]) == 401)
@@ -181,7 +199,7 @@ def test_rpm_limit_sdk_sees_429_and_headers(gw: GatewayProcess):
     h = e.value.response.headers
     assert e.value.status_code == 429 and e.value.code == "rate_limit_exceeded"
     assert int(h["retry-after"]) >= 1 and h["x-ratelimit-remaining-requests"] == "0"
-    rows = gw.wait_rows(f"key_id = '{created['id']}' AND outcome = 'refused_rpm'", 1)
+    rows = gw.wait_rows(f"key_id = '{created['key_id']}' AND outcome = 'refused_rpm'", 1)
     assert rows[0]["status_code"] == 429
 
 
@@ -213,18 +231,30 @@ def test_budget_runs_out_mid_traffic(gw: GatewayProcess):
     # 0.75 USD a call: admitted while the spend is under 2 USD, i.e. 3 calls.
     assert outcomes == ["ok"] * 3 + ["quota"] * 3
     # x-should-retry: false: the SDK did not retry a spent budget (one row per refusal).
-    rows = gw.wait_rows(f"key_id = '{created['id']}' AND outcome = 'refused_budget'", 3)
+    rows = gw.wait_rows(f"key_id = '{created['key_id']}' AND outcome = 'refused_budget'", 3)
     assert len(rows) == 3
     usage = gw.sql(f"SELECT sum(cost_usd) AS usd, sum(requests) AS n, sum(refused) AS refused "
-                   f"FROM llm_key_usage_hourly WHERE key_id = '{created['id']}' "
+                   f"FROM llm_key_usage_hourly WHERE key_id = '{created['key_id']}' "
                    "AND request_model = 'budget-model'")  # fmt: skip
     assert usage == [{"usd": pytest.approx(2.25), "n": 6, "refused": 3}]
     # The report shows the key's spend against its budget (the probe added one refusal).
     p = cli("report", "keys", "--config", str(gw.config_path), cwd=gw.workdir,
             env={"GW_CI_KEY": CONFIG_SECRET})  # fmt: skip
     assert p.returncode == 0, p.stderr
-    line = next(ln for ln in p.stdout.splitlines() if created["id"] in ln).split()
-    assert line[3:] == ["day", "2.2500", "2", "112%", "7", "4"]
+    line = next(ln for ln in p.stdout.splitlines() if created["key_id"] in ln).split()
+    assert line[3:] == ["day", "2.25", "2", "112%", "7", "4"]
+
+
+def test_a_small_budget_is_told_in_dollars_not_in_scientific_notation(gw: GatewayProcess):
+    created = make_key(gw, "--budget-usd", "0.00001", "--models", "budget-*")
+    client = oai(gw, created["key"])
+    chat(client, "budget-model")  # admitted under the budget; it costs 0.75 USD
+    with pytest.raises(openai.RateLimitError) as e:
+        chat(client, "budget-model")
+    assert e.value.code == "insufficient_quota"
+    assert "spent its budget of $0.00001 for this month" in e.value.message, e.value.message
+    listed = keys_cli(gw, "list").stdout
+    assert "budget_usd=0.00001/month" in listed and "e-05" not in listed
 
 
 def test_cross_site_and_wrong_host_never_reach_the_upstream(gw: GatewayProcess, fake: FakeUpstream):

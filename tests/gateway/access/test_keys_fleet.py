@@ -99,7 +99,7 @@ def test_budget_stops_both_and_survives_a_redis_wipe(fleet, redis_server: RedisS
     # Redis loses everything; a replica restarted now seeds the spend from llm_calls.
     client = clickhouse_connect.get_client(host="127.0.0.1", port=ch.port, database=DB)
     wait_for(lambda: client.query(
-        f"SELECT sum(cost_usd) FROM llm_calls FINAL WHERE key_id = '{created['id']}'"
+        f"SELECT sum(cost_usd) FROM llm_calls FINAL WHERE key_id = '{created['key_id']}'"
     ).result_rows[0][0] >= 2.25)  # fmt: skip
     with socket.create_connection(("127.0.0.1", redis_server.port)) as s:
         s.sendall(b"FLUSHALL\r\n")
@@ -117,7 +117,7 @@ def test_keys_cli_talks_straight_to_clickhouse(fleet):
     created = create_key(a, "--models", "gpt-4o*")
     client = clickhouse_connect.get_client(host="127.0.0.1", port=ch.port, database=DB)
     rows = client.query(
-        f"SELECT key_hash, hint FROM llm_gateway_keys WHERE key_id = '{created['id']}'"
+        f"SELECT key_hash, hint FROM llm_gateway_keys WHERE key_id = '{created['key_id']}'"
     ).result_rows
     assert len(rows) == 1 and rows[0][0].startswith("sha256:")
     assert created["key"] not in json.dumps(rows)

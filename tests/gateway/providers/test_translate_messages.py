@@ -246,3 +246,33 @@ def test_native_anthropic_call_is_untouched(gateway: GatewayProcess, fake):
     assert fake.last_request.path == "/v1/messages" and out.content[0].text
     row = gateway.call_row(rid)
     assert row["client_api"] == "anthropic" and row["upstream_api"] == "anthropic"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_no_usage_upstream_the_client_gets_the_recorded_estimate(
+    gateway: GatewayProcess, stream: bool
+):
+    """An OpenAI-compatible server that sends no usage (and rejects stream_options): the
+    gateway estimates the tokens, records them as estimated, and tells the Anthropic client
+    the same figures, not zeros."""
+    rid = uuid.uuid4().hex
+    kw: dict = dict(
+        model="llama-3-8b",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "How long is a piece of string?"}],
+    )
+    if stream:
+        with _client(gateway, rid).messages.stream(**kw) as s:
+            start = next(e for e in s if e.type == "message_start")
+            list(s)
+            out = s.get_final_message()
+        assert start.message.usage.input_tokens == out.usage.input_tokens  # known at start
+    else:
+        out = _client(gateway, rid).messages.create(**kw)
+    row = gateway.call_row(rid)
+    assert row["usage_estimated"] is True and row["upstream_api"] == "openai"
+    assert row["input_tokens"] > 0 and row["output_tokens"] > 0
+    assert (out.usage.input_tokens, out.usage.output_tokens) == (
+        row["input_tokens"],
+        row["output_tokens"],
+    )
