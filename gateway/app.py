@@ -21,6 +21,7 @@ from litestar.types import Receive, Scope, Send
 from collectors.drift import drift_job
 from collectors.experiments.job import evaluation_job, gauge_values
 from collectors.intake import feedback_handlers
+from collectors.intake.api import FEEDBACK_PATH
 from collectors.views import views
 from gateway.access.gate import Gate
 from gateway.cache import ResponseCache
@@ -41,7 +42,7 @@ from gateway.request.attempts import Attempts
 from gateway.request.proxy import Proxy
 from gateway.request.routing import Router, exact_names
 from gateway.server.endpoints import endpoints, own_error
-from gateway.server.http import DateHeader, guarded
+from gateway.server.http import Front, guarded
 from gateway.upstream import UpstreamClient
 
 log = logging.getLogger("gateway.app")
@@ -230,7 +231,12 @@ def create_app(gw: Gateway) -> Litestar:
     )
 
 
-def app_from_env() -> DateHeader:
+def serve_app(gw: Gateway) -> Front:
+    """What the server runs: the proxy's paths straight to the proxy, the rest to the app."""
+    return guarded(create_app(gw), gw.proxy, (FEEDBACK_PATH,))
+
+
+def app_from_env() -> Front:
     """App factory for worker processes (`server.workers` > 1): each worker builds its own
     gateway (own upstream pool, own record log slot) from `$LLM_GATEWAY_CONFIG`."""
     from gateway.config import load_config
@@ -238,4 +244,4 @@ def app_from_env() -> DateHeader:
 
     config = load_config()
     setup_logging(config.log_level)
-    return guarded(create_app(build_gateway(config)))
+    return serve_app(build_gateway(config))

@@ -120,7 +120,7 @@ class Proxy:
                 self._identify(headers, ex)
             if capture:
                 rec.request_body = body[:capture].decode("utf-8", "replace")
-            ex.watch_disconnect(receive)
+            ex.watch_disconnect(receive, scope)
             await self._handle(ex, client, scope.get("query_string", b"").decode("latin-1"))
         except AccessDenied as e:
             rec.outcome = Outcome(e.outcome)
