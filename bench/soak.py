@@ -8,7 +8,7 @@ steps is what the gateway promises (start-up, pools and caches fill, then stay).
     python bench/soak.py --pid PID --url http://127.0.0.1:8080 --calls 300000
 
 Prints one line per step and a JSON summary: RSS after the first step and at the end, the
-maximum, and the growth per 100,000 calls over the second half of the run.
+maximum, and the growth per 100,000 calls over the second half of the run (least squares).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -54,8 +55,9 @@ def main() -> None:
         points.append((sent, rss_mb(a.pid)))
         print(f"{sent:>9} calls  RSS {points[-1][1]:8.1f} MB", flush=True)
     half = [pt for pt in points if pt[0] >= sent / 2]
-    (c0, r0), (c1, r1) = half[0], half[-1]
-    slope = (r1 - r0) / (c1 - c0) * 100_000 if c1 > c0 else 0.0
+    r1 = points[-1][1]
+    slope = statistics.linear_regression(*zip(*half, strict=True)).slope * 100_000 if len(
+        half) > 1 else 0.0  # fmt: skip
     print(json.dumps({
         "calls": sent, "rss_first_mb": round(points[0][1], 1), "rss_last_mb": round(r1, 1),
         "rss_max_mb": round(max(r for _, r in points), 1),
