@@ -21,6 +21,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,22 @@ TARGETS = (
     "gateway-keys-redis",
     "gateway-cache-hit",
     "gateway-cache-miss",
+    "gateway-base",
+    "gateway-granian",
+    "gateway-h11",
+)
+# Targets that are the gateway (recording on) with one thing changed, and what they compare
+# with: (headline key, with, without).
+PAIRS = (
+    ("log", "gateway", "gateway-nolog"),
+    ("metrics", "gateway", "gateway-nometrics"),
+    ("tracing", "gateway-traced", "gateway"),
+    ("experiment", "gateway-experiment", "gateway"),
+    ("keys", "gateway-keys", "gateway"),
+    ("keys_redis", "gateway-keys-redis", "gateway"),
+    ("this_checkout", "gateway", "gateway-base"),
+    ("granian", "gateway-granian", "gateway"),
+    ("h11", "gateway-h11", "gateway"),
 )
 HIGH_C, WARMUP_S = 32, 2.0
 RATIO_TARGET, ADDED_MS_TARGET = 0.90, 1.0
@@ -152,7 +169,7 @@ KEY_LIMITS = "rpm: 100000000, tpm: 1000000000000, concurrency: 100000"
 
 
 def gateway_yaml(
-    tmp: Path, name: str, upstream_port: int, key: str = "", redis_url: str = ""
+    tmp: Path, name: str, upstream_port: int, key: str = "", redis_url: str = "", run: str = ""
 ) -> Path:
     """gateway: recording on (durable log + chDB); gateway-nolog: recording on, the log off
     (records held in memory); gateway-norecord: nothing recorded; gateway-keys(-redis): as
@@ -162,7 +179,7 @@ def gateway_yaml(
     store = (
         "{kind: disabled}"
         if name == "gateway-norecord"
-        else f"{{kind: chdb, path: {tmp / name / 'data'}, flush_interval_ms: 200}}"
+        else f"{{kind: chdb, path: {tmp / (name + run) / 'data'}, flush_interval_ms: 200}}"
     )
     log = "log: {enabled: false}\n" if name == "gateway-nolog" else ""
     if name == "gateway-nometrics":
@@ -179,7 +196,7 @@ def gateway_yaml(
                 f"[{{name: bench, key: {key}, {KEY_LIMITS}}}]}}\n")  # fmt: skip
     if name.startswith("gateway-cache"):  # the bench's calls have a temperature of 0.2
         log += "cache: {enabled: true, sampled: true}\n"
-    cfg = tmp / f"{name}.yaml"
+    cfg = tmp / f"{name}{run}.yaml"
     cfg.write_text(
         f"store: {store}\n" + log + "providers:\n"
         f'  canned: {{kind: openai, base_url: "http://127.0.0.1:{upstream_port}/v1", '
@@ -191,8 +208,11 @@ def gateway_yaml(
 
 
 @contextlib.contextmanager
-def launch(name: str, tmp: Path, upstream_port: int) -> Iterator[Target]:
-    """Start a target (the upstream itself needs nothing) and stop it afterwards."""
+def launch(
+    name: str, tmp: Path, upstream_port: int, run: str = "", base: str = ""
+) -> Iterator[Target]:
+    """Start a target (the upstream itself needs nothing) and stop it afterwards; `run` tells
+    rounds apart (each has its own data directory), `base` is gateway-base's checkout."""
     port = free_port()
     t = Target(name, f"http://127.0.0.1:{port}")
     up = f"http://127.0.0.1:{upstream_port}/v1"
@@ -226,9 +246,15 @@ def launch(name: str, tmp: Path, upstream_port: int) -> Iterator[Target]:
                              "--appendonly", "no", "--dir", str(tmp)]  # fmt: skip
                 t.procs.append(start("redis", redis_cmd, tmp))
                 redis_url = f"redis://127.0.0.1:{redis_port}/0"
-            t.config = gateway_yaml(tmp, name, upstream_port, t.key, redis_url)
+            t.config = gateway_yaml(tmp, name, upstream_port, t.key, redis_url, run)
             cmd = [*gateway_cli(), "serve", "--config", str(t.config), "--port", str(port)]
             env = None
+            if name == "gateway-base":  # the same gateway from another checkout
+                cmd = [PY, "-m", "gateway.cli", *cmd[-5:]]
+                env = {"PYTHONPATH": str(Path(base).resolve())}
+            elif name in ("gateway-granian", "gateway-h11"):  # the app under another server
+                server = name.removeprefix("gateway-")
+                cmd = [PY, str(BENCH / "serve_alt.py"), server, str(t.config), str(port)]
             if name == "gateway-traced":  # spans exported over OTLP/HTTP to a local sink
                 sink_port = free_port()
                 sink = [PY, str(BENCH / "otlp_sink.py"), "--port", str(sink_port)]
@@ -373,20 +399,7 @@ def fmt(v: float | None, nd: int = 2) -> str:
 Runs = dict[str, dict[str, WrkResult]]  # scenario -> warmup | c32 | c1 -> result
 
 
-def medians(rounds: list[Runs]) -> Runs:
-    """Per scenario, the round with the median c=32 throughput and the round with the
-    median c=1 p50 (the lower of the two middle ones for an even count)."""
-    out: Runs = {}
-    for s in rounds[0]:
-        by_rps = sorted(rounds, key=lambda r: r[s]["c32"].rps)
-        by_p50 = sorted(rounds, key=lambda r: r[s]["c1"].p50_ms or math.inf)
-        mid = (len(rounds) - 1) // 2
-        out[s] = {"warmup": rounds[0][s]["warmup"], "c32": by_rps[mid][s]["c32"],
-                  "c1": by_p50[mid][s]["c1"]}  # fmt: skip
-    return out
-
-
-def spread(values: list[float]) -> dict[str, float]:
+def median_range(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     return {"median": ordered[(len(ordered) - 1) // 2], "min": ordered[0], "max": ordered[-1]}
 
@@ -433,12 +446,12 @@ def cache_headline(rounds: dict[str, list[Runs]]) -> dict[str, object]:
             if not values:
                 continue
             fig: dict[str, object] = {
-                **{k: round(v, 3) for k, v in spread(values).items()},
+                **{k: round(v, 3) for k, v in median_range(values).items()},
                 "rounds": [round(v, 3) for v in values],
             }
             if target:
                 limit = float(target.split()[1])
-                median = spread(values)["median"]
+                median = median_range(values)["median"]
                 fig |= {"target": target, "pass": median >= limit if higher else median <= limit}
             h[f"cache_{s}_{key}"] = fig
     return h
@@ -505,14 +518,7 @@ def headline(results: dict[str, dict[str, dict[str, WrkResult]]]) -> dict[str, o
             "pass": ratio >= RATIO_TARGET,
         }
     # What a feature costs on the request path: with it / without it, same run.
-    for key, with_, without in (
-        ("log", "gateway", "gateway-nolog"),
-        ("metrics", "gateway", "gateway-nometrics"),
-        ("tracing", "gateway-traced", "gateway"),
-        ("experiment", "gateway-experiment", "gateway"),
-        ("keys", "gateway-keys", "gateway"),
-        ("keys_redis", "gateway-keys-redis", "gateway"),
-    ):
+    for key, with_, without in PAIRS:
         if with_ in chat and without in chat and chat[without]["c32"].rps:
             on, off = chat[with_], chat[without]
             h[f"{key}_on_vs_off_rps_ratio"] = {"value": round(on["c32"].rps / off["c32"].rps, 3)}
@@ -530,6 +536,42 @@ def headline(results: dict[str, dict[str, dict[str, WrkResult]]]) -> dict[str, o
     return h
 
 
+def median_round(
+    rounds: list[dict[str, dict[str, dict[str, WrkResult]]]],
+) -> dict[str, dict[str, dict[str, WrkResult]]]:
+    """Per target and scenario, the round whose c=32 req/s is the median (for the table)."""
+    out: dict[str, dict[str, dict[str, WrkResult]]] = {}
+    for name in rounds[0] if rounds else ():
+        for s in rounds[0][name]:
+            runs = sorted((r[name][s] for r in rounds), key=lambda x: x["c32"].rps)
+            out.setdefault(name, {})[s] = runs[(len(runs) - 1) // 2]
+    return out
+
+
+def combined_headline(heads: list[dict[str, object]]) -> dict[str, object]:
+    """The rounds' headlines as one: each figure's median, with every round's value."""
+    if len(heads) == 1:
+        return heads[0]
+    out: dict[str, object] = {}
+    for key in heads[0]:
+        figs = [h[key] for h in heads if isinstance(h.get(key), dict)]
+        values = sorted(float(f["value"]) for f in figs)  # type: ignore[index]
+        fig = dict(figs[0])  # type: ignore[call-overload]
+        fig["value"] = round(statistics.median(values), 3)
+        fig["rounds"] = [f["value"] for f in figs]  # type: ignore[index]
+        if "pass" in fig:
+            fig["pass"] = all(f["pass"] for f in figs)  # type: ignore[index]
+        out[key] = fig
+    return out
+
+
+def spread(fig: dict[str, object]) -> str:
+    values = fig.get("rounds")
+    if not isinstance(values, list):
+        return ""
+    return f" (rounds: {', '.join(f'{v:g}' for v in values)})"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
@@ -537,12 +579,15 @@ def main() -> int:
     ap.add_argument("--no-stream", action="store_true", help="skip the streaming scenario")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, chDB data)")
     ap.add_argument("--rounds", type=int, default=1,
-                    help="run the targets this many times, interleaved (A B A B ...); the "
-                         "table shows medians and ranges, the JSON every round")  # fmt: skip
+                    help="interleaved rounds (every target once per round: A B A B ...); "
+                    "figures are medians, with the spread")  # fmt: skip
+    ap.add_argument("--base", help="gateway-base's checkout (the gateway to compare with)")
     a = ap.parse_args()
     names = [n.strip() for n in a.only.split(",")] if a.only else list(TARGETS)
     if bad := [n for n in names if n not in TARGETS]:
         ap.error(f"unknown target(s) {bad}; choose from {', '.join(TARGETS)}")
+    if "gateway-base" in names and not a.base:
+        ap.error("gateway-base needs --base DIR (a checkout of the gateway)")
     wrk_path()
     scenarios = ["chat"] if a.no_stream else ["chat", "stream"]
     # A SIGTERM/SIGHUP to the runner must still stop the servers: make it an exception.
@@ -550,37 +595,41 @@ def main() -> int:
         signal.signal(sig, lambda s, _f: sys.exit(128 + s))
 
     tmp = Path(tempfile.mkdtemp(prefix="llm-gw-bench-"))
-    rounds: dict[str, list[Runs]] = {}
+    rounds: list[dict[str, dict[str, dict[str, WrkResult]]]] = []
+    results: dict[str, dict[str, dict[str, WrkResult]]] = {}
     extra: dict[str, dict[str, object]] = {}
     upstream: Proc | None = None
     try:
         up_port = free_port()
         upstream = start("upstream", [PY, str(BENCH / "upstream.py"), "--port", str(up_port)], tmp)
         wait_ready(upstream, f"http://127.0.0.1:{up_port}/_stats", want_200=True)
-        for rnd in range(a.rounds):  # interleaved: A B A B ..., on a shared machine
+        for rnd in range(a.rounds):
+            per_round: dict[str, dict[str, dict[str, WrkResult]]] = {}
             for name in names:
-                of = f" (round {rnd + 1} of {a.rounds})" if a.rounds > 1 else ""
-                print(f"== {name}{of}", file=sys.stderr, flush=True)
+                tag = f" (round {rnd + 1} of {a.rounds})" if a.rounds > 1 else ""
+                print(f"== {name}{tag}", file=sys.stderr, flush=True)
                 hits0 = upstream_hits(up_port)
-                info = extra.setdefault(name, {})
-                with launch(name, tmp, up_port) as t:
+                with launch(name, tmp, up_port, f"-r{rnd}" if rnd else "", a.base or "") as t:
                     procs = t.procs or [upstream]
-                    runs = {s: measure(t, procs, s, a.duration) for s in scenarios}
-                    rounds.setdefault(name, []).append(runs)
+                    per_round[name] = {s: measure(t, procs, s, a.duration) for s in scenarios}
+                    info: dict[str, object] = {}
                     if name == "gateway" and rnd == 0:
-                        info["recording"] = verify_recording(t, runs, up_port, hits0)
-                hits = upstream_hits(up_port) - hits0
-                info["upstream_hits"] = int(str(info.get("upstream_hits", 0))) + hits
+                        info["recording"] = verify_recording(t, per_round[name], up_port, hits0)
+                info["upstream_hits"] = upstream_hits(up_port) - hits0
                 for p in t.procs:
                     info["exit_code"] = p.popen.returncode
                     if noisy := log_problems(p.log):
                         info["log_problems"] = {"count": len(noisy), "first": noisy[:10]}
-                for s, r in runs.items():
+                extra.setdefault(name, info)
+                for s, r in per_round[name].items():
                     print(
                         f"   {s}: c32 {r['c32'].rps:.0f} req/s, c1 p50 {fmt(r['c1'].p50_ms, 3)} ms",
                         file=sys.stderr,
                         flush=True,
                     )
+            rounds.append(per_round)
+        results = median_round(rounds)
+        by_target = {n: [r[n] for r in rounds if n in r] for n in names}
     finally:
         if upstream is not None:
             stop(upstream)
@@ -589,10 +638,9 @@ def main() -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    results = {name: medians(rs) for name, rs in rounds.items()}
     print()
-    print(table(results, rounds))
-    h = headline(results) | cache_headline(rounds)
+    print(table(results, by_target))
+    h = combined_headline([headline(r) for r in rounds]) | cache_headline(by_target)
     print()
     if tr := h.get("throughput_ratio"):
         assert isinstance(tr, dict)
@@ -609,14 +657,14 @@ def main() -> int:
     if av := h.get("added_p50_ms_vs_baseline"):
         assert isinstance(av, dict)
         print(f"    (info) gateway p50 - baseline p50 at c=1: {av['value']:+.3f} ms")
-    for key in ("log", "metrics", "tracing", "experiment", "keys", "keys_redis"):
+    for key, _, _ in PAIRS:
         if lr := h.get(f"{key}_on_vs_off_rps_ratio"):
             assert isinstance(lr, dict)
             lp = h.get(f"{key}_added_p50_ms", {"value": float("nan")})
             assert isinstance(lp, dict)
             print(
-                f"    {key} on / off, req/s at c=32: {lr['value']:.3f}; "
-                f"added p50 at c=1: {lp['value']:+.3f} ms"
+                f"    {key} on / off, req/s at c=32: {lr['value']:.3f}{spread(lr)}; "
+                f"added p50 at c=1: {lp['value']:+.3f} ms{spread(lp)}"
             )
     for s in ("chat", "stream"):
         for mark, key, what, unit in (

@@ -33,7 +33,7 @@ from gateway.observability.metrics import Metrics
 from gateway.observability.sampler import Sampler
 from gateway.observability.tracing import Tracer, tracing_requested
 from gateway.providers import provider_for
-from gateway.recording.pricing import Pricer
+from gateway.recording.pricing import Pricer, Tokens
 from gateway.recording.queue import open_queue
 from gateway.recording.record import CallRecord, RecordSink
 from gateway.recording.store import Store, open_store
@@ -113,6 +113,10 @@ def build_gateway(
     def price(rec: CallRecord) -> float | None:  # a key's spend, as its row will be priced
         return pricer.price_call(price_ids.get(rec.provider, ""), rec)[0]
 
+    def estimate(provider: str, model: str, tokens_in: int, tokens_out: int) -> float | None:
+        # what a call may cost, reserved of a key's budget while it runs
+        return pricer.price(price_ids.get(provider, ""), (model,), Tokens(tokens_in, tokens_out))[0]
+
     proxy = Proxy(
         router,
         Attempts(config.retries, client),
@@ -124,6 +128,7 @@ def build_gateway(
         gate,
         price,
         cache,
+        estimate,
     )
     log_budget = config.log.max_bytes if config.log.enabled else 0
     sampler = Sampler(metrics, proxy, writer, gate, lambda: gw.jobs, log_budget)
@@ -155,7 +160,8 @@ def jobs(gw: Gateway) -> list[Job]:
     def migrated() -> bool:  # a job that reads the tables waits for them to exist
         return gw.writer.migrated
 
-    out: list[Job] = [gw.writer.migrations_job(), gw.writer, gw.feedback_writer]
+    out: list[Job] = [gw.writer.migrations_job(), gw.writer.ping_job(), gw.writer,
+                      gw.feedback_writer]  # fmt: skip
     if gw.gate is not None and store.kind != "disabled":
         out += gw.gate.jobs(store.query, migrated)
     out.append(gw.sampler.job())
@@ -211,9 +217,10 @@ def create_app(gw: Gateway) -> Litestar:
         # Azure OpenAI SDK paths (/openai/deployments/{deployment}/..., /openai/v1/...)
         await gw.proxy(scope, receive, send)  # type: ignore[arg-type]  # plain ASGI dicts
 
-    def render_metrics() -> bytes:
-        gw.sampler.sample()
-        return gw.metrics.render()
+    async def render_metrics() -> bytes:
+        gw.sampler.sample()  # on the loop, beside the counters it reads
+        # Rendering a few thousand series takes a while: not on the loop.
+        return await asyncio.to_thread(gw.metrics.render)
 
     own = endpoints(gw.store, [gw.writer, gw.feedback_writer], render_metrics,
                     lambda: gw.jobs, lambda: gw.admin_token)  # fmt: skip

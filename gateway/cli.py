@@ -15,11 +15,11 @@ from typing import Any
 from collectors.views import views
 from gateway import __version__
 from gateway.commands.progress import Progress
-from gateway.commands.store import existing_store, opened_store, store_access, where
+from gateway.commands.store import existing_store, missing, opened_store, store_access, where
 from gateway.config import Config, data_dir_origin, load_config
 from gateway.errors import ConfigError, GatewayError, StoreError
 from gateway.observability.logs import setup_logging
-from gateway.recording.store.datadir import DataDirLock, running_gateway
+from gateway.recording.store.datadir import DataDirLock, has_store, running_gateway
 
 log = logging.getLogger("gateway.cli")
 
@@ -235,6 +235,30 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store(args: argparse.Namespace) -> int:
+    from gateway.recording.store.repair import repair
+
+    cfg = _config(args)
+    if cfg.store.kind != "chdb":
+        print("llm-gateway: store repair is for the embedded store (store.kind: chdb)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if not has_store(cfg.store.path, cfg.store.database):
+        raise missing(cfg, args.data_dir, args.config)  # nothing is created
+    lock = DataDirLock(cfg.store.path)
+    lock.acquire()  # StoreBusy while a gateway holds it: repair a stopped store
+    try:
+        mended = repair(cfg.store.path, cfg.store.database, cfg.capture.body_ttl_days)
+    finally:
+        lock.release()
+    for m in mended:
+        rows = f": {m.rows} rows" if m.rows is not None else ""
+        print(f"{m.table}: {m.how}{rows}")
+    done = "repaired; the damaged files are in repair-backup/"
+    print(done if mended else "nothing to repair")
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from gateway.access.admin import run
 
@@ -300,6 +324,8 @@ def _parser() -> argparse.ArgumentParser:
     rp = command("replay", "write what a record log holds into the store (a replica scaled "
                  "away, a gateway that will not start again); idempotent", cmd_replay)  # fmt: skip
     rp.add_argument("--log-dir", help="the record log (default: log.dir, as the gateway's)")
+    st = command("store", "the embedded store: repair damaged table metadata", cmd_store)
+    st.add_argument("action", choices=["repair"], help="repair: rebuild it from the schema")
     from gateway.access.admin import add_parser as add_keys_parser
 
     add_keys_parser(command(

@@ -242,6 +242,15 @@ def upstream_unreachable(provider: str, what: str = "could not be reached") -> A
     return ApiError(502, msg, "api_connection_error", "upstream_unreachable")
 
 
+PROTOCOL_ERROR = "upstream_protocol_error"
+
+
+def upstream_protocol_error(provider: str) -> ApiError:
+    """An upstream whose answer is not HTTP (an invalid status line, a broken head)."""
+    msg = f"The provider `{provider}` answered with something that is not valid HTTP."
+    return ApiError(502, msg, "api_connection_error", PROTOCOL_ERROR)
+
+
 def wrong_dialect(model: str) -> ApiError:
     return _answer("wrong_dialect", model)
 

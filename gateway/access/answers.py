@@ -4,7 +4,9 @@
 from a foreign browser origin or Host, 429 with `Retry-After` (and `retry-after-ms`, which
 the OpenAI and Anthropic SDKs prefer) for a rate limit, 429 `insufficient_quota` for a spent
 budget (with `x-should-retry: false`: waiting a few seconds will not help, and both SDKs
-honour that header). OpenAI's `x-ratelimit-*` headers go on every answer of a limited key.
+honour that header), or for a budget whose rest is reserved by calls in flight (with
+`Retry-After`: they may cost less than they reserved). OpenAI's `x-ratelimit-*` headers go
+on every answer of a limited key.
 """
 
 from __future__ import annotations
@@ -100,6 +102,18 @@ def refused(adm: L.Admission) -> AccessDenied:
     """The answer to an admission that failed."""
     headers = ratelimit_headers(adm.quota)
     key = adm.key
+    if adm.refusal == L.BUDGET and adm.held:
+        lim = key.limits
+        return AccessDenied(
+            429,
+            f"The rest of the gateway key {key.name!r}'s budget of ${lim.budget_usd:g} for "
+            f"this {lim.budget_period} is reserved by its calls in flight, and this call may "
+            "cost more than what is left (a smaller max_tokens reserves less).",
+            "insufficient_quota",
+            "insufficient_quota",
+            Outcome.REFUSED_BUDGET,
+            [*headers, *_retry(adm.retry_after)],  # the calls in flight may cost less
+        )
     if adm.refusal == L.BUDGET:
         lim = key.limits
         return AccessDenied(

@@ -8,6 +8,9 @@ auth:
   redis_failure: open           # open: admit while Redis is unreachable; closed: answer 503
   allowed_origins: [https://app.example.com]
   allowed_hosts: [llm.example.com]
+  reserve:                      # what a call holds of a budget and a TPM limit until it ends
+    output_tokens: 1024         # output reserved when a call names no max_tokens
+    models: {"claude-*": 4096}  # the same per model (exact name or glob)
   keys:                         # GitOps keys, besides those created with `llm-gateway keys`
     - name: ci
       key: ${CI_GATEWAY_KEY}    # or hash: sha256:<hex of the secret>
@@ -27,6 +30,7 @@ from msgspec import Meta
 from msgspec.structs import force_setattr
 
 from gateway.access.keys import GatewayKey, Limits, hash_secret, hint_of, looks_like_key, valid_hash
+from gateway.access.reserve import ReserveConfig
 from gateway.sections import FieldError, Section, read
 
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -99,6 +103,7 @@ class AuthConfig(Section, frozen=True):
     redis_timeout_ms: Annotated[float, Meta(gt=0)] = 1000.0
     allowed_origins: tuple[str, ...] = ()  # browser origins that may call; "*" any
     allowed_hosts: tuple[str, ...] = ()  # Host names besides the always-safe ones; "*" any
+    reserve: ReserveConfig = ReserveConfig()  # what a call reserves of budgets and TPM
 
     def __post_init__(self) -> None:
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

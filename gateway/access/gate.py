@@ -2,9 +2,13 @@
 model now, and (after the call) what it cost them.
 
     key = gate.identify(host, origin, authorization, x_api_key, api_key)   # raises AccessDenied
-    ticket = await gate.admit(key, model_after_aliases, end_user, payload)  # raises AccessDenied
+    ticket = await gate.admit(key, model_after_aliases, end_user, payload,
+                              operation, price, hold_s)                    # raises AccessDenied
     ... forward, with ticket.headers added to the answer ...
     await gate.settle(ticket, input_tokens + output_tokens, cost_usd)
+
+`admit` reserves the call's estimated tokens and cost (`reserve.py`); `settle` replaces
+them with what the call used.
 
 A gateway key is consumed here: the caller must drop it from what goes upstream.
 """
@@ -21,11 +25,14 @@ from gateway.access.answers import AccessDenied, Headers, ratelimit_headers, ref
 from gateway.access.config import AuthConfig
 from gateway.access.keys import GatewayKey, any_credential, presented_secret
 from gateway.access.keystore import KeyStore, Query, parse_rows
-from gateway.access.limiter import Admission, Limiter, open_limiter
+from gateway.access.limiter import HOLD_MARGIN_S, Admission, Limiter, open_limiter
 from gateway.access.origin import OriginGuard
 from gateway.access.policy import ModelRule
+from gateway.access.reserve import Reserver
 from gateway.jobs import Job, Periodic
-from gateway.recording.tokens import estimate_input
+
+# The cost of (input, output) tokens at the call's prices; None when unknown.
+PriceFn = Callable[[int, int], float | None]
 
 log = logging.getLogger("gateway.access")
 
@@ -63,6 +70,7 @@ class Gate:
             cfg.redis_url, cfg.redis_failure, cfg.redis_timeout_ms, cfg.redis_mode
         )
         self.guard = OriginGuard(cfg.allowed_origins, cfg.allowed_hosts)
+        self.reserver = Reserver(cfg.reserve)
         self._rules: dict[str, tuple[tuple[str, ...], ModelRule]] = {}
         self.refusals: dict[str, int] = {}  # outcome -> count, for /metrics
         self._store_keys = False  # keys are read from the store (refresh_forever runs)
@@ -103,16 +111,28 @@ class Gate:
         return cached[1]
 
     async def admit(
-        self, key: GatewayKey, model: str, user: str, payload: dict[str, Any] | None
+        self,
+        key: GatewayKey,
+        model: str,
+        user: str,
+        payload: dict[str, Any] | None,
+        operation: str = "",
+        price: PriceFn | None = None,
+        hold_s: float = HOLD_MARGIN_S,
     ) -> Ticket:
+        """`price`: the call's cost of (input, output) tokens, for a key with a budget;
+        `hold_s`: how long its reservation may outlive a replica that dies mid-call."""
         if model and not self._rule(key).allows(model):
             self.count("refused_model")
             raise refusal("model_not_allowed", model)
         ticket = Ticket(key)
         if not _limited(key):
             return ticket
-        est = estimate_input(payload) if payload is not None else 0
-        adm = await self.limiter.admit(key, user, est)
+        est_in, est_out = self.reserver.tokens(payload, model, operation)
+        cost = 0.0
+        if key.limits.budget_usd > 0 and price is not None:
+            cost = price(est_in, est_out) or 0.0
+        adm = await self.limiter.admit(key, user, est_in + est_out, cost, hold_s)
         if not adm.ok:
             e = refused(adm)
             self.count(e.outcome)

@@ -62,7 +62,8 @@ def where(cfg: Config) -> str:
     return "no store (store.kind: disabled)"
 
 
-def _missing(cfg: Config, data_dir_flag: str | None, config_file: str | None) -> StoreMissing:
+def missing(cfg: Config, data_dir_flag: str | None, config_file: str | None) -> StoreMissing:
+    """What to tell a command that found no store where it looked."""
     if cfg.store.kind == "disabled":
         return StoreMissing(
             "recording is disabled (store.kind: disabled): there is no store to read; "
@@ -117,7 +118,7 @@ def existing_store(
     if cfg.store.kind == "disabled" or (
         cfg.store.kind == "chdb" and not has_store(cfg.store.path, cfg.store.database)
     ):
-        raise _missing(cfg, data_dir_flag, config_file)
+        raise missing(cfg, data_dir_flag, config_file)
     exists = _database_exists if cfg.store.kind == "clickhouse" else None
     with opened_store(cfg, views, exists=exists) as (store, _):
         yield store
@@ -142,7 +143,7 @@ def opened_store(
         store = open_store(cfg.store)
         try:
             if exists is not None and not exists(store):
-                raise _missing(cfg, None, None)
+                raise missing(cfg, None, None)
             yield store, cfg.migrate(store, views, cluster, step)
         finally:
             store.close()

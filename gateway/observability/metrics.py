@@ -5,11 +5,17 @@ spec's units and bucket boundaries, as an OTel-to-Prometheus exporter would name
 `gen_ai_client_operation_duration_seconds`, `gen_ai_client_token_usage`,
 `gen_ai_client_operation_time_to_first_chunk_seconds`. Gateway metrics are `gateway_*`.
 
+The `model` label (`gen_ai_request_model` on the GenAI metrics) is the model that served
+the call (`upstream_model`: after aliases, route rewrites and fallbacks), as reports and
+dashboards compare it; a call that reached no upstream has none.
+
 Cardinality is bounded: end users and sessions are never labels; the model and app labels
 keep the first `max_models` / `max_apps` distinct values (64 characters at most) and fold
-the rest into "other"; a model name the config does not route exactly is a label only once
+the rest into "other"; a model name the config does not spell out is a label only once
 an upstream has answered it with success;
-request properties become labels only when listed in `metrics.property_labels`.
+request properties become labels only when listed in `metrics.property_labels`. On top of
+that, every label set of every metric counts toward one series budget (`max_series`,
+`series.py`), past which new label sets fold into "other".
 
 With several worker processes (`server.workers` > 1) the CLI points
 `PROMETHEUS_MULTIPROC_DIR` at a shared directory before any worker starts, and every
@@ -36,6 +42,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.observability import genai
 from gateway.observability.genai import DURATION_BUCKETS, TOKEN_BUCKETS
+from gateway.observability.series import OTHER, SeriesBudget
 from gateway.providers import genai_provider_name
 from gateway.recording.record import FAILED_STATUS, REFUSALS, CallRecord, Outcome, is_failed
 from gateway.sections import Positive, Section
@@ -47,6 +54,7 @@ class MetricsConfig(Section, frozen=True):
     enabled: bool = True  # per-call metrics (pipeline gauges are always kept)
     max_models: Positive = 100  # distinct model label values; more fold into "other"
     max_apps: Positive = 50
+    max_series: Positive = 2000  # series in /metrics (histogram buckets count); see series.py
     # X-Gateway-Property-<name>s that become labels
     property_labels: tuple[Annotated[str, Meta(pattern=r"^[a-z0-9_-]{1,32}$")], ...] = ()
 
@@ -92,9 +100,6 @@ def _mp_mode(mode: str, mp: bool) -> dict[str, Any]:
 
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
-OTHER = "other"
-
-
 LABEL_MAX_CHARS = 64
 
 
@@ -136,6 +141,7 @@ class Metrics:
         self.registry = reg if reg is not None else CollectorRegistry()
         if mp:
             MultiProcessCollector(self.registry)
+        self.budget = budget = SeriesBudget(cfg.max_series)
         self.models = LabelCap(max_models, known_models)
         self.error_types = LabelCap(32)
         self.apps = LabelCap(max_apps)
@@ -285,16 +291,26 @@ class Metrics:
             "cost, in USD (their answers' usage, priced).", ["app", "provider", "model"],
             registry=reg,
         )  # fmt: skip
+        self.series_folded = Counter(
+            "gateway_metric_series_folded", "Label sets folded into \"other\" because the "
+            "series budget (metrics.max_series) was spent, by metric.", ["metric"], registry=reg,
+        )  # fmt: skip
+        self.series = Gauge(
+            "gateway_metric_series", "Series counted against the budget (metrics.max_series).",
+            registry=reg, **_mp_mode("max", mp),
+        )  # fmt: skip
+        budget.fixed(self.in_flight, self.streams_in_flight, self.queue_depth, self.log_bytes,
+                     self.store_up, *self.pipeline.values(), self.write_retries,
+                     self.log_budget, self.limiter_failures, self.series)  # fmt: skip
         self._children: dict[tuple[Any, ...], list[Any]] = {}
-        self._cache_children: dict[tuple[str, str, str, str], Any] = {}
 
     def observe(self, rec: CallRecord) -> None:
         """One finished call. Label children are cached per label set, so this is a few
         dictionary lookups and additions on the request path."""
         rejected = rec.outcome == Outcome.REJECTED or rec.outcome in REFUSALS
-        model = rec.request_model
-        # A refused call's model name, or one the upstream answered with an error, is
-        # whatever the client typed: only names the config knows become labels then.
+        model = rec.upstream_model  # served (or tried); none when no upstream was called
+        # A model an upstream answered with an error may be whatever the client typed
+        # (a glob route passes names on): only names the config spells out are labels then.
         if model and (rejected or rec.status_code >= FAILED_STATUS):
             model = model if model in self.models.known else OTHER
         elif model:
@@ -317,12 +333,12 @@ class Metrics:
         ch[2].observe(rec.overhead_ms / 1000.0)
         if rec.input_tokens or rec.output_tokens:
             if ch[3] is None:  # created on first use: no empty series for token-less calls
-                g = ch[5]
+                g, b = ch[5], self.budget
                 ch[3] = (
-                    self.tokens.labels(*g, "input"),
-                    self.tokens.labels(*g, "output"),
-                    self.token_total.labels(app, rec.provider, model, "input"),
-                    self.token_total.labels(app, rec.provider, model, "output"),
+                    b.child(self.tokens, (*g, "input"), (2, 3)),
+                    b.child(self.tokens, (*g, "output"), (2, 3)),
+                    b.child(self.token_total, (app, rec.provider, model, "input"), (0, 2)),
+                    b.child(self.token_total, (app, rec.provider, model, "output"), (0, 2)),
                 )
             tin, tout, tok_in, tok_out = ch[3]
             tin.observe(rec.input_tokens)
@@ -331,12 +347,12 @@ class Metrics:
             tok_out.inc(rec.output_tokens)
         if rec.stream and rec.ttft_ms is not None:
             if ch[4] is None:
-                ch[4] = self.ttfc.labels(*ch[5])
+                ch[4] = self.budget.child(self.ttfc, ch[5], (2, 3))
             ch[4].observe(rec.ttft_ms / 1000.0)
         if rec.attempts > 1:
-            self.retries.labels(rec.provider).inc(rec.attempts - 1)
+            self.budget.child(self.retries, (rec.provider,)).inc(rec.attempts - 1)
         if rec.fallback_used:
-            self.fallbacks.labels(rec.provider).inc()
+            self.budget.child(self.fallbacks, (rec.provider,)).inc()
         if rec.cache_status:
             self._cache_call(app, rec)
 
@@ -349,12 +365,7 @@ class Metrics:
             else (served if served in self.models.known else OTHER)
         )
         key = (app, rec.provider, served, rec.cache_status)
-        child = self._cache_children.get(key)
-        if child is None:
-            if len(self._cache_children) > 20_000:
-                self._cache_children.clear()
-            child = self._cache_children[key] = self.cache_calls.labels(*key)
-        child.inc()
+        self.budget.child(self.cache_calls, key, (0, 2)).inc()
 
     def _make_children(self, key: tuple[Any, ...]) -> list[Any]:
         operation, provider, kind, model, app, status_class, error_type, props = key
@@ -362,10 +373,13 @@ class Metrics:
             self._children.clear()
         gp = genai_provider_name(str(kind))
         g = (operation, gp, model, app, provider)
+        b = self.budget
+        request_labels = (app, provider, model, operation, status_class, *props)
+        open_labels = (0, 2, *range(5, 5 + len(props)))  # app, model, properties
         ch: list[Any] = [
-            self.duration.labels(*g, error_type),
-            self.requests.labels(app, provider, model, operation, status_class, *props),
-            self.overhead.labels(provider),
+            b.child(self.duration, (*g, error_type), (2, 3, 5)),
+            b.child(self.requests, request_labels, open_labels),
+            b.child(self.overhead, (provider,)),
             None,  # token instruments, on first use
             None,  # time to first chunk, on first use
             g,
@@ -374,22 +388,24 @@ class Metrics:
         return ch
 
     def priced(self, provider: str, model: str, cost: float | None, known: bool, app: str) -> None:
-        """Called by the writer once a record's price is known (off the request path)."""
+        """Called by the writer once a record's price is known (off the request path);
+        `model`: the one that served the call."""
         model = self.models(model) if model else ""
         if cost:
-            self.cost.labels(self.apps(app), provider, model).inc(cost)
+            self.budget.child(self.cost, (self.apps(app), provider, model), (0, 2)).inc(cost)
         if not known:
-            self.unknown_price.labels(provider, model).inc()
+            self.budget.child(self.unknown_price, (provider, model), (1,)).inc()
 
     def priced_view(self, v: PricedRow, known: bool) -> None:
         """A row the writer priced: its cost, and what a response-cache hit saved."""
-        self.priced(v.provider, v.request_model, v.cost_usd, known, v.app)
+        self.priced(v.provider, v.upstream_model, v.cost_usd, known, v.app)
         if v.cost_saved_usd:
-            model = self.models(v.upstream_model)
-            self.cache_saved.labels(self.apps(v.app), v.provider, model).inc(v.cost_saved_usd)
+            labels = (self.apps(v.app), v.provider, self.models(v.upstream_model))
+            self.budget.child(self.cache_saved, labels, (0, 2)).inc(v.cost_saved_usd)
 
     def feedback_event(self, event: FeedbackEventLike) -> None:
-        self.feedback.labels(self.feedback_names(event.name), event.source).inc()
+        name = self.feedback_names(event.name)
+        self.budget.child(self.feedback, (name, event.source), (0,)).inc()
 
     def experiment(
         self,
@@ -401,13 +417,14 @@ class Metrics:
     ) -> None:
         """The latest evaluation of one experiment; `effects`: (variant, estimate, low,
         high) of the primary metric against the control."""
-        self.experiment_verdict.labels(name).set(verdict)
-        self.experiment_srm_p.labels(name).set(srm_p)
+        b = self.budget  # experiments and variants are declared: bounded by the config
+        b.child(self.experiment_verdict, (name,)).set(verdict)
+        b.child(self.experiment_srm_p, (name,)).set(srm_p)
         for variant, n in units.items():
-            self.experiment_units.labels(name, variant).set(n)
+            b.child(self.experiment_units, (name, variant)).set(n)
         for variant, est, low, high in effects:
             for bound, value in (("estimate", est), ("low", low), ("high", high)):
-                self.experiment_effect.labels(name, variant, bound).set(value)
+                b.child(self.experiment_effect, (name, variant, bound)).set(value)
 
     def drift(self, rows: Iterable[DriftRowLike]) -> None:
         """The latest drift run. Several rows may share a key (one per new version): the
@@ -420,8 +437,8 @@ class Metrics:
             score, alert = latest.get(key, (float("-inf"), False))
             latest[key] = (max(score, r.score), alert or r.alert)
         for key, (score, alert) in latest.items():
-            self.drift_score.labels(*key).set(score)
-            self.drift_alert.labels(*key).set(1 if alert else 0)
+            self.budget.child(self.drift_score, key, (0, 1)).set(score)
+            self.budget.child(self.drift_alert, key, (0, 1)).set(1 if alert else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

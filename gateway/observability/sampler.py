@@ -64,22 +64,27 @@ class Sampler:
         m.log_bytes.set(p.log_bytes())
         m.store_up.set(1 if p.store_ok else 0)
         m.log_budget.set(self.log_budget)
+        b = m.budget
         for labels, value in r.upstream_failures.items():
             if delta := self._delta(("upstream", labels), value):
-                m.upstream_failures.labels(*labels).inc(delta)
+                b.child(m.upstream_failures, labels, (1,)).inc(delta)
         for name, value in p.totals().items():
             if delta := self._delta(("pipeline", name), value):
                 (m.write_retries if name == "retries" else m.pipeline[name]).inc(delta)
         if self.access is not None:
             for outcome, value in self.access.refusals.items():
                 if delta := self._delta(("refused", outcome), value):
-                    m.refusals.labels(outcome.removeprefix("refused_")).inc(delta)
+                    b.child(m.refusals, (outcome.removeprefix("refused_"),)).inc(delta)
             if delta := self._delta("limiter", self.access.limiter_failures):
                 m.limiter_failures.inc(delta)
         for job in self.jobs():
             h = job.health()
-            m.job_age.labels(job.name).set(-1 if h.last_ok_s is None else h.last_ok_s)
-            m.job_failures.labels(job.name).set(h.failures)
+            b.child(m.job_age, (job.name,)).set(-1 if h.last_ok_s is None else h.last_ok_s)
+            b.child(m.job_failures, (job.name,)).set(h.failures)
+        for metric, n in list(b.folded.items()):
+            if delta := self._delta(("folded", metric), n):
+                b.child(m.series_folded, (metric,)).inc(delta)
+        m.series.set(b.used)
 
     def job(self, every: float = 1.0) -> Periodic:
         async def sample() -> None:

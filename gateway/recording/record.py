@@ -154,26 +154,38 @@ class UsageSource(Protocol):
 
 
 def finish(
-    rec: CallRecord, t0: float, observer: UsageSource | None, payload: dict[str, Any] | None
+    rec: CallRecord,
+    t0: float,
+    observer: UsageSource | None,
+    payload: dict[str, Any] | None,
+    input_estimate: int | None = None,  # of `payload`, when already made (off the loop)
 ) -> None:
     """Complete a record when its exchange ends: estimated usage, latency, overhead, and
     strings within their caps."""
     cap_strings(rec)
     if observer is not None:
-        _estimate_usage(rec, observer, payload)
+        _estimate_usage(rec, observer, payload, input_estimate)
     rec.latency_ms = (time.perf_counter() - t0) * 1000.0
     # Outside the upstream window everything is the gateway's; inside a stream's
     # window, the time spent handling chunks (already in overhead_ms) is too.
     rec.overhead_ms += max(rec.latency_ms - rec.upstream_ms, 0.0)
 
 
-def usage_estimate(observer: UsageSource, payload: dict[str, Any]) -> tuple[int, int]:
+def usage_estimate(
+    observer: UsageSource, payload: dict[str, Any], input_est: int | None = None
+) -> tuple[int, int]:
     """(input, output) tokens of a call whose upstream reported none, as it is recorded
-    (and told to a client that reads usage in a translated stream)."""
-    return estimate_input(payload), from_chars(observer.output_chars)
+    (and told to a client that reads usage in a translated stream); `input_est`: the
+    input's estimate when it was made already (off the loop, for a large body)."""
+    return (
+        input_est if input_est is not None else estimate_input(payload),
+        from_chars(observer.output_chars),
+    )
 
 
-def _estimate_usage(rec: CallRecord, observer: UsageSource, payload: dict[str, Any] | None) -> None:
+def _estimate_usage(
+    rec: CallRecord, observer: UsageSource, payload: dict[str, Any] | None, input_est: int | None
+) -> None:
     """Estimate tokens when the upstream reported none for an answer it did give."""
     if observer.usage_seen or not observer.estimates_usage or payload is None:
         return
@@ -181,7 +193,7 @@ def _estimate_usage(rec: CallRecord, observer: UsageSource, payload: dict[str, A
         rec.status_code >= 400 and not observer.output_chars
     ):
         return
-    rec.input_tokens, rec.output_tokens = usage_estimate(observer, payload)
+    rec.input_tokens, rec.output_tokens = usage_estimate(observer, payload, input_est)
     rec.usage_estimated = True
 
 

@@ -220,6 +220,19 @@ class BatchWriter:
         return Periodic("store_migrations", 30.0, lambda: asyncio.to_thread(self.prepare),
                         backoff=0.5, once=True)  # fmt: skip
 
+    def ping_job(self, every: float = 2.0) -> Periodic:
+        """Asks the store whether it answers, off the loop, so that /readyz reads the latest
+        outcome (of this or of an insert) instead of waiting on a busy or slow store."""
+
+        async def ping() -> None:
+            ok = await asyncio.to_thread(self.store.ping)
+            c = self.counters
+            c.store_ok = ok
+            if not ok and not c.last_error:
+                c.last_error = "the store does not answer"
+
+        return Periodic("store_ping", every, ping)
+
     def start(self) -> None:
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="batch-writer")

@@ -1,6 +1,7 @@
 """Attempts: send the call upstream along its route's hops, within the connect and
 first-byte deadlines and the call's total deadline, retrying the next hop on connection
-errors, timeouts and 5xx (429 when configured).
+errors, answers that are not HTTP (an invalid status line), timeouts and 5xx (429 when
+configured).
 """
 
 from __future__ import annotations
@@ -158,7 +159,12 @@ class Attempts:
                 last_error = errors.upstream_timeout(f"{what} timeout, {secs:g}s")
                 self._failed(rec, hop, Outcome.TIMEOUT, what.replace(" ", "_") + "_timeout")
                 continue
-            except (UpstreamConnectError, UpstreamClosed, UpstreamProtocolError) as e:
+            except UpstreamProtocolError as e:  # an answer that is not HTTP's
+                last_error = errors.upstream_protocol_error(provider.name)
+                rec.error_message = f"{provider.name}: {e}"[:1000]
+                self._failed(rec, hop, Outcome.UPSTREAM_ERROR, errors.PROTOCOL_ERROR)
+                continue
+            except (UpstreamConnectError, UpstreamClosed) as e:
                 last_error = errors.upstream_unreachable(provider.name)
                 rec.error_message = f"{provider.name}: {e}"
                 self._failed(rec, hop, Outcome.UNREACHABLE, "connection_error")

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -19,6 +20,7 @@ from gateway.errors import ApiError
 from gateway.providers.translate import Translation
 from gateway.providers.wire import OTHER, Observer, WireAPI
 from gateway.recording.record import CallRecord, finish
+from gateway.recording.tokens import estimate_input
 from gateway.request.headers import Headers, RequestHeaders
 from gateway.request.routing import Hop
 from gateway.server import ON_DISCONNECT
@@ -32,6 +34,12 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _decode = msgspec.json.decode
+
+# A body past this size is parsed in a worker thread, not on the loop: megabytes of JSON
+# take tens of milliseconds, and a run of them held every other call and /healthz behind
+# them. One thread: the loop then shares the interpreter with at most one parser.
+LARGE_BODY = 256 * 1024
+_PARSER = ThreadPoolExecutor(1, thread_name_prefix="body-parser")
 
 
 class Exchange:
@@ -49,6 +57,7 @@ class Exchange:
         "headers",
         "hop",
         "hops",
+        "input_estimate",
         "key",
         "method",
         "observer",
@@ -99,6 +108,7 @@ class Exchange:
         self.recorded = False
         self.observer: Observer | None = None
         self.payload: dict[str, Any] | None = None
+        self.input_estimate: int | None = None  # of a large payload, made with its parse
         self.watcher: asyncio.Task[None] | None = None
         self.key: GatewayKey | None = None  # the caller's gateway key
         self.ticket: Ticket | None = None  # what its limits admitted, to settle
@@ -123,7 +133,7 @@ class Exchange:
         if self.recorded:
             return
         self.recorded = True
-        finish(self.rec, self.t0, self.observer, self.payload)
+        finish(self.rec, self.t0, self.observer, self.payload, self.input_estimate)
         self.sink(self.rec)
 
     def watch_disconnect(self, receive: Receive, scope: dict[str, Any]) -> None:
@@ -150,6 +160,19 @@ class Exchange:
             if msg["type"] == "http.disconnect":
                 self._gone(task)
                 return
+
+    async def parse(self, wire: WireAPI, deployment: str = "") -> str:
+        """`read_request` of this exchange's body, off the loop when the body is large."""
+        if len(self.body) <= LARGE_BODY:
+            return self.read_request(self.body, wire, deployment)
+        return await asyncio.get_running_loop().run_in_executor(_PARSER, self._parse_large,
+                                                                wire, deployment)  # fmt: skip
+
+    def _parse_large(self, wire: WireAPI, deployment: str) -> str:
+        model = self.read_request(self.body, wire, deployment)
+        if self.payload is not None:  # walking a large payload is no lighter than parsing it
+            self.input_estimate = estimate_input(self.payload)
+        return model
 
     def read_request(self, body: bytes, wire: WireAPI, deployment: str = "") -> str:
         """Parse the body once (when the wire API needs its model); returns the model (an
@@ -191,7 +214,7 @@ class Exchange:
         rec.status_code = e.status
         rec.error_type = rec.error_type or (e.code or e.type)
         rec.error_message = rec.error_message or e.message
-        body = e.body()
+        body = self.wire.error_answer(e, rec.request_id)
         await self.send(
             {
                 "type": "http.response.start",

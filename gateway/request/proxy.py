@@ -19,6 +19,7 @@ from typing import Any
 from gateway import errors
 from gateway.access.answers import AccessDenied
 from gateway.access.gate import Gate, Ticket
+from gateway.access.limiter import HOLD_MARGIN_S
 from gateway.cache import MISS, ResponseCache
 from gateway.cache.replay import replay
 from gateway.errors import ApiError
@@ -59,6 +60,7 @@ class Proxy:
         gate: Gate | None = None,
         price: Callable[[CallRecord], float | None] | None = None,
         cache: ResponseCache | None = None,
+        estimate: Callable[[str, str, int, int], float | None] | None = None,
     ) -> None:
         # The steps in reading order: route, assign, attempt, record.
         self.router, self.assigner, self.attempts, self.sink = router, assigner, attempts, sink
@@ -66,6 +68,8 @@ class Proxy:
         self.gate = gate  # gateway keys and limits (gateway/access)
         self.price = price  # a call's cost, for the spend of a key with a budget
         self.cache = cache  # the response cache (gateway/cache)
+        # (provider, model, input tokens, output tokens) -> cost, for a budget's reservation
+        self.estimate = estimate
         self._settling: set[asyncio.Task[None]] = set()
         self.request_ids = RequestIds()
         self.in_flight = self.streams_in_flight = 0
@@ -178,7 +182,7 @@ class Proxy:
 
     async def _handle(self, ex: Exchange, client: ClientPath, query: str) -> None:
         rec, wire = ex.rec, ex.wire
-        model = ex.read_request(ex.body, wire, client.deployment)
+        model = await ex.parse(wire, client.deployment)
         if self.assigner is not None and model:
             model = self.assigner.apply(rec, model)
         resolved = self.router.resolve(model) if model else self.router.default
@@ -195,10 +199,18 @@ class Proxy:
                 raise errors.wrong_dialect(model)
         if ex.key is not None:
             assert self.gate is not None
+            first, estimate = hops[0], self.estimate
+
+            def price(tokens_in: int, tokens_out: int) -> float | None:  # at the first hop's
+                if estimate is None:
+                    return None
+                return estimate(first.provider.name, first.model, tokens_in, tokens_out)
+
             # The allowlist applies to the model after aliases: the one actually called.
             ex.ticket = await self.gate.admit(
-                ex.key, resolved.model if model else "", rec.end_user, ex.payload
-            )
+                ex.key, resolved.model if model else "", rec.end_user, ex.payload,
+                rec.operation, price, first.provider.cfg.timeouts.total + HOLD_MARGIN_S,
+            )  # fmt: skip
             ex.answer_headers = ex.ticket.headers
         ex.observer = wire.observer(rec)
         # One deadline for the whole call: every attempt, every wait, and the answer's body.

@@ -79,8 +79,10 @@ class Routing(Protocol):
 
 
 def exact_names(config: Routing) -> set[str]:
-    """Model names the config itself spells out: exact route matches and aliases."""
+    """Model names the config itself spells out: exact route matches, the models routes
+    rewrite to, and aliases."""
     exact = {r.match for r in config.routes if not GLOB_CHARS & set(r.match)}
+    exact |= {t.model for r in config.routes for t in r.targets if t.model}
     return exact | set(config.aliases) | set(config.aliases.values())
 
 

@@ -221,6 +221,12 @@ async def relay_stream(ex: Exchange, resp: UpstreamResponse) -> None:
         if sp.captured:
             rec.response_body = sp.body()
         rec.overhead_ms = gateway_time * 1000.0
+    # The record is appended to the log here, before the response's end (the chunked
+    # terminator) goes out. The stream's terminal event (`data: [DONE]`, `message_stop`,
+    # `response.completed`) went out above, with the upstream's bytes, as it arrived: a
+    # client that stops reading at that event (the SDKs do) may count the call answered
+    # while this process, killed (-9) before this line, never logged it. The window is the
+    # time from relaying the terminal event to the upstream's end of body (one read).
     ex.commit()
     await ex.settle()
     await send({"type": "http.response.body", "body": b"", "more_body": False})

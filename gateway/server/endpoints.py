@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -53,7 +53,7 @@ def _answer(status: int, message: str, code: str, type_: str) -> Response[dict[s
 def endpoints(
     store: Store,
     writers: Sequence[BatchWriter],
-    metrics: Callable[[], bytes],
+    metrics: Callable[[], Awaitable[bytes]],
     jobs: Callable[[], Sequence[Job]],
     admin_token: Callable[[], str],
 ) -> list[HTTPRouteHandler]:
@@ -69,23 +69,25 @@ def endpoints(
         msg = "A valid x-gateway-admin-token header is required."
         return _answer(403, msg, "forbidden", "permission_error")
 
-    @get("/metrics", media_type="text/plain; version=0.0.4; charset=utf-8", sync_to_thread=False)
-    def prometheus() -> bytes:
-        return metrics()
+    @get("/metrics", media_type="text/plain; version=0.0.4; charset=utf-8")
+    async def prometheus() -> bytes:
+        return await metrics()
 
     @get("/healthz", media_type=MediaType.JSON, sync_to_thread=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/readyz", media_type=MediaType.JSON)
-    async def readyz() -> Response[dict[str, object]]:
+    @get("/readyz", media_type=MediaType.JSON, sync_to_thread=False)
+    def readyz() -> Response[dict[str, object]]:
+        # Cached state only, never a call to the store: a busy or hung store must not hold
+        # the probe (the `store_ping` job and every insert keep `store_ok` current).
         status, reason = "ready", ""
         log_trouble = next((t for w in writers if (t := w.queue.trouble())), "")
         if log_trouble:
             status, reason = "record_log_unwritable", log_trouble
         elif not calls.migrated:
             status, reason = "store_not_migrated", "the store's tables are not ready yet"
-        elif not await asyncio.to_thread(store.ping):
+        elif not calls.store_ok:
             status, reason = "store_unavailable", "the store does not answer"
         body = {
             "status": status,

@@ -5,7 +5,9 @@ a hostile or broken client from holding a connection forever.
   `server.idle_timeout_s`; a request head must arrive within `server.header_timeout_s` of
   its first byte and the whole body within `server.body_timeout_s` of the head, else the
   client gets a 408 in the OpenAI error shape and the connection closes (the app sees a
-  client that left).
+  client that left). Bytes that begin no request (httptools skips empty lines before a
+  request line without a word) are neither activity nor a head: the idle deadline stands,
+  and the head deadline runs from the first of them.
 - Past `server.max_connections` open connections a new one gets a 503 and is closed.
 - Forwarding headers (`X-Forwarded-For`, ...) count only from `server.trusted_proxies`.
 - uvicorn's own `date`/`server` headers are off: a proxied answer carries the upstream's,
@@ -92,6 +94,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_timeout = limits.body_timeout_s
         self._max_connections = limits.max_connections
         self._in_head = False
+        self._begun = 0  # requests whose first byte the parser has seen
+        self._idle_since = 0.0  # loop time the connection last had no request in flight
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         # Calls told when the client leaves before their answer is complete (see
@@ -105,15 +109,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             transport.close()
             return
         # uvicorn's keep-alive timer, armed before the first request too; data cancels it.
+        self._idle_since = self.loop.time()
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler
         )
 
     def data_received(self, data: bytes) -> None:
+        cycle = self.cycle
+        idle = not self._in_head and (cycle is None or cycle.response_complete)
+        begun = self._begun
         super().data_received(data)
         if self.transport.is_closing():
             return
-        if self._in_head:
+        if idle and self._begun == begun:
+            self._stray_bytes()
+        elif self._in_head:
             if self._head_timer is None:
                 self._head_timer = self.loop.call_later(self._header_timeout, self._head_expired)
         elif (
@@ -133,6 +143,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
+        self._begun += 1
+
+    def on_response_complete(self) -> None:
+        self._idle_since = self.loop.time()
+        super().on_response_complete()
+
+    def _stray_bytes(self) -> None:
+        """Bytes on an idle connection that began no request (blank lines): uvicorn took
+        them for activity and dropped its keep-alive timer; it is set again at the deadline
+        it had, and the head's deadline starts now unless it already runs."""
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_at(
+                self._idle_since + self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self._header_timeout, self._head_expired)
 
     def on_headers_complete(self) -> None:
         self._in_head = False

@@ -21,6 +21,7 @@ from gateway.providers.base import ProviderConfig
 from gateway.providers.translate.chat_to_messages import unsupported
 from gateway.providers.wire.base import Observer, as_int, as_str, event_json
 from gateway.providers.wire.chat import ChatObserver
+from gateway.providers.wire.messages import anthropic_error
 from gateway.providers.wire.sse import SSESplitter
 from gateway.recording.record import UsageSource, usage_estimate
 from gateway.recording.tokens import estimate_input
@@ -40,15 +41,6 @@ STOP_REASONS = {
     "tool_calls": "tool_use",
     "function_call": "tool_use",
     "content_filter": "refusal",
-}
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    529: "overloaded_error",
 }
 _API = "OpenAI chat completions API"
 
@@ -199,14 +191,6 @@ def _estimated(observed: UsageSource | None, payload: dict[str, Any]) -> dict[st
 
 def _sse(kind: str, obj: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + _encode(obj) + b"\n\n"
-
-
-def anthropic_error(message: str, status: int, type_: str = "") -> dict[str, Any]:
-    """Anthropic's error shape; the type by HTTP status (OpenAI's types differ, e.g. a bad
-    key is its invalid_request_error), else by the upstream's type (stream errors)."""
-    known = type_ if type_ in _ERROR_TYPES.values() else "api_error"
-    t = _ERROR_TYPES.get(status, known)
-    return {"type": "error", "error": {"type": t, "message": message}}
 
 
 class MessagesToChat:

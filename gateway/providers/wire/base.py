@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from gateway.errors import JSON_ERRORS, error_envelope
+from gateway.errors import JSON_ERRORS, ApiError, error_envelope
 from gateway.recording.record import CallRecord, Outcome
 
 _decode = msgspec.json.decode
@@ -160,6 +160,11 @@ class WireAPI:
         rec.turn_index = _turn_index(payload)
         if not rec.end_user:
             rec.end_user = _end_user(payload)
+
+    def error_answer(self, e: ApiError, request_id: str) -> bytes:
+        """The body of the gateway's own error answer, in the client's dialect (OpenAI's
+        error shape here)."""
+        return e.body()
 
     def stream_error(self, message: str, type_: str) -> bytes:
         """A last SSE event telling the client its stream broke (OpenAI's chat form)."""

@@ -7,9 +7,34 @@ from typing import Any
 
 import msgspec
 
+from gateway.errors import ApiError
 from gateway.providers.wire.base import Observer, WireAPI, as_int, as_str, event_json
 
 _encode = msgspec.json.encode
+
+# Anthropic's error type for each HTTP status: its SDK picks its exception class by status,
+# and clients read the type.
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error(message: str, status: int, type_: str = "") -> dict[str, Any]:
+    """Anthropic's error shape; the type by HTTP status (OpenAI's types differ, e.g. a bad
+    key is its invalid_request_error), else by the type given (stream errors)."""
+    known = type_ if type_ in ERROR_TYPES.values() else "api_error"
+    t = ERROR_TYPES.get(status, known)
+    return {"type": "error", "error": {"type": t, "message": message}}
+
 
 # The Messages API's stop reasons in OpenAI's words.
 FINISH_REASONS = {
@@ -92,8 +117,11 @@ class Messages(WireAPI):
     __slots__ = ()
 
     def stream_error(self, message: str, type_: str) -> bytes:
-        body = _encode({"type": "error", "error": {"type": type_, "message": message}})
+        body = _encode(anthropic_error(message, 0, type_))
         return b"event: error\ndata: " + body + b"\n\n"
+
+    def error_answer(self, e: ApiError, request_id: str) -> bytes:
+        return _encode({**anthropic_error(e.message, e.status), "request_id": request_id})
 
 
 MESSAGES = Messages("/v1/messages", "chat", AnthropicObserver, dialect="anthropic")

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from gateway.recording.capture import CaptureConfig
 from gateway.recording.record import FAILED_SQL
-from gateway.recording.store.base import Store
+from gateway.recording.store.base import Store, StoreError
 
 log = logging.getLogger("gateway.migrate")
 
@@ -144,23 +144,23 @@ def migrate(
     db = store.database
     if not db:
         return []
-    on = f" ON CLUSTER '{cluster}'" if cluster else ""
-    store.command(f"CREATE DATABASE IF NOT EXISTS {db}{on}")
-    engine = (
-        f"ReplicatedReplacingMergeTree('/clickhouse/tables/{db}/schema_migrations', '{{replica}}')"
-        if cluster
-        else "ReplacingMergeTree"
-    )
-    store.command(
-        f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations{on} "
-        "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
-        f"ENGINE = {engine} ORDER BY version"
-    )
-    done = {
-        json.loads(line)["version"]
-        for line in store.query(f"SELECT version FROM {db}.schema_migrations").splitlines()
-        if line.strip()
-    }
+    try:  # no DDL at all when the store is up to date (a start on a full disk, say)
+        done = _applied(store, db)
+    except StoreError:
+        on = f" ON CLUSTER '{cluster}'" if cluster else ""
+        store.command(f"CREATE DATABASE IF NOT EXISTS {db}{on}")
+        engine = (
+            f"ReplicatedReplacingMergeTree('/clickhouse/tables/{db}/schema_migrations', "
+            "'{replica}')"
+            if cluster
+            else "ReplacingMergeTree"
+        )
+        store.command(
+            f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations{on} "
+            "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+            f"ENGINE = {engine} ORDER BY version"
+        )
+        done = _applied(store, db)
     applied = []
     for m in migrations():
         if m.version in done:
@@ -177,6 +177,11 @@ def migrate(
     if views is not None:
         _replace_views(store, db, cluster, views, step, **params)
     return applied
+
+
+def _applied(store: Store, db: str) -> set[int]:
+    rows = store.query(f"SELECT version FROM {db}.schema_migrations").splitlines()
+    return {json.loads(line)["version"] for line in rows if line.strip()}
 
 
 def view_statements(

@@ -189,6 +189,7 @@ def test_saved_spend_of_the_response_cache(store: ChdbStore) -> None:
         "calls": 4, "cache_hits": 2, "saved_usd": 1.0}  # fmt: skip
     text = models_report(store.query, "cached", "7d", at=NOW)
     head, _, row = text.splitlines()[2:5]
-    assert "cache hits" in head and "saved USD" in head
-    # served model, provider, requested as, users, calls, cache hits, saved USD, ...
+    # the columns are named as the JSON's fields
+    assert head.split()[:7] == ["upstream_model", "provider", "request_models", "users", "calls",
+                                "cache_hits", "saved_usd"]  # fmt: skip
     assert row.split()[:7] == ["model-a", "openai", "answer", "4", "4", "2", "1"]

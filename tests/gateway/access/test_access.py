@@ -24,9 +24,10 @@ from gateway.access.keys import (
     presented_secret,
 )
 from gateway.access.keystore import KeyStore
-from gateway.access.limiter import Admission, MemoryLimiter, Quota, RedisLimiter
+from gateway.access.limiter import Admission, MemoryLimiter, Quota
 from gateway.access.origin import OriginGuard
 from gateway.access.policy import ModelRule, period_id
+from gateway.access.redis_limiter import RedisLimiter
 from gateway.access.scripts import RedisScripts, Script
 from gateway.errors import ConfigError, LimiterUnavailable
 from gateway.recording.record import CallRecord, encode_line
@@ -230,6 +231,58 @@ async def test_budget_runs_out_after_spend_and_seeding_counts(limiter):
     e = refused(b)
     assert e.status == 429 and json.loads(e.body())["error"]["code"] == "insufficient_quota"
     assert (b"x-should-retry", b"false") in e.headers
+
+
+async def test_budget_reservations_hold_room_until_settled(limiter):
+    k = key(budget_usd=1.0, budget_period="day")
+    a = await limiter.admit(k, "", 10, 0.4)
+    b = await limiter.admit(k, "", 10, 0.4)
+    assert a.ok and b.ok
+    # 0.8 reserved: a third 0.4 does not fit, though nothing is spent yet
+    c = await limiter.admit(k, "", 10, 0.4)
+    assert not c.ok and c.refusal == "budget" and c.held and c.retry_after == 1.0
+    e = refused(c)
+    assert e.status == 429 and json.loads(e.body())["error"]["code"] == "insufficient_quota"
+    assert (b"x-should-retry", b"false") not in e.headers  # the room may come back
+    assert (await limiter.admit(k, "", 10, 0.2)).ok  # what is left still fits a smaller one
+    await limiter.settle(a, 10, 0.1)  # cost less than reserved: the rest comes back
+    assert (await limiter.admit(k, "", 10, 0.3)).ok  # 0.1 spent + 0.6 held + 0.3
+    assert await limiter.spent(k) == pytest.approx(0.1)
+
+
+async def test_a_reservation_larger_than_what_is_left_is_insufficient_quota(limiter):
+    k = key(budget_usd=1.0, budget_period="day")
+    await limiter.seed_spend(k, 0.7)
+    big = await limiter.admit(k, "", 10, 0.5)
+    assert not big.ok and big.refusal == "budget" and not big.held
+    assert (b"x-should-retry", b"false") in refused(big).headers
+    assert (await limiter.admit(k, "", 10, 0.25)).ok
+
+
+async def test_tpm_takes_the_whole_reservation(limiter):
+    k = key(tpm=100)
+    a = await limiter.admit(k, "", 60)  # input + output reserved
+    assert a.ok and not (await limiter.admit(k, "", 60)).ok
+    await limiter.settle(a, 20, 0.0)  # used a third: 40 tokens come back
+    assert (await limiter.admit(k, "", 60)).ok
+
+
+async def test_redis_reservation_of_a_dead_replica_expires(redis_server: RedisServer):
+    dead, alive = RedisLimiter(redis_server.url), RedisLimiter(redis_server.url)
+    k = key(budget_usd=1.0, budget_period="day")
+    try:
+        held = await dead.admit(k, "", 10, 0.9, hold_s=1.0)  # then the replica dies
+        assert held.ok and await alive.held(k) == pytest.approx(0.9)
+        assert not (await alive.admit(k, "", 10, 0.5)).ok
+        await asyncio.sleep(1.2)  # past the reservation's deadline
+        assert (await alive.admit(k, "", 10, 0.5)).ok
+        assert await alive.held(k) == pytest.approx(0.5)
+        await dead.settle(held, 10, 0.1)  # a late settle releases nothing twice
+        assert await alive.held(k) == pytest.approx(0.5)
+        assert await alive.spent(k) == pytest.approx(0.1)
+    finally:
+        await dead.close()
+        await alive.close()
 
 
 async def test_user_limits_are_per_end_user(limiter):
@@ -439,3 +492,18 @@ async def test_a_redis_that_does_not_answer_in_time_fails_the_call():
         await slow
         assert await c.call("GET", "k") == b"v"  # answers again once Redis does
         await c.close()
+
+
+def test_reservations_read_max_tokens_else_the_configured_output():
+    from gateway.access.reserve import ReserveConfig, Reserver
+
+    r = Reserver(ReserveConfig(output_tokens=100, models={"claude-*": 4000}))
+    msgs = [{"role": "user", "content": "x" * 40}]  # 10 tokens of text, 4 of framing
+    assert r.tokens({"messages": msgs, "max_tokens": 7}, "gpt-4o", "chat") == (14, 7)
+    assert r.tokens({"messages": msgs, "max_completion_tokens": 9}, "gpt-4o", "chat") == (14, 9)
+    assert r.tokens({"input": "x" * 40, "max_output_tokens": 3}, "gpt-4o", "responses") == (10, 3)
+    assert r.tokens({"messages": msgs}, "gpt-4o", "chat") == (14, 100)
+    assert r.tokens({"messages": msgs}, "claude-3-5-sonnet", "chat") == (14, 4000)
+    assert r.tokens({"messages": msgs, "max_tokens": True}, "gpt-4o", "chat") == (14, 100)
+    assert r.tokens({"input": "x" * 40}, "text-embedding-3-small", "embeddings") == (10, 0)
+    assert r.tokens({"messages": msgs, "max_tokens": 10**12}, "gpt-4o", "chat")[1] == 10_000_000

@@ -72,8 +72,9 @@ def status(gw: GatewayProcess, key: str, model: str = "gpt-4o-mini") -> int:
     r = httpx.post(
         gw.url + "/v1/chat/completions",
         headers={"authorization": f"Bearer {key}"},
-        json={"model": model, "messages": [{"role": "user", "content": "ping"}]},
-    )
+        json={"model": model, "messages": [{"role": "user", "content": "ping"}],
+              "max_tokens": 5},  # the fake answers 5 tokens: the reservation is exact
+    )  # fmt: skip
     return r.status_code
 
 
@@ -82,8 +83,10 @@ def oai(gw: GatewayProcess, key: str, **kw: Any) -> openai.OpenAI:
 
 
 def chat(client: openai.OpenAI, model: str = "gpt-4o-mini", rid: str | None = None) -> Any:
+    # max_tokens 5: the fake's answers have 5 output tokens, so budgets and TPM reserve
+    # about what a call uses (see test_reservations for what they reserve without it)
     return client.chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": "hi"}],
+        model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=5,
         extra_headers={"X-Request-Id": rid} if rid else None,
     )  # fmt: skip
 
@@ -228,7 +231,7 @@ def test_budget_runs_out_mid_traffic(gw: GatewayProcess):
         except openai.RateLimitError as e:
             assert e.code == "insufficient_quota" and e.type == "insufficient_quota"
             outcomes.append("quota")
-    # 0.75 USD a call: admitted while the spend is under 2 USD, i.e. 3 calls.
+    # 0.75 USD a call, 0.5 reserved (10 tokens): admitted while spend + 0.5 fits in 2 USD.
     assert outcomes == ["ok"] * 3 + ["quota"] * 3
     # x-should-retry: false: the SDK did not retry a spent budget (one row per refusal).
     rows = gw.wait_rows(f"key_id = '{created['key_id']}' AND outcome = 'refused_budget'", 3)

@@ -66,7 +66,7 @@ def post(gw: GatewayProcess, key: str, model: str = "gpt-4o-mini") -> httpx.Resp
     return httpx.post(
         gw.url + "/v1/chat/completions",
         headers={"authorization": f"Bearer {key}"},
-        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5},
     )
 
 
@@ -92,7 +92,8 @@ def test_budget_stops_both_and_survives_a_redis_wipe(fleet, redis_server: RedisS
     key = created["key"]
     wait_until_known(key, a, b)
     codes = [post(g, key, "budget-model").status_code for _ in range(3) for g in (a, b)]
-    # 0.75 USD a call, admitted while the spend is under 2 USD: 3 calls, whichever replica.
+    # 0.75 USD a call, 0.5 reserved (10 tokens): admitted while spend + 0.5 fits in 2 USD,
+    # 3 calls, whichever replica.
     assert codes == [200, 200, 200, 429, 429, 429]
     assert post(a, key, "budget-model").json()["error"]["code"] == "insufficient_quota"
 

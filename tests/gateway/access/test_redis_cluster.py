@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from gateway.access.keys import GatewayKey, Limits, hash_secret, new_secret
-from gateway.access.limiter import RedisLimiter
 from gateway.access.policy import period_id
+from gateway.access.redis_limiter import RedisLimiter
 from tests.redisproc import RedisClusterServers
 
 

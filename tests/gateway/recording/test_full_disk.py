@@ -9,6 +9,7 @@ import os
 import resource
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +25,7 @@ from gateway.recording.log import RecordLog
 from gateway.recording.queue import LogQueue
 from gateway.recording.record import CallRecord
 from gateway.recording.store.disabled import DisabledStore
+from gateway.recording.store.repair import damaged_files
 from gateway.recording.writer import BatchWriter
 from tests.conftest import GatewayProcess, gateway_config
 from tests.gateway.recording.test_durability import metrics
@@ -170,3 +172,106 @@ def test_full_disk_answers_whole_counts_drops_and_recovers(
     finally:
         client.close()
         gw.stop()
+
+
+@needs_root
+def test_full_disk_then_restart_reopens_the_store_without_losing_a_row(
+    fake, selfhosted, small_disk: Path, tmp_path: Path
+):
+    """The issue's run: bodies captured, 150 calls while the disk is full, space freed,
+    the gateway restarted: the store opens, every answered call has its row once, and no
+    DDL ran meanwhile (one that is asked for is refused, not half-done)."""
+    cfg = gateway_config(fake.url, selfhosted.url)
+    cfg["capture"] = {"mode": "full", "max_body_bytes": 16384}
+    cfg["log"] = {"memory_bytes": 4_000_000, "segment_bytes": 1024 * 1024}
+    cfg["store"]["path"] = str(small_disk)
+    msgs = [{"role": "user", "content": "x" * 8000}]
+    run = uuid.uuid4().hex[:6]
+    answered: list[str] = []
+
+    def call(client: httpx.Client, rid: str) -> None:
+        r = client.post("/v1/chat/completions", headers={"X-Request-Id": rid},
+                        json={"model": "gpt-4o", "messages": msgs})  # fmt: skip
+        assert r.status_code == 200
+        answered.append(rid)
+
+    gw = GatewayProcess(cfg, tmp_path).start()
+    try:
+        wait_for(lambda: readyz(gw.url)[0] == 200)
+        with httpx.Client(base_url=gw.url, timeout=30) as client:
+            for i in range(20):
+                call(client, f"before-{run}-{i}")
+            gw.wait_rows(f"request_id LIKE 'before-{run}-%'", 20)
+            fill(small_disk / "filler")
+            for i in range(150):
+                call(client, f"full-{run}-{i}")
+            # A migration's ALTER while the disk is full is refused before it runs: chDB
+            # would report it done and leave the table's definition empty.
+            with pytest.raises(AssertionError, match="nearly full"):
+                gw.sql("ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS added_while_full String")
+            time.sleep(2)  # the writer's retries, the jobs' timers
+        (small_disk / "filler").unlink()  # space is back
+    finally:
+        gw.stop()
+    assert damaged_files(small_disk) == []
+    gw2 = GatewayProcess(cfg, tmp_path).start()
+    try:
+        wait_for(lambda: readyz(gw2.url)[0] == 200)
+        rows = gw2.wait_rows(f"request_id LIKE '%-{run}-%'", len(answered), timeout=60)
+        ids = [r["request_id"] for r in rows]
+        assert len(ids) == len(answered) == 170
+        assert sorted(ids) == sorted(answered)
+    finally:
+        gw2.stop()
+
+
+RETRIED_MIGRATION = """
+import contextlib, sys
+from pathlib import Path
+from gateway.recording.store import StoreError, migrate
+from gateway.recording.store.chdb_store import ChdbStore
+path = Path(sys.argv[1])
+s = ChdbStore(str(path), "llm_gateway")
+migrate(s)
+s.command("INSERT INTO llm_gateway.llm_calls (request_id, app) "
+          "SELECT concat('r', toString(number)), 'retried' FROM numbers(41)")
+# The last migration's row never made it (its insert failed, say): the job runs it again.
+s.command("ALTER TABLE llm_gateway.schema_migrations DELETE WHERE version = 13 "
+          "SETTINGS mutations_sync = 1")
+with open(path / "filler", "wb", buffering=0) as f:
+    with contextlib.suppress(OSError):
+        while f.write(bytes(65536)):
+            pass
+try:
+    migrate(s)
+    print("migrated on a full disk")
+except StoreError as e:
+    print("refused:", e)
+(path / "filler").unlink()
+print("applied:", migrate(s))
+s.close()
+"""
+
+
+@needs_root
+def test_a_migration_retried_on_a_full_disk_is_refused_and_runs_once_space_is_back(
+    small_disk: Path,
+):
+    """The migrations job tries again until it succeeds: an ALTER it repeats while the disk
+    is full must not run (chDB would report it done and leave llm_calls.sql empty, and the
+    store could not be opened again)."""
+    p = subprocess.run([sys.executable, "-c", RETRIED_MIGRATION, str(small_disk)],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "refused: not run while the disk" in p.stdout, p.stdout
+    assert "applied: [13]" in p.stdout
+    assert damaged_files(small_disk) == []
+    count = (
+        "from gateway.recording.store.chdb_store import ChdbStore; import sys; "
+        "s = ChdbStore(sys.argv[1], 'llm_gateway'); "
+        "print(s.query(\"SELECT count() FROM llm_calls WHERE app = 'retried'\", 'TSV'))"
+    )
+    p = subprocess.run([sys.executable, "-c", count, str(small_disk)],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "41" in p.stdout

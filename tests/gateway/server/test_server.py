@@ -4,6 +4,7 @@ that cannot be held forever, forwarding headers trusted only from configured pro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -92,6 +94,72 @@ def test_slow_headers_get_408_and_close(gw: GatewayProcess):
         status, _, body = parse(got)
         assert status == 408
         assert_openai_error(body, status, "request_timeout")
+
+
+def drip_blank_lines(s: socket.socket) -> tuple[bool, bytes]:
+    """Send an empty line every 0.2 s (a server may skip them before a request line) until
+    the gateway closes the connection: (closed, what it answered), or (False, ...) at HANG."""
+    got = b""
+    s.settimeout(0.2)
+    deadline = time.monotonic() + HANG
+    while time.monotonic() < deadline:
+        try:
+            s.sendall(b"\r\n")
+            chunk = s.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:
+            return True, got
+        if not chunk:
+            return True, got
+        got += chunk
+    return False, got
+
+
+def test_blank_lines_neither_keep_a_connection_idle_nor_start_a_request(gw: GatewayProcess):
+    with connect(gw) as s:
+        closed, got = drip_blank_lines(s)
+    assert closed
+    if got:  # closed by the head deadline: a 408, in the OpenAI shape
+        status, _, body = parse(got)
+        assert status == 408
+        assert_openai_error(body, status, "request_timeout")
+    # After a request too: the idle deadline after an answer is not reset by blank lines.
+    with connect(gw) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        closed, got = drip_blank_lines(s)
+    assert closed and parse(got)[0] == 200
+
+
+def test_blank_line_connections_cannot_hold_every_slot(gw: GatewayProcess):
+    # As many connections as the cap, each sending an empty line now and then: their
+    # slots come free, and a normal call is served while they keep dripping.
+    socks = [connect(gw) for _ in range(40)]
+    stop = threading.Event()
+
+    def drip() -> None:
+        while not stop.wait(0.2):
+            for s in socks:
+                with contextlib.suppress(OSError):
+                    s.sendall(b"\r\n")
+
+    t = threading.Thread(target=drip)
+    t.start()
+    try:
+        deadline = time.monotonic() + HANG
+        while True:
+            try:
+                if httpx.get(gw.url + "/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "every slot still held"
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        t.join()
+        for s in socks:
+            s.close()
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", f"/v1/feedback?key={PUB_KEY}"])
