@@ -25,22 +25,31 @@ __all__ = ["AccessDenied", "Headers"]  # the request path takes them from here t
 def duration(seconds: float) -> str:
     """A reset time as OpenAI writes it: `20ms`, `1.5s`, `6m0s`."""
     if seconds < 1:
-        return f"{max(math.ceil(seconds * 1000), 0)}ms"
+        ms = math.ceil(seconds * 1000)
+        return f"{ms if ms > 0 else 0}ms"
     if seconds < 60:
         return f"{round(seconds, 3):g}s"
     m, s = divmod(seconds, 60)
     return f"{int(m)}m{round(s):d}s"
 
 
+_RATELIMIT_NAMES = {
+    what: (b"x-ratelimit-limit-" + what, b"x-ratelimit-remaining-" + what,
+           b"x-ratelimit-reset-" + what)
+    for what in (b"requests", b"tokens")
+}  # fmt: skip
+
+
 def ratelimit_headers(q: Quota) -> Headers:
     out: Headers = []
-    for what, v in (("requests", q.requests), ("tokens", q.tokens)):
+    for what, v in ((b"requests", q.requests), (b"tokens", q.tokens)):
         if v is not None:
             limit, remaining, reset = v
+            names = _RATELIMIT_NAMES[what]
             out += [
-                (b"x-ratelimit-limit-" + what.encode(), str(limit).encode()),
-                (b"x-ratelimit-remaining-" + what.encode(), str(int(remaining)).encode()),
-                (b"x-ratelimit-reset-" + what.encode(), duration(reset).encode()),
+                (names[0], b"%d" % limit),
+                (names[1], b"%d" % remaining),  # truncated, as int() does
+                (names[2], duration(reset).encode()),
             ]
     return out
 

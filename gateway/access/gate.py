@@ -46,10 +46,19 @@ class Ticket:
     headers: Headers = field(default_factory=list)  # x-ratelimit-* for the answer
 
 
-def _limited(key: GatewayKey) -> bool:
-    lim = key.limits
-    return bool(lim.rpm or lim.tpm or lim.concurrency or lim.budget_usd or lim.user_rpm
-                or lim.user_tpm)  # fmt: skip
+class _KeyPlan:
+    """What admitting a key's calls needs that its limits alone decide, worked out once per
+    key (object: a re-read key with other limits is another object)."""
+
+    __slots__ = ("budget", "key", "limited", "rule")
+
+    def __init__(self, key: GatewayKey) -> None:
+        lim = key.limits
+        self.key = key
+        self.rule = ModelRule(lim.models)
+        self.limited = bool(lim.rpm or lim.tpm or lim.concurrency or lim.budget_usd
+                            or lim.user_rpm or lim.user_tpm)  # fmt: skip
+        self.budget = lim.budget_usd > 0
 
 
 def seed_sql(keys: list[GatewayKey]) -> str:
@@ -71,7 +80,7 @@ class Gate:
         )
         self.guard = OriginGuard(cfg.allowed_origins, cfg.allowed_hosts)
         self.reserver = Reserver(cfg.reserve)
-        self._rules: dict[str, tuple[tuple[str, ...], ModelRule]] = {}
+        self._plans: dict[str, _KeyPlan] = {}  # key id -> the plan of its current object
         self.refusals: dict[str, int] = {}  # outcome -> count, for /metrics
         self._store_keys = False  # keys are read from the store (refresh_forever runs)
 
@@ -103,12 +112,13 @@ class Gate:
             self.count(e.outcome)
             raise
 
-    def _rule(self, key: GatewayKey) -> ModelRule:
-        cached = self._rules.get(key.key_id)
-        if cached is None or cached[0] != key.limits.models:
-            cached = (key.limits.models, ModelRule(key.limits.models))
-            self._rules[key.key_id] = cached
-        return cached[1]
+    def _plan(self, key: GatewayKey) -> _KeyPlan:
+        plan = self._plans.get(key.key_id)
+        if plan is None or plan.key is not key:
+            if len(self._plans) > 10_000:  # keys revoked and created over a long run
+                self._plans.clear()
+            plan = self._plans[key.key_id] = _KeyPlan(key)
+        return plan
 
     async def admit(
         self,
@@ -122,15 +132,16 @@ class Gate:
     ) -> Ticket:
         """`price`: the call's cost of (input, output) tokens, for a key with a budget;
         `hold_s`: how long its reservation may outlive a replica that dies mid-call."""
-        if model and not self._rule(key).allows(model):
+        plan = self._plan(key)
+        if model and not plan.rule.allows(model):
             self.count("refused_model")
             raise refusal("model_not_allowed", model)
         ticket = Ticket(key)
-        if not _limited(key):
+        if not plan.limited:
             return ticket
         est_in, est_out = self.reserver.tokens(payload, model, operation)
         cost = 0.0
-        if key.limits.budget_usd > 0 and price is not None:
+        if plan.budget and price is not None:
             cost = price(est_in, est_out) or 0.0
         adm = await self.limiter.admit(key, user, est_in + est_out, cost, hold_s)
         if not adm.ok:

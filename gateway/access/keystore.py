@@ -20,6 +20,12 @@ from gateway.errors import ConfigError, StoreError
 
 log = logging.getLogger("gateway.access.keystore")
 
+# Secrets recently matched, so that a key in use is not hashed again on every call. Only
+# matched secrets are kept (a stream of wrong ones cannot evict the good ones for long):
+# a bounded in-memory map, emptied whenever the keys are swapped (a revoke then takes
+# effect with the same delay as before).
+_MATCHED_LIMIT = 1024
+
 TABLE = "llm_gateway_keys"
 COLUMNS = "key_id, key_hash, name, app, team, hint, limits, created_at, revoked, version"
 
@@ -84,6 +90,7 @@ class KeyStore:
     def __init__(self, configured: Iterable[GatewayKey] = ()) -> None:
         self._configured = tuple(configured)
         self._by_hash: dict[str, GatewayKey] = {k.key_hash: k for k in self._configured}
+        self._matched: dict[str, GatewayKey] = {}  # secret -> its key (see _MATCHED_LIMIT)
         self.loaded = False  # the store has been read at least once
         self.refresh_errors = 0
 
@@ -94,10 +101,16 @@ class KeyStore:
         return list(self._by_hash.values())
 
     def lookup(self, secret: str) -> GatewayKey | None:
+        key = self._matched.get(secret)
+        if key is not None:
+            return key
         h = hash_secret(secret)
         key = self._by_hash.get(h)
         if key is None or not token_matches(h, key.key_hash) or key.revoked:
             return None
+        if len(self._matched) >= _MATCHED_LIMIT:
+            self._matched.clear()
+        self._matched[secret] = key
         return key
 
     def read(self, query: Query) -> dict[str, GatewayKey]:
@@ -125,6 +138,7 @@ class KeyStore:
 
     def swap(self, by_hash: dict[str, GatewayKey]) -> None:
         self._by_hash = by_hash
+        self._matched = {}
         self.loaded = True
 
     def refresh(self, query: Query) -> list[GatewayKey]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.access.keys import GatewayKey, Limits
-from gateway.access.policy import Bucket, period_id, period_seconds_left
+from gateway.access.policy import Bucket, bucket, period_id, period_seconds_left
 
 if TYPE_CHECKING:
     from gateway.access.scripts import Mode
@@ -108,11 +108,11 @@ def amounts(lim: Limits, est: int) -> tuple[tuple[str, int, int], ...]:
 def quota(lim: Limits, levels: dict[str, float]) -> Quota:
     q = Quota()
     if lim.rpm and RPM in levels:
-        b = Bucket(lim.rpm)
-        q.requests = (lim.rpm, max(levels[RPM], 0.0), b.until_full(levels[RPM]))
+        level = levels[RPM]
+        q.requests = (lim.rpm, level if level > 0 else 0.0, bucket(lim.rpm).until_full(level))
     if lim.tpm and TPM in levels:
-        b = Bucket(lim.tpm)
-        q.tokens = (lim.tpm, max(levels[TPM], 0.0), b.until_full(levels[TPM]))
+        level = levels[TPM]
+        q.tokens = (lim.tpm, level if level > 0 else 0.0, bucket(lim.tpm).until_full(level))
     return q
 
 
@@ -136,6 +136,22 @@ def refused_budget(adm: Admission, refusal: str, now: float | None = None) -> Ad
     return adm
 
 
+class _Draws:
+    """The buckets a key's calls draw from, worked out once per key (object): (name,
+    bucket, its id (None: per end user, made with the user), whether it counts tokens)."""
+
+    __slots__ = ("buckets", "key")
+
+    def __init__(self, key: GatewayKey) -> None:
+        self.key = key
+        lim = key.limits
+        self.buckets = tuple(
+            (name, bucket(cap), f"{key.key_id}:{name}" if name in (RPM, TPM) else None,
+             name in (TPM, USER_TPM))
+            for name, cap, _ in amounts(lim, 0) if cap
+        )  # fmt: skip
+
+
 class MemoryLimiter:
     """Counters of one process. asyncio runs `admit` without interruption: atomic."""
 
@@ -145,10 +161,19 @@ class MemoryLimiter:
         self._in_flight: dict[str, int] = {}
         self._spend: dict[tuple[str, str], float] = {}
         self._held: dict[tuple[str, str], float] = {}  # USD reserved by calls in flight
+        self._draws: dict[str, _Draws] = {}  # key id -> of its current key object
+
+    def _draws_of(self, key: GatewayKey) -> _Draws:
+        d = self._draws.get(key.key_id)
+        if d is None or d.key is not key:  # first seen, or its limits re-read
+            if len(self._draws) > 10_000:
+                self._draws.clear()
+            d = self._draws[key.key_id] = _Draws(key)
+        return d
 
     def _level(self, bid: str, b: Bucket, now: float) -> float:
         st = self._levels.get(bid)
-        return float(b.capacity) if st is None else b.refill(st[0], now - st[1])
+        return b.full if st is None else b.refill(st[0], now - st[1])
 
     def _bucket_id(self, key: GatewayKey, name: str, user: str) -> str:
         return f"{key.key_id}:{name}" if name in (RPM, TPM) else f"{key.key_id}:{name}:{user}"
@@ -160,7 +185,7 @@ class MemoryLimiter:
         now = time.time()
         lim = key.limits
         user = user[:MAX_USER_LEN]
-        adm = Admission(ok=False, key=key, user=user, est_tokens=est_tokens)
+        adm = Admission(False, key, user=user, est_tokens=est_tokens)
         if lim.budget_usd > 0:
             adm.period = period_id(lim.budget_period, now)
             k = (key.key_id, adm.period)
@@ -172,20 +197,24 @@ class MemoryLimiter:
             adm.refusal, adm.retry_after = CONCURRENCY, 1.0
             return adm
         levels: dict[str, float] = {}
-        for name, cap, amount in amounts(lim, est_tokens):
-            if not cap or (name in (USER_RPM, USER_TPM) and not user):
-                continue
-            b = Bucket(cap)
-            level = self._level(self._bucket_id(key, name, user), b, now)
+        charged: list[tuple[str, float]] = []
+        for name, b, bid, per_token in self._draws_of(key).buckets:
+            if bid is None:
+                if not user:
+                    continue
+                bid = f"{key.key_id}:{name}:{user}"
+            amount = est_tokens if per_token else 1
+            level = self._level(bid, b, now)
             if level < b.need(amount):
                 adm.refusal, adm.retry_after = name, b.wait(level, amount)
                 adm.quota = quota(lim, {**levels, name: level})
                 return adm
             levels[name] = level - amount
+            charged.append((bid, level - amount))
         if len(self._levels) > 100_000:
             self._forget_full(now)
-        for name, level in levels.items():
-            self._levels[self._bucket_id(key, name, user)] = (level, now)
+        for bid, level in charged:
+            self._levels[bid] = (level, now)
         if lim.concurrency:
             self._in_flight[key.key_id] = self._in_flight.get(key.key_id, 0) + 1
             adm.slot = "1"
@@ -219,7 +248,7 @@ class MemoryLimiter:
             for name, cap in ((TPM, lim.tpm), (USER_TPM, lim.user_tpm)):
                 if cap and (name == TPM or adm.user):
                     bid = self._bucket_id(key, name, adm.user)
-                    self._levels[bid] = (self._level(bid, Bucket(cap), now) - delta, now)
+                    self._levels[bid] = (self._level(bid, bucket(cap), now) - delta, now)
 
     async def seed_spend(self, key: GatewayKey, usd: float) -> None:
         k = (key.key_id, period_id(key.limits.budget_period))

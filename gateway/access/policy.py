@@ -12,9 +12,9 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.access.keys import Limits
@@ -39,18 +39,20 @@ class ModelRule:
         return self._glob is not None and self._glob.match(model) is not None
 
 
-@dataclass(frozen=True, slots=True)
 class Bucket:
-    """A token bucket of `capacity` refilled at `capacity` per minute."""
+    """A token bucket of `capacity` refilled at `capacity` per minute (`bucket()` gives the
+    one of a capacity, made once)."""
 
-    capacity: int
+    __slots__ = ("capacity", "full", "rate")
 
-    @property
-    def rate(self) -> float:  # per second
-        return self.capacity / 60.0
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.full = float(capacity)
+        self.rate = capacity / 60.0  # per second
 
     def refill(self, level: float, elapsed: float) -> float:
-        return min(float(self.capacity), level + max(elapsed, 0.0) * self.rate)
+        level += elapsed * self.rate if elapsed > 0 else 0.0
+        return level if level < self.full else self.full
 
     def need(self, amount: int) -> float:
         """What the level must be to admit `amount`: a call bigger than the whole bucket
@@ -63,6 +65,11 @@ class Bucket:
 
     def until_full(self, level: float) -> float:
         return max(self.capacity - level, 0.0) / self.rate
+
+
+@functools.lru_cache(maxsize=1024)
+def bucket(capacity: int) -> Bucket:
+    return Bucket(capacity)
 
 
 def period_id(period: str, now: float | None = None) -> str:

@@ -16,6 +16,7 @@ second, so that an outage does not add a timeout to every request.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import secrets
@@ -174,11 +175,28 @@ class RedisLimiter:
         self.failures = 0
         self._down_until = 0.0
         self._logged_at = 0.0
+        # Slot and reservation ids: unique to this process (random) and call (counter),
+        # without asking the OS for randomness on every call.
+        self._run_id = secrets.token_hex(6)
+        self._seq = itertools.count()
+        self._key_names: dict[tuple[str, str, str], list[str]] = {}
 
     def _k(self, key: GatewayKey, what: str) -> str:
         return f"{self.prefix}:{{{key.key_id}}}:{what}"
 
+    def _new_id(self) -> str:
+        return f"{self._run_id}{next(self._seq):x}"
+
     def _keys(self, key: GatewayKey, user: str, period: str) -> list[str]:
+        """The script's KEYS (made once per key, end user and period: bounded)."""
+        names = self._key_names.get((key.key_id, user, period))
+        if names is None:
+            if len(self._key_names) >= 10_000:
+                self._key_names.clear()
+            names = self._key_names[(key.key_id, user, period)] = self._make_keys(key, user, period)
+        return names
+
+    def _make_keys(self, key: GatewayKey, user: str, period: str) -> list[str]:
         return [
             self._k(key, f"spend:{period}"),
             self._k(key, "slots"),
@@ -222,9 +240,9 @@ class RedisLimiter:
         if time.monotonic() < self._down_until:
             self.failures += 1
             return self._unavailable(adm)
-        slot = secrets.token_hex(8) if lim.concurrency else ""
+        slot = self._new_id() if lim.concurrency else ""
         cost = est_cost if adm.period and est_cost > 0 else 0.0
-        hold = f"{secrets.token_hex(8)}:{cost!r}" if cost else ""
+        hold = f"{self._new_id()}:{cost!r}" if cost else ""
         amts = amounts(lim, est_tokens)
         caps = [cap if (name in (RPM, TPM) or user) else 0 for name, cap, _ in amts]
         argv: list[bytes | str | int | float] = [

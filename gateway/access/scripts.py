@@ -7,9 +7,12 @@ and follows `MOVED`/`ASK` when slots move. The limiter's keys share a hash tag, 
 script's keys are always in one slot.
 
 The limiter sends two script calls per request. Calls made in the same turn of the event
-loop go out together in one pipeline (one write, one read per node), so that under load
-the client's own cost per call stays a few µs; a lone call goes out by itself. A script
-Redis has forgotten (a restart, `SCRIPT FLUSH`) is sent again whole (EVAL), once.
+loop go out together (one write). On one server they go down one connection of our own
+(`_Line`): commands packed by hiredis, written as they come without waiting for earlier
+answers, answers matched to calls in order as they are read; redis-py's pipeline machinery
+cost more per call than the rest of the keys-on path together. On a Cluster they go out
+in one redis-py pipeline (one write, one read per node). A script Redis has forgotten (a
+restart, `SCRIPT FLUSH`) is sent again whole (EVAL or SCRIPT LOAD), once.
 
 Any failure — unreachable, no answer within the timeout, an error reply — is a
 `LimiterUnavailable`; what that means for the call is the limiter's `failure` setting.
@@ -19,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+import hiredis
 import redis.asyncio as aredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
@@ -43,12 +48,130 @@ class Script:
         self.sha = hashlib.sha1(body.encode()).hexdigest()
 
 
-class _Call:
-    __slots__ = ("args", "future", "keys", "script")
+_pack: Callable[[tuple[Arg, ...]], bytes] = hiredis.pack_command  # type: ignore[assignment]
 
-    def __init__(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> None:
+
+class _Call:
+    __slots__ = ("args", "future", "keys", "load", "retried", "script")
+
+    def __init__(
+        self, script: Script, keys: Sequence[str], args: Sequence[Arg], load: bool = False
+    ) -> None:
         self.script, self.keys, self.args = script, keys, args
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.retried = False  # sent again after Redis answered NOSCRIPT
+        self.load = load  # SCRIPT LOAD of the script (nobody waits for it)
+
+    def packed(self) -> bytes:
+        if self.load:
+            return _pack(("SCRIPT", "LOAD", self.script.body))
+        return _pack(("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args))
+
+
+class _Line:
+    """One connection to one server, pipelined: calls are written as they come and
+    answered in the order they were written. Connecting (URL, AUTH, SELECT, TLS) is
+    redis-py's; the connection is then read and written here. Any failure (closed, an
+    answer late by more than the timeout) fails every call waiting and ends the line: the
+    next call opens another."""
+
+    def __init__(self, conn: Any, timeout: float) -> None:
+        self._conn = conn
+        self._reader: asyncio.StreamReader = conn._reader
+        self._writer: asyncio.StreamWriter = conn._writer
+        self._timeout = timeout
+        self._parser = hiredis.Reader()
+        self._waiting: deque[_Call] = deque()
+        self._pending: list[_Call] = []
+        self._loading: set[str] = set()  # scripts whose SCRIPT LOAD is on its way
+        self.error: Exception | None = None
+        self._task = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def open(cls, client: aredis.Redis, timeout: float) -> _Line:
+        conn = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        await conn.connect()
+        return cls(conn, timeout)
+
+    def call(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> _Call:
+        c = _Call(script, keys, args)
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(c)
+        return c
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if self.error is not None:
+            self._fail(batch, self.error)
+            return
+        self._write(batch)
+
+    def _write(self, batch: list[_Call]) -> None:
+        self._writer.write(b"".join([c.packed() for c in batch]))
+        self._waiting.extend(batch)
+        asyncio.get_running_loop().call_later(self._timeout, self._late, batch[-1])
+
+    def _late(self, last: _Call) -> None:
+        if not last.future.done() and last in self._waiting:
+            self._end(LimiterUnavailable(f"no answer from Redis within {self._timeout:g} s"))
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                data = await self._reader.read(65536)
+                if not data:
+                    raise ConnectionError("Redis closed the connection")
+                self._parser.feed(data)
+                while (reply := self._parser.gets()) is not False:
+                    self._answer(self._waiting.popleft(), reply)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self._end(LimiterUnavailable(f"{type(e).__name__}: {e}"))
+
+    def _answer(self, c: _Call, reply: Any) -> None:
+        if c.load:
+            self._loading.discard(c.script.sha)
+            return
+        if isinstance(reply, hiredis.ReplyError):
+            if str(reply).startswith("NOSCRIPT") and not c.retried:
+                # Replies come in order: the calls sent before the script's body get
+                # NOSCRIPT before it is loaded, and go again after it, by SHA.
+                c.retried = True
+                batch = [c]
+                if c.script.sha not in self._loading:
+                    self._loading.add(c.script.sha)
+                    batch.insert(0, _Call(c.script, (), (), load=True))
+                self._write(batch)
+                return
+            reply = LimiterUnavailable(f"ResponseError: {reply}")
+        if c.future.done():  # its caller gave up
+            return
+        if isinstance(reply, Exception):
+            c.future.set_exception(reply)
+        else:
+            c.future.set_result(reply)
+
+    def _fail(self, calls: Sequence[_Call], error: Exception) -> None:
+        for c in calls:
+            if not c.load and not c.future.done():
+                c.future.set_exception(error)
+
+    def _end(self, error: Exception) -> None:
+        if self.error is None:
+            self.error = error
+            self._writer.close()
+            if asyncio.current_task() is not self._task:
+                self._task.cancel()
+        waiting, self._waiting = list(self._waiting), deque()
+        self._fail(waiting, error)
+
+    async def close(self) -> None:
+        self._end(LimiterUnavailable("closed"))
+        pending, self._pending = self._pending, []
+        self._fail(pending, LimiterUnavailable("closed"))
+        await self._conn.disconnect()
 
 
 class RedisScripts:
@@ -61,6 +184,8 @@ class RedisScripts:
         self._pending: list[_Call] = []
         self._in_flight = 0  # calls and pipelines sent and not yet answered
         self._sending: set[asyncio.Task[None]] = set()
+        self._line: _Line | None = None  # one server's: the calls' own connection
+        self._opening = asyncio.Lock()
 
     @property
     def cluster(self) -> bool:
@@ -112,9 +237,33 @@ class RedisScripts:
         except RedisError as e:
             raise LimiterUnavailable(f"{type(e).__name__}: {e}") from None
 
+    async def _open_line(self) -> _Line | None:
+        """The line to one server (None: a Cluster's calls go through redis-py)."""
+        client = await self._connect()
+        if isinstance(client, RedisCluster):
+            return None
+        async with self._opening:
+            line = self._line
+            if line is None or line.error is not None:
+                try:
+                    line = self._line = await _Line.open(client, self.timeout)
+                except (RedisError, OSError) as e:
+                    raise LimiterUnavailable(f"{type(e).__name__}: {e}") from None
+            return line
+
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        """The script's answer. A call made while none is in flight goes at once; calls
-        made while others are in flight go out together in the next pipeline."""
+        """The script's answer. Calls made in the same turn of the event loop go out in one
+        write."""
+        line = self._line
+        if line is None or line.error is not None:
+            line = await self._open_line()
+        if line is not None:
+            return await line.call(script, keys, args).future
+        return await self._run_pipelined(script, keys, args)
+
+    async def _run_pipelined(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """On a Cluster: a call made while none is in flight goes at once; calls made while
+        others are in flight go out together in the next pipeline."""
         if self._in_flight or self._pending or self._client is None:
             call = _Call(script, keys, args)
             if not self._pending:
@@ -199,6 +348,9 @@ class RedisScripts:
             return await client.eval(script.body, len(keys), *keys, *args)
 
     async def close(self) -> None:
+        line, self._line = self._line, None
+        if line is not None:
+            await line.close()
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()

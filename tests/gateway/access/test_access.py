@@ -494,6 +494,24 @@ async def test_a_redis_that_does_not_answer_in_time_fails_the_call():
         await c.close()
 
 
+async def test_a_script_redis_does_not_answer_in_time_fails_and_the_next_one_is_answered():
+    with RedisServer("--enable-debug-command", "yes") as r:
+        c = RedisScripts(r.url, timeout_s=0.2, mode="standalone")
+        echo = Script("return ARGV[1]")
+        assert await c.run(echo, ["k"], ["a"]) == b"a"
+        slow = asyncio.create_task(RedisScripts(r.url).call("DEBUG", "SLEEP", "0.5"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(LimiterUnavailable):
+            await c.run(echo, ["k"], ["b"])
+        await slow
+        assert await c.run(echo, ["k"], ["c"]) == b"c"  # a new connection, once Redis answers
+        await c.call("SCRIPT", "FLUSH")
+        assert await asyncio.gather(*(c.run(echo, ["k"], [i]) for i in range(5))) == [
+            str(i).encode() for i in range(5)
+        ]  # forgotten scripts are loaded again and every call answered
+        await c.close()
+
+
 def test_reservations_read_max_tokens_else_the_configured_output():
     from gateway.access.reserve import ReserveConfig, Reserver
 

@@ -28,7 +28,7 @@ def gw(fake: FakeUpstream, selfhosted: FakeUpstream, tmp_path_factory) -> Iterat
     cfg["auth"] = {"keys": [
         {"name": "cache-a", "key": KEY_A}, {"name": "cache-b", "key": KEY_B},
         {"name": "cache-rpm", "key": KEY_RPM, "rpm": 3},
-        {"name": "cache-budget", "key": KEY_BUDGET, "budget_usd": 1},
+        {"name": "cache-budget", "key": KEY_BUDGET, "budget_usd": 2},
     ]}  # fmt: skip
     cfg["routes"].insert(0, {"match": "budget-*", "provider": "openai"})
     # 1 USD per 20,000 tokens: a chat call of the fake (10 + 5 tokens) costs 0.75 USD.
@@ -409,17 +409,20 @@ def test_a_hit_counts_towards_rpm(gw: GatewayProcess, fake):
 
 
 def test_a_hit_costs_the_budget_nothing(gw: GatewayProcess, fake):
+    # A call costs 0.75 USD (15 tokens at 0.05) and reserves its estimated input and its
+    # max_tokens (11 + 5 tokens, 0.80) while it runs: of a 2 USD budget, a second 0.75
+    # charged would leave too little for the next reservation.
     client = oai(gw, KEY_BUDGET)
     q = ask()
     statuses = []
     for _ in range(5):  # 0.75 USD, then hits: were they charged, the third would be refused
         r = client.chat.completions.with_raw_response.create(
-            model="budget-model", messages=q, temperature=0)  # fmt: skip
+            model="budget-model", messages=q, temperature=0, max_tokens=5)  # fmt: skip
         statuses.append(r.headers["x-gateway-cache"])
     assert statuses == ["MISS", "HIT", "HIT", "HIT", "HIT"]
-    assert chat(client, ask(), model="budget-model")[0] == "MISS"  # 1.50 spent now
+    assert chat(client, ask(), model="budget-model", max_tokens=5)[0] == "MISS"  # 1.50 spent
     with pytest.raises(openai.RateLimitError) as e:
-        chat(client, q, model="budget-model")  # spent: refused before the cache is asked
+        chat(client, q, model="budget-model", max_tokens=5)  # refused before the cache is asked
     assert e.value.code == "insufficient_quota"
     rows = gw.wait_rows("key_name = 'cache-budget' AND status_code = 200", 6)
     assert sorted(r["cost_usd"] for r in rows) == [0, 0, 0, 0, 0.75, 0.75]
