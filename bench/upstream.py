@@ -4,6 +4,8 @@ Any ``POST /v1/chat/completions`` gets a fixed ``chat.completion`` (with usage);
 ``"stream": true`` a short SSE stream (a usage chunk when ``stream_options.include_usage``
 is true, then ``data: [DONE]``). ``GET /_stats`` returns ``{"requests": N}``. Requests are
 parsed with httptools (Content-Length and chunked bodies, pipelining, keep-alive).
+``--stream-tail-ms N`` holds each stream's body open N ms after ``[DONE]`` (bench/kill9.py:
+a gateway that recorded a stream only at its upstream's end of body would show it).
 
     python bench/upstream.py --port 9001
 """
@@ -94,6 +96,7 @@ def _stream(rid: str, include_usage: bool) -> bytes:
 
 class Stats:
     requests = 0
+    stream_tail_s = 0.0  # between a stream's [DONE] and its body's end
 
 
 class UpstreamProtocol(asyncio.Protocol):
@@ -143,17 +146,29 @@ class UpstreamProtocol(asyncio.Protocol):
             opts = req.get("stream_options")
             usage = isinstance(opts, dict) and opts.get("include_usage") is True
             assert self.transport is not None
+            body, end = _stream(rid, usage), b""
+            if Stats.stream_tail_s:
+                body, end = body[:-5], body[-5:]  # the last chunk (0\r\n\r\n), held
             self.transport.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
                 b"transfer-encoding: chunked\r\nx-request-id: req_%s\r\n"
                 b"openai-processing-ms: 120\r\n%s\r\n"
                 % (rid.encode(), b"" if keep else b"connection: close\r\n")
-                + _stream(rid, usage)
+                + body
             )
-            if not keep:
+            if end:
+                loop = asyncio.get_running_loop()
+                loop.call_later(Stats.stream_tail_s, self._end, end, keep)
+            elif not keep:
                 self.transport.close()
             return None
         return self._send(b"200 OK", b"application/json", _completion(rid), not keep, rid)
+
+    def _end(self, end: bytes, keep: bool) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(end)
+            if not keep:
+                self.transport.close()
 
     def _send(self, status: bytes, ctype: bytes, body: bytes, close: bool, rid: str = "x") -> None:
         assert self.transport is not None
@@ -184,7 +199,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9001)
+    p.add_argument("--stream-tail-ms", type=float, default=0.0)
     a = p.parse_args()
+    Stats.stream_tail_s = a.stream_tail_ms / 1000.0
     uvloop.run(serve(a.host, a.port))
 
 

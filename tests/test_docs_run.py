@@ -52,6 +52,9 @@ NOT_RUN = [
     ("README.md", "uv add ../llm-gateway/clients/python",
      "a path relative to the reader's own app project"),
     ("README.md", "uv run llm-gateway migrate --cluster NAME", "needs a ClickHouse cluster"),
+    ("README.md", "uv run llm-gateway store repair",
+     "needs a damaged store and the gateway stopped: "
+     "tests/gateway/recording/store/test_repair.py damages one and repairs it"),
     ("README.md", "uv run llm-gateway replay --log-dir /mnt/old-replica/log",
      "needs a record log no gateway holds: tests/gateway/commands/test_long_commands.py "
      "replays one"),

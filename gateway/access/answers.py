@@ -115,7 +115,7 @@ def refused(adm: L.Admission) -> AccessDenied:
         lim = key.limits
         return AccessDenied(
             429,
-            f"The rest of the gateway key {key.name!r}'s budget of ${lim.budget_usd:g} for "
+            f"The rest of the gateway key {key.name!r}'s budget of ${usd(lim.budget_usd)} for "
             f"this {lim.budget_period} is reserved by its calls in flight, and this call may "
             "cost more than what is left (a smaller max_tokens reserves less).",
             "insufficient_quota",
@@ -128,7 +128,8 @@ def refused(adm: L.Admission) -> AccessDenied:
         return AccessDenied(
             429,
             f"The gateway key {key.name!r} has spent its budget of "
-            f"${usd(lim.budget_usd)} for this {lim.budget_period}.",
+            f"${usd(lim.budget_usd)} for this {lim.budget_period}, or this call may cost "
+            "more than what is left (a smaller max_tokens reserves less).",
             "insufficient_quota",
             "insufficient_quota",
             Outcome.REFUSED_BUDGET,

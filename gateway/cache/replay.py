@@ -132,11 +132,11 @@ def _observe(ex: Exchange, entry: Entry) -> None:
 
 
 async def _replay_stream(ex: Exchange, entry: Entry, headers: Headers) -> None:
-    rec, observer, send, t0 = ex.rec, ex.observer, ex.send, ex.t0
+    observer, send = ex.observer, ex.send
     assert observer is not None
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     sp = StreamPass(observer, ex.translation, ex.payload or {}, ex.capture)
-    n = 0
+    outs = []
     for chunk in entry.chunks:
         if sp.filtering:
             out = sp.passed(chunk)
@@ -144,34 +144,35 @@ async def _replay_stream(ex: Exchange, entry: Entry, headers: Headers) -> None:
             out = chunk
             sp.watch(chunk)
         if out:
-            await send({"type": "http.response.body", "body": out, "more_body": True})
-            n += len(out)
+            outs.append(out)
             sp.keep(out)
-            if rec.ttft_ms is None and observer.content_seen:
-                rec.ttft_ms = (_now() - t0) * 1000.0
     if out := sp.tail():
-        await send({"type": "http.response.body", "body": out, "more_body": True})
-        n += len(out)
+        outs.append(out)
     if sp.captured:
-        rec.response_body = sp.body()
-    await _end_stream(ex, n)
+        ex.rec.response_body = sp.body()
+    await _committed(ex, sum(len(o) for o in outs))
+    for out in outs:  # chunk for chunk as recorded
+        await send({"type": "http.response.body", "body": out, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _told(ex: Exchange, sse: bytes, headers: Headers) -> None:
     rec, send = ex.rec, ex.send
     rec.stream = True
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": sse, "more_body": True})
     if ex.capture:
         rec.response_body = sse[: ex.capture].decode("utf-8", "replace")
-    await _end_stream(ex, len(sse))
+    await _committed(ex, len(sse))
+    await send({"type": "http.response.body", "body": sse, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _end_stream(ex: Exchange, n: int) -> None:
+async def _committed(ex: Exchange, n: int) -> None:
+    """The record appended to the log (and the key settled) before any of the stream goes
+    out: a client that stops reading at its terminal event has its row, kill -9 or not."""
     rec = ex.rec
     rec.response_bytes = n
     if rec.ttft_ms is None:
         rec.ttft_ms = (_now() - ex.t0) * 1000.0
     ex.commit()
     await ex.settle()
-    await ex.send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -164,6 +164,17 @@ async def relay_stream(ex: Exchange, resp: UpstreamResponse) -> None:
     n_bytes = 0
     t_last = t_up
     gateway_time = 0.0
+
+    def figures(t_end: float) -> None:
+        # What the record says of the stream as relayed so far; set once, at its commit.
+        rec.response_bytes = n_bytes
+        rec.upstream_ms = (t_end - t_up) * 1000.0
+        if rec.ttft_ms is None and first_chunk is not None and n_bytes:
+            rec.ttft_ms = (first_chunk - t0) * 1000.0
+        if sp.captured:
+            rec.response_body = sp.body()
+        rec.overhead_ms = gateway_time * 1000.0
+
     try:
         async with asyncio.timeout_at(deadline):
             async for chunk in resp.chunks():
@@ -171,62 +182,66 @@ async def relay_stream(ex: Exchange, resp: UpstreamResponse) -> None:
                 if first_chunk is None:
                     first_chunk = t_in
                 n_bytes += len(chunk)
-                if filtering:
-                    out = sp.passed(chunk)
-                    if out:
-                        await send({"type": "http.response.body", "body": out, "more_body": True})
-                else:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    sp.watch(chunk)
-                if rec.ttft_ms is None and observer.content_seen:
-                    rec.ttft_ms = (t_in - t0) * 1000.0
                 sp.keep(chunk)
                 if fill is not None:  # the response cache keeps the upstream's own chunks
                     fill.keep(chunk)
+                if filtering:
+                    out = sp.passed(chunk)
+                else:
+                    out = chunk
+                    sp.watch(chunk)  # read before it goes out: it may be the terminal event
+                if rec.ttft_ms is None and observer.content_seen:
+                    rec.ttft_ms = (t_in - t0) * 1000.0
+                if observer.ended and not ex.recorded:
+                    # This chunk carries the terminal event (`[DONE]`, `message_stop`,
+                    # `response.completed`; the usage came before it): a client may stop
+                    # reading there and count the call answered, so its record is
+                    # appended to the log, and the key settled, before the event goes
+                    # out. What the upstream sends after it is not in the record.
+                    gateway_time += _now() - t_in
+                    figures(t_in)
+                    ex.commit()
+                    await ex.settle()
+                    t_in = _now()
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
                 t_last = _now()
                 gateway_time += t_last - t_in
         if out := sp.tail():
             await send({"type": "http.response.body", "body": out, "more_body": True})
     except TimeoutError:
-        rec.outcome, rec.status_code, rec.error_type = Outcome.TIMEOUT, 504, "timeout"
-        rec.error_message = f"the stream exceeded {deadline_message(hop)}"
-        await send(
-            {
-                "type": "http.response.body",
-                "body": wire.stream_error(rec.error_message, "timeout_error"),
-                "more_body": True,
-            }
-        )
+        if not ex.recorded:  # past the terminal event the client has its whole answer
+            rec.outcome, rec.status_code, rec.error_type = Outcome.TIMEOUT, 504, "timeout"
+            rec.error_message = f"the stream exceeded {deadline_message(hop)}"
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": wire.stream_error(rec.error_message, "timeout_error"),
+                    "more_body": True,
+                }
+            )
     except UpstreamError as e:  # closed, not HTTP, or a framing that cannot be read
-        broken = isinstance(e, MalformedStream)
-        rec.outcome, rec.status_code = Outcome.UPSTREAM_DISCONNECTED, 502
-        rec.error_type = "malformed_stream" if broken else "upstream_disconnected"
-        rec.error_message = (
-            str(e) if broken else f"the upstream closed the stream: {e or type(e).__name__}"
-        )
-        what = "sent a stream that cannot be read" if broken else "closed the stream"
-        message = f"The provider `{hop.provider.name}` {what}."
-        await send(
-            {
-                "type": "http.response.body",
-                "body": wire.stream_error(message, "upstream_error"),
-                "more_body": True,
-            }
-        )
+        if not ex.recorded:
+            broken = isinstance(e, MalformedStream)
+            rec.outcome, rec.status_code = Outcome.UPSTREAM_DISCONNECTED, 502
+            rec.error_type = "malformed_stream" if broken else "upstream_disconnected"
+            rec.error_message = (
+                str(e) if broken else f"the upstream closed the stream: {e or type(e).__name__}"
+            )
+            what = "sent a stream that cannot be read" if broken else "closed the stream"
+            message = f"The provider `{hop.provider.name}` {what}."
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": wire.stream_error(message, "upstream_error"),
+                    "more_body": True,
+                }
+            )
     finally:
-        rec.response_bytes = n_bytes
-        rec.upstream_ms = (t_last - t_up) * 1000.0
-        if rec.ttft_ms is None and first_chunk is not None and n_bytes:
-            rec.ttft_ms = (first_chunk - t0) * 1000.0
-        if sp.captured:
-            rec.response_body = sp.body()
-        rec.overhead_ms = gateway_time * 1000.0
-    # The record is appended to the log here, before the response's end (the chunked
-    # terminator) goes out. The stream's terminal event (`data: [DONE]`, `message_stop`,
-    # `response.completed`) went out above, with the upstream's bytes, as it arrived: a
-    # client that stops reading at that event (the SDKs do) may count the call answered
-    # while this process, killed (-9) before this line, never logged it. The window is the
-    # time from relaying the terminal event to the upstream's end of body (one read).
+        if not ex.recorded:
+            figures(t_last)
+    # A stream without a terminal event (cut, timed out, or an API without one) is
+    # committed here, before the response's end (the chunked terminator) goes out.
     ex.commit()
     await ex.settle()
     await send({"type": "http.response.body", "body": b"", "more_body": False})

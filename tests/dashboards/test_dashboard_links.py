@@ -21,14 +21,21 @@ import openai
 
 from tests.conftest import ROOT, GatewayProcess
 from tests.dashboards.test_dashboards import (  # noqa: F401  (fixtures)
+    ALIAS,
+    ALIAS_APP,
+    DRIFT_GAUGES,
+    METRIC_RE,
+    SERVED_BEHIND_ALIAS,
     Prometheus,
     all_panels,
     datasource_uid,
     expand_sql,
     interpolate,
     load_dashboards,
+    model_meaning,
     prometheus,
     traffic,
+    variable_values,
     variables,
 )
 
@@ -110,9 +117,17 @@ FILTER_PANELS = {
     ("llm-gateway-cost", "Top apps by cost"): "app",
     ("llm-gateway-cost", "Top end users by cost"): "app",
     ("llm-gateway-cost", "Spend by gateway key"): "key",
+    ("llm-gateway-cost", "Tokens by served model"): "model",
+    ("llm-gateway-cost", "Saved by the cache, by served model"): "model",
     ("llm-gateway-drift", "Latest evaluation per app and model"): "model",
     ("llm-gateway-drift", "Drift score by metric"): "app",
     ("llm-gateway-experiments", "Verdict by experiment"): "experiment",
+}
+# Where a model leads, by what it names: a served model to the dashboards whose panels filter
+# the served one, a requested model to drift (see model_meaning).
+MODEL_TARGETS = {
+    "served": {"llm-gateway-overview", "llm-gateway-cost"},
+    "requested": {"llm-gateway-drift"},
 }
 
 
@@ -146,10 +161,84 @@ def test_every_link_resolves():
         targets = {LINK_RE.fullmatch(x.link["url"])["uid"]  # type: ignore[index]
                    for x in data_links if (x.uid, x.panel["title"]) == key
                    and carried(x)[0] == var}  # fmt: skip
-        # a model or an app leads to every dashboard that filters by it
-        want = {"app", "model"} & {var}
-        if want:
+        # an app leads to every dashboard that filters by it; a model to those of its meaning
+        if var == "app":
             assert {"llm-gateway-overview", "llm-gateway-cost", "llm-gateway-drift"} <= targets
+        if var == "model":
+            (meaning,) = {carried_meaning(x) for x, _ in model_links()
+                          if (x.uid, x.panel["title"]) == key}  # fmt: skip
+            assert targets == MODEL_TARGETS[meaning], (key, meaning, targets)
+
+
+def carried_meaning(link: Link) -> str:
+    """Whether a `var-model` link carries a "served" or a "requested" model name: the drift
+    gauges' `model` label and a `request_model` column are requested names; the gateway's
+    other metrics' `model` and `gen_ai_request_model` labels, and `upstream_model`, served."""
+    panel = link.panel
+    if datasource_uid(panel, panel["targets"][0]) == "prometheus":
+        metrics = set(METRIC_RE.findall(" ".join(t["expr"] for t in panel["targets"])))
+        drift = metrics <= set(DRIFT_GAUGES)
+        assert drift or not metrics & set(DRIFT_GAUGES), (link.where, metrics)  # not mixed
+        return "requested" if drift else "served"
+    column = link.scope.removeprefix("column:")
+    (target,) = panel["targets"]
+    source = re.search(rf"\b(\w+) AS {column}\b", target["rawSql"])
+    return {"upstream_model": "served", "request_model": "requested"}[
+        source[1] if source else column
+    ]
+
+
+def model_links() -> Iterator[tuple[Link, dict[str, Any]]]:
+    """Every data link that sets `model`, with the dashboard it opens."""
+    boards = {d["uid"]: d for d in load_dashboards().values()}
+    for x in links():
+        if x.scope != "panel" and carried(x)[0] == "model":
+            yield x, boards[LINK_RE.fullmatch(x.link["url"])["uid"]]  # type: ignore[index]
+
+
+def test_a_model_link_carries_the_meaning_of_its_targets_variable():
+    """A link that sets `model` carries a served name into a dashboard whose `model` lists
+    served names, and a requested name into drift, whose `model` lists requested ones: the
+    same name can be an alias and a served model, and would select other calls."""
+    found = list(model_links())
+    assert len(found) >= 12, len(found)
+    for x, target in found:
+        assert carried_meaning(x) == model_meaning(target), (x.where, target["uid"])
+    meanings = {carried_meaning(x) for x, _ in found}
+    assert meanings == {"served", "requested"}, meanings
+
+
+def test_a_model_link_carries_a_value_of_its_targets_variable(
+    prometheus: Prometheus,  # noqa: F811
+    gateway: GatewayProcess,
+    traffic: float,  # noqa: F811
+):
+    """For the app that asked for an alias, the model names a link would carry, read from its
+    panel's data in the real Prometheus and store, are among those the target dashboard's
+    `model` variable offers (served names: the served model, never the alias)."""
+    t0, t1 = int(traffic) - 3600, int(time.time()) + 300
+    values = {"app": ALIAS_APP}
+    boards = {d["uid"]: d for d in load_dashboards().values()}
+    carried_values: set[str] = set()
+    for x, target in model_links():
+        if model_meaning(target) == "requested":
+            continue  # no drift run in this gateway: no drift gauges, no llm_drift rows
+        board, panel = boards[x.uid], x.panel
+        if datasource_uid(panel, panel["targets"][0]) == "prometheus":
+            label = LABEL_RE.fullmatch(carried(x)[1])[1]  # type: ignore[index]
+            exprs = [interpolate(t["expr"], board, values, fmt_all=".*")
+                     for t in panel["targets"]
+                     if not x.scope.startswith("ref:") or t["refId"] == x.scope[4:]]  # fmt: skip
+            got = {s["metric"][label] for e in exprs for s in prometheus.query(e)
+                   if label in s["metric"]}  # fmt: skip
+        else:
+            (t,) = panel["targets"]
+            rows = gateway.sql(expand_sql(t["rawSql"], board, values, t0, t1))
+            got = {r[x.scope.removeprefix("column:")] for r in rows}
+        offered = variable_values(prometheus, target, "model", values)
+        assert got <= offered, (x.where, got, offered)
+        carried_values |= got
+    assert SERVED_BEHIND_ALIAS in carried_values and ALIAS not in carried_values, carried_values
 
 
 def _series_labels(prom: Prometheus, board: dict[str, Any], panel: dict[str, Any],

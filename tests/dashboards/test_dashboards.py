@@ -46,6 +46,9 @@ DASHBOARD_PROVIDERS = DASHBOARDS / "provisioning" / "dashboards" / "dashboards.y
 
 APPS = ("dash-web", "dash-batch")
 USERS = ("dash-alice", "dash-bob", "dash-carol")
+# An app whose only calls ask for an alias (`fast`, the test config's) that gpt-4o-mini
+# serves: the name clients asked for differs from the served one in every record.
+ALIAS_APP, ALIAS, SERVED_BEHIND_ALIAS = "dash-aliased", "fast", "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "Say hello."}]
 
 # Panels that must show data once the gateway has had traffic: (dashboard uid, panel title).
@@ -124,6 +127,31 @@ def targets(uid_wanted: str) -> Iterator[tuple[dict[str, Any], dict[str, Any], d
 
 def variables(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {v["name"]: v for v in dashboard.get("templating", {}).get("list", [])}
+
+
+# The drift gauges' `model` label is the model clients asked for (drift compares what served
+# one requested name); every other `model` label, and `gen_ai_request_model`, is the model
+# that served the call (gateway/observability/metrics.py).
+DRIFT_GAUGES = ("gateway_drift_score", "gateway_drift_alert")
+
+
+def model_meaning(dashboard: dict[str, Any]) -> str:
+    """What the dashboard's `model` variable lists: "requested" names (from the drift gauges)
+    or "served" ones (from the gateway's request metrics)."""
+    (metric,) = METRIC_RE.findall(variables(dashboard)["model"]["query"]["query"])
+    return "requested" if metric in DRIFT_GAUGES else "served"
+
+
+def variable_values(
+    prom: Prometheus, dashboard: dict[str, Any], name: str, values: dict[str, str]
+) -> set[str]:
+    """The values Grafana offers for a `label_values(metric{selector}, label)` variable, the
+    other variables set to `values`, as Grafana runs it: through the series API."""
+    query = variables(dashboard)[name]["query"]["query"]
+    m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query)
+    assert m, f"{dashboard['uid']}: ${name} is not a label_values() query"
+    selector = interpolate(m.group(1), dashboard, values, fmt_all=".*")
+    return set(prom.api(f"/api/v1/label/{m.group(2)}/values", **{"match[]": selector}))
 
 
 def interpolate(text: str, dashboard: dict[str, Any], values: dict[str, str], fmt_all: str) -> str:
@@ -210,8 +238,9 @@ def expand_sql(
 # --------------------------------------------------------------------------------- traffic
 def send_traffic(gw: GatewayProcess, fake: FakeUpstream) -> None:
     """Non-stream and stream calls from two apps and three users over OpenAI and Anthropic,
-    plus a refused call (404, no route), an upstream 500, a fallback, an unpriced model, and
-    a call asked twice of the response cache (a miss, then a hit; hits only, after that)."""
+    plus a refused call (404, no route), an upstream 500, a fallback, an unpriced model, a
+    call asked twice of the response cache (a miss, then a hit; hits only, after that), and
+    a call by an alias from its own app."""
 
     def oai(app: str, user: str) -> openai.OpenAI:
         headers = {"X-Gateway-App": app, "X-Gateway-User": user}
@@ -243,6 +272,7 @@ def send_traffic(gw: GatewayProcess, fake: FakeUpstream) -> None:
     ) as stream:
         stream.until_done()
     batch.chat.completions.create(model="fallback-model", messages=MESSAGES)
+    oai(ALIAS_APP, USERS[0]).chat.completions.create(model=ALIAS, messages=MESSAGES)
     batch.chat.completions.create(model="llama-unpriced", messages=MESSAGES)
     with pytest.raises(openai.NotFoundError):
         web.chat.completions.create(model="no-route-model", messages=MESSAGES)
@@ -261,6 +291,7 @@ def traffic(gateway: GatewayProcess, fake: FakeUpstream) -> float:
     send_traffic(gateway, fake)
     apps = ", ".join(f"'{a}'" for a in APPS)
     gateway.wait_rows(f"app IN ({apps}) AND started_at >= toDateTime({int(started)})", 13)
+    gateway.wait_rows(f"app = '{ALIAS_APP}' AND started_at >= toDateTime({int(started)})", 1)
     return started
 
 
@@ -445,13 +476,16 @@ def test_template_variables_list_the_labels(prometheus: Prometheus):
         for name, var in variables(dashboard).items():
             if var.get("type") != "query":
                 continue
-            m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", var["query"]["query"])
-            assert m, f"{dashboard['uid']}: ${name} is not a label_values() query"
-            selector = interpolate(m.group(1), dashboard, {}, fmt_all=".*")
-            found = set(
-                prometheus.api(f"/api/v1/label/{m.group(2)}/values", **{"match[]": selector})
-            )
+            found = variable_values(prometheus, dashboard, name, {})
+            if name == "model" and model_meaning(dashboard) == "requested":
+                # drift's gauges have series once the gateway ran drift; this one does not
+                assert "drift" in dashboard["uid"], dashboard["uid"]
+                continue
             assert expected[name] <= found, (dashboard["uid"], name, found)
+            if name == "model":  # served models only: no alias, no route's name
+                assert not {ALIAS, "fallback-model"} & found, (dashboard["uid"], found)
+                aliased = variable_values(prometheus, dashboard, name, {"app": ALIAS_APP})
+                assert aliased == {SERVED_BEHIND_ALIAS}, (dashboard["uid"], aliased)
 
 
 def test_metric_names_exist(prometheus: Prometheus):
@@ -599,6 +633,50 @@ def test_every_sql_panel_runs_on_chdb(gateway: GatewayProcess, traffic: float):
     saved = results[("llm-gateway-cost", "Saved by the cache, by served model", "web")]
     (gpt4o,) = [r for r in saved if (r["served_model"], r["provider"]) == ("gpt-4o", "openai")]
     assert gpt4o["hits"] >= 1 and gpt4o["saved_usd"] > 0 and 0 < gpt4o["hit_ratio"] < 1, saved
+
+
+# Panels that leave out the alias's call whatever the model: it is priced.
+NOT_THE_ALIAS_CALL = {("llm-gateway-cost", "Models with no known price")}
+
+
+def test_a_model_chosen_from_the_variable_fills_the_sql_panels(
+    prometheus: Prometheus, gateway: GatewayProcess, traffic: float
+):
+    """Pick the model as Grafana offers it (from Prometheus) for an app that only asked for
+    an alias: every SQL panel that filters by model still shows that app's calls, because it
+    filters on the same meaning as the variable: the served model (`upstream_model`), or on
+    drift the requested one (`request_model`)."""
+    t0, t1 = int(traffic) - 3600, int(time.time()) + 300
+    filled = []
+    for dashboard in load_dashboards().values():
+        meaning = model_meaning(dashboard)
+        column = {"served": "upstream_model", "requested": "request_model"}[meaning]
+        offered = variable_values(prometheus, dashboard, "model", {"app": ALIAS_APP})
+        if meaning == "served":
+            assert offered == {SERVED_BEHIND_ALIAS}, (dashboard["uid"], offered)
+        for panel in all_panels(dashboard):
+            for target in panel.get("targets", []):
+                if datasource_uid(panel, target) != "clickhouse":
+                    continue
+                sql, where = target["rawSql"], (dashboard["uid"], panel["title"])
+                if "${model" not in sql:
+                    continue
+                filters = re.findall(r"(\w+) IN \(\$\{model:singlequote\}\)", sql)
+                assert filters and set(filters) == {column}, (where, filters)
+                if meaning == "requested" or where in NOT_THE_ALIAS_CALL:
+                    continue  # no drift run in this gateway: llm_drift has no rows
+                for model in offered:
+                    values = {"app": ALIAS_APP, "model": model}
+                    rows = gateway.sql(expand_sql(sql, dashboard, values, t0, t1))
+                    assert rows, (where, values)
+                filled.append(where)
+    assert len(filled) >= 6, filled
+    # The GenAI histograms' model label, which the latency panels filter, is the served one.
+    genai = prometheus.api(
+        "/api/v1/label/gen_ai_request_model/values",
+        **{"match[]": f'gen_ai_client_operation_duration_seconds_count{{app="{ALIAS_APP}"}}'},
+    )
+    assert genai == [SERVED_BEHIND_ALIAS], genai
 
 
 # ----------------------------------------------------------------------------------- (d)

@@ -53,6 +53,9 @@ class Behaviour:
     """Streams: after N events close the TCP connection without finishing the body."""
     stream_error_after_chunks: int | None = None
     """Streams: after N events emit an in-stream error event and end (no ``[DONE]``)."""
+    hold_after_end: float = 0.0
+    """Streams: seconds to hold the connection open after the last event (``[DONE]``,
+    ``message_stop``, ``response.completed``) before ending the body."""
     include_usage_always: bool = False
     """Chat/completions streams: send the usage chunk even without ``stream_options``."""
     reject_stream_options: bool = False
@@ -247,6 +250,11 @@ class Upstream:
         try:
             loop.run_forever()
         finally:
+            # Requests still under way (a held stream) end here, quietly.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
@@ -394,6 +402,8 @@ class Upstream:
                 await resp.write(encode(*error_event))
             elif done_marker:
                 await resp.write(b"data: [DONE]\n\n")
+            if b.hold_after_end:
+                await asyncio.sleep(b.hold_after_end)
             await resp.write_eof()
         except _Abort:
             if b.chunk_delay:

@@ -66,7 +66,7 @@ class Observer:
     # queries work; a reason not listed is kept as it is.
     finish_reasons: ClassVar[dict[str, str]] = {}
 
-    __slots__ = ("content_seen", "drop_usage_chunk", "output_chars", "rec", "usage_seen")
+    __slots__ = ("content_seen", "drop_usage_chunk", "ended", "output_chars", "rec", "usage_seen")
 
     def __init__(self, rec: CallRecord, drop_usage_chunk: bool = False) -> None:
         self.rec = rec
@@ -74,6 +74,9 @@ class Observer:
         self.output_chars = 0
         self.content_seen = False  # an event carried output: the first token has arrived
         self.drop_usage_chunk = drop_usage_chunk
+        # The stream's terminal event has been seen (`[DONE]`, `message_stop`, ...): the
+        # record is complete, and is committed before that event goes on to the client.
+        self.ended = False
 
     def body(self, obj: Any) -> None:
         """A complete JSON answer (non-streamed)."""

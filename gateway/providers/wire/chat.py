@@ -57,6 +57,8 @@ class ChatObserver(Observer):
     def event(self, event: str, data: bytes) -> bool:
         obj = event_json(data)
         if obj is None:
+            # The usage chunk (asked for with stream_options) came before this one.
+            self.ended = self.ended or data == b"[DONE]"
             return False
         if "error" in obj and "choices" not in obj:
             self._stream_error(obj)

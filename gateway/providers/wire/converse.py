@@ -76,8 +76,9 @@ class ConverseObserver(Observer):
                     self.content_seen = True
         elif event == "messageStop":
             self._stop(obj.get("stopReason"))
-        elif event == "metadata":
+        elif event == "metadata":  # the last event, after messageStop
             self._usage(obj.get("usage"))
+            self.ended = True
         elif event.startswith("exception:"):
             self._stream_error({"error": {"type": event[10:], "message": obj.get("message")}})
         return False

@@ -108,6 +108,8 @@ class AnthropicObserver(Observer):
             if isinstance(delta, dict):
                 self._stop(delta.get("stop_reason"))
             self._usage(obj.get("usage"))
+        elif kind == "message_stop":  # the usage came with message_delta
+            self.ended = True
         elif kind == "error":
             self._stream_error(obj)
         return False

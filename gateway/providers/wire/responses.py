@@ -74,6 +74,7 @@ class ResponsesObserver(Observer):
                 self.body(resp)
             if kind == "response.failed":
                 self.rec.outcome = Outcome.UPSTREAM_ERROR
+            self.ended = True  # the usage is in this event
         elif kind == "error":
             self._stream_error({"error": obj.get("error", obj)})
         return False

@@ -29,6 +29,19 @@ def assert_openai_error(resp: httpx.Response, status: int) -> dict:
     return err
 
 
+def assert_dialect_error(resp: httpx.Response, status: int, endpoint: str) -> dict:
+    """The gateway's own error in the client's dialect: Anthropic's shape (its type for the
+    status, the request id) on /v1/messages, OpenAI's elsewhere."""
+    if endpoint != "/v1/messages":
+        return assert_openai_error(resp, status)
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"type", "error", "request_id"} and body["type"] == "error", body
+    assert set(body["error"]) == {"type", "message"}, body
+    assert body["request_id"] == resp.headers["x-request-id"]
+    return body["error"]
+
+
 def raw_request(gw: GatewayProcess, request: bytes) -> bytes:
     """Bytes on a socket as sent: httpx would normalise the path."""
     with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
@@ -55,8 +68,13 @@ def test_undecodable_json_is_a_400_recorded_as_rejected(
     r = rid()
     resp = httpx.post(gateway.url + endpoint, content=BAD_BODIES[kind],
                       headers={"X-Request-Id": r, "content-type": "application/json"})  # fmt: skip
-    err = assert_openai_error(resp, 400)
-    assert err["code"] == "invalid_json"
+    err = assert_dialect_error(resp, 400, endpoint)
+    assert err["type"] == "invalid_request_error"
+    if endpoint == "/v1/messages":  # Anthropic's shape has no code: the message says it
+        assert err["message"].startswith("We could not parse the JSON body"), err
+        assert resp.headers["x-request-id"] == r
+    else:
+        assert err["code"] == "invalid_json"
     if endpoint != "/v1/feedback":
         row = gateway.call_row(r)
         assert row["outcome"] == "rejected" and row["status_code"] == 400
@@ -66,8 +84,12 @@ def test_undecodable_json_is_a_400_recorded_as_rejected(
 def test_model_of_the_wrong_type_is_a_400(gateway: GatewayProcess, model: object):
     for endpoint in ENDPOINTS[:3]:
         resp = httpx.post(gateway.url + endpoint, json={"model": model, "messages": MESSAGES})
-        err = assert_openai_error(resp, 400)
-        assert err["param"] == "model" and err["code"] == "invalid_type"
+        err = assert_dialect_error(resp, 400, endpoint)
+        assert err["type"] == "invalid_request_error"
+        if endpoint == "/v1/messages":  # Anthropic's shape has no param nor code
+            assert err["message"].startswith("`model` must be"), err
+        else:
+            assert err["param"] == "model" and err["code"] == "invalid_type"
 
 
 def test_wrongly_typed_fields_are_not_a_5xx(gateway: GatewayProcess):

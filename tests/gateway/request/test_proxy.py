@@ -384,11 +384,19 @@ def test_body_over_limit_is_413(gateway: GatewayProcess):
 
 def test_anthropic_messages_for_openai_model_is_400(gateway: GatewayProcess):
     # /v1/messages to an OpenAI-kind model is translated; a request the translation cannot
-    # carry (no messages) is refused by it, naming the parameter, before anything is sent.
-    resp = httpx.post(gateway.url + "/v1/messages", json={"model": "gpt-4o", "messages": []})
+    # carry (no messages) is refused by it, naming the parameter, before anything is sent,
+    # in Anthropic's error shape (the client's dialect).
+    r = rid()
+    resp = httpx.post(gateway.url + "/v1/messages", json={"model": "gpt-4o", "messages": []},
+                      headers={"X-Request-Id": r})  # fmt: skip
     assert resp.status_code == 400
-    error = resp.json()["error"]
-    assert error["code"] == "invalid_value" and error["param"] == "messages", error
+    body = resp.json()
+    assert body["type"] == "error" and body["request_id"] == r, body
+    error = body["error"]
+    assert error["type"] == "invalid_request_error", error
+    assert error["message"].startswith("`messages` must be a non-empty list"), error
+    row = gateway.call_row(r)
+    assert row["status_code"] == 400 and row["outcome"] == "rejected", row
 
 
 # ---------------------------------------------------------------------------- timeouts and cuts
