@@ -580,6 +580,12 @@ def combined_headline(heads: list[dict[str, object]]) -> dict[str, object]:
     return out
 
 
+def verdict(fig: dict[str, object], unit: str = "") -> str:
+    if "target" not in fig:
+        return ""
+    return f"(target {fig['target']}{unit}: {'PASS' if fig['pass'] else 'FAIL'})"
+
+
 def spread(fig: dict[str, object]) -> str:
     values = fig.get("rounds")
     if not isinstance(values, list):
@@ -665,14 +671,13 @@ def main() -> int:
     if tr := h.get("throughput_ratio"):
         assert isinstance(tr, dict)
         print(
-            f"(a) gateway / baseline req/s at c=32: {tr['value']:.3f}  "
-            f"(target {tr['target']}: {'PASS' if tr['pass'] else 'FAIL'})"
+            f"(a) gateway / baseline req/s at c=32: {tr['value']:.3f}{spread(tr)}  {verdict(tr)}"
         )
     if ad := h.get("added_p50_ms"):
         assert isinstance(ad, dict)
         print(
-            f"(b) gateway p50 - upstream p50 at c=1: {ad['value']:+.3f} ms  "
-            f"(target {ad['target']} ms: {'PASS' if ad['pass'] else 'FAIL'})"
+            f"(b) gateway p50 - upstream p50 at c=1: {ad['value']:+.3f} ms{spread(ad)}  "
+            f"{verdict(ad, ' ms')}"
         )
     if av := h.get("added_p50_ms_vs_baseline"):
         assert isinstance(av, dict)
@@ -694,21 +699,15 @@ def main() -> int:
         ):
             if fig := h.get(f"cache_{s}_{key}"):
                 assert isinstance(fig, dict)
-                verdict = (
-                    f"  (target {fig['target']}{unit}: {'PASS' if fig['pass'] else 'FAIL'})"
-                    if "target" in fig
-                    else ""
-                )
                 print(
                     f"({mark}) {what} ({s}): median {fig['median']:.3f}{unit}, rounds "
-                    f"{fig['rounds']}{verdict}"
+                    f"{fig['rounds']}  {verdict(fig, unit)}"
                 )
     if fig := h.get("stream_added_ttfb_ms"):
         assert isinstance(fig, dict)
         print(
             f"(f) gateway - upstream time to first byte of a stream at c=1, p50: "
-            f"{fig['value']:+.3f} ms{spread(fig)} (target {fig['target']} ms: "
-            f"{'PASS' if fig['pass'] else 'FAIL'})"
+            f"{fig['value']:+.3f} ms{spread(fig)}  {verdict(fig, ' ms')}"
         )
     for name, info in extra.items():
         if rec := info.get("recording"):
