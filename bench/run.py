@@ -670,9 +670,7 @@ def main() -> int:
     print()
     if tr := h.get("throughput_ratio"):
         assert isinstance(tr, dict)
-        print(
-            f"(a) gateway / baseline req/s at c=32: {tr['value']:.3f}{spread(tr)}  {verdict(tr)}"
-        )
+        print(f"(a) gateway / baseline req/s at c=32: {tr['value']:.3f}{spread(tr)}  {verdict(tr)}")
     if ad := h.get("added_p50_ms"):
         assert isinstance(ad, dict)
         print(
@@ -717,13 +715,13 @@ def main() -> int:
                 f"{rec['wrk_requests']} responses ({rec['wrk_non_2xx']} non-2xx) over all its "
                 f"runs, warm-ups included; the upstream got {info['upstream_hits']} calls"
             )
-            verdict = (
+            consistency = (
                 "consistent: every response wrk counted has its row; the extra rows are the"
                 " requests in flight when a wrk run stopped"
                 if rec["consistent"]
                 else f"MISMATCH: {'; '.join(rec['mismatches'])}"
             )
-            print(f"  {verdict}")
+            print(f"  {consistency}")
             print(f"  {'wrk run (app)':<22} {'wrk':>7} {'non2xx':>6} {'rows':>7}  rows by status")
             apps: dict[str, list[dict[str, object]]] = {}
             for row in rec["by_app_status_outcome"]:
