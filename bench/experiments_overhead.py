@@ -2,7 +2,7 @@
 
     uv run python bench/experiments_overhead.py [--calls 3000] [--rounds 5]
 
-The gateway's ASGI app is driven in-process (no sockets) with a canned upstream transport
+The gateway's ASGI app is driven in-process (no sockets) with a canned upstream client
 and the store disabled, alternately with and without an experiment that takes every call
 (unit `request`, two variants, one setting a property), for `--rounds` rounds. CPU time
 (`time.process_time`) rather than wall time: on a shared machine it is what the gateway
@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:
 
 from gateway.app import build_gateway, create_app  # noqa: E402
 from gateway.config import parse_config  # noqa: E402
+from gateway.upstream import UpstreamResponse  # noqa: E402
 
 ANSWER = (
     b'{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini-2024-07-18",'
@@ -61,11 +62,32 @@ def config(experiment: bool) -> dict:
     }
 
 
+class _NoSocket:
+    """Stands in for a connection: the canned answer is whole before it is read."""
+
+    def finished(self, r: UpstreamResponse) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
+
+
+class CannedClient:
+    """The upstream client's interface, answering ANSWER to every call without a socket."""
+
+    async def send(self, *_: object) -> UpstreamResponse:
+        r = UpstreamResponse(_NoSocket())  # type: ignore[arg-type]
+        r.status, r.headers = 200, [(b"content-type", b"application/json")]
+        r._feed(ANSWER)
+        r.complete = True
+        return r
+
+    async def close(self) -> None:
+        pass
+
+
 async def cpu_per_call(experiment: bool, calls: int) -> float:
-    upstream = httpx.MockTransport(
-        lambda _: httpx.Response(200, content=ANSWER, headers={"content-type": "application/json"})
-    )
-    gw = build_gateway(parse_config(config(experiment), env={}), transport=upstream)
+    gw = build_gateway(parse_config(config(experiment), env={}), client=CannedClient())  # type: ignore[arg-type]
     app = create_app(gw)
     headers = {"content-type": "application/json", "x-gateway-app": "bench"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gw") as c:

@@ -1,6 +1,6 @@
 """The composition root: builds the gateway from a `Config` and lists what runs in it.
 
-It owns the shared pieces — one upstream transport (connection pool), the store, the
+It owns the shared pieces — one upstream client (connection pool), the store, the
 writers — so that no request constructs any of them, and lists the background jobs,
 each declared beside the component it serves (gateway/jobs.py).
 """
@@ -13,7 +13,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
 from litestar import Litestar
 from litestar.exceptions import HTTPException
 from litestar.handlers import asgi
@@ -22,6 +21,7 @@ from litestar.types import Receive, Scope, Send
 from collectors.drift import drift_job
 from collectors.experiments.job import evaluation_job, gauge_values
 from collectors.intake import feedback_handlers
+from collectors.intake.api import FEEDBACK_PATH
 from collectors.views import views
 from gateway.access.gate import Gate
 from gateway.cache import ResponseCache
@@ -41,9 +41,9 @@ from gateway.recording.writer import BatchWriter
 from gateway.request.attempts import Attempts
 from gateway.request.proxy import Proxy
 from gateway.request.routing import Router, exact_names
-from gateway.request.transport import upstream_transport
 from gateway.server.endpoints import endpoints, own_error
-from gateway.server.http import DateHeader, guarded
+from gateway.server.http import Front, guarded
+from gateway.upstream import UpstreamClient
 
 log = logging.getLogger("gateway.app")
 
@@ -57,7 +57,7 @@ class Gateway:
     writer: BatchWriter
     feedback_writer: BatchWriter
     proxy: Proxy
-    transport: httpx.AsyncBaseTransport
+    client: UpstreamClient
     metrics: Metrics
     sampler: Sampler
     tracer: Tracer | None = None
@@ -69,7 +69,7 @@ class Gateway:
 def build_gateway(
     config: Config,
     store: Store | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
+    client: UpstreamClient | None = None,
 ) -> Gateway:
     store = store if store is not None else open_store(config.store)
     metrics = Metrics(config.metrics, exact_names(config))
@@ -100,7 +100,7 @@ def build_gateway(
         table="llm_feedback",
         name="feedback_writer",
     )
-    transport = transport or upstream_transport()
+    client = client or UpstreamClient(max_connections=1000, max_idle=200)
     tracer = Tracer() if tracing_requested() else None
     consumers: list[Callable[[CallRecord], object]] = [writer.record]
     if config.metrics.enabled:
@@ -119,7 +119,7 @@ def build_gateway(
 
     proxy = Proxy(
         router,
-        Attempts(config.retries, transport),
+        Attempts(config.retries, client),
         RecordSink(*consumers),
         config.capture,
         config.server.max_body_bytes,
@@ -132,7 +132,7 @@ def build_gateway(
     )
     log_budget = config.log.max_bytes if config.log.enabled else 0
     sampler = Sampler(metrics, proxy, writer, gate, lambda: gw.jobs, log_budget)
-    gw = Gateway(config, store, writer, feedback_writer, proxy, transport, metrics, sampler,
+    gw = Gateway(config, store, writer, feedback_writer, proxy, client, metrics, sampler,
                  tracer, gate)  # fmt: skip
     gw.jobs = jobs(gw)
     return gw
@@ -205,7 +205,7 @@ def create_app(gw: Gateway) -> Litestar:
             await gw.gate.close()
         if gw.proxy.cache is not None:
             await gw.proxy.cache.close()
-        await gw.transport.aclose()
+        await gw.client.close()
         gw.store.close()
 
     @asgi("/v1", is_mount=True, copy_scope=False)
@@ -238,7 +238,12 @@ def create_app(gw: Gateway) -> Litestar:
     )
 
 
-def app_from_env() -> DateHeader:
+def serve_app(gw: Gateway) -> Front:
+    """What the server runs: the proxy's paths straight to the proxy, the rest to the app."""
+    return guarded(create_app(gw), gw.proxy, (FEEDBACK_PATH,))
+
+
+def app_from_env() -> Front:
     """App factory for worker processes (`server.workers` > 1): each worker builds its own
     gateway (own upstream pool, own record log slot) from `$LLM_GATEWAY_CONFIG`."""
     from gateway.config import load_config
@@ -246,4 +251,4 @@ def app_from_env() -> DateHeader:
 
     config = load_config()
     setup_logging(config.log_level)
-    return guarded(create_app(build_gateway(config)))
+    return serve_app(build_gateway(config))

@@ -36,7 +36,7 @@ def _store(args: argparse.Namespace, cfg: Config) -> Iterator[Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway.app import build_gateway, create_app
+    from gateway.app import build_gateway, serve_app
     from gateway.server import http as server
 
     cfg = _config(args)
@@ -58,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if lock is not None:
             shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
             gw.admin_token = lock.publish(f"http://{shown}:{port}")
-        app = server.guarded(create_app(gw))
+        app = serve_app(gw)
         chdb = cfg.store.kind == "chdb"
         origin = data_dir_origin(cfg, args.data_dir, args.config, os.environ) if chdb else None
         log.info(

@@ -7,7 +7,11 @@
     │   └── StoreMissing         no store where a command looked (it creates none)
     ├── UpstreamError            upstream: what the gateway could not get from a provider
     │   ├── MissingCredentials   no credential to send
-    │   └── MalformedStream      a stream whose framing cannot be read
+    │   ├── MalformedStream      a stream whose framing cannot be read
+    │   ├── UpstreamConnectError no connection (refused, unreachable, DNS, TLS)
+    │   ├── UpstreamConnectTimeout  no connection in time
+    │   ├── UpstreamClosed       closed before or during the answer
+    │   └── UpstreamProtocolError  not HTTP/1.1
     ├── AccessError              access: gateway keys and their limits
     │   ├── LimiterUnavailable   the shared counters (Redis) cannot be reached
     │   └── KeyCommandError      a key command that cannot be done
@@ -83,6 +87,23 @@ class MissingCredentials(UpstreamError):
 
 class MalformedStream(UpstreamError):
     """An upstream stream whose framing cannot be read (a bad checksum, a cut frame)."""
+
+
+class UpstreamConnectError(UpstreamError):
+    """No connection: refused, unreachable, a name that does not resolve, TLS failed."""
+
+
+class UpstreamConnectTimeout(UpstreamError):
+    """No connection within the provider's connect timeout."""
+
+
+class UpstreamClosed(UpstreamError):
+    """The upstream closed the connection before or during its answer."""
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The upstream's bytes are not HTTP/1.1: a bad status line or header, or bytes past
+    the end of its answer."""
 
 
 # -- access ------------------------------------------------------------------------------

@@ -28,6 +28,9 @@ _CORS_HEADERS = (
 )
 
 
+FEEDBACK_PATH = "/v1/feedback"  # under the proxy's /v1: the server's front routes it here
+
+
 def feedback_handlers(
     cfg: FeedbackConfig,
     record: Callable[[FeedbackEvent], bool],
@@ -52,7 +55,7 @@ def feedback_handlers(
         return Response(body, status_code=status, headers=headers, media_type=MediaType.JSON)
 
     # One handler for both methods: the framework would otherwise add its own OPTIONS.
-    @route("/v1/feedback", http_method=["POST", "OPTIONS"], status_code=200)
+    @route(FEEDBACK_PATH, http_method=["POST", "OPTIONS"], status_code=200)
     async def receive(request: Request[Any, Any, Any]) -> Response[Any]:
         if request.method == "OPTIONS":
             return preflight(request)
@@ -151,7 +154,7 @@ def feedback_handlers(
             },
         )
 
-    @get("/v1/feedback/openapi.json", media_type=MediaType.JSON, sync_to_thread=False)
+    @get(f"{FEEDBACK_PATH}/openapi.json", media_type=MediaType.JSON, sync_to_thread=False)
     def schema(request: Request[Any, Any, Any]) -> dict[str, Any]:
         return openapi(str(request.base_url).rstrip("/") or "/")
 

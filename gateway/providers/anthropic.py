@@ -21,9 +21,9 @@ class Anthropic(Provider):
 
     __slots__ = ()
 
-    def url(self, path: str, query: str, model: str) -> str:
+    def target(self, path: str, query: str, model: str) -> str:
         rest = path[4:] if path.startswith("/v1/") else path.lstrip("/")
-        url = f"{self.cfg.base_url}/v1/{rest}"
+        url = f"{self.origin.prefix}/v1/{rest}"
         return f"{url}?{query}" if query else url
 
     def own_credentials(self, key: bytes) -> Headers:

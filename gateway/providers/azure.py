@@ -29,16 +29,16 @@ class Azure(Provider):
 
     __slots__ = ()
 
-    def url(self, path: str, query: str, model: str) -> str:
+    def target(self, path: str, query: str, model: str) -> str:
         cfg = self.cfg
         rest = path[4:] if path.startswith("/v1/") else path.lstrip("/")
         if rest in _DEPLOYMENT_PATHS:
             deployment = cfg.deployments.get(model, model)
-            url = f"{cfg.base_url}/openai/deployments/{quote(deployment, safe='')}/{rest}"
+            url = f"{self.origin.prefix}/openai/deployments/{quote(deployment, safe='')}/{rest}"
         elif rest == "responses" or rest.startswith("responses/"):
-            url = f"{cfg.base_url}/openai/v1/{rest}"
+            url = f"{self.origin.prefix}/openai/v1/{rest}"
         else:
-            url = f"{cfg.base_url}/openai/{rest}"
+            url = f"{self.origin.prefix}/openai/{rest}"
         sep = "&" if query else ""
         return f"{url}?{query}{sep}api-version={cfg.api_version}"
 

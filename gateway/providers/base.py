@@ -16,6 +16,7 @@ from msgspec.structs import force_setattr
 
 from gateway.errors import MissingCredentials
 from gateway.sections import FieldError, Positive, Section, one_of
+from gateway.upstream.origin import Origin, parse_base_url
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -59,8 +60,10 @@ class ProviderConfig(Section, frozen=True):
         base_url = self.base_url or kind.default_base_url
         if not base_url:
             raise FieldError("base_url", f"is required for kind {self.kind}")
-        if not base_url.startswith(("http://", "https://")):
-            raise FieldError("base_url", f"must be an http(s) URL, got {base_url!r}")
+        try:
+            parse_base_url(base_url)
+        except ValueError as e:
+            raise FieldError("base_url", str(e)) from None
         api_key = self.api_key or None
         auth = self.auth or ("gateway" if api_key else "passthrough")
         if auth == "gateway" and not api_key:
@@ -95,6 +98,7 @@ class Provider:
     inject_stream_usage: ClassVar[bool] = True  # default of the config key
     price_as: ClassVar[str] = ""  # default genai-prices provider id
     needs_key: ClassVar[bool] = True  # False: a call with no credential goes upstream as is
+    signs: ClassVar[bool] = False  # True: `sign` adds headers computed over each request
     # Zero-config: the kind is a default provider, read from the official SDK's variables.
     base_url_env: ClassVar[str] = ""
     api_key_env: ClassVar[str] = ""
@@ -102,11 +106,12 @@ class Provider:
     # Models routed to this kind by the default routes (a glob); "" for "*" candidates.
     default_models: ClassVar[str] = ""
 
-    __slots__ = ("_extra", "auth_headers", "cfg", "name")
+    __slots__ = ("_extra", "auth_headers", "cfg", "name", "origin")
 
     def __init__(self, cfg: ProviderConfig) -> None:
         self.cfg = cfg
         self.name = cfg.name
+        self.origin = Origin.of(cfg.base_url)  # parsed once: calls only build their path
         self._extra: Headers = [(k.lower().encode(), v.encode()) for k, v in cfg.headers.items()]
         if cfg.auth == "gateway":
             own = self.own_credentials((cfg.api_key or "").encode())
@@ -131,11 +136,16 @@ class Provider:
         except LookupError:
             return ""
 
-    def url(self, path: str, query: str, model: str) -> str:
-        """Upstream URL for a client path such as `/v1/chat/completions`."""
+    def target(self, path: str, query: str, model: str) -> str:
+        """The upstream path and query (under the base URL's path) for a client path such
+        as `/v1/chat/completions`."""
         rest = path[4:] if path.startswith("/v1/") else path.lstrip("/")
-        url = f"{self.cfg.base_url}/{rest}"
+        url = f"{self.origin.prefix}/{rest}"
         return f"{url}?{query}" if query else url
+
+    def url(self, path: str, query: str, model: str) -> str:
+        """The whole upstream URL (for signing and messages; calls send `target`)."""
+        return self.origin.root + self.target(path, query, model)
 
     def own_credentials(self, key: bytes) -> Headers:
         """Headers carrying the gateway's own key."""

@@ -30,6 +30,7 @@ class Bedrock(Provider):
     inject_stream_usage = False
     price_as = "aws"
     needs_key = False  # signed instead
+    signs = True
 
     __slots__ = ("_credentials", "region")
 
@@ -47,11 +48,11 @@ class Bedrock(Provider):
     def default_price_as(cls, base_url: str) -> str:
         return cls.price_as
 
-    def url(self, path: str, query: str, model: str) -> str:
+    def target(self, path: str, query: str, model: str) -> str:
         # `path` is the Converse operation: /converse or /converse-stream. ":" stays as is
         # (a model id's version): the HTTP client would send it unescaped, and the signature
         # must cover the path as sent; "/" (inference profile ARNs) is escaped.
-        url = f"{self.cfg.base_url}/model/{quote(model, safe=':@')}{path}"
+        url = f"{self.origin.prefix}/model/{quote(model, safe=':@')}{path}"
         return f"{url}?{query}" if query else url
 
     def client_credentials(self, authorization: bytes, api_key: bytes, x_api_key: bytes) -> Headers:

@@ -39,7 +39,8 @@ def estimate_input(payload: Any) -> int:
         return 0
     chars = 0
     tokens = 0
-    for msg in payload.get("messages") or ():
+    messages = payload.get("messages")
+    for msg in messages if isinstance(messages, list) else ():  # a client's body: any shape
         if isinstance(msg, dict):
             chars += _text_chars(msg.get("content"))
             tokens += 4  # per-message framing (role, separators)

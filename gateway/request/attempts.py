@@ -13,12 +13,17 @@ import random
 import time
 from typing import Any
 
-import aiohttp
-import httpx
 import msgspec
 
 from gateway import errors
-from gateway.errors import ApiError, MissingCredentials
+from gateway.errors import (
+    ApiError,
+    MissingCredentials,
+    UpstreamClosed,
+    UpstreamConnectError,
+    UpstreamConnectTimeout,
+    UpstreamProtocolError,
+)
 from gateway.providers import Provider
 from gateway.providers.translate import translation_for
 from gateway.providers.wire import Observer, WireAPI
@@ -26,6 +31,7 @@ from gateway.recording.record import CallRecord, Outcome
 from gateway.request.exchange import Exchange
 from gateway.request.routing import Hop
 from gateway.sections import Amount, Positive, Section
+from gateway.upstream import UpstreamClient, UpstreamResponse
 
 log = logging.getLogger("gateway.proxy")
 
@@ -42,14 +48,6 @@ class RetryConfig(Section, frozen=True):
     # an upstream 429 is retried only when this is on (the client's SDK retries by itself),
     # and then only when its Retry-After fits in the call's deadline
     on_429: bool = False
-
-
-def _refused(e: BaseException) -> bool:
-    """httpx-aiohttp maps a refused connection to ConnectTimeout; tell the two apart."""
-    cause = e.__cause__
-    return isinstance(cause, aiohttp.ClientConnectorError) and not isinstance(
-        cause, aiohttp.ServerTimeoutError | asyncio.TimeoutError
-    )
 
 
 def upstream_body(
@@ -86,7 +84,7 @@ def upstream_body(
 
 
 class Attempts:
-    """Forwards calls upstream through the shared transport; counts failed attempts.
+    """Forwards calls upstream through the shared client; counts failed attempts.
 
     One deadline (the first provider's `timeouts.total`, from when the call arrived) bounds
     every attempt and every wait between them. A retry of the same provider waits a
@@ -94,15 +92,15 @@ class Attempts:
     wait that would not fit in the deadline is not taken, and the last answer goes back.
     """
 
-    def __init__(self, retries: RetryConfig, transport: httpx.AsyncBaseTransport) -> None:
-        self.transport = transport
+    def __init__(self, retries: RetryConfig, client: UpstreamClient) -> None:
+        self.client = client
         self.max_attempts = retries.max_attempts
         self.backoff = retries.backoff_ms / 1000.0
         self.on_429 = retries.on_429
         # (provider, reason) -> failed attempts; read by the metrics sampler.
         self.failures: dict[tuple[str, str], int] = {}
 
-    async def forward(self, ex: Exchange) -> httpx.Response:
+    async def forward(self, ex: Exchange) -> UpstreamResponse:
         """The first usable answer to the exchange's call along its hops, within its
         deadline; the hop that gave it and when it was sent go to `ex.hop` and `ex.t_up`."""
         loop = asyncio.get_running_loop()
@@ -137,50 +135,47 @@ class Attempts:
                 up_path = translation.path(rec.stream)
             t = provider.cfg.timeouts
             version = provider.version_header(headers.anthropic_version)
-            url = provider.url(up_path, query, hop.model)
-            request = httpx.Request(
-                method,
-                url,
-                headers=headers.forward + creds + version + provider.sign(method, url, content),
-                content=content if method != "GET" else None,
-                extensions={"timeout": {"connect": t.connect, "read": None, "pool": t.connect + 5}},
-            )
+            target = provider.target(up_path, query, hop.model)
+            signed = provider.sign(method, provider.origin.root + target, content) if (
+                provider.signs) else []  # fmt: skip
             t_up = _now()
             first_byte_by = loop.time() + t.first_byte
             try:
                 async with asyncio.timeout_at(min(first_byte_by, deadline)):
-                    resp = await self.transport.handle_async_request(request)
-            except (TimeoutError, httpx.TimeoutException) as e:
-                if _refused(e):
-                    last_error = errors.upstream_unreachable(provider.name)
-                    rec.error_message = f"{provider.name}: {e}"
-                    self._failed(rec, hop, Outcome.UNREACHABLE, "connection_error")
-                elif loop.time() >= deadline - 0.001:
+                    resp = await self.client.send(
+                        provider.origin,
+                        method.encode(),
+                        target.encode("latin-1"),
+                        headers.forward + creds + version + signed,
+                        content if method != "GET" else None,
+                        t.connect,
+                    )
+            except (TimeoutError, UpstreamConnectTimeout) as e:
+                if loop.time() >= deadline - 0.001:
                     last_error = self._out_of_time(rec, hop, deadline)
                     break
-                else:
-                    connect = isinstance(e, httpx.ConnectTimeout)
-                    what, secs = ("connect", t.connect) if connect else ("first byte", t.first_byte)
-                    last_error = errors.upstream_timeout(f"{what} timeout, {secs:g}s")
-                    self._failed(rec, hop, Outcome.TIMEOUT, what.replace(" ", "_") + "_timeout")
+                connect = isinstance(e, UpstreamConnectTimeout)
+                what, secs = ("connect", t.connect) if connect else ("first byte", t.first_byte)
+                last_error = errors.upstream_timeout(f"{what} timeout, {secs:g}s")
+                self._failed(rec, hop, Outcome.TIMEOUT, what.replace(" ", "_") + "_timeout")
                 continue
-            except httpx.TransportError as e:
-                last_error = errors.upstream_unreachable(provider.name)
-                rec.error_message = f"{provider.name}: {e or type(e).__name__}"
-                self._failed(rec, hop, Outcome.UNREACHABLE, "connection_error")
-                continue
-            except aiohttp.ClientResponseError as e:  # an answer that is not HTTP's
+            except UpstreamProtocolError as e:  # an answer that is not HTTP's
                 last_error = errors.upstream_protocol_error(provider.name)
-                rec.error_message = f"{provider.name}: {e.message}"[:1000]
+                rec.error_message = f"{provider.name}: {e}"[:1000]
                 self._failed(rec, hop, Outcome.UPSTREAM_ERROR, errors.PROTOCOL_ERROR)
                 continue
-            status = resp.status_code
+            except (UpstreamConnectError, UpstreamClosed) as e:
+                last_error = errors.upstream_unreachable(provider.name)
+                rec.error_message = f"{provider.name}: {e}"
+                self._failed(rec, hop, Outcome.UNREACHABLE, "connection_error")
+                continue
+            status = resp.status
             if ((status == 429 and self.on_429) or status >= 500) and attempt < self.max_attempts:
-                after = retry_after(resp.headers.get("retry-after"))
+                after = retry_after(resp.header_str(b"retry-after"))
                 nxt = hops[attempt % len(hops)]
                 same = nxt.provider is provider
                 if after is None or not same or loop.time() + after < deadline:
-                    await resp.aclose()
+                    resp.release()
                     self._failed(rec, hop, rec.outcome, f"http_{status}")
                     wait = after if same and after else 0.0
                     continue

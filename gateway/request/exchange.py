@@ -23,6 +23,7 @@ from gateway.recording.record import CallRecord, finish
 from gateway.recording.tokens import estimate_input
 from gateway.request.headers import Headers, RequestHeaders
 from gateway.request.routing import Hop
+from gateway.server import ON_DISCONNECT
 
 if TYPE_CHECKING:
     from gateway.cache.plan import Plan
@@ -135,11 +136,21 @@ class Exchange:
         finish(self.rec, self.t0, self.observer, self.payload, self.input_estimate)
         self.sink(self.rec)
 
-    def watch_disconnect(self, receive: Receive) -> None:
+    def watch_disconnect(self, receive: Receive, scope: dict[str, Any]) -> None:
+        """Have the call cancelled when its client leaves before the answer is complete."""
+        task = asyncio.current_task()
+        assert task is not None
+        hook = scope.get("extensions", {}).get(ON_DISCONNECT)
+        if hook is not None:  # our server tells us: no task per call
+            hook(lambda: self._gone(task))
+            return
         # Held by the exchange: the loop keeps only weak references to tasks.
-        self.watcher = asyncio.get_running_loop().create_task(
-            self._watch(receive, asyncio.current_task())  # type: ignore[arg-type]
-        )
+        self.watcher = asyncio.get_running_loop().create_task(self._watch(receive, task))
+
+    def _gone(self, task: asyncio.Task[Any]) -> None:
+        if not self.done:
+            self.client_gone = True
+            task.cancel()
 
     async def _watch(self, receive: Receive, task: asyncio.Task[Any]) -> None:
         # After the response completes the server answers receive() with a disconnect too;
@@ -147,9 +158,7 @@ class Exchange:
         while True:
             msg = await receive()
             if msg["type"] == "http.disconnect":
-                if not self.done:
-                    self.client_gone = True
-                    task.cancel()
+                self._gone(task)
                 return
 
     async def parse(self, wire: WireAPI, deployment: str = "") -> str:

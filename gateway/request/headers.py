@@ -8,10 +8,9 @@ gateway's own.
 
 from __future__ import annotations
 
-import httpx
-
 from gateway.access.keys import presented_secret
 from gateway.recording.record import CallRecord
+from gateway.upstream import UpstreamResponse
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -143,12 +142,11 @@ class RequestHeaders:
             self.x_api_key = self.api_key = b""
 
 
-def response_headers(resp: httpx.Response, rec: CallRecord, extra: Headers) -> Headers:
+def response_headers(resp: UpstreamResponse, rec: CallRecord, extra: Headers) -> Headers:
     """The upstream's response headers as the client gets them, with the gateway's own
     (`own_headers`)."""
     out = []
-    for name, value in resp.headers.raw:
-        lname = name.lower()
+    for lname, value in resp.headers:  # names already in lower case
         if lname in _RESPONSE_DROP:
             if lname == b"x-request-id":
                 rec.upstream_request_id = value.decode("latin-1")[:128]

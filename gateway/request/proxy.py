@@ -42,7 +42,7 @@ log = logging.getLogger("gateway.proxy")
 Scope = dict[str, Any]
 _now = time.perf_counter
 # SSE, and the AWS event-stream framing of Bedrock's ConverseStream (translated to SSE).
-_STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
+_STREAM_TYPES = (b"text/event-stream", b"application/vnd.amazon.eventstream")
 
 
 class Proxy:
@@ -124,7 +124,7 @@ class Proxy:
                 self._identify(headers, ex)
             if capture:
                 rec.request_body = body[:capture].decode("utf-8", "replace")
-            ex.watch_disconnect(receive)
+            ex.watch_disconnect(receive, scope)
             await self._handle(ex, client, scope.get("query_string", b"").decode("latin-1"))
         except AccessDenied as e:
             rec.outcome = Outcome(e.outcome)
@@ -225,10 +225,10 @@ class Proxy:
         if translation is not None:  # the answer is read in the upstream's dialect
             ex.observer = translation.observer(rec)
         try:
-            ctype = resp.headers.get("content-type", "")
-            streamed = rec.stream and resp.status_code == 200 and ctype.startswith(_STREAM_TYPES)
+            ctype = resp.header(b"content-type") or b""
+            streamed = rec.stream and resp.status == 200 and ctype.startswith(_STREAM_TYPES)
             if ex.fill is not None:
-                ex.fill.stream, ex.fill.content_type = streamed, ctype
+                ex.fill.stream, ex.fill.content_type = streamed, ctype.decode("latin-1")
             if streamed:
                 self.streams_in_flight += 1
                 try:
@@ -239,7 +239,7 @@ class Proxy:
                 rec.stream = False
                 await relay_whole(ex, resp)
         finally:
-            await resp.aclose()
+            resp.release()
         if ex.fill is not None:
             assert self.cache is not None
             self.cache.finish(ex)

@@ -10,11 +10,10 @@ import contextlib
 import time
 from typing import Any
 
-import httpx
 import msgspec
 
 from gateway import errors
-from gateway.errors import MalformedStream
+from gateway.errors import MalformedStream, UpstreamError
 from gateway.providers.translate import Translation
 from gateway.providers.wire import Observer
 from gateway.providers.wire.sse import SSESplitter
@@ -22,6 +21,7 @@ from gateway.recording.record import Outcome
 from gateway.request.exchange import Exchange
 from gateway.request.headers import Headers, response_headers
 from gateway.request.routing import Hop
+from gateway.upstream import UpstreamResponse
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
@@ -32,18 +32,18 @@ def deadline_message(hop: Hop) -> str:
     return f"the call's total deadline of {hop.provider.cfg.timeouts.total:g}s"
 
 
-async def relay_whole(ex: Exchange, resp: httpx.Response) -> None:
+async def relay_whole(ex: Exchange, resp: UpstreamResponse) -> None:
     """A non-streamed answer: read whole (within the call's deadline, a loop time), then
     sent on (in the client's dialect when the call is translated)."""
     rec, hop, deadline = ex.rec, ex.hop, ex.deadline
     assert hop is not None
     try:
         async with asyncio.timeout_at(deadline):
-            data = await resp.aread()
-    except (TimeoutError, httpx.TimeoutException):
+            data = await resp.read()
+    except TimeoutError:
         rec.outcome, rec.error_type = Outcome.TIMEOUT, "timeout"
         raise errors.upstream_timeout(deadline_message(hop)) from None
-    except httpx.TransportError as e:
+    except UpstreamError as e:
         rec.outcome = Outcome.UPSTREAM_DISCONNECTED
         rec.error_message = f"the upstream closed the connection: {e or type(e).__name__}"
         raise errors.upstream_unreachable(hop.provider.name, "closed the connection") from None
@@ -51,7 +51,7 @@ async def relay_whole(ex: Exchange, resp: httpx.Response) -> None:
     rec.response_bytes = len(data)
     if ex.fill is not None:  # the response cache keeps the upstream's own answer
         ex.fill.keep(data)
-    await answer_whole(ex, resp.status_code, response_headers(resp, rec, ex.answer_headers), data)
+    await answer_whole(ex, resp.status, response_headers(resp, rec, ex.answer_headers), data)
 
 
 async def answer_whole(
@@ -145,7 +145,7 @@ class StreamPass:
         return b"".join(self.captured)[: self.capture].decode("utf-8", "replace")
 
 
-async def relay_stream(ex: Exchange, resp: httpx.Response) -> None:
+async def relay_stream(ex: Exchange, resp: UpstreamResponse) -> None:
     """A streamed answer, passed through chunk by chunk (event by event into the client's
     dialect when the call is translated); a stream that breaks ends with an error event in
     the client's dialect."""
@@ -177,7 +177,7 @@ async def relay_stream(ex: Exchange, resp: httpx.Response) -> None:
 
     try:
         async with asyncio.timeout_at(deadline):
-            async for chunk in resp.aiter_raw():
+            async for chunk in resp.chunks():
                 t_in = _now()
                 if first_chunk is None:
                     first_chunk = t_in
@@ -209,7 +209,7 @@ async def relay_stream(ex: Exchange, resp: httpx.Response) -> None:
                 gateway_time += t_last - t_in
         if out := sp.tail():
             await send({"type": "http.response.body", "body": out, "more_body": True})
-    except (TimeoutError, httpx.TimeoutException):
+    except TimeoutError:
         if not ex.recorded:  # past the terminal event the client has its whole answer
             rec.outcome, rec.status_code, rec.error_type = Outcome.TIMEOUT, 504, "timeout"
             rec.error_message = f"the stream exceeded {deadline_message(hop)}"
@@ -220,7 +220,7 @@ async def relay_stream(ex: Exchange, resp: httpx.Response) -> None:
                     "more_body": True,
                 }
             )
-    except (httpx.TransportError, MalformedStream) as e:
+    except UpstreamError as e:  # closed, not HTTP, or a framing that cannot be read
         if not ex.recorded:
             broken = isinstance(e, MalformedStream)
             rec.outcome, rec.status_code = Outcome.UPSTREAM_DISCONNECTED, 502

@@ -17,8 +17,10 @@ a hostile or broken client from holding a connection forever.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 
@@ -26,6 +28,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.errors import ApiError
+from gateway.server import ON_DISCONNECT
 from gateway.server.config import ServerConfig
 
 # Set on uvicorn's Config so that the protocol, built by uvicorn (in each worker process too:
@@ -95,6 +98,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._idle_since = 0.0  # loop time the connection last had no request in flight
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        # Calls told when the client leaves before their answer is complete (see
+        # ON_DISCONNECT): a callback here instead of a task per call awaiting receive().
+        self._watched: dict[Any, Callable[[], None]] = {}
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -158,6 +164,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._head_timer = _cancel(self._head_timer)
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:
+            hook = functools.partial(self._watch, cycle)
+            self.scope["extensions"] = {ON_DISCONNECT: hook}  # type: ignore[dict-item]
+
+    def _watch(self, cycle: Any, cb: Callable[[], None]) -> None:
+        watched = self._watched
+        for c in [c for c in watched if c.response_complete]:
+            del watched[c]
+        watched[cycle] = cb
 
     def on_message_complete(self) -> None:
         self._body_timer = _cancel(self._body_timer)
@@ -167,6 +183,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer = _cancel(self._head_timer)
         self._body_timer = _cancel(self._body_timer)
         super().connection_lost(exc)
+        watched, self._watched = self._watched, {}
+        for cycle, cb in watched.items():
+            if not cycle.response_complete:
+                cb()
 
     def _head_expired(self) -> None:
         self._head_timer = None
@@ -197,12 +217,21 @@ def _cancel(timer: asyncio.TimerHandle | None) -> asyncio.TimerHandle | None:
     return None
 
 
-class DateHeader:
-    """ASGI wrapper: one `date` header per answer. A proxied answer keeps the upstream's;
-    the gateway's own get one here (uvicorn's, added to every answer, is off)."""
+class Front:
+    """The ASGI app the server runs: the proxy's paths go straight to the proxy (a plain ASGI
+    callable; the framework's routing and scope copying measured 40 µs of CPU per call),
+    everything else to the framework app. One `date` header per answer: a proxied answer
+    keeps the upstream's, the gateway's own get one here (uvicorn's, added to every
+    answer, is off)."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self, app: Any, proxy: Any = None, own: tuple[str, ...] = ()) -> None:
+        self.app, self.proxy = app, proxy
+        self.own = own  # framework routes under a proxied prefix (e.g. /v1/feedback)
+
+    def proxied(self, path: str) -> bool:
+        if not path.startswith(_PROXIED):
+            return False
+        return not any(path == o or path.startswith(o + "/") for o in self.own)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -219,7 +248,15 @@ class DateHeader:
                     msg = {**msg, "headers": [*headers, (b"date", http_date())]}
             await send(msg)
 
-        await self.app(scope, receive, send_dated)
+        if self.proxy is not None and self.proxied(scope["path"]):
+            await self.proxy(scope, receive, send_dated)
+        else:
+            await self.app(scope, receive, send_dated)
+
+
+# What the proxy serves: the OpenAI paths and the Azure OpenAI SDK's
+# (/openai/deployments/{deployment}/..., /openai/v1/...).
+_PROXIED = ("/v1/", "/openai/")
 
 
 def uvicorn_config(
@@ -248,8 +285,8 @@ def uvicorn_config(
     return config
 
 
-def guarded(app: Any) -> DateHeader:
-    return DateHeader(app)
+def guarded(app: Any, proxy: Any = None, own: tuple[str, ...] = ()) -> Front:
+    return Front(app, proxy, own)
 
 
 def run(config: uvicorn.Config) -> bool:

@@ -110,6 +110,9 @@ def test_estimate_input():
     assert estimate_input({"messages": [{"role": "user", "content": "abcdefgh"}]}) == 4 + 2
     assert estimate_input({"input": [[1, 2, 3], [4]]}) == 4
     assert estimate_input({"prompt": "x" * 40}) == 10
+    # A client's body can hold anything where a list belongs: no error, nothing counted.
+    for odd in (1.5, 7, True, "text", {"role": "user"}):
+        assert estimate_input({"messages": odd, "prompt": "x" * 40}) == 10
     parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "abcd"}]}]}
     assert estimate_input(parts) == 5
 
