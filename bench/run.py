@@ -764,8 +764,9 @@ def main() -> int:
                         {s: {k: r.as_dict() for k, r in sc.items()} for s, sc in v.items()}
                         for v in rs
                     ]
-                    for n, rs in rounds.items()
+                    for n, rs in by_target.items()
                 },
+                "ttfb_p50_ms": firsts,
                 "targets": extra,
             },
             indent=2,
