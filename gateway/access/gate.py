@@ -25,7 +25,7 @@ from gateway.access.answers import AccessDenied, Headers, ratelimit_headers, ref
 from gateway.access.config import AuthConfig
 from gateway.access.keys import GatewayKey, any_credential, presented_secret
 from gateway.access.keystore import KeyStore, Query, parse_rows
-from gateway.access.limiter import HOLD_MARGIN_S, Admission, Limiter, open_limiter
+from gateway.access.limiter import HOLD_MARGIN_S, Admission, Limiter, MemoryLimiter
 from gateway.access.origin import OriginGuard
 from gateway.access.policy import ModelRule
 from gateway.access.reserve import Reserver
@@ -70,14 +70,23 @@ def seed_sql(keys: list[GatewayKey]) -> str:
     )
 
 
+def _open_limiter(cfg: AuthConfig) -> Limiter:
+    if cfg.redis_url:
+        # redis-py is imported by a gateway that uses Redis, not by every gateway.
+        from gateway.access.redis_limiter import RedisLimiter
+
+        return RedisLimiter(
+            cfg.redis_url, cfg.redis_failure, cfg.redis_timeout_ms / 1000.0, mode=cfg.redis_mode
+        )
+    return MemoryLimiter()
+
+
 class Gate:
     def __init__(self, cfg: AuthConfig, limiter: Limiter | None = None) -> None:
         self.cfg = cfg
         self.require_key = cfg.require_key
         self.keystore = KeyStore(k.gateway_key() for k in cfg.keys)
-        self.limiter = limiter or open_limiter(
-            cfg.redis_url, cfg.redis_failure, cfg.redis_timeout_ms, cfg.redis_mode
-        )
+        self.limiter = limiter or _open_limiter(cfg)
         self.guard = OriginGuard(cfg.allowed_origins, cfg.allowed_hosts)
         self.reserver = Reserver(cfg.reserve)
         self._plans: dict[str, _KeyPlan] = {}  # key id -> the plan of its current object
@@ -129,9 +138,12 @@ class Gate:
         operation: str = "",
         price: PriceFn | None = None,
         hold_s: float = HOLD_MARGIN_S,
+        input_tokens: Callable[[], int] | None = None,
     ) -> Ticket:
         """`price`: the call's cost of (input, output) tokens, for a key with a budget;
-        `hold_s`: how long its reservation may outlive a replica that dies mid-call."""
+        `hold_s`: how long its reservation may outlive a replica that dies mid-call;
+        `input_tokens`: the payload's input estimate where the caller keeps one (asked for
+        only when the key has limits to reserve of)."""
         plan = self._plan(key)
         if model and not plan.rule.allows(model):
             self.count("refused_model")
@@ -139,7 +151,7 @@ class Gate:
         ticket = Ticket(key)
         if not plan.limited:
             return ticket
-        est_in, est_out = self.reserver.tokens(payload, model, operation)
+        est_in, est_out = self.reserver.tokens(payload, model, operation, input_tokens)
         cost = 0.0
         if plan.budget and price is not None:
             cost = price(est_in, est_out) or 0.0

@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from gateway.access.keys import GatewayKey, Limits
 from gateway.access.policy import Bucket, bucket, period_id, period_seconds_left
-
-if TYPE_CHECKING:
-    from gateway.access.scripts import Mode
 
 # Refusal reasons (the `outcome` detail of a refused call and a metric label: bounded).
 BUDGET = "budget"
@@ -259,12 +256,3 @@ class MemoryLimiter:
 
     async def close(self) -> None:
         return None
-
-
-def open_limiter(redis_url: str, failure: str, timeout_ms: float, mode: Mode = "auto") -> Limiter:
-    if redis_url:
-        # redis-py is imported by a gateway that uses Redis, not by every gateway.
-        from gateway.access.redis_limiter import RedisLimiter
-
-        return RedisLimiter(redis_url, failure, timeout_ms / 1000.0, mode=mode)
-    return MemoryLimiter()

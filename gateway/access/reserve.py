@@ -10,6 +10,7 @@ entry in `auth.reserve.models`). Embeddings produce none.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gateway.access.policy import ModelRule
@@ -45,11 +46,18 @@ class Reserver:
             self._by_model[model] = n
         return n
 
-    def tokens(self, payload: dict[str, Any] | None, model: str, operation: str) -> tuple[int, int]:
-        """(input, output) tokens the call reserves."""
+    def tokens(
+        self,
+        payload: dict[str, Any] | None,
+        model: str,
+        operation: str,
+        input_tokens: Callable[[], int] | None = None,
+    ) -> tuple[int, int]:
+        """(input, output) tokens the call reserves; `input_tokens`: the payload's input
+        estimate where one is kept (else made here)."""
         if payload is None:
             return 0, 0
-        est_in = estimate_input(payload)
+        est_in = input_tokens() if input_tokens is not None else estimate_input(payload)
         if operation == "embeddings":
             return est_in, 0
         for name in _LIMIT_FIELDS:

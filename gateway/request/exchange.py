@@ -171,8 +171,15 @@ class Exchange:
     def _parse_large(self, wire: WireAPI, deployment: str) -> str:
         model = self.read_request(self.body, wire, deployment)
         if self.payload is not None:  # walking a large payload is no lighter than parsing it
-            self.input_estimate = estimate_input(self.payload)
+            self.estimated_input()
         return model
+
+    def estimated_input(self) -> int:
+        """The payload's input tokens, estimated once: for a key's reservation and for the
+        record of an answer without usage (a large payload's with its parse, off the loop)."""
+        if self.input_estimate is None:
+            self.input_estimate = estimate_input(self.payload) if self.payload is not None else 0
+        return self.input_estimate
 
     def read_request(self, body: bytes, wire: WireAPI, deployment: str = "") -> str:
         """Parse the body once (when the wire API needs its model); returns the model (an

@@ -210,6 +210,7 @@ class Proxy:
             ex.ticket = await self.gate.admit(
                 ex.key, resolved.model if model else "", rec.end_user, ex.payload,
                 rec.operation, price, first.provider.cfg.timeouts.total + HOLD_MARGIN_S,
+                ex.estimated_input,
             )  # fmt: skip
             ex.answer_headers = ex.ticket.headers
         ex.observer = wire.observer(rec)

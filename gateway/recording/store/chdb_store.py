@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from gateway.recording.store.base import StoreError
-from gateway.recording.store.repair import damaged_files, damaged_message
+from gateway.recording.store.metadata import damaged_files, damaged_message
 from gateway.recording.store.sqltext import sql_string
 
 # Free space a statement that writes table metadata needs (capped at a quarter of a small

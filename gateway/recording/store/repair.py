@@ -30,22 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import StoreError
+from gateway.recording.store.chdb_store import ChdbStore
+from gateway.recording.store.metadata import damaged_files, metadata_dirs
 
 BACKUP_DIR = "repair-backup"
 _UUID = re.compile(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/?$")
-
-
-def _metadata_dirs(path: Path) -> dict[Path, str]:
-    """Each database's metadata directory and its name (Atomic databases link
-    `metadata/<db>` to `store/...`)."""
-    out: dict[Path, str] = {}
-    meta = path / "metadata"
-    if meta.is_dir():
-        for p in meta.iterdir():
-            if p.is_dir():
-                out[p.resolve()] = p.name
-        out[meta.resolve()] = ""  # the databases' own definitions
-    return out
 
 
 def _table_uuid(root: Path, db: str, table: str) -> str | None:
@@ -55,32 +44,6 @@ def _table_uuid(root: Path, db: str, table: str) -> str | None:
         return None
     m = _UUID.search(os.readlink(link))
     return m.group(1) if m else None
-
-
-def _damaged(f: Path) -> bool:
-    try:
-        text = f.read_text(errors="replace").strip()
-    except OSError:
-        return True
-    return not text.startswith("ATTACH") or text.count("(") != text.count(")")
-
-
-def damaged_files(path: str | Path) -> list[Path]:
-    """Metadata files chDB cannot parse: empty, or not a whole `ATTACH` statement."""
-    out = []
-    for d in _metadata_dirs(Path(path)):
-        out += [f for f in sorted(d.glob("*.sql")) if _damaged(f)]
-    return out
-
-
-def damaged_message(path: str, files: list[Path]) -> str:
-    names = ", ".join(str(f.relative_to(Path(path).resolve())) for f in files[:5])
-    return (
-        f"the embedded store at {path} cannot be opened: the table metadata in {names} is "
-        "damaged (empty or cut short, as a full disk leaves it). Its rows are intact: with "
-        "the gateway stopped, run `llm-gateway store repair` (with the same --config) to "
-        "rebuild the definitions from the gateway's schema"
-    )
 
 
 @dataclass
@@ -123,13 +86,12 @@ def _attach(create: str, database: str, table: str, uuid: str) -> str:
 
 def repair(path: str, database: str, body_ttl_days: int) -> list[Mended]:
     """Rebuild the damaged metadata of the store at `path` (locked by the caller)."""
-    from gateway.recording.store.chdb_store import ChdbStore
 
     root = Path(path).resolve()
     files = damaged_files(root)
     if not files:
         return []
-    dirs = _metadata_dirs(root)
+    dirs = metadata_dirs(root)
     schema = scratch_schema(database, body_ttl_days)
     backup = root / BACKUP_DIR / time.strftime("%Y%m%dT%H%M%S")
     backup.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from gateway.recording.log import RecordLog
 from gateway.recording.queue import LogQueue
 from gateway.recording.record import CallRecord
 from gateway.recording.store.disabled import DisabledStore
-from gateway.recording.store.repair import damaged_files
+from gateway.recording.store.metadata import damaged_files
 from gateway.recording.writer import BatchWriter
 from tests.conftest import GatewayProcess, gateway_config
 from tests.gateway.recording.test_durability import metrics

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from gateway.recording.store.repair import damaged_files
+from gateway.recording.store.metadata import damaged_files
 from tests.gateway.test_cli import cli
 
 SEED = """
