@@ -71,6 +71,8 @@ def too_many_connections(limit: int) -> ApiError:
     )
 
 
+_LATE_S = 0.1  # an idle deadline met this late waits for the sockets to be read once
+
 _date_cache: tuple[int, bytes] = (0, b"")
 
 
@@ -96,6 +98,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._begun = 0  # requests whose first byte the parser has seen
         self._idle_since = 0.0  # loop time the connection last had no request in flight
+        self._idle_rechecked = False  # a late idle deadline let the sockets be read first
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         # Calls told when the client leaves before their answer is complete (see
@@ -144,6 +147,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head = True
         self._begun += 1
+        self._idle_rechecked = False
+
+    def timeout_keep_alive_handler(self) -> None:
+        # A loop that stalled runs its due timers before it reads the sockets (libuv's
+        # order): an idle deadline met late may find the client's next request already
+        # waiting, unread. Closing then would cut a request the client sent in time; so a
+        # late deadline waits for one read of the sockets (which cancels it if data came).
+        late = self.loop.time() - (self._idle_since + self.timeout_keep_alive)
+        if late > _LATE_S and not self._idle_rechecked:
+            self._idle_rechecked = True
+            self.timeout_keep_alive_task = self.loop.call_later(
+                _LATE_S, self.timeout_keep_alive_handler
+            )
+            return
+        super().timeout_keep_alive_handler()
 
     def on_response_complete(self) -> None:
         self._idle_since = self.loop.time()
