@@ -139,7 +139,8 @@ class Proxy:
                 ex.commit()  # a shutdown: keep the record of what happened so far
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            rec.outcome, rec.status_code = Outcome.CLIENT_DISCONNECTED, 499
+            if rec.outcome is Outcome.OK:  # else the call had failed before the client left
+                rec.outcome, rec.status_code = Outcome.CLIENT_DISCONNECTED, 499
         except Exception as e:  # a bug of ours: answer 500 in the OpenAI shape, keep the row
             log.exception("unhandled error on the request path", extra={"request_id": rid})
             rec.outcome, rec.error_type = Outcome.UPSTREAM_ERROR, "gateway_error"
