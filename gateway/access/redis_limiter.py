@@ -281,12 +281,17 @@ class RedisLimiter:
         spend_ttl = math.ceil(period_seconds_left(lim.budget_period)) + 86400 if adm.period else 0
         argv = [cost_usd if adm.period else 0, spend_ttl, adm.slot, delta, lim.tpm,
                 lim.user_tpm if adm.user else 0, adm.hold, repr(adm.est_cost)]  # fmt: skip
+        # Written to Redis before the answer's last bytes, its reply not waited for.
         try:
-            await self._client.run(
-                self._settle, [keys[0], keys[1], keys[3], keys[5], keys[6], keys[7]], argv
-            )
+            await self._client.send(
+                self._settle, [keys[0], keys[1], keys[3], keys[5], keys[6], keys[7]], argv,
+                self._settle_failed,
+            )  # fmt: skip
         except _FAILURES as e:
-            self._failed(e, "settle")
+            self._settle_failed(e)
+
+    def _settle_failed(self, e: Exception) -> None:
+        self._failed(e, "settle")
 
     async def seed_spend(self, key: GatewayKey, usd: float) -> None:
         lim = key.limits

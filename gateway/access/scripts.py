@@ -6,9 +6,10 @@ Which of the two is asked of the server at the first command (`INFO cluster`), u
 and follows `MOVED`/`ASK` when slots move. The limiter's keys share a hash tag, so that a
 script's keys are always in one slot.
 
-The limiter sends two script calls per request. Calls made in the same turn of the event
-loop go out together (one write). On one server they go down one connection of our own
-(`_Line`): commands packed by hiredis, written as they come without waiting for earlier
+The limiter sends two script calls per request: the admission, whose answer the call
+waits for, and the settlement, written at once and not waited for (`send`). Calls made in
+the same turn of the event loop go out together (one write). On one server they go down
+one connection of our own (`_Line`): commands packed by hiredis, written as they come without waiting for earlier
 answers, answers matched to calls in order as they are read; redis-py's pipeline machinery
 cost more per call than the rest of the keys-on path together. On a Cluster they go out
 in one redis-py pipeline (one write, one read per node). A script Redis has forgotten (a
@@ -52,15 +53,33 @@ _pack: Callable[[tuple[Arg, ...]], bytes] = hiredis.pack_command  # type: ignore
 
 
 class _Call:
-    __slots__ = ("args", "future", "keys", "load", "retried", "script")
+    __slots__ = ("answered", "args", "future", "keys", "load", "on_error", "retried", "script")
 
     def __init__(
-        self, script: Script, keys: Sequence[str], args: Sequence[Arg], load: bool = False
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        load: bool = False,
+        on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self.script, self.keys, self.args = script, keys, args
-        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # Nobody waits for a SCRIPT LOAD, nor for a call sent with an `on_error` instead.
+        self.future: asyncio.Future[Any] | None = (
+            None if load or on_error else asyncio.get_running_loop().create_future()
+        )
+        self.on_error = on_error
+        self.answered = False
         self.retried = False  # sent again after Redis answered NOSCRIPT
-        self.load = load  # SCRIPT LOAD of the script (nobody waits for it)
+        self.load = load  # SCRIPT LOAD of the script
+
+    def fail(self, error: Exception) -> None:
+        self.answered = True
+        if self.future is not None:
+            if not self.future.done():
+                self.future.set_exception(error)
+        elif self.on_error is not None:
+            self.on_error(error)
 
     def packed(self) -> bytes:
         if self.load:
@@ -84,6 +103,7 @@ class _Line:
         self._waiting: deque[_Call] = deque()
         self._pending: list[_Call] = []
         self._loading: set[str] = set()  # scripts whose SCRIPT LOAD is on its way
+        self._preloaded: set[str] = set()  # loaded ahead of their first `send`
         self.error: Exception | None = None
         self._task = asyncio.get_running_loop().create_task(self._read())
 
@@ -100,8 +120,24 @@ class _Line:
         self._pending.append(c)
         return c
 
+    def send(
+        self, script: Script, keys: Sequence[str], args: Sequence[Arg],
+        on_error: Callable[[Exception], None],
+    ) -> None:  # fmt: skip
+        """Write a call now, behind the calls made before it this turn; its answer is read
+        in order but nobody waits for it (a failure goes to `on_error`). The script is
+        loaded ahead of its first such call: a NOSCRIPT retry would put the call behind
+        calls written after it."""
+        if script.sha not in self._preloaded:
+            self._preloaded.add(script.sha)
+            self._pending.append(_Call(script, (), (), load=True))
+        self._pending.append(_Call(script, keys, args, on_error=on_error))
+        self._flush()
+
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
+        if not batch:  # sent already, by `send`
+            return
         if self.error is not None:
             self._fail(batch, self.error)
             return
@@ -113,7 +149,7 @@ class _Line:
         asyncio.get_running_loop().call_later(self._timeout, self._late, batch[-1])
 
     def _late(self, last: _Call) -> None:
-        if not last.future.done() and last in self._waiting:
+        if not last.answered and self.error is None:
             self._end(LimiterUnavailable(f"no answer from Redis within {self._timeout:g} s"))
 
     async def _read(self) -> None:
@@ -132,6 +168,7 @@ class _Line:
 
     def _answer(self, c: _Call, reply: Any) -> None:
         if c.load:
+            c.answered = True
             self._loading.discard(c.script.sha)
             return
         if isinstance(reply, hiredis.ReplyError):
@@ -146,17 +183,16 @@ class _Line:
                 self._write(batch)
                 return
             reply = LimiterUnavailable(f"ResponseError: {reply}")
-        if c.future.done():  # its caller gave up
-            return
         if isinstance(reply, Exception):
-            c.future.set_exception(reply)
-        else:
+            c.fail(reply)
+            return
+        c.answered = True
+        if c.future is not None and not c.future.done():  # else: nobody waits, or gave up
             c.future.set_result(reply)
 
     def _fail(self, calls: Sequence[_Call], error: Exception) -> None:
         for c in calls:
-            if not c.load and not c.future.done():
-                c.future.set_exception(error)
+            c.fail(error)
 
     def _end(self, error: Exception) -> None:
         if self.error is None:
@@ -258,8 +294,34 @@ class RedisScripts:
         if line is None or line.error is not None:
             line = await self._open_line()
         if line is not None:
-            return await line.call(script, keys, args).future
+            future = line.call(script, keys, args).future
+            assert future is not None
+            return await future
         return await self._run_pipelined(script, keys, args)
+
+    async def send(
+        self, script: Script, keys: Sequence[str], args: Sequence[Arg],
+        on_error: Callable[[Exception], None],
+    ) -> None:  # fmt: skip
+        """A call whose answer nobody waits for: on one server it is written before this
+        returns (unless the line must be opened first), so that what follows it (an
+        answer's last bytes) goes after it without waiting a round trip for Redis's reply.
+        Redis runs one connection's commands in order, and the next call of the same
+        client reaches Redis after the answer did. On a Cluster it is awaited like `run`."""
+        line = self._line
+        if line is None or line.error is not None:
+            try:
+                line = await self._open_line()
+            except LimiterUnavailable as e:
+                on_error(e)
+                return
+        if line is not None:
+            line.send(script, keys, args, on_error)
+            return
+        try:
+            await self._run_pipelined(script, keys, args)
+        except LimiterUnavailable as e:
+            on_error(e)
 
     async def _run_pipelined(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """On a Cluster: a call made while none is in flight goes at once; calls made while
@@ -269,6 +331,7 @@ class RedisScripts:
             if not self._pending:
                 asyncio.get_running_loop().call_soon(self._flush)
             self._pending.append(call)
+            assert call.future is not None
             return await call.future
         self._in_flight += 1
         try:
@@ -300,8 +363,7 @@ class RedisScripts:
         finally:
             self._in_flight -= 1
         for call in batch:
-            if not call.future.done():
-                call.future.set_exception(failed)
+            call.fail(failed)
 
     async def _answer(self, client: aredis.Redis | RedisCluster, batch: list[_Call]) -> None:
         if len(batch) == 1:
@@ -328,11 +390,10 @@ class RedisScripts:
                 ):
                     results[i] = result
         for call, result in zip(batch, results, strict=True):
-            if call.future.done():
-                continue
             if isinstance(result, Exception):
-                call.future.set_exception(LimiterUnavailable(f"{type(result).__name__}: {result}"))
-            else:
+                call.fail(LimiterUnavailable(f"{type(result).__name__}: {result}"))
+            elif call.future is not None and not call.future.done():
+                call.answered = True
                 call.future.set_result(result)
 
     @staticmethod

@@ -119,7 +119,9 @@ class Exchange:
     async def settle(self) -> None:
         """Charge the key what the call used (tokens, cost) and give back its slot, once.
         Called after `commit` and before the answer's last bytes, so that the client's
-        next call (here or on another replica) sees this one's spend."""
+        next call (here or on another replica) sees this one's spend. With Redis, the
+        settlement is written before those bytes and its reply is not waited for: the
+        client's next call reaches Redis a round trip later."""
         ticket = self.ticket
         if ticket is not None and ticket.adm is not None and self.settler is not None:
             try:

@@ -84,6 +84,43 @@ def http_date() -> bytes:
     return _date_cache[1]
 
 
+class _HeldHead:
+    """The transport a request's cycle writes to: the head of an answer that carries a
+    content-length (a whole answer, whose body follows at once) waits for the body's
+    first bytes, so that both go out in one write (one syscall fewer per answer). Any
+    other write, a close and the end of the answer let a held head go."""
+
+    __slots__ = ("armed", "head", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.armed = False  # the next write is a cycle's first: maybe a head to hold
+        self.head: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.armed:
+            self.armed = False
+            if data.startswith(b"HTTP/1.1 ") and data.find(b"\r\ncontent-length: ") > 0:
+                self.head = data
+                return
+        if self.head is not None:
+            data, self.head = self.head + data, None
+        self.transport.write(data)
+
+    def flush(self) -> None:
+        self.armed = False
+        if self.head is not None:
+            head, self.head = self.head, None
+            self.transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with an idle timeout from the first byte on (uvicorn
     arms it only after a response), deadlines for the request head and body, and a
@@ -104,9 +141,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # Calls told when the client leaves before their answer is complete (see
         # ON_DISCONNECT): a callback here instead of a task per call awaiting receive().
         self._watched: dict[Any, Callable[[], None]] = {}
+        self._held: _HeldHead | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._held = _HeldHead(transport)
         if len(self.connections) > self._max_connections:
             transport.write(_canned(too_many_connections(self._max_connections)))
             transport.close()
@@ -165,6 +204,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         self._idle_since = self.loop.time()
+        if self._held is not None:
+            self._held.flush()  # an answer with no body to carry its head (HEAD, 304)
         super().on_response_complete()
 
     def _stray_bytes(self) -> None:
@@ -186,6 +227,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if cycle is not None and cycle.scope is self.scope:
             hook = functools.partial(self._watch, cycle)
             self.scope["extensions"] = {ON_DISCONNECT: hook}  # type: ignore[dict-item]
+            held = self._held
+            if held is not None and (self.pipeline or held.head is not None):
+                held = None  # a pipelined request's cycle: it writes when its turn comes
+            if held is not None:
+                held.armed = True
+                cycle.transport = held  # type: ignore[assignment]
 
     def _watch(self, cycle: Any, cb: Callable[[], None]) -> None:
         watched = self._watched

@@ -305,6 +305,54 @@ async def test_redis_counters_are_shared_by_replicas(redis_server: RedisServer):
         await b.close()
 
 
+async def test_redis_settle_is_written_before_it_returns(redis_server: RedisServer):
+    """A settle is not waited for (no round trip before the answer's last bytes), but it
+    is on its way to Redis when `settle` returns: the client's next call, through another
+    replica, finds the slot and the tokens given back. The scripts are flushed first, so
+    the settle's first use of its script (a NOSCRIPT retry would reorder it) is covered.
+    The next call comes a client's round trip later (5 ms here; within microseconds, the
+    kernel may deliver two connections' bytes out of order)."""
+    flush = RedisLimiter(redis_server.url)
+    await flush._client.call("SCRIPT", "FLUSH")
+    await flush.close()
+    a, b = RedisLimiter(redis_server.url, "closed"), RedisLimiter(redis_server.url, "closed")
+    k = key(concurrency=1, tpm=1000)
+    try:
+        for _ in range(20):
+            adm = await a.admit(k, "", 500)
+            assert adm.ok
+            assert (await b.admit(k, "", 1)).refusal == "concurrency"
+            await a.settle(adm, 0, 0.0)  # nothing used: the 500 tokens come back too
+            await asyncio.sleep(0.005)
+            nxt = await b.admit(k, "", 400)
+            assert nxt.ok, nxt.refusal
+            await b.settle(nxt, 0, 0.0)
+        assert a.failures == b.failures == 0
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_redis_settle_that_fails_is_counted(redis_server: RedisServer, caplog):
+    lim = RedisLimiter(redis_server.url, "open")
+    k = key(concurrency=1)
+    try:
+        adm = await lim.admit(k, "", 0)
+        assert adm.ok
+        # The slots' key turned into a string: Redis answers the settle with an error.
+        await lim._client.call("SET", f"lgw:{{{k.key_id}}}:slots", "x")
+        await lim.settle(adm, 0, 0.0)
+        assert lim.failures == 0  # not waited for: the reply is still on its way
+        for _ in range(50):
+            if lim.failures:
+                break
+            await asyncio.sleep(0.01)
+        assert lim.failures == 1
+        assert any(getattr(r, "during", "") == "settle" for r in caplog.records)
+    finally:
+        await lim.close()
+
+
 @pytest.mark.parametrize("mode", ["open", "closed"])
 async def test_redis_unreachable_follows_the_failure_mode(mode: str, caplog):
     dead = RedisServer()  # never started: nothing listens on its port

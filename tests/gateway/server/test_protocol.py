@@ -1,0 +1,107 @@
+"""The server's protocol, driven in process: what it writes to the socket for each kind of
+answer. A whole answer's head and body go out in one write; a stream's head goes at once;
+an answer with no body (HEAD) and pipelined requests are not held back."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.server import ServerState
+
+from gateway.server.config import ServerConfig
+from gateway.server.http import GuardedHttpToolsProtocol, uvicorn_config
+
+
+class Socket:
+    """Stands for the client's connection: records each write the server makes."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8080)}.get(
+            name, default
+        )
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_protocol(self, protocol: Any) -> None:
+        pass
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await receive()
+    if scope["path"] == "/stream":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})  # fmt: skip
+        await asyncio.sleep(0.01)  # the upstream's first event is on its way
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+    body = b'{"ok":true}'
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", b"%d" % len(body))]})  # fmt: skip
+    await asyncio.sleep(0)  # the record is committed between the head and the body
+    await send({"type": "http.response.body", "body": body})
+
+
+async def serve(requests: bytes, settle: float = 0.05) -> Socket:
+    config = uvicorn_config(ServerConfig(), app, "127.0.0.1", 0)
+    config.load()
+    proto = GuardedHttpToolsProtocol(config, ServerState(), {})
+    sock = Socket()
+    proto.connection_made(sock)  # type: ignore[arg-type]
+    proto.data_received(requests)
+    await asyncio.sleep(settle)
+    proto.connection_lost(None)
+    return sock
+
+
+def req(path: str, method: str = "GET") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: gw\r\n\r\n".encode()
+
+
+async def test_whole_answer_is_one_write():
+    sock = await serve(req("/whole"))
+    assert len(sock.writes) == 1, sock.writes
+    head, _, body = sock.writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"content-length: 11" in head
+    assert body == b'{"ok":true}'
+
+
+async def test_stream_head_is_not_held_for_its_first_event():
+    sock = await serve(req("/stream"))
+    assert sock.writes[0].startswith(b"HTTP/1.1 200") and sock.writes[0].endswith(b"\r\n\r\n")
+    assert b"data: 1" in b"".join(sock.writes[1:])
+
+
+async def test_head_request_answer_is_written():
+    sock = await serve(req("/whole", "HEAD"))
+    assert len(sock.writes) == 1 and sock.writes[0].startswith(b"HTTP/1.1 200")
+    assert sock.writes[0].endswith(b"\r\n\r\n")  # no body for HEAD
+
+
+async def test_keep_alive_and_pipelined_requests_each_get_their_answer_in_order():
+    sock = await serve(req("/whole") + req("/whole") + req("/stream") + req("/whole"))
+    data = b"".join(sock.writes)
+    assert data.count(b"HTTP/1.1 200") == 4
+    assert data.index(b"text/event-stream") < data.rindex(b"application/json")
+    assert data.endswith(b'{"ok":true}')
