@@ -9,11 +9,12 @@ script's keys are always in one slot.
 The limiter sends two script calls per request: the admission, whose answer the call
 waits for, and the settlement, written at once and not waited for (`send`). Calls made in
 the same turn of the event loop go out together (one write). On one server they go down
-one connection of our own (`_Line`): commands packed by hiredis, written as they come without waiting for earlier
-answers, answers matched to calls in order as they are read; redis-py's pipeline machinery
-cost more per call than the rest of the keys-on path together. On a Cluster they go out
-in one redis-py pipeline (one write, one read per node). A script Redis has forgotten (a
-restart, `SCRIPT FLUSH`) is sent again whole (EVAL or SCRIPT LOAD), once.
+one connection of our own (`_Line`): commands packed by hiredis, written as they come
+without waiting for earlier answers, answers matched to calls in order as they are read;
+redis-py's pipeline machinery cost more per call than the rest of the keys-on path. On a
+Cluster they go out in one redis-py pipeline (one write, one read per node). A script
+Redis has forgotten (a restart, `SCRIPT FLUSH`) is sent again whole (EVAL or SCRIPT
+LOAD), once.
 
 Any failure — unreachable, no answer within the timeout, an error reply — is a
 `LimiterUnavailable`; what that means for the call is the limiter's `failure` setting.
