@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import uuid
 
@@ -158,6 +159,23 @@ def test_request_ids():
     assert a != b and uuid.UUID(a).version == 7 and a[:8] <= b[:8]
     assert valid_client_id("abc-1.2:3_x") and not valid_client_id("a b") and not valid_client_id("")
     assert not valid_client_id("x" * 129)
+
+
+def test_request_ids_are_unique_past_a_refill_and_across_a_fork():
+    ids = {new_request_id() for _ in range(2000)}  # 20 KB of entropy: several refills
+    assert len(ids) == 2000
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids come from bytes of its own
+        os.write(w, ",".join(new_request_id() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(w)
+    parent = [new_request_id() for _ in range(50)]
+    os.waitpid(pid, 0)
+    child = os.read(r, 1 << 16).decode().split(",")
+    os.close(r)
+    # Same millisecond or not, the random parts differ: the child did not inherit the pool.
+    assert not {i[-12:] for i in parent} & {i[-12:] for i in child}
 
 
 def test_price_line_by_field_whatever_the_column_order():
