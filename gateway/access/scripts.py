@@ -205,6 +205,8 @@ class _Line:
         self._fail(waiting, error)
 
     async def close(self) -> None:
+        for c in self._waiting:  # written: Redis runs them; their replies are not needed
+            c.on_error = None
         self._end(LimiterUnavailable("closed"))
         pending, self._pending = self._pending, []
         self._fail(pending, LimiterUnavailable("closed"))
