@@ -125,20 +125,19 @@ class _Line:
         self, script: Script, keys: Sequence[str], args: Sequence[Arg],
         on_error: Callable[[Exception], None],
     ) -> None:  # fmt: skip
-        """Write a call now, behind the calls made before it this turn; its answer is read
-        in order but nobody waits for it (a failure goes to `on_error`). The script is
-        loaded ahead of its first such call: a NOSCRIPT retry would put the call behind
-        calls written after it."""
+        """Queue a call for this turn's write, like `call`; its answer is read in order
+        but nobody waits for it (a failure goes to `on_error`). The script is loaded
+        ahead of its first such call: a NOSCRIPT retry would put the call behind calls
+        written after it."""
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
         if script.sha not in self._preloaded:
             self._preloaded.add(script.sha)
             self._pending.append(_Call(script, (), (), load=True))
         self._pending.append(_Call(script, keys, args, on_error=on_error))
-        self._flush()
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        if not batch:  # sent already, by `send`
-            return
         if self.error is not None:
             self._fail(batch, self.error)
             return
@@ -306,11 +305,12 @@ class RedisScripts:
         self, script: Script, keys: Sequence[str], args: Sequence[Arg],
         on_error: Callable[[Exception], None],
     ) -> None:  # fmt: skip
-        """A call whose answer nobody waits for: on one server it is written before this
-        returns (unless the line must be opened first), so that what follows it (an
-        answer's last bytes) goes after it without waiting a round trip for Redis's reply.
-        Redis runs one connection's commands in order, and the next call of the same
-        client reaches Redis after the answer did. On a Cluster it is awaited like `run`."""
+        """A call whose answer nobody waits for. On one server it has been written when
+        this returns, so that what follows it (an answer's last bytes) goes after it
+        without waiting a round trip for Redis's reply: the client's next call, on any
+        replica, reaches Redis after it. The caller yields to the loop once, for the
+        turn's write (the flush was queued before its wake-up), so that the calls of
+        one turn still share one write. On a Cluster it is awaited like `run`."""
         line = self._line
         if line is None or line.error is not None:
             try:
@@ -320,6 +320,7 @@ class RedisScripts:
                 return
         if line is not None:
             line.send(script, keys, args, on_error)
+            await asyncio.sleep(0)
             return
         try:
             await self._run_pipelined(script, keys, args)

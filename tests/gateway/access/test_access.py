@@ -323,6 +323,8 @@ async def test_redis_settle_is_written_before_it_returns(redis_server: RedisServ
             assert adm.ok
             assert (await b.admit(k, "", 1)).refusal == "concurrency"
             await a.settle(adm, 0, 0.0)  # nothing used: the 500 tokens come back too
+            line = a._client._line
+            assert line is not None and not line._pending  # written, not just queued
             await asyncio.sleep(0.005)
             nxt = await b.admit(k, "", 400)
             assert nxt.ok, nxt.refusal
