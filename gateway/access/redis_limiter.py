@@ -1,8 +1,8 @@
 """The limits' counters shared by every replica through Redis (one server or a Cluster,
 `scripts.py`): one Lua script per question (admit, settle), so each is atomic; a call
-waits for the admission's answer only. The clock is Redis's own (`TIME`), so replicas with skewed clocks share one
-notion of "now". Keys carry the gateway key id in a hash tag (`lgw:{key_id}:...`) so that a
-Redis Cluster keeps a key's counters in one slot.
+waits for the admission's answer only. The clock is Redis's own (`TIME`), so replicas
+with skewed clocks share one notion of "now". Keys carry the gateway key id in a hash tag
+(`lgw:{key_id}:...`) so that a Redis Cluster keeps a key's counters in one slot.
 
 A budget's reservations are members of a sorted set scored by when they expire (the call's
 deadline and a margin), with their sum kept beside it; each admission first drops the
