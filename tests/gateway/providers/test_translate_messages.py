@@ -239,7 +239,7 @@ def test_upstream_error_in_the_clients_shape(gateway: GatewayProcess, fake):
 def test_native_anthropic_call_is_untouched(gateway: GatewayProcess, fake):
     rid = uuid.uuid4().hex
     out = _client(gateway, rid).messages.create(
-        model="claude-sonnet-4-5",
+        model="claude-sonnet-4-6",
         max_tokens=10,
         messages=[{"role": "user", "content": "x"}],
     )
