@@ -42,7 +42,7 @@ from gateway.request.attempts import Attempts
 from gateway.request.proxy import Proxy
 from gateway.request.routing import Router, exact_names
 from gateway.server.endpoints import endpoints, own_error
-from gateway.server.http import Front, guarded
+from gateway.server.http import Front
 from gateway.upstream import UpstreamClient
 
 log = logging.getLogger("gateway.app")
@@ -240,7 +240,7 @@ def create_app(gw: Gateway) -> Litestar:
 
 def serve_app(gw: Gateway) -> Front:
     """What the server runs: the proxy's paths straight to the proxy, the rest to the app."""
-    return guarded(create_app(gw), gw.proxy, (FEEDBACK_PATH,))
+    return Front(create_app(gw), gw.proxy, (FEEDBACK_PATH,))
 
 
 def app_from_env() -> Front:

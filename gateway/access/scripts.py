@@ -115,7 +115,10 @@ class _Line:
         return cls(conn, timeout)
 
     def call(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> _Call:
-        c = _Call(script, keys, args)
+        return self._queue(_Call(script, keys, args))
+
+    def _queue(self, c: _Call) -> _Call:
+        """Add a call to this turn's write (the first one queues the flush)."""
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
         self._pending.append(c)
@@ -129,12 +132,10 @@ class _Line:
         but nobody waits for it (a failure goes to `on_error`). The script is loaded
         ahead of its first such call: a NOSCRIPT retry would put the call behind calls
         written after it."""
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
         if script.sha not in self._preloaded:
             self._preloaded.add(script.sha)
-            self._pending.append(_Call(script, (), (), load=True))
-        self._pending.append(_Call(script, keys, args, on_error=on_error))
+            self._queue(_Call(script, (), (), load=True))
+        self._queue(_Call(script, keys, args, on_error=on_error))
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
@@ -310,22 +311,17 @@ class RedisScripts:
         without waiting a round trip for Redis's reply: the client's next call, on any
         replica, reaches Redis after it. The caller yields to the loop once, for the
         turn's write (the flush was queued before its wake-up), so that the calls of
-        one turn still share one write. On a Cluster it is awaited like `run`."""
+        one turn still share one write. On a Cluster it is awaited like `run`. A failure
+        known before this returns is raised, like `run`'s; one that comes with the reply
+        goes to `on_error`."""
         line = self._line
         if line is None or line.error is not None:
-            try:
-                line = await self._open_line()
-            except LimiterUnavailable as e:
-                on_error(e)
-                return
+            line = await self._open_line()
         if line is not None:
             line.send(script, keys, args, on_error)
             await asyncio.sleep(0)
             return
-        try:
-            await self._run_pipelined(script, keys, args)
-        except LimiterUnavailable as e:
-            on_error(e)
+        await self._run_pipelined(script, keys, args)
 
     async def _run_pipelined(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """On a Cluster: a call made while none is in flight goes at once; calls made while

@@ -144,7 +144,7 @@ class Provider:
         return f"{url}?{query}" if query else url
 
     def url(self, path: str, query: str, model: str) -> str:
-        """The whole upstream URL (for signing and messages; calls send `target`)."""
+        """The whole upstream URL: the origin, then `target` (what a call sends)."""
         return self.origin.root + self.target(path, query, model)
 
     def own_credentials(self, key: bytes) -> Headers:

@@ -228,9 +228,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             hook = functools.partial(self._watch, cycle)
             self.scope["extensions"] = {ON_DISCONNECT: hook}  # type: ignore[dict-item]
             held = self._held
-            if held is not None and (self.pipeline or held.head is not None):
-                held = None  # a pipelined request's cycle: it writes when its turn comes
-            if held is not None:
+            # A pipelined request's cycle writes when its turn comes: not through `held`.
+            if held is not None and not self.pipeline and held.head is None:
                 held.armed = True
                 cycle.transport = held  # type: ignore[assignment]
 
@@ -348,10 +347,6 @@ def uvicorn_config(
     )
     setattr(config, _LIMITS_ATTR, s)
     return config
-
-
-def guarded(app: Any, proxy: Any = None, own: tuple[str, ...] = ()) -> Front:
-    return Front(app, proxy, own)
 
 
 def run(config: uvicorn.Config) -> bool:
