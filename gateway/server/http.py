@@ -84,6 +84,9 @@ def http_date() -> bytes:
     return _date_cache[1]
 
 
+_JOIN_MAX = 64 * 1024  # a body up to this size is joined to its held head
+
+
 class _HeldHead:
     """The transport a request's cycle writes to: the head of an answer that carries a
     content-length (a whole answer, whose body follows at once) waits for the body's
@@ -104,7 +107,10 @@ class _HeldHead:
                 self.head = data
                 return
         if self.head is not None:
-            data, self.head = self.head + data, None
+            if len(data) <= _JOIN_MAX:
+                data, self.head = self.head + data, None
+            else:  # copying a large body costs more than the syscall saved
+                self.flush()
         self.transport.write(data)
 
     def flush(self) -> None:

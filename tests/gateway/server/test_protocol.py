@@ -55,7 +55,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
-    body = b'{"ok":true}'
+    body = b'{"ok":true}' if scope["path"] != "/big" else b"x" * (1 << 20)
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", b"%d" % len(body))]})  # fmt: skip
@@ -85,6 +85,12 @@ async def test_whole_answer_is_one_write():
     head, _, body = sock.writes[0].partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"content-length: 11" in head
     assert body == b'{"ok":true}'
+
+
+async def test_large_body_is_not_copied_onto_its_head():
+    sock = await serve(req("/big"))
+    assert len(sock.writes) == 2 and sock.writes[0].endswith(b"\r\n\r\n")
+    assert b"content-length: 1048576" in sock.writes[0] and sock.writes[1] == b"x" * (1 << 20)
 
 
 async def test_stream_head_is_not_held_for_its_first_event():
