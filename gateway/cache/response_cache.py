@@ -5,7 +5,8 @@ this process keeping a copy of what it reads for `local_ttl_s`.
 
     plan = cache.plan(ex, route)          # None: the cache has no part in this call
     entry = await cache.lookup(plan)      # sets plan.status: HIT, MISS, BYPASS or REFRESH
-    ... replay(ex, entry) on a hit; else forward, ex.fill = plan, and then:
+    ... replay(ex, entry) on a hit; else forward, ex.fill = plan, and then (at a
+    stream's terminal event, else after the answer; once):
     cache.finish(ex)
 """
 
@@ -148,6 +149,7 @@ class ResponseCache:
         not a refusal, not cut short), from the route's first target (a fallback's answer
         is not what the route serves), within `max_entry_bytes`."""
         plan, rec = ex.fill, ex.rec
+        ex.fill = None  # once: a stream's answer is stored at its terminal event
         if plan is None or plan.status == BYPASS or plan.too_big or not plan.chunks:
             return
         if rec.outcome != Outcome.OK or rec.status_code != 200 or ex.hop is not ex.hops[0]:

@@ -69,6 +69,7 @@ class Exchange:
         "send",
         "settler",
         "sink",
+        "store_answer",
         "t0",
         "t_up",
         "ticket",
@@ -115,6 +116,8 @@ class Exchange:
         self.answer_headers: Headers = []  # added to the answer (x-ratelimit-*)
         self.settler: Callable[[Ticket, CallRecord], Awaitable[None]] | None = None
         self.fill: Plan | None = None  # the response cache keeps the answer of this miss
+        # Stores it (once) as soon as it is whole: a stream's at its terminal event.
+        self.store_answer: Callable[[], None] | None = None
 
     async def settle(self) -> None:
         """Charge the key what the call used (tokens, cost) and give back its slot, once.

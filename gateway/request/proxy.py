@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -261,5 +262,6 @@ class Proxy:
                 return True
             plan.status = MISS  # stored in a shape this call cannot take: asked again
         ex.answer_headers, ex.rec.cache_status = [*base, plan.header], plan.status.lower()
-        ex.fill = plan if plan.store else None
+        if plan.store:
+            ex.fill, ex.store_answer = plan, functools.partial(self.cache.finish, ex)
         return False

@@ -201,6 +201,8 @@ async def relay_stream(ex: Exchange, resp: UpstreamResponse) -> None:
                     gateway_time += _now() - t_in
                     figures(t_in)
                     ex.commit()
+                    if ex.store_answer is not None:  # whole: the client may ask it again now
+                        ex.store_answer()
                     await ex.settle()
                     t_in = _now()
                 if out:

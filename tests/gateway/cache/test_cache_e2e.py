@@ -455,3 +455,20 @@ def test_metrics_and_the_usage_rollup(gw: GatewayProcess, fake):
     assert [(h["upstream_model"], h["provider"], h["calls"], h["hits"]) for h in hourly] == [
         ("gpt-4o", "openai", 3, 2)]  # fmt: skip
     assert hourly[0]["saved"] == pytest.approx(2 * rows[0]["cost_saved_usd"])
+
+
+def test_a_stream_is_stored_at_its_terminal_event(gw: GatewayProcess, fake):
+    """A client has its whole answer at `[DONE]` and may ask again at once, while the
+    upstream still holds the stream open: the answer is in the cache by then."""
+    fake.behaviour = Behaviour(hold_after_end=2.0)
+    q = ask()
+    body = {"model": "gpt-4o", "messages": q, "temperature": 0, "stream": True}
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, timeout=10) as r:
+        assert status_of(r) == "MISS"
+        for line in r.iter_lines():
+            if line == "data: [DONE]":
+                break
+        n = len(fake.requests)
+        again = post(gw, q)  # the stream's connection still open upstream
+    assert status_of(again) == "HIT" and len(fake.requests) == n
+    assert again.json()["choices"][0]["message"]["content"] == "Hello from the fake upstream!"
