@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from gateway import errors
+from gateway.deadline import Deadline
 from gateway.errors import (
     ApiError,
     MissingCredentials,
@@ -103,7 +104,7 @@ class Attempts:
     async def forward(self, ex: Exchange) -> UpstreamResponse:
         """The first usable answer to the exchange's call along its hops, within its
         deadline; the hop that gave it and when it was sent go to `ex.hop` and `ex.t_up`."""
-        loop = asyncio.get_running_loop()
+        loop = ex.loop
         method, path, query, headers, wire = ex.method, ex.path, ex.query, ex.headers, ex.wire
         body, payload, hops, rec, deadline = ex.body, ex.payload, ex.hops, ex.rec, ex.deadline
         observer = ex.observer
@@ -141,7 +142,7 @@ class Attempts:
             t_up = _now()
             first_byte_by = loop.time() + t.first_byte
             try:
-                async with asyncio.timeout_at(min(first_byte_by, deadline)):
+                async with Deadline(loop, min(first_byte_by, deadline)):
                     resp = await self.client.send(
                         provider.origin,
                         method.encode(),

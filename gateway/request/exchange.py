@@ -59,6 +59,7 @@ class Exchange:
         "hops",
         "input_estimate",
         "key",
+        "loop",
         "method",
         "observer",
         "path",
@@ -95,6 +96,7 @@ class Exchange:
         self.method = method
         self.headers = headers
         self.wire = wire
+        self.loop = asyncio.get_running_loop()  # looked up once: each lookup is a syscall
         self.body = b""  # as the client sent it
         self.capture = 0  # bytes of each body to keep in the row (0: none)
         self.path = ""  # the wire API path called upstream (before translation)
@@ -143,14 +145,14 @@ class Exchange:
 
     def watch_disconnect(self, receive: Receive, scope: dict[str, Any]) -> None:
         """Have the call cancelled when its client leaves before the answer is complete."""
-        task = asyncio.current_task()
+        task = asyncio.current_task(self.loop)
         assert task is not None
         hook = scope.get("extensions", {}).get(ON_DISCONNECT)
         if hook is not None:  # our server tells us: no task per call
             hook(lambda: self._gone(task))
             return
         # Held by the exchange: the loop keeps only weak references to tasks.
-        self.watcher = asyncio.get_running_loop().create_task(self._watch(receive, task))
+        self.watcher = self.loop.create_task(self._watch(receive, task))
 
     def _gone(self, task: asyncio.Task[Any]) -> None:
         if not self.done:

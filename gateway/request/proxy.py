@@ -153,7 +153,7 @@ class Proxy:
             self.in_flight -= 1
             ex.commit()
             if ex.ticket is not None and ex.ticket.adm is not None:  # the answer broke off
-                task = asyncio.get_running_loop().create_task(ex.settle())
+                task = ex.loop.create_task(ex.settle())
                 self._settling.add(task)
                 task.add_done_callback(self._settling.discard)
 
@@ -217,7 +217,7 @@ class Proxy:
             ex.answer_headers = ex.ticket.headers
         ex.observer = wire.observer(rec)
         # One deadline for the whole call: every attempt, every wait, and the answer's body.
-        ex.deadline = asyncio.get_running_loop().time() + hops[0].provider.cfg.timeouts.total
+        ex.deadline = ex.loop.time() + hops[0].provider.cfg.timeouts.total
         ex.hops, ex.path = hops, client.path
         ex.query = without_api_version(query) if client.azure else query
         if self.cache is not None and await self._cached(ex, resolved.route):

@@ -5,7 +5,6 @@ is filtered out), with the capture of bodies under the capture policy.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import msgspec
 
 from gateway import errors
+from gateway.deadline import Deadline
 from gateway.errors import MalformedStream, UpstreamError
 from gateway.providers.translate import Translation
 from gateway.providers.wire import Observer
@@ -38,8 +38,11 @@ async def relay_whole(ex: Exchange, resp: UpstreamResponse) -> None:
     rec, hop, deadline = ex.rec, ex.hop, ex.deadline
     assert hop is not None
     try:
-        async with asyncio.timeout_at(deadline):
+        if resp.complete:  # the usual case: it came whole with its head, nothing to wait for
             data = await resp.read()
+        else:
+            async with Deadline(ex.loop, deadline):
+                data = await resp.read()
     except TimeoutError:
         rec.outcome, rec.error_type = Outcome.TIMEOUT, "timeout"
         raise errors.upstream_timeout(deadline_message(hop)) from None
@@ -176,7 +179,7 @@ async def relay_stream(ex: Exchange, resp: UpstreamResponse) -> None:
         rec.overhead_ms = gateway_time * 1000.0
 
     try:
-        async with asyncio.timeout_at(deadline):
+        async with Deadline(ex.loop, deadline):
             async for chunk in resp.chunks():
                 t_in = _now()
                 if first_chunk is None:

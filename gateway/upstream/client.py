@@ -93,6 +93,9 @@ class UpstreamClient(ConnectionOwner):
     async def _acquire(self, origin: Origin, connect_timeout: float) -> Connection:
         """An idle connection to the origin, else a new one; at the cap, an idle connection
         to another origin makes room, or the call waits for one to be given back."""
+        conn = self._take_idle(origin)  # the usual case: no wait, so no timer to arm
+        if conn is not None:
+            return conn
         try:
             async with asyncio.timeout(connect_timeout):
                 while True:

@@ -72,7 +72,7 @@ class UpstreamResponse:
 
     # -- reading ----------------------------------------------------------------------------
     async def _wait(self) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self._conn.loop.create_future()
         try:
             await self._waiter
         finally:
@@ -140,6 +140,7 @@ class Connection(asyncio.Protocol):
         self.pool = pool
         self.origin_key = origin_key
         self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()  # looked up once: each lookup is a syscall
         self.parser = httptools.HttpResponseParser(self)
         self.response: UpstreamResponse | None = None
         self._head: asyncio.Future[UpstreamResponse] | None = None
@@ -242,7 +243,7 @@ class Connection(asyncio.Protocol):
         """Send a whole request; the future is the answer once its head arrived."""
         assert self.transport is not None and self.response is None
         self.response = UpstreamResponse(self)
-        self._head = asyncio.get_running_loop().create_future()
+        self._head = self.loop.create_future()
         self._framed = self._informational = False
         self.reusable = False
         self.transport.write(request)
