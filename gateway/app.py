@@ -102,11 +102,11 @@ def build_gateway(
     )
     client = client or UpstreamClient(max_connections=1000, max_idle=200)
     tracer = Tracer() if tracing_requested() else None
-    consumers: list[Callable[[CallRecord], object]] = [writer.record]
+    after: list[Callable[[CallRecord], object]] = []  # once the answer is out
     if config.metrics.enabled:
-        consumers.insert(0, metrics.observe)
+        after.append(metrics.observe)
     if tracer is not None:
-        consumers.append(tracer.record)
+        after.append(tracer.record)
     gate = Gate(config.auth)
     cache = response_cache(config)
 
@@ -120,7 +120,7 @@ def build_gateway(
     proxy = Proxy(
         router,
         Attempts(config.retries, client),
-        RecordSink(*consumers),
+        RecordSink([writer.record], after),
         config.capture,
         config.server.max_body_bytes,
         Assigner(config.experiments) if config.experiments else None,

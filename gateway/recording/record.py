@@ -8,7 +8,7 @@ record when its exchange ends; a `RecordSink` hands it to everything that consum
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
@@ -198,16 +198,28 @@ def _estimate_usage(
 
 
 class RecordSink:
-    """The one hand-off of finished records: every consumer (metrics, the writer, the
-    tracer), in order. Consumers must not block: they run on the request path."""
+    """The one hand-off of finished records. The durable consumers (the writer: the record's
+    line in the log) run when the record is committed, before the answer's last bytes; the
+    others (metrics, the tracer) once the answer is out (`after`), so that the client is not
+    kept waiting for them. Both run in the loop turn that sends those bytes, before anything
+    else can look. Consumers must not block: they run on the request path."""
 
-    __slots__ = ("_consumers",)
+    __slots__ = ("_after", "_durable")
 
-    def __init__(self, *consumers: Callable[[CallRecord], object]) -> None:
-        self._consumers = consumers
+    def __init__(
+        self,
+        durable: Sequence[Callable[[CallRecord], object]],
+        after: Sequence[Callable[[CallRecord], object]] = (),
+    ) -> None:
+        self._durable = tuple(durable)
+        self._after = tuple(after)
 
     def __call__(self, rec: CallRecord) -> None:
-        for consume in self._consumers:
+        for consume in self._durable:
+            consume(rec)
+
+    def after(self, rec: CallRecord) -> None:
+        for consume in self._after:
             consume(rec)
 
 

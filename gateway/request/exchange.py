@@ -88,6 +88,7 @@ class Exchange:
         method: str,
         headers: RequestHeaders,
         wire: WireAPI,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.rec = rec
         self.t0 = t0
@@ -96,7 +97,7 @@ class Exchange:
         self.method = method
         self.headers = headers
         self.wire = wire
-        self.loop = asyncio.get_running_loop()  # looked up once: each lookup is a syscall
+        self.loop = loop or asyncio.get_running_loop()
         self.body = b""  # as the client sent it
         self.capture = 0  # bytes of each body to keep in the row (0: none)
         self.path = ""  # the wire API path called upstream (before translation)

@@ -30,7 +30,7 @@ from gateway.providers.translate import translation_for
 from gateway.providers.wire import wire_api_for
 from gateway.recording.capture import CaptureConfig
 from gateway.recording.ids import RequestIds, valid_client_id
-from gateway.recording.record import CallRecord, Outcome
+from gateway.recording.record import CallRecord, Outcome, RecordSink
 from gateway.request.attempts import Attempts
 from gateway.request.exchange import Exchange, Receive, Send, read_body
 from gateway.request.headers import RequestHeaders
@@ -53,7 +53,7 @@ class Proxy:
         self,
         router: Router,
         attempts: Attempts,
-        sink: Callable[[CallRecord], None],
+        sink: RecordSink,
         capture: CaptureConfig,
         max_body: int,
         assigner: Assigner | None = None,  # None without experiments: not even looked at
@@ -74,6 +74,7 @@ class Proxy:
         self._settling: set[asyncio.Task[None]] = set()
         self.request_ids = RequestIds()
         self.in_flight = self.streams_in_flight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def upstream_failures(self) -> dict[tuple[str, str], int]:
@@ -112,7 +113,10 @@ class Proxy:
             rec.trace_id, rec.span_id = new_ids(trace_id)
             headers.continue_trace(rec.trace_id, rec.span_id)
         self.in_flight += 1
-        ex = Exchange(rec, t0, self.sink, send, scope["method"], headers, wire)
+        loop = self._loop
+        if loop is None or not loop.is_running():  # a lookup is a syscall (getpid) on 3.11
+            loop = self._loop = asyncio.get_running_loop()
+        ex = Exchange(rec, t0, self.sink, send, scope["method"], headers, wire, loop)
         ex.capture = capture = self.capture.limit(headers.capture)
         try:
             checked_path(endpoint)  # the path as sent, Azure deployment included
@@ -152,6 +156,7 @@ class Proxy:
             ex.done = True
             self.in_flight -= 1
             ex.commit()
+            self.sink.after(rec)  # metrics, spans: the answer is out, the turn not over
             if ex.ticket is not None and ex.ticket.adm is not None:  # the answer broke off
                 task = ex.loop.create_task(ex.settle())
                 self._settling.add(task)
