@@ -19,17 +19,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
-import time
+import urllib.parse
 from collections.abc import Callable
-from email.utils import formatdate
 from typing import Any
 
+import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.errors import ApiError
 from gateway.server import ON_DISCONNECT
 from gateway.server.config import ServerConfig
+from gateway.server.cycle import Cycle, http_date
 
 # Set on uvicorn's Config so that the protocol, built by uvicorn (in each worker process too:
 # the Config is pickled across), finds the gateway's limits.
@@ -72,17 +73,6 @@ def too_many_connections(limit: int) -> ApiError:
 
 
 _LATE_S = 0.1  # an idle deadline met this late waits for the sockets to be read once
-
-_date_cache: tuple[int, bytes] = (0, b"")
-
-
-def http_date() -> bytes:
-    global _date_cache
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, formatdate(now, usegmt=True).encode())
-    return _date_cache[1]
-
 
 _JOIN_MAX = 64 * 1024  # a body up to this size is joined to its held head
 
@@ -146,7 +136,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         # Calls told when the client leaves before their answer is complete (see
         # ON_DISCONNECT): a callback here instead of a task per call awaiting receive().
-        self._watched: dict[Any, Callable[[], None]] = {}
+        self._watched: tuple[Cycle, Callable[[], None]] | None = None
         self._held: _HeldHead | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -226,24 +216,61 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer = self.loop.call_later(self._header_timeout, self._head_expired)
 
     def on_headers_complete(self) -> None:
+        # uvicorn's, less what this server never uses (a concurrency limit, the access
+        # log), with the gateway's cycle, the disconnect hook and the held head.
         self._in_head = False
-        self._head_timer = _cancel(self._head_timer)
-        super().on_headers_complete()
-        cycle = self.cycle
-        if cycle is not None and cycle.scope is self.scope:
-            hook = functools.partial(self._watch, cycle)
-            self.scope["extensions"] = {ON_DISCONNECT: hook}  # type: ignore[dict-item]
+        if self._head_timer is not None:
+            self._head_timer = _cancel(self._head_timer)
+        parser, scope = self.parser, self.scope
+        http_version = parser.get_http_version()
+        scope["method"] = parser.get_method().decode("ascii")
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        if parser.should_upgrade() and self._should_upgrade():
+            return
+        url = self.url
+        if url[:1] == b"/" and b"#" not in url:  # the origin form (the usual): split, no parse
+            raw_path, _, query = url.partition(b"?")
+        else:
+            parsed = httptools.parse_url(url)
+            raw_path, query = parsed.path, parsed.query or b""
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        root = self.root_path
+        scope["path"] = root + path
+        scope["raw_path"] = root.encode("ascii") + raw_path if root else raw_path
+        scope["query_string"] = query
+        running = self.cycle
+        cycle = self.cycle = Cycle(
+            scope=scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=False,
+            default_headers=[],
+            message_event=asyncio.Event(),
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=http_version != "1.0" and parser.should_keep_alive(),
+            on_response=self.on_response_complete,
+        )
+        scope["extensions"] = {ON_DISCONNECT: functools.partial(self._watch, cycle)}  # type: ignore[dict-item]
+        if running is None or running.response_complete:
             held = self._held
             # A pipelined request's cycle writes when its turn comes: not through `held`.
             if held is not None and not self.pipeline and held.head is None:
                 held.armed = True
                 cycle.transport = held  # type: ignore[assignment]
+            self._start_asgi_task(cycle, self.app)
+        else:  # pipelined: its turn comes when the answer before it is complete
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, self.app))
 
-    def _watch(self, cycle: Any, cb: Callable[[], None]) -> None:
-        watched = self._watched
-        for c in [c for c in watched if c.response_complete]:
-            del watched[c]
-        watched[cycle] = cb
+    def _watch(self, cycle: Cycle, cb: Callable[[], None]) -> None:
+        # One cycle at a time runs its app on a connection (pipelined ones wait their
+        # turn), and one that completed its answer needs no telling: one slot.
+        self._watched = (cycle, cb)
 
     def on_message_complete(self) -> None:
         self._body_timer = _cancel(self._body_timer)
@@ -253,10 +280,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer = _cancel(self._head_timer)
         self._body_timer = _cancel(self._body_timer)
         super().connection_lost(exc)
-        watched, self._watched = self._watched, {}
-        for cycle, cb in watched.items():
-            if not cycle.response_complete:
-                cb()
+        watched, self._watched = self._watched, None
+        if watched is not None and not watched[0].response_complete:
+            watched[1]()
 
     def _head_expired(self) -> None:
         self._head_timer = None
@@ -290,9 +316,7 @@ def _cancel(timer: asyncio.TimerHandle | None) -> asyncio.TimerHandle | None:
 class Front:
     """The ASGI app the server runs: the proxy's paths go straight to the proxy (a plain ASGI
     callable; the framework's routing and scope copying measured 40 µs of CPU per call),
-    everything else to the framework app. One `date` header per answer: a proxied answer
-    keeps the upstream's, the gateway's own get one here (uvicorn's, added to every
-    answer, is off)."""
+    everything else to the framework app."""
 
     def __init__(self, app: Any, proxy: Any = None, own: tuple[str, ...] = ()) -> None:
         self.app, self.proxy = app, proxy
@@ -304,24 +328,10 @@ class Front:
         return not any(path == o or path.startswith(o + "/") for o in self.own)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_dated(msg: dict[str, Any]) -> None:
-            if msg["type"] == "http.response.start":
-                headers = msg.get("headers") or []
-                for name, _ in headers:
-                    if len(name) == 4 and name.lower() == b"date":
-                        break
-                else:
-                    msg = {**msg, "headers": [*headers, (b"date", http_date())]}
-            await send(msg)
-
-        if self.proxy is not None and self.proxied(scope["path"]):
-            await self.proxy(scope, receive, send_dated)
+        if self.proxy is not None and scope["type"] == "http" and self.proxied(scope["path"]):
+            await self.proxy(scope, receive, send)
         else:
-            await self.app(scope, receive, send_dated)
+            await self.app(scope, receive, send)
 
 
 # What the proxy serves: the OpenAI paths and the Azure OpenAI SDK's

@@ -44,10 +44,20 @@ class Socket:
         pass
 
 
+SCOPES: list[dict[str, Any]] = []  # what the app was given, request by request
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
+    SCOPES.append(scope)
     await receive()
+    if scope["path"] == "/dated":  # an answer with its own date (a proxied one)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"date", b"Tue, 01 Dec 2026 00:00:00 GMT"),
+                                (b"content-length", b"0")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": b""})
+        return
     if scope["path"] == "/stream":
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})  # fmt: skip
@@ -111,3 +121,28 @@ async def test_keep_alive_and_pipelined_requests_each_get_their_answer_in_order(
     assert data.count(b"HTTP/1.1 200") == 4
     assert data.index(b"text/event-stream") < data.rindex(b"application/json")
     assert data.endswith(b'{"ok":true}')
+
+
+async def test_a_whole_answer_gets_one_date_and_keeps_its_own():
+    sock = await serve(req("/whole") + req("/dated"))
+    whole, dated = b"".join(sock.writes).split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert whole.lower().count(b"\r\ndate: ") + whole.lower().startswith(b"date: ") == 1
+    assert dated.count(b"date: ") == 1 and b"date: Tue, 01 Dec 2026 00:00:00 GMT" in dated
+
+
+async def test_a_stream_is_sent_in_chunks():
+    data = b"".join((await serve(req("/stream"))).writes)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head
+    assert body == b"9\r\ndata: 1\n\n\r\n0\r\n\r\n"
+
+
+async def test_the_scope_holds_the_path_and_query_of_each_request_form():
+    SCOPES.clear()
+    await serve(req("/v1/a%20b?x=1&y=2") + req("http://gw/v1/c?z=3") + req("/v1/d"))
+    got = [(s["path"], s["raw_path"], s["query_string"]) for s in SCOPES]
+    assert got == [
+        ("/v1/a b", b"/v1/a%20b", b"x=1&y=2"),
+        ("/v1/c", b"/v1/c", b"z=3"),  # the absolute form, as a proxy client may send it
+        ("/v1/d", b"/v1/d", b""),
+    ]
