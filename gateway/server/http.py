@@ -320,12 +320,14 @@ class Front:
 
     def __init__(self, app: Any, proxy: Any = None, own: tuple[str, ...] = ()) -> None:
         self.app, self.proxy = app, proxy
-        self.own = own  # framework routes under a proxied prefix (e.g. /v1/feedback)
+        # Framework routes under a proxied prefix (e.g. /v1/feedback) and what is below them.
+        self._own = frozenset(own)
+        self._own_below = tuple(o + "/" for o in own)
 
     def proxied(self, path: str) -> bool:
         if not path.startswith(_PROXIED):
             return False
-        return not any(path == o or path.startswith(o + "/") for o in self.own)
+        return path not in self._own and not path.startswith(self._own_below)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self.proxy is not None and scope["type"] == "http" and self.proxied(scope["path"]):
