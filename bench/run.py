@@ -526,6 +526,12 @@ def headline(results: dict[str, dict[str, dict[str, WrkResult]]]) -> dict[str, o
             h[f"{key}_on_vs_off_rps_ratio"] = {"value": round(on["c32"].rps / off["c32"].rps, 3)}
             if on["c1"].p50_ms is not None and off["c1"].p50_ms is not None:
                 h[f"{key}_added_p50_ms"] = {"value": round(on["c1"].p50_ms - off["c1"].p50_ms, 3)}
+            # Calls per CPU-second of the target's processes (the gateway, and its Redis),
+            # with / without: what the feature costs, less moved than req/s by the
+            # machine's other work.
+            cpu_on, cpu_off = cpu_us_per_call(on["c32"]), cpu_us_per_call(off["c32"])
+            if cpu_on and cpu_off:
+                h[f"{key}_on_vs_off_calls_per_cpu_s"] = {"value": round(cpu_off / cpu_on, 3)}
     gw = chat.get("gateway", {}).get("c1")
     for ref in ("upstream", "baseline"):
         base = chat.get(ref, {}).get("c1")
@@ -684,9 +690,11 @@ def main() -> int:
         if lr := h.get(f"{key}_on_vs_off_rps_ratio"):
             assert isinstance(lr, dict)
             lp = h.get(f"{key}_added_p50_ms", {"value": float("nan")})
-            assert isinstance(lp, dict)
+            lc = h.get(f"{key}_on_vs_off_calls_per_cpu_s", {"value": float("nan")})
+            assert isinstance(lp, dict) and isinstance(lc, dict)
             print(
                 f"    {key} on / off, req/s at c=32: {lr['value']:.3f}{spread(lr)}; "
+                f"calls per CPU-second: {lc['value']:.3f}{spread(lc)}; "
                 f"added p50 at c=1: {lp['value']:+.3f} ms{spread(lp)}"
             )
     for s in ("chat", "stream"):
