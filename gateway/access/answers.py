@@ -33,24 +33,29 @@ def duration(seconds: float) -> str:
     return f"{int(m)}m{round(s):d}s"
 
 
-_RATELIMIT_NAMES = {
-    what: (b"x-ratelimit-limit-" + what, b"x-ratelimit-remaining-" + what,
-           b"x-ratelimit-reset-" + what)
+_REQUESTS, _TOKENS = (
+    (b"x-ratelimit-limit-" + what, b"x-ratelimit-remaining-" + what, b"x-ratelimit-reset-" + what)
     for what in (b"requests", b"tokens")
-}  # fmt: skip
+)
+
+
+def _limit_headers(names: tuple[bytes, bytes, bytes], v: tuple[int, float, float]) -> Headers:
+    limit, remaining, reset = v
+    if reset < 1:  # the usual case, as `duration` writes it
+        ms = math.ceil(reset * 1000)
+        until = b"%dms" % (ms if ms > 0 else 0)
+    else:
+        until = duration(reset).encode()
+    # remaining: truncated, as int() does
+    return [(names[0], b"%d" % limit), (names[1], b"%d" % remaining), (names[2], until)]
 
 
 def ratelimit_headers(q: Quota) -> Headers:
-    out: Headers = []
-    for what, v in ((b"requests", q.requests), (b"tokens", q.tokens)):
-        if v is not None:
-            limit, remaining, reset = v
-            names = _RATELIMIT_NAMES[what]
-            out += [
-                (names[0], b"%d" % limit),
-                (names[1], b"%d" % remaining),  # truncated, as int() does
-                (names[2], duration(reset).encode()),
-            ]
+    if q.requests is None:
+        return [] if q.tokens is None else _limit_headers(_TOKENS, q.tokens)
+    out = _limit_headers(_REQUESTS, q.requests)
+    if q.tokens is not None:
+        out += _limit_headers(_TOKENS, q.tokens)
     return out
 
 

@@ -50,7 +50,7 @@ class _KeyPlan:
     """What admitting a key's calls needs that its limits alone decide, worked out once per
     key (object: a re-read key with other limits is another object)."""
 
-    __slots__ = ("budget", "key", "limited", "rule")
+    __slots__ = ("budget", "key", "limited", "rule", "tokens")
 
     def __init__(self, key: GatewayKey) -> None:
         lim = key.limits
@@ -59,6 +59,8 @@ class _KeyPlan:
         self.limited = bool(lim.rpm or lim.tpm or lim.concurrency or lim.budget_usd
                             or lim.user_rpm or lim.user_tpm)  # fmt: skip
         self.budget = lim.budget_usd > 0
+        # What a call reserves is asked only of a key that counts tokens or spend.
+        self.tokens = bool(lim.tpm or lim.user_tpm or self.budget)
 
 
 def seed_sql(keys: list[GatewayKey]) -> str:
@@ -151,10 +153,12 @@ class Gate:
         ticket = Ticket(key)
         if not plan.limited:
             return ticket
-        est_in, est_out = self.reserver.tokens(payload, model, operation, input_tokens)
+        est_in = est_out = 0
         cost = 0.0
-        if plan.budget and price is not None:
-            cost = price(est_in, est_out) or 0.0
+        if plan.tokens:
+            est_in, est_out = self.reserver.tokens(payload, model, operation, input_tokens)
+            if plan.budget and price is not None:
+                cost = price(est_in, est_out) or 0.0
         adm = await self.limiter.admit(key, user, est_in + est_out, cost, hold_s)
         if not adm.ok:
             e = refused(adm)

@@ -18,8 +18,8 @@ the call's deadline (`hold_s`).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 from gateway.access.keys import GatewayKey, Limits
 from gateway.access.policy import Bucket, bucket, period_id, period_seconds_left
@@ -39,12 +39,14 @@ SLOT_TTL = 900.0  # a concurrency slot a crashed replica never gave back expires
 MAX_USER_LEN = 128
 
 
-@dataclass(slots=True)
-class Quota:
+class Quota(NamedTuple):
     """The state the `x-ratelimit-*` headers report (None: that limit is not set)."""
 
     requests: tuple[int, float, float] | None = None  # limit, remaining, seconds to full
     tokens: tuple[int, float, float] | None = None
+
+
+NO_QUOTA = Quota()
 
 
 @dataclass(slots=True)
@@ -53,7 +55,7 @@ class Admission:
     key: GatewayKey
     refusal: str = ""  # one of the reasons above, when not ok
     retry_after: float = 0.0
-    quota: Quota = field(default_factory=Quota)
+    quota: Quota = NO_QUOTA
     user: str = ""
     est_tokens: int = 0
     slot: str = ""  # concurrency slot to give back
@@ -102,15 +104,20 @@ def amounts(lim: Limits, est: int) -> tuple[tuple[str, int, int], ...]:
     )
 
 
-def quota(lim: Limits, levels: dict[str, float]) -> Quota:
-    q = Quota()
-    if lim.rpm and RPM in levels:
-        level = levels[RPM]
-        q.requests = (lim.rpm, level if level > 0 else 0.0, bucket(lim.rpm).until_full(level))
-    if lim.tpm and TPM in levels:
-        level = levels[TPM]
-        q.tokens = (lim.tpm, level if level > 0 else 0.0, bucket(lim.tpm).until_full(level))
-    return q
+def quota(
+    lim: Limits, rpm: float | None, tpm: float | None,
+    rpm_bucket: Bucket | None = None, tpm_bucket: Bucket | None = None,
+) -> Quota:  # fmt: skip
+    """The quota an answer reports, from the key's RPM and TPM levels (None: not known);
+    the buckets where the caller has them at hand."""
+    requests = tokens = None
+    if lim.rpm and rpm is not None:
+        b = rpm_bucket or bucket(lim.rpm)
+        requests = (lim.rpm, rpm if rpm > 0 else 0.0, b.until_full(rpm))
+    if lim.tpm and tpm is not None:
+        b = tpm_bucket or bucket(lim.tpm)
+        tokens = (lim.tpm, tpm if tpm > 0 else 0.0, b.until_full(tpm))
+    return Quota(requests, tokens) if requests or tokens else NO_QUOTA
 
 
 def budget_refusal(lim: Limits, spent: float, held: float, est_cost: float) -> str:
@@ -134,19 +141,43 @@ def refused_budget(adm: Admission, refusal: str, now: float | None = None) -> Ad
 
 
 class _Draws:
-    """The buckets a key's calls draw from, worked out once per key (object): (name,
-    bucket, its id (None: per end user, made with the user), whether it counts tokens)."""
+    """What a key's calls draw from, worked out once per key (object): its own RPM and TPM
+    buckets (None: not limited), and its end users' (name, bucket, whether it counts
+    tokens)."""
 
-    __slots__ = ("buckets", "key")
+    __slots__ = ("key", "rpm", "tpm", "users")
 
     def __init__(self, key: GatewayKey) -> None:
         self.key = key
         lim = key.limits
-        self.buckets = tuple(
-            (name, bucket(cap), f"{key.key_id}:{name}" if name in (RPM, TPM) else None,
-             name in (TPM, USER_TPM))
-            for name, cap, _ in amounts(lim, 0) if cap
+        self.rpm = bucket(lim.rpm) if lim.rpm else None
+        self.tpm = bucket(lim.tpm) if lim.tpm else None
+        self.users = tuple(
+            (name, bucket(cap), per_token)
+            for name, cap, per_token in ((USER_RPM, lim.user_rpm, False),
+                                         (USER_TPM, lim.user_tpm, True))
+            if cap
         )  # fmt: skip
+
+
+class _KeyCounters:
+    """A key's own counters, by key id (they outlive a re-read of the key): the RPM and TPM
+    buckets' levels as of `*_at` (at 0: full), and its calls in flight; with the draws of
+    its current key object."""
+
+    __slots__ = ("draws", "in_flight", "rpm", "rpm_at", "tpm", "tpm_at")
+
+    def __init__(self, draws: _Draws) -> None:
+        self.draws = draws
+        self.rpm = self.tpm = self.rpm_at = self.tpm_at = 0.0
+        self.in_flight = 0
+
+    def full(self, now: float) -> bool:
+        """Nothing to remember: no call in flight, both buckets refilled (a minute after
+        their last draw, plus the minutes of any debt)."""
+        return (self.in_flight == 0
+                and now - self.rpm_at >= 60 + max(-self.rpm, 0)
+                and now - self.tpm_at >= 60 + max(-self.tpm, 0))  # fmt: skip
 
 
 class MemoryLimiter:
@@ -154,26 +185,24 @@ class MemoryLimiter:
 
     def __init__(self) -> None:
         self.failures = 0
-        self._levels: dict[str, tuple[float, float]] = {}  # bucket id -> (level, at)
-        self._in_flight: dict[str, int] = {}
+        self._keys: dict[str, _KeyCounters] = {}  # key id -> its own counters
+        self._levels: dict[str, tuple[float, float]] = {}  # end user's bucket -> (level, at)
         self._spend: dict[tuple[str, str], float] = {}
         self._held: dict[tuple[str, str], float] = {}  # USD reserved by calls in flight
-        self._draws: dict[str, _Draws] = {}  # key id -> of its current key object
 
-    def _draws_of(self, key: GatewayKey) -> _Draws:
-        d = self._draws.get(key.key_id)
-        if d is None or d.key is not key:  # first seen, or its limits re-read
-            if len(self._draws) > 10_000:
-                self._draws.clear()
-            d = self._draws[key.key_id] = _Draws(key)
-        return d
+    def _counters(self, key: GatewayKey, now: float) -> _KeyCounters:
+        c = self._keys.get(key.key_id)
+        if c is None:
+            if len(self._keys) > 100_000:  # keys created and revoked over a long run
+                self._keys = {k: v for k, v in self._keys.items() if not v.full(now)}
+            c = self._keys[key.key_id] = _KeyCounters(_Draws(key))
+        elif c.draws.key is not key:  # its limits re-read
+            c.draws = _Draws(key)
+        return c
 
     def _level(self, bid: str, b: Bucket, now: float) -> float:
         st = self._levels.get(bid)
         return b.full if st is None else b.refill(st[0], now - st[1])
-
-    def _bucket_id(self, key: GatewayKey, name: str, user: str) -> str:
-        return f"{key.key_id}:{name}" if name in (RPM, TPM) else f"{key.key_id}:{name}:{user}"
 
     async def admit(
         self, key: GatewayKey, user: str, est_tokens: int, est_cost: float = 0.0,
@@ -181,7 +210,8 @@ class MemoryLimiter:
     ) -> Admission:  # fmt: skip
         now = time.time()
         lim = key.limits
-        user = user[:MAX_USER_LEN]
+        if len(user) > MAX_USER_LEN:
+            user = user[:MAX_USER_LEN]
         adm = Admission(False, key, user=user, est_tokens=est_tokens)
         if lim.budget_usd > 0:
             adm.period = period_id(lim.budget_period, now)
@@ -190,36 +220,67 @@ class MemoryLimiter:
             refusal = budget_refusal(lim, self._spend.get(k, 0.0), held, est_cost)
             if refusal:
                 return refused_budget(adm, refusal, now)
-        if lim.concurrency and self._in_flight.get(key.key_id, 0) >= lim.concurrency:
+        c = self._counters(key, now)
+        if lim.concurrency and c.in_flight >= lim.concurrency:
             adm.refusal, adm.retry_after = CONCURRENCY, 1.0
             return adm
-        levels: dict[str, float] = {}
-        charged: list[tuple[str, float]] = []
-        for name, b, bid, per_token in self._draws_of(key).buckets:
-            if bid is None:
-                if not user:
-                    continue
-                bid = f"{key.key_id}:{name}:{user}"
-            amount = est_tokens if per_token else 1
-            level = self._level(bid, b, now)
-            if level < b.need(amount):
-                adm.refusal, adm.retry_after = name, b.wait(level, amount)
-                adm.quota = quota(lim, {**levels, name: level})
+        d = c.draws
+        # Every bucket is checked before any is charged: a refusal charges nothing. The
+        # refill is `Bucket.refill`, written out: this runs on every call.
+        rpm = tpm = None  # the key's levels once charged
+        if (b := d.rpm) is not None:
+            level = b.full
+            if c.rpm_at:
+                level = c.rpm
+                if now > c.rpm_at:
+                    level += (now - c.rpm_at) * b.rate
+                if level > b.full:
+                    level = b.full
+            if level < 1.0:
+                adm.refusal, adm.retry_after = RPM, b.wait(level, 1)
+                adm.quota = quota(lim, level, None, b)
                 return adm
-            levels[name] = level - amount
-            charged.append((bid, level - amount))
-        if len(self._levels) > 100_000:
-            self._forget_full(now)
-        for bid, level in charged:
-            self._levels[bid] = (level, now)
+            rpm = level - 1.0
+        if (b := d.tpm) is not None:
+            level = b.full
+            if c.tpm_at:
+                level = c.tpm
+                if now > c.tpm_at:
+                    level += (now - c.tpm_at) * b.rate
+                if level > b.full:
+                    level = b.full
+            if level < (est_tokens if est_tokens < b.full else b.full):
+                adm.refusal, adm.retry_after = TPM, b.wait(level, est_tokens)
+                adm.quota = quota(lim, rpm, level, d.rpm, b)
+                return adm
+            tpm = level - est_tokens
+        if user and d.users:
+            charged: list[tuple[str, float]] = []
+            for name, b, per_token in d.users:
+                bid = f"{key.key_id}:{name}:{user}"
+                amount = est_tokens if per_token else 1
+                level = self._level(bid, b, now)
+                if level < b.need(amount):
+                    adm.refusal, adm.retry_after = name, b.wait(level, amount)
+                    adm.quota = quota(lim, rpm, tpm, d.rpm, d.tpm)
+                    return adm
+                charged.append((bid, level - amount))
+            if len(self._levels) > 100_000:
+                self._forget_full(now)
+            for bid, level in charged:
+                self._levels[bid] = (level, now)
+        if rpm is not None:
+            c.rpm, c.rpm_at = rpm, now
+        if tpm is not None:
+            c.tpm, c.tpm_at = tpm, now
         if lim.concurrency:
-            self._in_flight[key.key_id] = self._in_flight.get(key.key_id, 0) + 1
+            c.in_flight += 1
             adm.slot = "1"
         if adm.period and est_cost > 0:  # a process that dies takes its reservations along
             self._held[k] = held + est_cost
             adm.est_cost, adm.hold = est_cost, "1"
         adm.ok = True
-        adm.quota = quota(lim, levels)
+        adm.quota = quota(lim, rpm, tpm, d.rpm, d.tpm)
         return adm
 
     def _forget_full(self, now: float) -> None:
@@ -227,25 +288,33 @@ class MemoryLimiter:
         self._levels = {k: v for k, v in self._levels.items() if now - v[1] < 60 + max(-v[0], 0)}
 
     async def settle(self, adm: Admission, tokens: int, cost_usd: float) -> None:
-        key, lim = adm.key, adm.key.limits
-        if adm.slot:
-            self._in_flight[key.key_id] = max(self._in_flight.get(key.key_id, 1) - 1, 0)
-        k = (key.key_id, adm.period)
-        if adm.hold:
-            held = self._held.get(k, 0.0) - adm.est_cost
-            if held > 1e-12:
-                self._held[k] = held
-            else:
-                self._held.pop(k, None)
-        if cost_usd > 0 and adm.period:
-            self._spend[k] = self._spend.get(k, 0.0) + cost_usd
+        key = adm.key
+        c = self._keys.get(key.key_id)
+        if adm.slot and c is not None and c.in_flight > 0:
+            c.in_flight -= 1
+        if adm.period:
+            k = (key.key_id, adm.period)
+            if adm.hold:
+                held = self._held.get(k, 0.0) - adm.est_cost
+                if held > 1e-12:
+                    self._held[k] = held
+                else:
+                    self._held.pop(k, None)
+            if cost_usd > 0:
+                self._spend[k] = self._spend.get(k, 0.0) + cost_usd
         delta = tokens - adm.est_tokens
         if delta:
             now = time.time()
-            for name, cap in ((TPM, lim.tpm), (USER_TPM, lim.user_tpm)):
-                if cap and (name == TPM or adm.user):
-                    bid = self._bucket_id(key, name, adm.user)
-                    self._levels[bid] = (self._level(bid, bucket(cap), now) - delta, now)
+            lim = key.limits
+            if lim.tpm:
+                if c is None:
+                    c = self._counters(key, now)
+                b = bucket(lim.tpm)
+                c.tpm = (b.refill(c.tpm, now - c.tpm_at) if c.tpm_at else b.full) - delta
+                c.tpm_at = now
+            if lim.user_tpm and adm.user:
+                bid = f"{key.key_id}:{USER_TPM}:{adm.user}"
+                self._levels[bid] = (self._level(bid, bucket(lim.user_tpm), now) - delta, now)
 
     async def seed_spend(self, key: GatewayKey, usd: float) -> None:
         k = (key.key_id, period_id(key.limits.budget_period))

@@ -57,14 +57,14 @@ class Bucket:
     def need(self, amount: int) -> float:
         """What the level must be to admit `amount`: a call bigger than the whole bucket
         is admitted when it is full (and leaves it in debt), never refused forever."""
-        return float(min(amount, self.capacity))
+        return amount if amount < self.full else self.full
 
     def wait(self, level: float, amount: int) -> float:
         """Seconds until `amount` could be admitted."""
         return max(self.need(amount) - level, 0.0) / self.rate
 
     def until_full(self, level: float) -> float:
-        return max(self.capacity - level, 0.0) / self.rate
+        return (self.full - level) / self.rate if level < self.full else 0.0
 
 
 @functools.lru_cache(maxsize=1024)

@@ -16,6 +16,7 @@ second, so that an outage does not add a timeout to every request.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import math
@@ -72,7 +73,8 @@ if budget > 0 then
   end
 end
 local conc = tonumber(ARGV[2])
-if conc > 0 then
+if conc > 0 and redis.call('ZCARD', KEYS[2]) >= conc then
+  -- expired slots (a replica that died mid-call) only matter when they would refuse
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   if redis.call('ZCARD', KEYS[2]) >= conc then return {'concurrency', '1', '', ''} end
 end
@@ -123,18 +125,22 @@ return out
 
 # KEYS: spend, slots, tpm, user_tpm, holds, held
 # ARGV: cost, spend ttl, slot id, token delta, tpm capacity, user tpm capacity, hold member,
-#       reserved cost
+#       reserved cost, undo ('1': the admission's caller left before its answer; whatever
+#       it took is given back only if its slot or reservation is found, i.e. it was admitted)
 _SETTLE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-if ARGV[7] ~= '' and redis.call('ZREM', KEYS[5], ARGV[7]) == 1 then
-  redis.call('INCRBYFLOAT', KEYS[6], tostring(-tonumber(ARGV[8])))
+local found = true
+if ARGV[7] ~= '' then
+  found = redis.call('ZREM', KEYS[5], ARGV[7]) == 1
+  if found then redis.call('INCRBYFLOAT', KEYS[6], tostring(-tonumber(ARGV[8]))) end
 end
 if tonumber(ARGV[1]) > 0 then
   redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[2])
 end
-if ARGV[3] ~= '' then redis.call('ZREM', KEYS[2], ARGV[3]) end
+if ARGV[3] ~= '' then found = redis.call('ZREM', KEYS[2], ARGV[3]) == 1 end
+if ARGV[9] == '1' and not found then return 0 end
 local delta = tonumber(ARGV[4])
 for i = 0, 1 do
   local cap = tonumber(ARGV[5 + i])
@@ -180,6 +186,7 @@ class RedisLimiter:
         self._run_id = secrets.token_hex(6)
         self._seq = itertools.count()
         self._key_names: dict[tuple[str, str, str], list[str]] = {}
+        self._undoing: set[asyncio.Task[None]] = set()  # admissions left by their callers
 
     def _k(self, key: GatewayKey, what: str) -> str:
         return f"{self.prefix}:{{{key.key_id}}}:{what}"
@@ -255,12 +262,23 @@ class RedisLimiter:
         except _FAILURES as e:
             self._failed(e, "admit")
             return self._unavailable(adm)
+        except asyncio.CancelledError:
+            # The caller left (its client did) while the script was on its way: it may have
+            # taken a slot and reserved tokens and cost that nobody would settle. What it
+            # took is given back, behind it on the same line (a no-op if it refused).
+            if slot or hold:
+                adm.slot, adm.hold, adm.est_cost = slot, hold, cost
+                task = asyncio.get_running_loop().create_task(self._settle_call(adm, 0, 0.0, True))
+                self._undoing.add(task)
+                task.add_done_callback(self._undoing.discard)
+            raise
         assert isinstance(out, list)
         refusal, wait, rpm_level, tpm_level = (
             v.decode() if isinstance(v, bytes) else str(v) for v in out[:4]
         )
-        levels = {n: float(v) for n, v in ((RPM, rpm_level), (TPM, tpm_level)) if v}
-        adm.quota = quota(lim, levels)
+        adm.quota = quota(
+            lim, float(rpm_level) if rpm_level else None, float(tpm_level) if tpm_level else None
+        )
         if refusal in (BUDGET, HELD):
             return refused_budget(adm, refusal)
         if refusal:
@@ -270,6 +288,11 @@ class RedisLimiter:
         return adm
 
     async def settle(self, adm: Admission, tokens: int, cost_usd: float) -> None:
+        await self._settle_call(adm, tokens, cost_usd)
+
+    async def _settle_call(
+        self, adm: Admission, tokens: int, cost_usd: float, undo: bool = False
+    ) -> None:
         key, lim = adm.key, adm.key.limits
         delta = tokens - adm.est_tokens
         if not (
@@ -280,7 +303,8 @@ class RedisLimiter:
         keys = self._keys(key, adm.user, adm.period or "-")
         spend_ttl = math.ceil(period_seconds_left(lim.budget_period)) + 86400 if adm.period else 0
         argv = [cost_usd if adm.period else 0, spend_ttl, adm.slot, delta, lim.tpm,
-                lim.user_tpm if adm.user else 0, adm.hold, repr(adm.est_cost)]  # fmt: skip
+                lim.user_tpm if adm.user else 0, adm.hold, repr(adm.est_cost),
+                "1" if undo else ""]  # fmt: skip
         # Written to Redis before the answer's last bytes, its reply not waited for.
         try:
             await self._client.send(

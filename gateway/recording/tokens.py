@@ -42,12 +42,16 @@ def estimate_input(payload: Any) -> int:
     messages = payload.get("messages")
     for msg in messages if isinstance(messages, list) else ():  # a client's body: any shape
         if isinstance(msg, dict):
-            chars += _text_chars(msg.get("content"))
+            content = msg.get("content")
+            chars += len(content) if type(content) is str else _text_chars(content)
             tokens += 4  # per-message framing (role, separators)
-    chars += _text_chars(payload.get("system"))
-    chars += _text_chars(payload.get("instructions"))
+    for key in ("system", "instructions"):
+        if (value := payload.get(key)) is not None:
+            chars += _text_chars(value)
     for key in ("prompt", "input"):
         value = payload.get(key)
+        if value is None:
+            continue
         if isinstance(value, list) and value and isinstance(value[0], int):
             tokens += len(value)  # already tokens
         elif isinstance(value, list) and value and isinstance(value[0], list):

@@ -336,6 +336,65 @@ async def test_redis_settle_is_written_before_it_returns(redis_server: RedisServ
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
+async def test_redis_slot_of_a_replica_that_died_mid_call_expires(redis_server: RedisServer):
+    """A slot never given back (its replica died mid-call) holds the concurrency until
+    its time is up, then no longer: the admission that finds the key at its limit drops
+    the expired slots first."""
+    lim = RedisLimiter(redis_server.url, "closed")
+    k = key(concurrency=2)
+    slots = f"lgw:{{{k.key_id}}}:slots"
+    try:
+        (now_s, now_us) = await lim._client.call("TIME")
+        now = int(now_s) + int(now_us) / 1e6
+        await lim._client.call("ZADD", slots, now + 600, "alive", now - 1, "dead")
+        first = await lim.admit(k, "", 0)
+        assert first.ok, first.refusal  # the dead replica's slot no longer counts
+        assert (await lim.admit(k, "", 0)).refusal == "concurrency"  # the live one does
+        members = await lim._client.call("ZRANGE", slots, 0, -1)
+        assert sorted(members) == sorted([b"alive", first.slot.encode()])
+    finally:
+        await lim.close()
+
+
+async def test_redis_admission_left_by_its_caller_gives_back_what_it_took(
+    redis_server: RedisServer,
+):
+    """A client that leaves while its call waits for Redis's admission: the script runs
+    anyway (it is on its way); what it took (the slot, the tokens) is given back, not held
+    for the slot's 15 minutes. One that was refused gives back nothing of anyone else's."""
+    lim = RedisLimiter(redis_server.url, "closed")
+    k = key(concurrency=1, tpm=1000)
+    slots = f"lgw:{{{k.key_id}}}:slots"
+    try:
+        for _ in range(3):
+            waiting = asyncio.create_task(lim.admit(k, "", 600))
+            await asyncio.sleep(0)  # queued for the turn's write, not yet answered
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            for _ in range(100):
+                if not lim._undoing and await lim._client.call("ZCARD", slots) == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert await lim._client.call("ZCARD", slots) == 0
+        held = await lim.admit(k, "", 600)  # the slot and the 600 tokens are free again
+        assert held.ok, held.refusal
+        refused = asyncio.create_task(lim.admit(k, "", 1))
+        await asyncio.sleep(0)
+        refused.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await refused
+        await asyncio.sleep(0.05)
+        assert await lim._client.call("ZCARD", slots) == 1  # still the admitted call's
+        again = await lim.admit(k, "", 100)
+        assert again.refusal == "concurrency"
+        await lim.settle(held, 600, 0.0)
+        after = await lim.admit(k, "", 500)  # 1000 - 600 used: 400 left (+ refill)
+        assert not after.ok and after.refusal == "tpm"
+    finally:
+        await lim.close()
+
+
 async def test_redis_settle_that_fails_is_counted(redis_server: RedisServer, caplog):
     lim = RedisLimiter(redis_server.url, "open")
     k = key(concurrency=1)
