@@ -41,13 +41,9 @@ _REQUESTS, _TOKENS = (
 
 def _limit_headers(names: tuple[bytes, bytes, bytes], v: tuple[int, float, float]) -> Headers:
     limit, remaining, reset = v
-    if reset < 1:  # the usual case, as `duration` writes it
-        ms = math.ceil(reset * 1000)
-        until = b"%dms" % (ms if ms > 0 else 0)
-    else:
-        until = duration(reset).encode()
     # remaining: truncated, as int() does
-    return [(names[0], b"%d" % limit), (names[1], b"%d" % remaining), (names[2], until)]
+    return [(names[0], b"%d" % limit), (names[1], b"%d" % remaining),
+            (names[2], duration(reset).encode())]  # fmt: skip
 
 
 def ratelimit_headers(q: Quota) -> Headers:

@@ -104,19 +104,13 @@ def amounts(lim: Limits, est: int) -> tuple[tuple[str, int, int], ...]:
     )
 
 
-def quota(
-    lim: Limits, rpm: float | None, tpm: float | None,
-    rpm_bucket: Bucket | None = None, tpm_bucket: Bucket | None = None,
-) -> Quota:  # fmt: skip
-    """The quota an answer reports, from the key's RPM and TPM levels (None: not known);
-    the buckets where the caller has them at hand."""
+def quota(lim: Limits, rpm: float | None, tpm: float | None) -> Quota:
+    """The quota an answer reports, from the key's RPM and TPM levels (None: not known)."""
     requests = tokens = None
     if lim.rpm and rpm is not None:
-        b = rpm_bucket or bucket(lim.rpm)
-        requests = (lim.rpm, rpm if rpm > 0 else 0.0, b.until_full(rpm))
+        requests = (lim.rpm, rpm if rpm > 0 else 0.0, bucket(lim.rpm).until_full(rpm))
     if lim.tpm and tpm is not None:
-        b = tpm_bucket or bucket(lim.tpm)
-        tokens = (lim.tpm, tpm if tpm > 0 else 0.0, b.until_full(tpm))
+        tokens = (lim.tpm, tpm if tpm > 0 else 0.0, bucket(lim.tpm).until_full(tpm))
     return Quota(requests, tokens) if requests or tokens else NO_QUOTA
 
 
@@ -210,8 +204,7 @@ class MemoryLimiter:
     ) -> Admission:  # fmt: skip
         now = time.time()
         lim = key.limits
-        if len(user) > MAX_USER_LEN:
-            user = user[:MAX_USER_LEN]
+        user = user[:MAX_USER_LEN]
         adm = Admission(False, key, user=user, est_tokens=est_tokens)
         if lim.budget_usd > 0:
             adm.period = period_id(lim.budget_period, now)
@@ -225,33 +218,20 @@ class MemoryLimiter:
             adm.refusal, adm.retry_after = CONCURRENCY, 1.0
             return adm
         d = c.draws
-        # Every bucket is checked before any is charged: a refusal charges nothing. The
-        # refill is `Bucket.refill`, written out: this runs on every call.
+        # Every bucket is checked before any is charged: a refusal charges nothing.
         rpm = tpm = None  # the key's levels once charged
         if (b := d.rpm) is not None:
-            level = b.full
-            if c.rpm_at:
-                level = c.rpm
-                if now > c.rpm_at:
-                    level += (now - c.rpm_at) * b.rate
-                if level > b.full:
-                    level = b.full
-            if level < 1.0:
+            level = b.refill(c.rpm, now - c.rpm_at) if c.rpm_at else b.full
+            if level < b.need(1):
                 adm.refusal, adm.retry_after = RPM, b.wait(level, 1)
-                adm.quota = quota(lim, level, None, b)
+                adm.quota = quota(lim, level, None)
                 return adm
             rpm = level - 1.0
         if (b := d.tpm) is not None:
-            level = b.full
-            if c.tpm_at:
-                level = c.tpm
-                if now > c.tpm_at:
-                    level += (now - c.tpm_at) * b.rate
-                if level > b.full:
-                    level = b.full
-            if level < (est_tokens if est_tokens < b.full else b.full):
+            level = b.refill(c.tpm, now - c.tpm_at) if c.tpm_at else b.full
+            if level < b.need(est_tokens):
                 adm.refusal, adm.retry_after = TPM, b.wait(level, est_tokens)
-                adm.quota = quota(lim, rpm, level, d.rpm, b)
+                adm.quota = quota(lim, rpm, level)
                 return adm
             tpm = level - est_tokens
         if user and d.users:
@@ -262,7 +242,7 @@ class MemoryLimiter:
                 level = self._level(bid, b, now)
                 if level < b.need(amount):
                     adm.refusal, adm.retry_after = name, b.wait(level, amount)
-                    adm.quota = quota(lim, rpm, tpm, d.rpm, d.tpm)
+                    adm.quota = quota(lim, rpm, tpm)
                     return adm
                 charged.append((bid, level - amount))
             if len(self._levels) > 100_000:
@@ -280,7 +260,7 @@ class MemoryLimiter:
             self._held[k] = held + est_cost
             adm.est_cost, adm.hold = est_cost, "1"
         adm.ok = True
-        adm.quota = quota(lim, rpm, tpm, d.rpm, d.tpm)
+        adm.quota = quota(lim, rpm, tpm)
         return adm
 
     def _forget_full(self, now: float) -> None:
