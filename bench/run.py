@@ -1,11 +1,12 @@
 """Gateway overhead benchmark: upstream direct vs trivial Litestar pass-through vs gateway.
 
     .venv/bin/python bench/run.py [--duration 10] [--only gateway,baseline] [--no-stream]
-                                  [--rounds 3]
+                                  [--rounds 3] [--paired 5]
 
 Targets run one at a time against the same canned upstream (bench/upstream.py). For each,
 wrk measures req/s at c=32 and latency at c=1, non-streamed (and streamed unless
 --no-stream). Prints a table and the two headline ratios; writes bench/results/latest.json.
+With --paired N, each on/off pair of targets is also measured side by side (bench/paired.py).
 See bench/README.md.
 """
 
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ttfb
+from paired import Side, measure_pair, warm
 from wrk import WrkResult, run_wrk, wrk_path
 
 BENCH = Path(__file__).resolve().parent
@@ -599,6 +601,39 @@ def spread(fig: dict[str, object]) -> str:
     return f" (rounds: {', '.join(f'{v:g}' for v in values)})"
 
 
+def run_paired(
+    names: list[str], tmp: Path, up_port: int, rounds: int, seconds: float, base: str
+) -> dict[str, dict[str, object]]:
+    """Each on/off pair whose targets both run, side by side (bench/paired.py): key ->
+    figures."""
+    out: dict[str, dict[str, object]] = {}
+    for i, (key, with_, without) in enumerate(PAIRS):
+        if with_ not in names or without not in names:
+            continue
+        print(f"== {key}: {with_} beside {without} ({rounds} rounds)", file=sys.stderr, flush=True)
+        with (
+            launch(with_, tmp, up_port, f"-p{i}", base) as on,
+            launch(without, tmp, up_port, f"-p{i}", base) as off,
+        ):
+            sides = [
+                Side(t.name, t.url, t.key, lambda t=t: sum(p.cpu_ticks() for p in t.procs))
+                for t in (on, off)
+            ]
+            warm(*sides, min(WARMUP_S, seconds))
+            figs = measure_pair(*sides, rounds, seconds)
+            for t in (on, off):
+                for p in t.procs:
+                    if p.popen.poll() is not None:
+                        raise RuntimeError(f"{p.name} died (exit {p.popen.returncode})")
+        if figs:
+            out[key] = figs
+            r, c = figs["rps_ratio"], figs["calls_per_cpu_s"]
+            assert isinstance(r, dict) and isinstance(c, dict)
+            print(f"   req/s {r['value']:.3f} {r['rounds']}, per CPU-second {c['value']:.3f} "
+                  f"{c['rounds']}", file=sys.stderr, flush=True)  # fmt: skip
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
@@ -609,6 +644,9 @@ def main() -> int:
                     help="interleaved rounds (every target once per round: A B A B ...); "
                     "figures are medians, with the spread")  # fmt: skip
     ap.add_argument("--base", help="gateway-base's checkout (the gateway to compare with)")
+    ap.add_argument("--paired", type=int, default=0, metavar="N",
+                    help="also measure each on/off pair side by side, both loaded at once, "
+                    "N rounds (bench/paired.py)")  # fmt: skip
     a = ap.parse_args()
     names = [n.strip() for n in a.only.split(",")] if a.only else list(TARGETS)
     if bad := [n for n in names if n not in TARGETS]:
@@ -625,6 +663,7 @@ def main() -> int:
     rounds: list[dict[str, dict[str, dict[str, WrkResult]]]] = []
     results: dict[str, dict[str, dict[str, WrkResult]]] = {}
     extra: dict[str, dict[str, object]] = {}
+    paired: dict[str, dict[str, object]] = {}
     firsts: dict[str, list[float]] = {}  # time to first byte of a stream, p50 per round
     upstream: Proc | None = None
     try:
@@ -659,6 +698,8 @@ def main() -> int:
                         flush=True,
                     )
             rounds.append(per_round)
+        if a.paired:
+            paired = run_paired(names, tmp, up_port, a.paired, a.duration, a.base or "")
         results = median_round(rounds)
         by_target = {n: [r[n] for r in rounds if n in r] for n in names}
     finally:
@@ -673,6 +714,9 @@ def main() -> int:
     print(table(results, by_target))
     h = combined_headline([headline(r) for r in rounds]) | cache_headline(by_target)
     h |= ttfb_headline(firsts)
+    for key, figs in paired.items():
+        for what, fig in figs.items():
+            h[f"{key}_paired_{what}"] = fig
     print()
     if tr := h.get("throughput_ratio"):
         assert isinstance(tr, dict)
@@ -697,6 +741,15 @@ def main() -> int:
                 f"calls per CPU-second: {lc['value']:.3f}{spread(lc)}; "
                 f"added p50 at c=1: {lp['value']:+.3f} ms{spread(lp)}"
             )
+    if paired:
+        print("    side by side (both loaded at once, c=16 each; bench/paired.py):")
+    for key, figs in paired.items():
+        pr, pc = figs["rps_ratio"], figs["calls_per_cpu_s"]
+        assert isinstance(pr, dict) and isinstance(pc, dict)
+        print(
+            f"    {key} on / off, req/s: {pr['value']:.3f}{spread(pr)}; "
+            f"calls per CPU-second: {pc['value']:.3f}{spread(pc)}"
+        )
     for s in ("chat", "stream"):
         for mark, key, what, unit in (
             ("c", "hit_vs_miss_rps_ratio", "cache hits / misses req/s at c=32", ""),
@@ -760,6 +813,7 @@ def main() -> int:
                     "machine": platform.platform(),
                     "wrk_high_c": HIGH_C,
                     "rounds": a.rounds,
+                    "paired_rounds": a.paired,
                     "git": git_rev(),
                 },
                 "headline": h,
