@@ -94,16 +94,6 @@ class Limiter(Protocol):
     async def close(self) -> None: ...
 
 
-def amounts(lim: Limits, est: int) -> tuple[tuple[str, int, int], ...]:
-    """(bucket, capacity, amount) of each bucket a call draws from."""
-    return (
-        (RPM, lim.rpm, 1),
-        (TPM, lim.tpm, est),
-        (USER_RPM, lim.user_rpm, 1),
-        (USER_TPM, lim.user_tpm, est),
-    )
-
-
 def quota(lim: Limits, rpm: float | None, tpm: float | None) -> Quota:
     """The quota an answer reports, from the key's RPM and TPM levels (None: not known)."""
     requests = tokens = None

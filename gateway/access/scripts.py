@@ -7,7 +7,9 @@ and follows `MOVED`/`ASK` when slots move. The limiter's keys share a hash tag, 
 script's keys are always in one slot.
 
 The limiter sends two script calls per request: the admission, whose answer the call
-waits for, and the settlement, written at once and not waited for (`send`). Calls made in
+waits for, and the settlement, written at once and not waited for (`send`). The calls of
+one key made in the same turn share one script call (`queue`: its arguments grow until it
+is written; see `redis_limiter.py`). Calls made in
 the same turn of the event loop go out together (one write). On one server they go down
 one connection of our own (`_Line`): commands packed by hiredis, written as they come
 without waiting for earlier answers, answers matched to calls in order as they are read;
@@ -53,8 +55,10 @@ class Script:
 _pack: Callable[[tuple[Arg, ...]], bytes] = hiredis.pack_command  # type: ignore[assignment]
 
 
-class _Call:
-    __slots__ = ("answered", "args", "future", "keys", "load", "on_error", "retried", "script")
+class Call:
+    __slots__ = (
+        "answered", "args", "future", "keys", "load", "on_error", "retried", "script", "written",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -73,6 +77,7 @@ class _Call:
         self.answered = False
         self.retried = False  # sent again after Redis answered NOSCRIPT
         self.load = load  # SCRIPT LOAD of the script
+        self.written = False  # packed and written: its `args` are final
 
     def fail(self, error: Exception) -> None:
         self.answered = True
@@ -101,8 +106,8 @@ class _Line:
         self._writer: asyncio.StreamWriter = conn._writer
         self._timeout = timeout
         self._parser = hiredis.Reader()
-        self._waiting: deque[_Call] = deque()
-        self._pending: list[_Call] = []
+        self._waiting: deque[Call] = deque()
+        self._pending: list[Call] = []
         self._loading: set[str] = set()  # scripts whose SCRIPT LOAD is on its way
         self._preloaded: set[str] = set()  # loaded ahead of their first `send`
         self.error: Exception | None = None
@@ -114,28 +119,24 @@ class _Line:
         await conn.connect()
         return cls(conn, timeout)
 
-    def call(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> _Call:
-        return self._queue(_Call(script, keys, args))
+    def call(
+        self, script: Script, keys: Sequence[str], args: Sequence[Arg],
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> Call:  # fmt: skip
+        """Queue a call for this turn's write. With `on_error`, nobody waits for its answer
+        (a failure goes to `on_error`), and its script is loaded ahead of its first such
+        call: a NOSCRIPT retry would put the call behind calls written after it."""
+        if on_error is not None and script.sha not in self._preloaded:
+            self._preloaded.add(script.sha)
+            self._queue(Call(script, (), (), load=True))
+        return self._queue(Call(script, keys, args, on_error=on_error))
 
-    def _queue(self, c: _Call) -> _Call:
+    def _queue(self, c: Call) -> Call:
         """Add a call to this turn's write (the first one queues the flush)."""
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
         self._pending.append(c)
         return c
-
-    def send(
-        self, script: Script, keys: Sequence[str], args: Sequence[Arg],
-        on_error: Callable[[Exception], None],
-    ) -> None:  # fmt: skip
-        """Queue a call for this turn's write, like `call`; its answer is read in order
-        but nobody waits for it (a failure goes to `on_error`). The script is loaded
-        ahead of its first such call: a NOSCRIPT retry would put the call behind calls
-        written after it."""
-        if script.sha not in self._preloaded:
-            self._preloaded.add(script.sha)
-            self._queue(_Call(script, (), (), load=True))
-        self._queue(_Call(script, keys, args, on_error=on_error))
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
@@ -144,12 +145,14 @@ class _Line:
             return
         self._write(batch)
 
-    def _write(self, batch: list[_Call]) -> None:
+    def _write(self, batch: list[Call]) -> None:
+        for c in batch:
+            c.written = True
         self._writer.write(b"".join([c.packed() for c in batch]))
         self._waiting.extend(batch)
         asyncio.get_running_loop().call_later(self._timeout, self._late, batch[-1])
 
-    def _late(self, last: _Call) -> None:
+    def _late(self, last: Call) -> None:
         if not last.answered and self.error is None:
             self._end(LimiterUnavailable(f"no answer from Redis within {self._timeout:g} s"))
 
@@ -167,7 +170,7 @@ class _Line:
         except Exception as e:
             self._end(LimiterUnavailable(f"{type(e).__name__}: {e}"))
 
-    def _answer(self, c: _Call, reply: Any) -> None:
+    def _answer(self, c: Call, reply: Any) -> None:
         if c.load:
             c.answered = True
             self._loading.discard(c.script.sha)
@@ -180,7 +183,7 @@ class _Line:
                 batch = [c]
                 if c.script.sha not in self._loading:
                     self._loading.add(c.script.sha)
-                    batch.insert(0, _Call(c.script, (), (), load=True))
+                    batch.insert(0, Call(c.script, (), (), load=True))
                 self._write(batch)
                 return
             reply = LimiterUnavailable(f"ResponseError: {reply}")
@@ -191,7 +194,7 @@ class _Line:
         if c.future is not None and not c.future.done():  # else: nobody waits, or gave up
             c.future.set_result(reply)
 
-    def _fail(self, calls: Sequence[_Call], error: Exception) -> None:
+    def _fail(self, calls: Sequence[Call], error: Exception) -> None:
         for c in calls:
             c.fail(error)
 
@@ -220,7 +223,7 @@ class RedisScripts:
         self.mode = mode
         self._client: aredis.Redis | RedisCluster | None = None
         self._connecting = asyncio.Lock()
-        self._pending: list[_Call] = []
+        self._pending: list[Call] = []
         self._in_flight = 0  # calls and pipelines sent and not yet answered
         self._sending: set[asyncio.Task[None]] = set()
         self._line: _Line | None = None  # one server's: the calls' own connection
@@ -318,16 +321,29 @@ class RedisScripts:
         if line is None or line.error is not None:
             line = await self._open_line()
         if line is not None:
-            line.send(script, keys, args, on_error)
+            line.call(script, keys, args, on_error)
             await asyncio.sleep(0)
             return
         await self._run_pipelined(script, keys, args)
+
+    def queue(
+        self, script: Script, keys: Sequence[str], args: list[Arg],
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> Call | None:  # fmt: skip
+        """A call queued for this turn's write on the open line to one server, like `run`
+        (its answer in its `future`) or, with `on_error`, like `send` (the caller then
+        yields once). Until it is written (`written`) the caller may add to its `args`.
+        None when no line is open (not yet, failed, or a Cluster): use `run` or `send`."""
+        line = self._line
+        if line is None or line.error is not None:
+            return None
+        return line.call(script, keys, args, on_error)
 
     async def _run_pipelined(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """On a Cluster: a call made while none is in flight goes at once; calls made while
         others are in flight go out together in the next pipeline."""
         if self._in_flight or self._pending or self._client is None:
-            call = _Call(script, keys, args)
+            call = Call(script, keys, args)
             if not self._pending:
                 asyncio.get_running_loop().call_soon(self._flush)
             self._pending.append(call)
@@ -347,7 +363,7 @@ class RedisScripts:
         self._sending.add(task)  # held: the loop keeps only weak references to tasks
         task.add_done_callback(self._sending.discard)
 
-    async def _send(self, batch: list[_Call]) -> None:
+    async def _send(self, batch: list[Call]) -> None:
         self._in_flight += 1
         try:
             client = await self._connect()
@@ -365,7 +381,7 @@ class RedisScripts:
         for call in batch:
             call.fail(failed)
 
-    async def _answer(self, client: aredis.Redis | RedisCluster, batch: list[_Call]) -> None:
+    async def _answer(self, client: aredis.Redis | RedisCluster, batch: list[Call]) -> None:
         if len(batch) == 1:
             (c,) = batch
             try:

@@ -395,6 +395,88 @@ async def test_redis_admission_left_by_its_caller_gives_back_what_it_took(
         await lim.close()
 
 
+async def test_redis_calls_of_one_turn_go_in_one_script_call(redis_server: RedisServer):
+    """The admissions of one key made in one turn of the event loop go to Redis as one
+    script call, and so do their settlements; each call is still checked and charged in
+    order: the concurrency, the RPM and the TPM hold to the call."""
+    lim = RedisLimiter(redis_server.url, "closed")
+    k = key(concurrency=3, rpm=7, tpm=1000)
+    slots = f"lgw:{{{k.key_id}}}:slots"
+    try:
+        await lim.settle(await lim.admit(k, "", 0), 0, 0.0)  # the line to Redis is open
+        await lim._client.call("CONFIG", "RESETSTAT")
+        first = await asyncio.gather(*(lim.admit(k, "", 300) for _ in range(5)))
+        assert [a.refusal for a in first] == ["", "", "", "concurrency", "concurrency"]
+        # each admitted call saw the ones before it: one request and 300 tokens fewer
+        assert [a.quota.requests[1] for a in first[:3]] == pytest.approx([5, 4, 3], abs=0.01)
+        assert [a.quota.tokens[1] for a in first[:3]] == pytest.approx([700, 400, 100], abs=1)
+        stats = await lim._client.call("INFO", "commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 1
+        await asyncio.gather(*(lim.settle(a, 100, 0.0) for a in first[:3]))  # 200 back each
+        for _ in range(100):
+            stats = await lim._client.call("INFO", "commandstats")
+            if stats["cmdstat_evalsha"]["calls"] == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert stats["cmdstat_evalsha"]["calls"] == 2  # the three settlements: one more call
+        assert await lim._client.call("ZCARD", slots) == 0
+        second = await asyncio.gather(*(lim.admit(k, "", 300) for _ in range(3)))
+        # 100 + 3 x 200 = 700 tokens left: two calls of 300, and the third is refused by
+        # the TPM (not by the RPM: one request is left)
+        assert [a.refusal for a in second] == ["", "", "tpm"]
+        assert second[1].quota.requests[1] == pytest.approx(1, abs=0.01)
+        assert second[2].quota.tokens[1] == pytest.approx(100, abs=1)
+    finally:
+        await lim.close()
+
+
+async def test_redis_and_memory_limiters_decide_alike_on_calls_of_one_turn(
+    redis_server: RedisServer,
+):
+    """Random turns of calls (tokens, costs, settlements) against both limiters: every
+    admission gets the same answer. Tokens and costs are multiples of 10 and 0.25, so the
+    buckets' refill over the test (under 10 tokens) cannot tip a decision either way."""
+    import random
+
+    rnd = random.Random(24)
+    for case in range(12):
+        limits = {
+            "rpm": rnd.choice([0, 3, 6]),
+            "tpm": rnd.choice([0, 500, 1000]),
+            "concurrency": rnd.choice([0, 2, 4]),
+            "budget_usd": rnd.choice([0.0, 1.0, 2.0]),
+        }
+        k = key(**limits)
+        mem, red = MemoryLimiter(), RedisLimiter(redis_server.url, "closed")
+        try:
+            await red.settle(await red.admit(key(), "", 0), 0, 0.0)  # the line is open
+            open_mem: list[Admission] = []
+            open_red: list[Admission] = []
+            for _turn in range(4):
+                calls = [(10 * rnd.randint(0, 30), 0.25 * rnd.randint(0, 3))
+                         for _ in range(rnd.randint(1, 6))]  # fmt: skip
+                got_mem = await asyncio.gather(*(mem.admit(k, "", t, c) for t, c in calls))
+                got_red = await asyncio.gather(*(red.admit(k, "", t, c) for t, c in calls))
+                assert [(a.ok, a.refusal, a.held) for a in got_red] == [
+                    (a.ok, a.refusal, a.held) for a in got_mem
+                ], (case, limits, calls)
+                open_mem += [a for a in got_mem if a.ok]
+                open_red += [a for a in got_red if a.ok]
+                done = rnd.sample(range(len(open_mem)), rnd.randint(0, len(open_mem)))
+                used = [(10 * rnd.randint(0, 30), 0.25 * rnd.randint(0, 2)) for _ in done]
+                await asyncio.gather(*(mem.settle(open_mem[i], t, c)
+                                       for i, (t, c) in zip(done, used, strict=True)))  # fmt: skip
+                await asyncio.gather(*(red.settle(open_red[i], t, c)
+                                       for i, (t, c) in zip(done, used, strict=True)))  # fmt: skip
+                open_mem = [a for i, a in enumerate(open_mem) if i not in done]
+                open_red = [a for i, a in enumerate(open_red) if i not in done]
+                await asyncio.sleep(0.005)  # the settlements reach Redis first
+            if limits["budget_usd"]:
+                assert await red.spent(k) == pytest.approx(await mem.spent(k))
+        finally:
+            await red.close()
+
+
 async def test_redis_settle_that_fails_is_counted(redis_server: RedisServer, caplog):
     lim = RedisLimiter(redis_server.url, "open")
     k = key(concurrency=1)
