@@ -7,8 +7,8 @@ minute apart: more than the few per cent a feature costs. Here the two targets o
 figures per round:
 
 - req/s with / without: the share of the machine each target turned into answers;
-- calls per CPU-second with / without: CPU time of each target's processes (a gateway and
-  its Redis) per answered call, the inverse ratio.
+- calls per CPU-second with / without: answered calls per second of CPU time of each
+  target's processes (a gateway, and its Redis).
 
 Which of the two starts its wrk first alternates between rounds.
 """
