@@ -23,7 +23,7 @@ import hashlib
 import math
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from gateway.experiments.spec import Experiment, Variant
 from gateway.recording.record import CallRecord
@@ -34,16 +34,18 @@ _TWO64 = float(2**64)
 ROUTED_PROPERTY = "experiment_routed"
 
 
-@dataclass(frozen=True, slots=True)
-class Assignment:
+class Assignment(NamedTuple):
     experiment: str
     variant: Variant
     routed: bool = False  # every unit sent to the declared winner (auto_route_winner)
 
 
-def _score(prefix: bytes, unit: bytes, weight: float) -> float:
-    h = hashlib.blake2b(prefix + unit, digest_size=8).digest()
-    u = (int.from_bytes(h, "big") + 0.5) / _TWO64
+def _score(prefix: Any, unit: bytes, weight: float) -> float:
+    """`prefix`: BLAKE2b (8 bytes) having read (experiment, variant); copied, not hashed
+    again, for each unit."""
+    h = prefix.copy()
+    h.update(unit)
+    u = (int.from_bytes(h.digest(), "big") + 0.5) / _TWO64
     return weight / -math.log(u)
 
 
@@ -57,7 +59,8 @@ class _Compiled:
         self.start = exp.start.timestamp() if exp.start else -math.inf
         self.stop = exp.stop.timestamp() if exp.stop else math.inf
         self.table = tuple(
-            (f"{exp.name}\x00{v.name}\x00".encode(), v.weight, v) for v in exp.variants
+            (hashlib.blake2b(f"{exp.name}\x00{v.name}\x00".encode(), digest_size=8), v.weight, v)
+            for v in exp.variants
         )
 
     def applies(self, model: str, properties: Mapping[str, str], now: float) -> bool:
@@ -65,7 +68,7 @@ class _Compiled:
             return False
         if self.model is not None and model != self.model:
             return False
-        return all(properties.get(k) == v for k, v in self.props)
+        return not self.props or all(properties.get(k) == v for k, v in self.props)
 
     def variant(self, unit: str) -> Variant:
         b = unit.encode()
