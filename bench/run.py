@@ -295,10 +295,14 @@ def measure(t: Target, procs: list[Proc], scenario: str, seconds: float) -> dict
                 f"{res.socket_errors}\n{raw}",
                 file=sys.stderr,
             )
-        for p in t.procs:
-            if p.popen.poll() is not None:
-                raise RuntimeError(f"{p.name} died (exit {p.popen.returncode}):\n{p.tail(40)}")
+        check_alive(t)
     return out
+
+
+def check_alive(t: Target) -> None:
+    for p in t.procs:
+        if p.popen.poll() is not None:
+            raise RuntimeError(f"{p.name} died (exit {p.popen.returncode}):\n{p.tail(40)}")
 
 
 def sql(cfg: Path, query: str) -> str:
@@ -621,10 +625,8 @@ def run_paired(
             ]
             warm(*sides, min(WARMUP_S, seconds))
             figs = measure_pair(*sides, rounds, seconds)
-            for t in (on, off):
-                for p in t.procs:
-                    if p.popen.poll() is not None:
-                        raise RuntimeError(f"{p.name} died (exit {p.popen.returncode})")
+            check_alive(on)
+            check_alive(off)
         if figs:
             out[key] = figs
             r, c = figs["rps_ratio"], figs["calls_per_cpu_s"]

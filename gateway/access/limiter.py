@@ -211,14 +211,14 @@ class MemoryLimiter:
         # Every bucket is checked before any is charged: a refusal charges nothing.
         rpm = tpm = None  # the key's levels once charged
         if (b := d.rpm) is not None:
-            level = b.refill(c.rpm, now - c.rpm_at) if c.rpm_at else b.full
+            level = b.level_at(c.rpm, c.rpm_at, now)
             if level < b.need(1):
                 adm.refusal, adm.retry_after = RPM, b.wait(level, 1)
                 adm.quota = quota(lim, level, None)
                 return adm
             rpm = level - 1.0
         if (b := d.tpm) is not None:
-            level = b.refill(c.tpm, now - c.tpm_at) if c.tpm_at else b.full
+            level = b.level_at(c.tpm, c.tpm_at, now)
             if level < b.need(est_tokens):
                 adm.refusal, adm.retry_after = TPM, b.wait(level, est_tokens)
                 adm.quota = quota(lim, rpm, level)
@@ -280,7 +280,7 @@ class MemoryLimiter:
                 if c is None:
                     c = self._counters(key, now)
                 b = bucket(lim.tpm)
-                c.tpm = (b.refill(c.tpm, now - c.tpm_at) if c.tpm_at else b.full) - delta
+                c.tpm = b.level_at(c.tpm, c.tpm_at, now) - delta
                 c.tpm_at = now
             if lim.user_tpm and adm.user:
                 bid = f"{key.key_id}:{USER_TPM}:{adm.user}"

@@ -54,6 +54,11 @@ class Bucket:
         level += elapsed * self.rate if elapsed > 0 else 0.0
         return level if level < self.full else self.full
 
+    def level_at(self, level: float, since: float, now: float) -> float:
+        """The level at `now` of a bucket left at `level` at `since` (0: never drawn from,
+        so full)."""
+        return self.refill(level, now - since) if since else self.full
+
     def need(self, amount: int) -> float:
         """What the level must be to admit `amount`: a call bigger than the whole bucket
         is admitted when it is full (and leaves it in debt), never refused forever."""

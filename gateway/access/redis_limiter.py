@@ -446,25 +446,25 @@ class RedisLimiter:
                                  repr(adm.est_cost), "1" if undo else "")  # fmt: skip
         # Written to Redis before the answer's last bytes, its reply not waited for. An
         # undo goes on its own, behind its admission: never into a batch written before.
-        bid = (key.key_id, adm.user, adm.period or "-")
+        period = adm.period or "-"
+        bid = (key.key_id, adm.user, period)
         batch = None if undo else self._settling.get(bid)
         if batch is not None and batch.open(key):
             batch.add(call)
             await asyncio.sleep(0)  # for the turn's write, like RedisScripts.send
             return
-        keys = self._keys(key, adm.user, adm.period or "-")
+        keys = self._keys(key, adm.user, period)
         skeys = [keys[0], keys[1], keys[3], keys[5], keys[6], keys[7]]
         spend_ttl = math.ceil(period_seconds_left(lim.budget_period)) + 86400 if adm.period else 0
-        argv: list[Arg] = [spend_ttl, lim.tpm, lim.user_tpm if adm.user else 0, 0]
+        batch = _Batch(key, None, [spend_ttl, lim.tpm, lim.user_tpm if adm.user else 0, 0])
+        batch.add(call)
         try:
-            batch = _Batch(key, None, argv)
-            queued = self._client.queue(self._settle, skeys, argv, batch.count_failures(self))
-            if queued is None:
-                batch.add(call)
-                await self._client.send(self._settle, skeys, argv, self._settle_failed)
+            batch.call = self._client.queue(
+                self._settle, skeys, batch.argv, batch.count_failures(self)
+            )
+            if batch.call is None:  # no line open: alone, through `send`
+                await self._client.send(self._settle, skeys, batch.argv, self._settle_failed)
                 return
-            batch.call = queued
-            batch.add(call)
             if not undo:
                 self._settling[bid] = batch
                 if len(self._settling) > 1000:  # written batches of keys no longer settling

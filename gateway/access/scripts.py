@@ -9,14 +9,13 @@ script's keys are always in one slot.
 The limiter sends two script calls per request: the admission, whose answer the call
 waits for, and the settlement, written at once and not waited for (`send`). The calls of
 one key made in the same turn share one script call (`queue`: its arguments grow until it
-is written; see `redis_limiter.py`). Calls made in
-the same turn of the event loop go out together (one write). On one server they go down
-one connection of our own (`_Line`): commands packed by hiredis, written as they come
-without waiting for earlier answers, answers matched to calls in order as they are read;
-redis-py's pipeline machinery cost more per call than the rest of the keys-on path. On a
-Cluster they go out in one redis-py pipeline (one write, one read per node). A script
-Redis has forgotten (a restart, `SCRIPT FLUSH`) is sent again whole (EVAL or SCRIPT
-LOAD), once.
+is written; see `redis_limiter.py`). Calls made in the same turn of the event loop go out
+together (one write). On one server they go down one connection of our own (`_Line`):
+commands packed by hiredis, written as they come without waiting for earlier answers,
+answers matched to calls in order as they are read; redis-py's pipeline machinery cost
+more per call than the rest of the keys-on path. On a Cluster they go out in one redis-py
+pipeline (one write, one read per node). A script Redis has forgotten (a restart, `SCRIPT
+FLUSH`) is sent again whole (EVAL or SCRIPT LOAD), once.
 
 Any failure — unreachable, no answer within the timeout, an error reply — is a
 `LimiterUnavailable`; what that means for the call is the limiter's `failure` setting.
@@ -109,7 +108,7 @@ class _Line:
         self._waiting: deque[Call] = deque()
         self._pending: list[Call] = []
         self._loading: set[str] = set()  # scripts whose SCRIPT LOAD is on its way
-        self._preloaded: set[str] = set()  # loaded ahead of their first `send`
+        self._preloaded: set[str] = set()  # loaded ahead of their first unwaited call
         self.error: Exception | None = None
         self._task = asyncio.get_running_loop().create_task(self._read())
 
