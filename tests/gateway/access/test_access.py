@@ -430,6 +430,38 @@ async def test_redis_calls_of_one_turn_go_in_one_script_call(redis_server: Redis
         await lim.close()
 
 
+async def test_redis_batch_with_a_caller_that_left_and_a_redis_that_went_away():
+    """One caller of a turn's batch leaves: the others get their own answers, and what the
+    one that left took is given back. Redis gone: every call of the batch fails, each one
+    counted."""
+    r = RedisServer().start()
+    lim = RedisLimiter(r.url, "closed", timeout_s=0.5)
+    k = key(concurrency=3)
+    slots = f"lgw:{{{k.key_id}}}:slots"
+    try:
+        await lim.settle(await lim.admit(k, "", 0), 0, 0.0)  # the line to Redis is open
+        calls = [asyncio.create_task(lim.admit(k, "", 0)) for _ in range(3)]
+        await asyncio.sleep(0)  # all three in one batch, queued, not yet answered
+        calls[1].cancel()
+        first, third = await calls[0], await calls[2]
+        assert first.ok and third.ok and first.slot != third.slot
+        with pytest.raises(asyncio.CancelledError):
+            await calls[1]
+        for _ in range(100):
+            if not lim._undoing and await lim._client.call("ZCARD", slots) == 2:
+                break
+            await asyncio.sleep(0.01)
+        members = await lim._client.call("ZRANGE", slots, 0, -1)
+        assert sorted(members) == sorted([first.slot.encode(), third.slot.encode()])
+        r.stop()
+        failed = await asyncio.gather(*(lim.admit(k, "", 0) for _ in range(4)))
+        assert [a.refusal for a in failed] == ["limiter_unavailable"] * 4
+        assert lim.failures == 4
+    finally:
+        await lim.close()
+        r.__exit__(None, None, None)
+
+
 async def test_redis_and_memory_limiters_decide_alike_on_calls_of_one_turn(
     redis_server: RedisServer,
 ):
