@@ -23,7 +23,7 @@ import hashlib
 import math
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from gateway.experiments.spec import Experiment, Variant
 from gateway.recording.record import CallRecord
@@ -40,41 +40,40 @@ class Assignment(NamedTuple):
     routed: bool = False  # every unit sent to the declared winner (auto_route_winner)
 
 
-def _score(prefix: Any, unit: bytes, weight: float) -> float:
-    """`prefix`: BLAKE2b (8 bytes) having read (experiment, variant); copied, not hashed
-    again, for each unit."""
-    h = prefix.copy()
-    h.update(unit)
-    u = (int.from_bytes(h.digest(), "big") + 0.5) / _TWO64
-    return weight / -math.log(u)
+# Which id a call is assigned by: an experiment's `unit`.
+_BY_USER, _BY_SESSION, _BY_REQUEST = 0, 1, 2
 
 
 class _Compiled:
-    __slots__ = ("exp", "model", "props", "start", "stop", "table")
+    __slots__ = ("exp", "model", "name", "per_request", "props", "start", "stop", "table",
+                 "timed", "unit")  # fmt: skip
 
     def __init__(self, exp: Experiment) -> None:
         self.exp = exp
+        self.name = exp.name
         self.model = exp.match.model
         self.props = tuple(exp.match.properties.items())
+        self.timed = exp.start is not None or exp.stop is not None
         self.start = exp.start.timestamp() if exp.start else -math.inf
         self.stop = exp.stop.timestamp() if exp.stop else math.inf
+        self.unit = {"user": _BY_USER, "session": _BY_SESSION}.get(exp.unit, _BY_REQUEST)
+        self.per_request = exp.missing_unit == "per-request"  # a call without the unit's id
+        # (BLAKE2b of (experiment, variant): copied, not hashed again, for each unit; weight)
         self.table = tuple(
             (hashlib.blake2b(f"{exp.name}\x00{v.name}\x00".encode(), digest_size=8), v.weight, v)
             for v in exp.variants
         )
 
-    def applies(self, model: str, properties: Mapping[str, str], now: float) -> bool:
-        if not self.start <= now < self.stop:
-            return False
-        if self.model is not None and model != self.model:
-            return False
-        return not self.props or all(properties.get(k) == v for k, v in self.props)
-
     def variant(self, unit: str) -> Variant:
+        """The highest score `weight / -ln(h)` wins, `h` in (0, 1) the unit's BLAKE2b (8
+        bytes) under the variant's prefix."""
         b = unit.encode()
         best, best_score = self.table[0][2], -1.0
+        log = math.log
         for prefix, weight, v in self.table:
-            s = _score(prefix, b, weight)
+            h = prefix.copy()
+            h.update(b)
+            s = weight / -log((int.from_bytes(h.digest(), "big") + 0.5) / _TWO64)
             if s > best_score:
                 best, best_score = v, s
         return best
@@ -85,11 +84,16 @@ class Assigner:
     The first active experiment whose match fits a call takes it (one per call)."""
 
     def __init__(self, experiments: Iterable[Experiment]) -> None:
-        self._by_app: dict[str | None, list[_Compiled]] = {}
+        by_app: dict[str | None, list[_Compiled]] = {}
         self._winners: dict[str, Variant] = {}
         self.experiments = tuple(experiments)
         for exp in self.experiments:
-            self._by_app.setdefault(exp.match.app, []).append(_Compiled(exp))
+            by_app.setdefault(exp.match.app, []).append(_Compiled(exp))
+        # The candidates of a call, in the order they take it: its app's experiments, then
+        # those of any app (the latter alone for an app no experiment names).
+        self._any_app = tuple(by_app.pop(None, ()))
+        self._by_app = {app: (*cs, *self._any_app) for app, cs in by_app.items()}
+        self._timed = any(c.timed for cs in (self._any_app, *self._by_app.values()) for c in cs)
 
     def __bool__(self) -> bool:
         return bool(self.experiments)
@@ -119,36 +123,37 @@ class Assigner:
         request_id: str,
         now: float | None = None,
     ) -> Assignment | None:
-        if not self._by_app:
-            return None
-        t = time.time() if now is None else now
-        for candidates in (self._by_app.get(app), self._by_app.get(None)):
-            for c in candidates or ():
-                if not c.applies(model, properties, t):
-                    continue
-                exp = c.exp
-                winner = self._winners.get(exp.name)
-                if winner is not None:
-                    return Assignment(exp.name, winner, routed=True)
-                unit = user if exp.unit == "user" else session if exp.unit == "session" else ""
-                if exp.unit == "request" or (not unit and exp.missing_unit == "per-request"):
-                    unit = request_id
-                if not unit:
+        return self._assign(app, model, properties, user, session, request_id, now)
+
+    def _assign(
+        self, app: str, model: str, properties: Mapping[str, str], user: str, session: str,
+        request_id: str, now: float | None,
+    ) -> Assignment | None:  # fmt: skip
+        # Called on every call: the clock is read only when an experiment has a window.
+        t = (time.time() if now is None else now) if self._timed else 0.0
+        for c in self._by_app.get(app, self._any_app):
+            if not c.start <= t < c.stop:
+                continue
+            if c.model is not None and model != c.model:
+                continue
+            if c.props and not all(properties.get(k) == v for k, v in c.props):
+                continue
+            winner = self._winners.get(c.name) if self._winners else None
+            if winner is not None:
+                return Assignment(c.name, winner, routed=True)
+            unit = request_id if c.unit == _BY_REQUEST else user if c.unit == _BY_USER else session
+            if not unit:
+                if not (c.per_request and request_id):
                     return None  # excluded: no unit id, and the experiment wants one
-                return Assignment(exp.name, c.variant(unit))
+                unit = request_id
+            return Assignment(c.name, c.variant(unit))
         return None
 
     def apply(self, rec: CallRecord, model: str) -> str:
         """Assign the call, if an experiment takes it: the record gets the experiment, the
         variant and the variant's properties. Returns the model to route."""
-        a = self.assign(
-            app=rec.app,
-            model=model,
-            properties=rec.properties,
-            user=rec.end_user,
-            session=rec.session_id,
-            request_id=rec.request_id,
-        )
+        a = self._assign(rec.app, model, rec.properties, rec.end_user, rec.session_id,
+                         rec.request_id, None)  # fmt: skip
         if a is None:
             return model
         v = a.variant

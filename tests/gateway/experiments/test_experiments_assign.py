@@ -13,7 +13,8 @@ import yaml
 
 from gateway.config import parse_config
 from gateway.errors import ConfigError
-from gateway.experiments import Assigner, Experiment, Variant, parse_experiments
+from gateway.experiments import Assigner, Experiment, Match, Variant, parse_experiments
+from gateway.recording.record import CallRecord
 
 BASE = {
     "variants": [
@@ -269,3 +270,33 @@ def test_the_config_file_declares_experiments(tmp_path: Path) -> None:
     )
     assert r.returncode == 2, r.stderr
     assert "experiments.x.variants[1].model: no route matches model 'llama'" in r.stderr
+
+
+def test_which_experiment_takes_a_call() -> None:
+    """An app's own experiments come before those of any app, each group in declared order;
+    an experiment outside its window passes the call on to the next one."""
+    v = (Variant("a", 1.0), Variant("b", 1.0))
+    over = Experiment(name="over", variants=v, unit="request",
+                      stop=datetime(2020, 1, 1, tzinfo=UTC))  # fmt: skip
+    anyone = Experiment(name="anyone", variants=v, unit="request")
+    mine = Experiment(name="mine", variants=v, unit="request", match=Match(app="sum"))
+    mine_fast = Experiment(name="mine_fast", variants=v, unit="request",
+                           match=Match(app="sum", model="fast"))  # fmt: skip
+    a = Assigner([over, anyone, mine_fast, mine])
+    kw = {"properties": {}, "user": "", "session": "", "request_id": "r1"}
+
+    def taken(app: str, model: str) -> str | None:
+        got = a.assign(app=app, model=model, **kw)
+        return got.experiment if got else None
+
+    assert taken("sum", "fast") == "mine_fast"
+    assert taken("sum", "slow") == "mine"
+    assert taken("other", "fast") == "anyone"  # "over" has ended
+    assert taken("", "fast") == "anyone"
+    rec = CallRecord(request_id="r1", app="sum")
+    assert a.apply(rec, "fast") == "fast" and rec.experiment == "mine_fast"
+    # A unit-less call of a per-request experiment with no request id either: left out.
+    per_request = Assigner([exp((1, 1), unit="session", missing_unit="per-request")])
+    none = {"app": "", "model": "m", "properties": {}, "user": "", "session": ""}
+    assert per_request.assign(**none, request_id="") is None
+    assert per_request.assign(**none, request_id="r2") is not None
