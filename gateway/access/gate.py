@@ -89,6 +89,8 @@ class Gate:
         self.require_key = cfg.require_key
         self.keystore = KeyStore(k.gateway_key() for k in cfg.keys)
         self.limiter = limiter or _open_limiter(cfg)
+        # Counters in this process answer at once: called directly, without a coroutine.
+        self._memory = self.limiter if isinstance(self.limiter, MemoryLimiter) else None
         self.guard = OriginGuard(cfg.allowed_origins, cfg.allowed_hosts)
         self.reserver = Reserver(cfg.reserve)
         self._plans: dict[str, _KeyPlan] = {}  # key id -> the plan of its current object
@@ -159,7 +161,12 @@ class Gate:
             est_in, est_out = self.reserver.tokens(payload, model, operation, input_tokens)
             if plan.budget and price is not None:
                 cost = price(est_in, est_out) or 0.0
-        adm = await self.limiter.admit(key, user, est_in + est_out, cost, hold_s)
+        mem = self._memory
+        adm = (
+            mem.admit_now(key, user, est_in + est_out, cost)
+            if mem is not None
+            else await self.limiter.admit(key, user, est_in + est_out, cost, hold_s)
+        )
         if not adm.ok:
             e = refused(adm)
             self.count(e.outcome)
@@ -171,7 +178,11 @@ class Gate:
     async def settle(self, ticket: Ticket, tokens: int, cost_usd: float | None) -> None:
         """Once per ticket (later calls do nothing)."""
         adm, ticket.adm = ticket.adm, None
-        if adm is not None:
+        if adm is None:
+            return
+        if self._memory is not None:
+            self._memory.settle_now(adm, tokens, cost_usd or 0.0)
+        else:
             await self.limiter.settle(adm, tokens, cost_usd or 0.0)
 
     def count(self, outcome: str) -> None:

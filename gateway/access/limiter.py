@@ -96,11 +96,18 @@ class Limiter(Protocol):
 
 def quota(lim: Limits, rpm: float | None, tpm: float | None) -> Quota:
     """The quota an answer reports, from the key's RPM and TPM levels (None: not known)."""
+    return quota_of(bucket(lim.rpm) if lim.rpm else None, bucket(lim.tpm) if lim.tpm else None,
+                    rpm, tpm)  # fmt: skip
+
+
+def quota_of(rpm_b: Bucket | None, tpm_b: Bucket | None, rpm: float | None,
+             tpm: float | None) -> Quota:  # fmt: skip
+    """`quota` with the key's RPM and TPM buckets at hand (None: that limit is not set)."""
     requests = tokens = None
-    if lim.rpm and rpm is not None:
-        requests = (lim.rpm, rpm if rpm > 0 else 0.0, bucket(lim.rpm).until_full(rpm))
-    if lim.tpm and tpm is not None:
-        tokens = (lim.tpm, tpm if tpm > 0 else 0.0, bucket(lim.tpm).until_full(tpm))
+    if rpm_b is not None and rpm is not None:
+        requests = (rpm_b.capacity, rpm if rpm > 0 else 0.0, rpm_b.until_full(rpm))
+    if tpm_b is not None and tpm is not None:
+        tokens = (tpm_b.capacity, tpm if tpm > 0 else 0.0, tpm_b.until_full(tpm))
     return Quota(requests, tokens) if requests or tokens else NO_QUOTA
 
 
@@ -192,6 +199,12 @@ class MemoryLimiter:
         self, key: GatewayKey, user: str, est_tokens: int, est_cost: float = 0.0,
         hold_s: float = HOLD_MARGIN_S,
     ) -> Admission:  # fmt: skip
+        return self.admit_now(key, user, est_tokens, est_cost)
+
+    def admit_now(
+        self, key: GatewayKey, user: str, est_tokens: int, est_cost: float = 0.0
+    ) -> Admission:
+        """`admit` without a coroutine: nothing here waits (the Gate calls it directly)."""
         now = time.time()
         lim = key.limits
         user = user[:MAX_USER_LEN]
@@ -214,14 +227,14 @@ class MemoryLimiter:
             level = b.level_at(c.rpm, c.rpm_at, now)
             if level < b.need(1):
                 adm.refusal, adm.retry_after = RPM, b.wait(level, 1)
-                adm.quota = quota(lim, level, None)
+                adm.quota = quota_of(b, d.tpm, level, None)
                 return adm
             rpm = level - 1.0
         if (b := d.tpm) is not None:
             level = b.level_at(c.tpm, c.tpm_at, now)
             if level < b.need(est_tokens):
                 adm.refusal, adm.retry_after = TPM, b.wait(level, est_tokens)
-                adm.quota = quota(lim, rpm, level)
+                adm.quota = quota_of(d.rpm, b, rpm, level)
                 return adm
             tpm = level - est_tokens
         if user and d.users:
@@ -232,7 +245,7 @@ class MemoryLimiter:
                 level = self._level(bid, b, now)
                 if level < b.need(amount):
                     adm.refusal, adm.retry_after = name, b.wait(level, amount)
-                    adm.quota = quota(lim, rpm, tpm)
+                    adm.quota = quota_of(d.rpm, d.tpm, rpm, tpm)
                     return adm
                 charged.append((bid, level - amount))
             if len(self._levels) > 100_000:
@@ -250,7 +263,7 @@ class MemoryLimiter:
             self._held[k] = held + est_cost
             adm.est_cost, adm.hold = est_cost, "1"
         adm.ok = True
-        adm.quota = quota(lim, rpm, tpm)
+        adm.quota = quota_of(d.rpm, d.tpm, rpm, tpm)
         return adm
 
     def _forget_full(self, now: float) -> None:
@@ -258,6 +271,9 @@ class MemoryLimiter:
         self._levels = {k: v for k, v in self._levels.items() if now - v[1] < 60 + max(-v[0], 0)}
 
     async def settle(self, adm: Admission, tokens: int, cost_usd: float) -> None:
+        self.settle_now(adm, tokens, cost_usd)
+
+    def settle_now(self, adm: Admission, tokens: int, cost_usd: float) -> None:
         key = adm.key
         c = self._keys.get(key.key_id)
         if adm.slot and c is not None and c.in_flight > 0:
