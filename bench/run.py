@@ -91,10 +91,13 @@ class Proc:
         lines = self.log.read_text(errors="replace").splitlines()
         return "\n".join(lines[-n:])
 
-    def cpu_ticks(self) -> int:
-        """utime+stime of the process (the target is one process; chDB runs in it)."""
+    def cpu_ticks(self, thread: bool = False) -> int:
+        """utime+stime of the process (the target is one process; chDB runs in it), or of
+        its main thread alone (the gateway's event loop)."""
+        pid = self.popen.pid
+        stat = f"/proc/{pid}/task/{pid}/stat" if thread else f"/proc/{pid}/stat"
         try:
-            f = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            f = Path(stat).read_text().rsplit(")", 1)[1].split()
             return int(f[11]) + int(f[12])
         except (OSError, IndexError, ValueError):
             return 0
@@ -619,20 +622,22 @@ def run_paired(
             launch(with_, tmp, up_port, f"-p{i}", base) as on,
             launch(without, tmp, up_port, f"-p{i}", base) as off,
         ):
-            sides = [
-                Side(t.name, t.url, t.key, lambda t=t: sum(p.cpu_ticks() for p in t.procs))
+            sides = [  # procs[0] is the gateway (after it, its Redis)
+                Side(t.name, t.url, t.key, lambda t=t: sum(p.cpu_ticks() for p in t.procs),
+                     lambda t=t: t.procs[0].cpu_ticks(thread=True))
                 for t in (on, off)
-            ]
+            ]  # fmt: skip
             warm(*sides, min(WARMUP_S, seconds))
             figs = measure_pair(*sides, rounds, seconds)
             check_alive(on)
             check_alive(off)
         if figs:
             out[key] = figs
-            r, c = figs["rps_ratio"], figs["calls_per_cpu_s"]
-            assert isinstance(r, dict) and isinstance(c, dict)
+            r, c, lp = figs["rps_ratio"], figs["calls_per_cpu_s"], figs["calls_per_loop_cpu_s"]
+            assert isinstance(r, dict) and isinstance(c, dict) and isinstance(lp, dict)
             print(f"   req/s {r['value']:.3f} {r['rounds']}, per CPU-second {c['value']:.3f} "
-                  f"{c['rounds']}", file=sys.stderr, flush=True)  # fmt: skip
+                  f"{c['rounds']}, per event-loop CPU-second {lp['value']:.3f} {lp['rounds']}",
+                  file=sys.stderr, flush=True)  # fmt: skip
     return out
 
 
@@ -746,11 +751,12 @@ def main() -> int:
     if paired:
         print("    side by side (both loaded at once, c=16 each; bench/paired.py):")
     for key, figs in paired.items():
-        pr, pc = figs["rps_ratio"], figs["calls_per_cpu_s"]
-        assert isinstance(pr, dict) and isinstance(pc, dict)
+        pr, pc, pl = figs["rps_ratio"], figs["calls_per_cpu_s"], figs["calls_per_loop_cpu_s"]
+        assert isinstance(pr, dict) and isinstance(pc, dict) and isinstance(pl, dict)
         print(
             f"    {key} on / off, req/s: {pr['value']:.3f}{spread(pr)}; "
-            f"calls per CPU-second: {pc['value']:.3f}{spread(pc)}"
+            f"calls per CPU-second: {pc['value']:.3f}{spread(pc)}; "
+            f"per event-loop CPU-second: {pl['value']:.3f}{spread(pl)}"
         )
     for s in ("chat", "stream"):
         for mark, key, what, unit in (
