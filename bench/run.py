@@ -71,6 +71,9 @@ PAIRS = (
     ("granian", "gateway-granian", "gateway"),
     ("h11", "gateway-h11", "gateway"),
 )
+# Side by side only: the gateway beside a second copy of itself. What a pair's ratio moves
+# by when nothing differs, the yardstick for the other pairs' few per cent.
+SAME_PAIR = ("same", "gateway", "gateway")
 HIGH_C, WARMUP_S = 32, 2.0
 RATIO_TARGET, ADDED_MS_TARGET = 1.5, 0.3
 TTFB_ADDED_MS_TARGET, TTFB_CALLS = 0.5, 1000
@@ -267,7 +270,8 @@ def launch(
                 sink = [PY, str(BENCH / "otlp_sink.py"), "--port", str(sink_port)]
                 t.procs.append(start("otlp-sink", sink, tmp))
                 env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"}
-            t.procs.insert(0, start(name, cmd, tmp, env))
+            # its own log (`run`): a side-by-side pair may be the same target twice
+            t.procs.insert(0, start(name + run, cmd, tmp, env))
             wait_ready(t.procs[0], t.url + "/readyz", want_200=True)
         yield t
     finally:
@@ -614,13 +618,13 @@ def run_paired(
     """Each on/off pair whose targets both run, side by side (bench/paired.py): key ->
     figures."""
     out: dict[str, dict[str, object]] = {}
-    for i, (key, with_, without) in enumerate(PAIRS):
+    for i, (key, with_, without) in enumerate((*PAIRS, SAME_PAIR)):
         if with_ not in names or without not in names:
             continue
         print(f"== {key}: {with_} beside {without} ({rounds} rounds)", file=sys.stderr, flush=True)
-        with (
+        with (  # each its own config and data (the same target twice for SAME_PAIR)
             launch(with_, tmp, up_port, f"-p{i}", base) as on,
-            launch(without, tmp, up_port, f"-p{i}", base) as off,
+            launch(without, tmp, up_port, f"-p{i}o", base) as off,
         ):
             sides = [  # procs[0] is the gateway (after it, its Redis)
                 Side(t.name, t.url, t.key, lambda t=t: sum(p.cpu_ticks() for p in t.procs),
@@ -753,8 +757,9 @@ def main() -> int:
     for key, figs in paired.items():
         pr, pc, pl = figs["rps_ratio"], figs["calls_per_cpu_s"], figs["calls_per_loop_cpu_s"]
         assert isinstance(pr, dict) and isinstance(pc, dict) and isinstance(pl, dict)
+        what = "the gateway beside itself (noise)" if key == SAME_PAIR[0] else f"{key} on / off"
         print(
-            f"    {key} on / off, req/s: {pr['value']:.3f}{spread(pr)}; "
+            f"    {what}, req/s: {pr['value']:.3f}{spread(pr)}; "
             f"calls per CPU-second: {pc['value']:.3f}{spread(pc)}; "
             f"per event-loop CPU-second: {pl['value']:.3f}{spread(pl)}"
         )
