@@ -45,15 +45,12 @@ _BY_USER, _BY_SESSION, _BY_REQUEST = 0, 1, 2
 
 
 class _Compiled:
-    __slots__ = ("exp", "model", "name", "per_request", "props", "start", "stop", "table",
-                 "timed", "unit")  # fmt: skip
+    __slots__ = ("model", "name", "per_request", "props", "start", "stop", "table", "unit")
 
     def __init__(self, exp: Experiment) -> None:
-        self.exp = exp
         self.name = exp.name
         self.model = exp.match.model
         self.props = tuple(exp.match.properties.items())
-        self.timed = exp.start is not None or exp.stop is not None
         self.start = exp.start.timestamp() if exp.start else -math.inf
         self.stop = exp.stop.timestamp() if exp.stop else math.inf
         self.unit = {"user": _BY_USER, "session": _BY_SESSION}.get(exp.unit, _BY_REQUEST)
@@ -93,7 +90,7 @@ class Assigner:
         # those of any app (the latter alone for an app no experiment names).
         self._any_app = tuple(by_app.pop(None, ()))
         self._by_app = {app: (*cs, *self._any_app) for app, cs in by_app.items()}
-        self._timed = any(c.timed for cs in (self._any_app, *self._by_app.values()) for c in cs)
+        self._timed = any(e.start is not None or e.stop is not None for e in self.experiments)
 
     def __bool__(self) -> bool:
         return bool(self.experiments)
@@ -138,7 +135,7 @@ class Assigner:
                 continue
             if c.props and not all(properties.get(k) == v for k, v in c.props):
                 continue
-            winner = self._winners.get(c.name) if self._winners else None
+            winner = self._winners.get(c.name)
             if winner is not None:
                 return Assignment(c.name, winner, routed=True)
             unit = request_id if c.unit == _BY_REQUEST else user if c.unit == _BY_USER else session
