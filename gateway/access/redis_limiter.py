@@ -1,12 +1,13 @@
 """The limits' counters shared by every replica through Redis (one server or a Cluster,
 `scripts.py`): one Lua script per question (admit, settle), so each is atomic; a call
-waits for the admission's answer only. The calls of one key (one end user, one budget
-period) made in the same turn of the event loop go in one script call, still checked and
-charged one by one, in order: Redis then reads the clock, each bucket and each set once
-for all of them (`_Batch`), which nearly halves its CPU per call under load. The clock is
-Redis's own (`TIME`), so replicas with skewed clocks share one notion of "now". Keys carry
-the gateway key id in a hash tag (`lgw:{key_id}:...`) so that a Redis Cluster keeps a
-key's counters in one slot.
+waits for the admission's answer only. A busy key's calls are admitted from a lease
+instead (`lease.py`: a share of its limits taken once a second), far from its limits. The
+calls of one key (one end user, one budget period) made in the same turn of the event loop
+go in one script call, still checked and charged one by one, in order: Redis then reads
+the clock, each bucket and each set once for all of them (`_Batch`), which nearly halves
+its CPU per call under load. The clock is Redis's own (`TIME`), so replicas with skewed
+clocks share one notion of "now". Keys carry the gateway key id in a hash tag
+(`lgw:{key_id}:...`) so that a Redis Cluster keeps a key's counters in one slot.
 
 A budget's reservations are members of a sorted set scored by when they expire (the call's
 deadline and a margin), with their sum kept beside it; each admission first drops the
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.access.keys import GatewayKey
+from gateway.access.lease import Leases
 from gateway.access.limiter import (
     BUDGET,
     HELD,
@@ -292,6 +294,10 @@ class RedisLimiter:
         # This turn's script calls not yet written, by (key id, end user, budget period).
         self._admitting: dict[tuple[str, str, str], _Batch] = {}
         self._settling: dict[tuple[str, str, str], _Batch] = {}
+        self.leases = Leases(self._client, self._lease_keys, self._failed, self._new_id)
+
+    def _lease_keys(self, key: GatewayKey) -> list[str]:
+        return [self._k(key, "slots"), self._k(key, "rpm"), self._k(key, "tpm")]
 
     def _k(self, key: GatewayKey, what: str) -> str:
         return f"{self.prefix}:{{{key.key_id}}}:{what}"
@@ -344,8 +350,12 @@ class RedisLimiter:
         self, key: GatewayKey, user: str, est_tokens: int, est_cost: float = 0.0,
         hold_s: float = HOLD_MARGIN_S,
     ) -> Admission:  # fmt: skip
-        lim = key.limits
         user = user[:MAX_USER_LEN]
+        up = time.monotonic() >= self._down_until
+        leased = await self.leases.admit(key, user, est_tokens, up)
+        if leased is not None:
+            return leased
+        lim = key.limits
         adm = Admission(ok=False, key=key, user=user, est_tokens=est_tokens)
         if lim.budget_usd > 0:
             adm.period = period_id(lim.budget_period)
@@ -430,6 +440,9 @@ class RedisLimiter:
                 w.set_exception(error or LimiterUnavailable("no answer"))
 
     async def settle(self, adm: Admission, tokens: int, cost_usd: float) -> None:
+        if adm.lease is not None:
+            adm.lease.settle(adm, tokens)
+            return
         await self._settle_call(adm, tokens, cost_usd)
 
     async def _settle_call(
@@ -499,4 +512,5 @@ class RedisLimiter:
         return float(value or 0.0)
 
     async def close(self) -> None:
+        await self.leases.close()
         await self._client.close()

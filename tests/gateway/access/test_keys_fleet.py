@@ -86,6 +86,36 @@ def test_rpm_holds_across_two_replicas(fleet):
     assert 429 in codes[0::2] and 429 in codes[1::2]
 
 
+def test_a_busy_key_is_leased_by_each_replica_and_given_back(fleet, redis_server: RedisServer):
+    """A key with large limits: each replica takes a share of them from Redis and admits
+    its calls from it (the answers' headers count from the share); once the key is quiet,
+    what was not used goes back to the shared buckets and set."""
+    _, (a, b) = fleet
+    created = create_key(a, "--rpm", "1600", "--concurrency", "64")  # shares: 100 calls, 4 slots
+    key, kid = created["key"], created["key_id"]
+    wait_until_known(key, a, b)  # 404s: refused before any limit is charged
+
+    def redis(*args: str) -> bytes:
+        with socket.create_connection(("127.0.0.1", redis_server.port)) as s:
+            s.sendall((f"*{len(args)}\r\n" + "".join(
+                f"${len(x)}\r\n{x}\r\n" for x in args)).encode())  # fmt: skip
+            return s.recv(4096)
+
+    answers = [post(g, key) for _ in range(5) for g in (a, b)]
+    assert [r.status_code for r in answers] == [200] * 10
+    assert answers[-1].headers["x-ratelimit-limit-requests"] == "1600"
+    assert 1400 <= int(answers[-1].headers["x-ratelimit-remaining-requests"]) <= 1600
+    # Both replicas hold a share: 200 calls and 8 slots taken (1,590 if called one by one),
+    # plus the bucket's refill between the two takes (27 a second).
+    level = float(redis("HGET", f"lgw:{{{kid}}}:rpm", "l").split(b"\r\n")[1])
+    assert 1400 - 1 <= level <= 1450
+    assert redis("ZCARD", f"lgw:{{{kid}}}:slots") == b":8\r\n"
+    # Quiet: the unused calls and every slot come back within a few seconds.
+    wait_for(lambda: redis("ZCARD", f"lgw:{{{kid}}}:slots") == b":0\r\n")
+    level = float(redis("HGET", f"lgw:{{{kid}}}:rpm", "l").split(b"\r\n")[1])
+    assert level >= 1600 - 10 - 1
+
+
 def test_budget_stops_both_and_survives_a_redis_wipe(fleet, redis_server: RedisServer):
     ch, (a, b) = fleet
     created = create_key(a, "--budget-usd", "2", "--budget-period", "month")
