@@ -65,6 +65,13 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
+    if scope["path"].startswith("/bad-"):  # a header no answer may carry, after good ones
+        bad = {"/bad-value": (b"x-note", b"a\r\nset-cookie: s=1"),
+               "/bad-name": (b"x note", b"a")}[scope["path"]]  # fmt: skip
+        headers = [(b"content-type", b"application/json"), bad, (b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"{}"})
+        return
     body = b'{"ok":true}' if scope["path"] != "/big" else b"x" * (1 << 20)
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"),
@@ -95,6 +102,13 @@ async def test_whole_answer_is_one_write():
     head, _, body = sock.writes[0].partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"content-length: 11" in head
     assert body == b'{"ok":true}'
+
+
+async def test_a_header_with_a_forbidden_character_is_never_written():
+    for path in ("/bad-value", "/bad-name"):
+        sock = await serve(req(path))
+        assert not any(b"set-cookie" in w or b"x note" in w for w in sock.writes), path
+        assert sock.closed, path
 
 
 async def test_large_body_is_not_copied_onto_its_head():
