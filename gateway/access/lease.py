@@ -40,6 +40,7 @@ from gateway.access.scripts import Arg, RedisScripts, Script
 SHARE = 16  # a lease takes 1/SHARE of each limit
 MIN_RPM, MIN_TPM, MIN_CONCURRENCY = 128, 65_536, 32  # smallest limits leased (8, 4096, 2)
 MAX_SLOTS = 32  # slots one lease takes at most
+MAX_HELD = 1024  # slots one replica holds of a key at most (its calls beyond: per call)
 LEASE_S = 1.0  # a lease's life; the tick's period
 SLOT_TTL = 30.0  # a leased slot not renewed (its replica died) is free again after this
 SLOTS = "L"  # `Admission.slot` of a call holding one of its lease's slots
@@ -158,13 +159,13 @@ class Lease:
             tpm_b is not None and self.tpm_left < est_tokens
         ):
             return None
-        adm = Admission(True, self.key, user=user, est_tokens=est_tokens)
+        slot = ""
         if self.want_slots:
             if self.in_flight >= len(self.slots):
                 return None
             self.in_flight += 1
-            adm.slot = SLOTS
-        adm.lease = self
+            slot = SLOTS
+        adm = Admission(True, self.key, user=user, est_tokens=est_tokens, slot=slot, lease=self)
         rpm = tpm = None
         if rpm_b is not None:
             self.rpm_left -= 1
@@ -249,7 +250,7 @@ class Leases:
         try:
             # Slots: enough for the calls in flight and a share more, the rest released.
             spare = len(lease.slots) - lease.in_flight
-            want = lease.want_slots if spare <= 0 else 0
+            want = lease.want_slots if spare <= 0 and len(lease.slots) < MAX_HELD else 0
             cut = lease.in_flight + lease.want_slots if spare > lease.want_slots else None
             keep, drop = lease.slots[:cut], lease.slots[cut:] if cut is not None else []
             new = [self._new_id() for _ in range(want)]
@@ -284,9 +285,10 @@ class Leases:
         try:
             out = await self._client.run(self._script, lease.names, args)
         except BaseException:
-            # Nothing is known to be given back: the allowance stays this replica's.
-            lease.rpm_left += give_rpm
-            lease.tpm_left += give_tpm
+            # Redis may or may not have run it. Whichever it did, what errs is in its favour:
+            # the calls and tokens given back are not admitted here again (at worst the
+            # bucket is short of them until it refills), a debt is kept, to be charged again.
+            lease.tpm_left += min(give_tpm, 0.0)
             raise
         granted, rpm_level, tpm_level = (v.decode() if isinstance(v, bytes) else v for v in out)
         lease.rpm_level = float(rpm_level) if rpm_level else 0.0

@@ -175,3 +175,28 @@ async def test_a_lease_past_its_life_is_renewed_by_the_next_call(redis_server: R
         assert lim.leases.leased()[k.key_id] == (0.0, 0.0, 4, 2)
     finally:
         await lim.close()
+
+
+async def test_redis_gone_a_lease_lasts_its_life_then_the_failure_mode_decides(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setattr(lease_mod, "LEASE_S", 0.3)
+    r = RedisServer().start()
+    lim = RedisLimiter(r.url, "closed", timeout_s=0.2)
+    k = key(rpm=1600)
+    try:
+        assert (await lim.admit(k, "", 0)).lease is not None
+        r.stop()
+        assert (await lim.admit(k, "", 0)).ok  # what the lease holds is this replica's
+        await asyncio.sleep(0.4)  # its life is over: the next take fails
+        refused = await lim.admit(k, "", 0)
+        assert refused.refusal == "limiter_unavailable" and lim.failures >= 1
+        r.start()
+        lim._down_until = 0.0  # skip the one-second pause after a failure
+        for lease in lim.leases._leases.values():
+            lease.refused_until = 0.0  # ... and the lease's
+        back = await lim.admit(k, "", 0)
+        assert back.ok and back.lease is not None
+    finally:
+        await lim.close()
+        r.__exit__(None, None, None)

@@ -88,3 +88,16 @@ async def test_a_slot_moved_to_another_node_is_followed_with_its_counters(cluste
         assert cluster.command(before, "EXISTS", f"lgw:{{{k.key_id}}}:rpm").startswith("MOVED")
     finally:
         await lim.close()
+
+
+async def test_a_busy_key_is_leased_on_a_cluster_too(cluster):
+    lim = RedisLimiter(cluster.url, "closed")
+    try:
+        k = key("key_leased", rpm=1600, concurrency=64)
+        got = [await lim.admit(k, "", 0) for _ in range(5)]
+        assert all(a.ok and a.lease is not None for a in got)
+        node = cluster.owner(slot(f"lgw:{{{k.key_id}}}:slots"))
+        assert cluster.command(node, "ZCARD", f"lgw:{{{k.key_id}}}:slots") == "8"
+        assert float(cluster.command(node, "HGET", f"lgw:{{{k.key_id}}}:rpm", "l")) < 1600 - 99
+    finally:
+        await lim.close()
