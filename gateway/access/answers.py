@@ -39,19 +39,23 @@ _REQUESTS, _TOKENS = (
 )
 
 
-def _limit_headers(names: tuple[bytes, bytes, bytes], v: tuple[int, float, float]) -> Headers:
-    limit, remaining, reset = v
-    # remaining: truncated, as int() does
-    return [(names[0], b"%d" % limit), (names[1], b"%d" % remaining),
-            (names[2], duration(reset).encode())]  # fmt: skip
+def _reset(seconds: float) -> bytes:
+    if seconds < 1:  # `duration`'s most common case, without a string: on every answer
+        return b"%dms" % math.ceil(seconds * 1000) if seconds > 0 else b"0ms"
+    return duration(seconds).encode()
 
 
 def ratelimit_headers(q: Quota) -> Headers:
-    if q.requests is None:
-        return [] if q.tokens is None else _limit_headers(_TOKENS, q.tokens)
-    out = _limit_headers(_REQUESTS, q.requests)
-    if q.tokens is not None:
-        out += _limit_headers(_TOKENS, q.tokens)
+    # remaining: truncated, as int() does
+    r, t = q
+    if r is None:
+        if t is None:
+            return []
+        return [(_TOKENS[0], b"%d" % t[0]), (_TOKENS[1], b"%d" % t[1]), (_TOKENS[2], _reset(t[2]))]
+    out = [(_REQUESTS[0], b"%d" % r[0]), (_REQUESTS[1], b"%d" % r[1]),
+           (_REQUESTS[2], _reset(r[2]))]  # fmt: skip
+    if t is not None:
+        out += ((_TOKENS[0], b"%d" % t[0]), (_TOKENS[1], b"%d" % t[1]), (_TOKENS[2], _reset(t[2])))
     return out
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,13 +177,25 @@ class Gate:
 
     async def settle(self, ticket: Ticket, tokens: int, cost_usd: float | None) -> None:
         """Once per ticket (later calls do nothing)."""
+        pending = self.settle_soon(ticket, tokens, cost_usd)
+        if pending is not None:
+            await pending
+
+    def settle_soon(
+        self, ticket: Ticket, tokens: int, cost_usd: float | None
+    ) -> Awaitable[None] | None:
+        """`settle`, done here and now where it can be (counters in memory, a leased call):
+        None; else what is left to await."""
         adm, ticket.adm = ticket.adm, None
         if adm is None:
-            return
+            return None
         if self._memory is not None:
             self._memory.settle_now(adm, tokens, cost_usd or 0.0)
+        elif adm.lease is not None:
+            adm.lease.settle(adm, tokens)
         else:
-            await self.limiter.settle(adm, tokens, cost_usd or 0.0)
+            return self.limiter.settle(adm, tokens, cost_usd or 0.0)
+        return None
 
     def count(self, outcome: str) -> None:
         self.refusals[outcome] = self.refusals.get(outcome, 0) + 1

@@ -108,10 +108,15 @@ def quota_of(rpm_b: Bucket | None, tpm_b: Bucket | None, rpm: float | None,
              tpm: float | None) -> Quota:  # fmt: skip
     """`quota` with the key's RPM and TPM buckets at hand (None: that limit is not set)."""
     requests = tokens = None
+    # `Bucket.until_full`, inline: this runs for every limited call.
     if rpm_b is not None and rpm is not None:
-        requests = (rpm_b.capacity, rpm if rpm > 0 else 0.0, rpm_b.until_full(rpm))
+        full = rpm_b.full
+        requests = (rpm_b.capacity, rpm if rpm > 0 else 0.0,
+                    (full - rpm) / rpm_b.rate if rpm < full else 0.0)  # fmt: skip
     if tpm_b is not None and tpm is not None:
-        tokens = (tpm_b.capacity, tpm if tpm > 0 else 0.0, tpm_b.until_full(tpm))
+        full = tpm_b.full
+        tokens = (tpm_b.capacity, tpm if tpm > 0 else 0.0,
+                  (full - tpm) / tpm_b.rate if tpm < full else 0.0)  # fmt: skip
     return Quota(requests, tokens) if requests or tokens else NO_QUOTA
 
 
@@ -229,7 +234,7 @@ class MemoryLimiter:
         rpm = tpm = None  # the key's levels once charged
         if (b := d.rpm) is not None:
             level = b.level_at(c.rpm, c.rpm_at, now)
-            if level < b.need(1):
+            if level < 1.0:  # b.need(1): a capacity is at least 1
                 adm.refusal, adm.retry_after = RPM, b.wait(level, 1)
                 adm.quota = quota_of(b, d.tpm, level, None)
                 return adm

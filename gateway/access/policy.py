@@ -56,8 +56,12 @@ class Bucket:
 
     def level_at(self, level: float, since: float, now: float) -> float:
         """The level at `now` of a bucket left at `level` at `since` (0: never drawn from,
-        so full)."""
-        return self.refill(level, now - since) if since else self.full
+        so full). `refill`'s arithmetic, inline: it runs for every limited call."""
+        if not since:
+            return self.full
+        if now > since:
+            level += (now - since) * self.rate
+        return level if level < self.full else self.full
 
     def need(self, amount: int) -> float:
         """What the level must be to admit `amount`: a call bigger than the whole bucket

@@ -117,7 +117,8 @@ class Exchange:
         self.key: GatewayKey | None = None  # the caller's gateway key
         self.ticket: Ticket | None = None  # what its limits admitted, to settle
         self.answer_headers: Headers = []  # added to the answer (x-ratelimit-*)
-        self.settler: Callable[[Ticket, CallRecord], Awaitable[None]] | None = None
+        # Settles a ticket (None: done at once; else what is left to await).
+        self.settler: Callable[[Ticket, CallRecord], Awaitable[None] | None] | None = None
         self.fill: Plan | None = None  # the response cache keeps the answer of this miss
         # Stores it (once) as soon as it is whole: a stream's at its terminal event.
         self.store_answer: Callable[[], None] | None = None
@@ -131,7 +132,9 @@ class Exchange:
         ticket = self.ticket
         if ticket is not None and ticket.adm is not None and self.settler is not None:
             try:
-                await self.settler(ticket, self.rec)
+                pending = self.settler(ticket, self.rec)
+                if pending is not None:
+                    await pending
             except Exception:  # accounting must never break an answer already under way
                 log.exception("key usage not settled", extra={"request_id": self.rec.request_id})
 

@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway import errors
@@ -178,14 +178,14 @@ class Proxy:
         if key.app:
             rec.app = key.app  # the key says which app it is; a header cannot claim another
 
-    async def _settle(self, ticket: Ticket, rec: CallRecord) -> None:
+    def _settle(self, ticket: Ticket, rec: CallRecord) -> Awaitable[None] | None:
+        """`Gate.settle_soon` of what the call used."""
         assert self.gate is not None
         if rec.cache_status == "hit":  # counted in the key's rpm; no tokens, no spend
-            await self.gate.settle(ticket, 0, None)
-            return
+            return self.gate.settle_soon(ticket, 0, None)
         budget = ticket.adm is not None and ticket.adm.period
         cost = self.price(rec) if self.price is not None and budget else None
-        await self.gate.settle(ticket, rec.input_tokens + rec.output_tokens, cost)
+        return self.gate.settle_soon(ticket, rec.input_tokens + rec.output_tokens, cost)
 
     async def _handle(self, ex: Exchange, client: ClientPath, query: str) -> None:
         rec, wire = ex.rec, ex.wire
