@@ -4,6 +4,7 @@ model now, and (after the call) what it cost them.
     key = gate.identify(host, origin, authorization, x_api_key, api_key)   # raises AccessDenied
     ticket = await gate.admit(key, model_after_aliases, end_user, payload,
                               operation, price, hold_s)                    # raises AccessDenied
+    (`admit_soon` and `settle_soon`: the same, without a coroutine where none is needed)
     ... forward, with ticket.headers added to the answer ...
     await gate.settle(ticket, input_tokens + output_tokens, cost_usd)
 
@@ -19,7 +20,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.access.answers import AccessDenied, Headers, ratelimit_headers, refusal, refused
 from gateway.access.config import AuthConfig
@@ -30,6 +31,9 @@ from gateway.access.origin import OriginGuard
 from gateway.access.policy import ModelRule
 from gateway.access.reserve import Reserver
 from gateway.jobs import Job, Periodic
+
+if TYPE_CHECKING:  # redis-py is imported by a gateway that uses Redis, not by every gateway
+    from gateway.access.lease import Leases
 
 # The cost of (input, output) tokens at the call's prices; None when unknown.
 PriceFn = Callable[[int, int], float | None]
@@ -89,8 +93,10 @@ class Gate:
         self.require_key = cfg.require_key
         self.keystore = KeyStore(k.gateway_key() for k in cfg.keys)
         self.limiter = limiter or _open_limiter(cfg)
-        # Counters in this process answer at once: called directly, without a coroutine.
+        # Counters in this process answer at once: called directly, without a coroutine;
+        # so do a Redis limiter's leases (`lease.py`) while they hold room.
         self._memory = self.limiter if isinstance(self.limiter, MemoryLimiter) else None
+        self._leases: Leases | None = getattr(self.limiter, "leases", None)
         self.guard = OriginGuard(cfg.allowed_origins, cfg.allowed_hosts)
         self.reserver = Reserver(cfg.reserve)
         self._plans: dict[str, _KeyPlan] = {}  # key id -> the plan of its current object
@@ -148,32 +154,53 @@ class Gate:
         `hold_s`: how long its reservation may outlive a replica that dies mid-call;
         `input_tokens`: the payload's input estimate where the caller keeps one (asked for
         only when the key has limits to reserve of)."""
+        ticket = self.admit_soon(key, model, user, payload, operation, price, hold_s, input_tokens)
+        return ticket if isinstance(ticket, Ticket) else await ticket
+
+    def admit_soon(
+        self,
+        key: GatewayKey,
+        model: str,
+        user: str,
+        payload: dict[str, Any] | None,
+        operation: str = "",
+        price: PriceFn | None = None,
+        hold_s: float = HOLD_MARGIN_S,
+        input_tokens: Callable[[], int] | None = None,
+    ) -> Ticket | Awaitable[Ticket]:
+        """`admit`, decided here and now where it can be (no limits, counters in memory, a
+        call its key's lease holds room for): the ticket; else what is left to await."""
         plan = self._plan(key)
         if model and not plan.rule.allows(model):
             self.count("refused_model")
             raise refusal("model_not_allowed", model)
-        ticket = Ticket(key)
         if not plan.limited:
-            return ticket
+            return Ticket(key)
         est_in = est_out = 0
         cost = 0.0
         if plan.tokens:
             est_in, est_out = self.reserver.tokens(payload, model, operation, input_tokens)
             if plan.budget and price is not None:
                 cost = price(est_in, est_out) or 0.0
-        mem = self._memory
-        adm = (
-            mem.admit_now(key, user, est_in + est_out, cost)
-            if mem is not None
-            else await self.limiter.admit(key, user, est_in + est_out, cost, hold_s)
-        )
+        if self._memory is not None:
+            return self._ticket(key, self._memory.admit_now(key, user, est_in + est_out, cost))
+        if self._leases is not None:
+            adm = self._leases.admit_now(key, user, est_in + est_out)
+            if adm is not None:
+                return self._ticket(key, adm)
+        return self._admit_later(key, user, est_in + est_out, cost, hold_s)
+
+    async def _admit_later(
+        self, key: GatewayKey, user: str, tokens: int, cost: float, hold_s: float
+    ) -> Ticket:
+        return self._ticket(key, await self.limiter.admit(key, user, tokens, cost, hold_s))
+
+    def _ticket(self, key: GatewayKey, adm: Admission) -> Ticket:
         if not adm.ok:
             e = refused(adm)
             self.count(e.outcome)
             raise e
-        ticket.adm = adm
-        ticket.headers = ratelimit_headers(adm.quota)
-        return ticket
+        return Ticket(key, adm, ratelimit_headers(adm.quota))
 
     async def settle(self, ticket: Ticket, tokens: int, cost_usd: float | None) -> None:
         """Once per ticket (later calls do nothing)."""

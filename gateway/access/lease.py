@@ -32,8 +32,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.access.keys import GatewayKey, Limits
+from gateway.access.limiter import MAX_USER_LEN, Admission, quota_of
 from gateway.access.limiter import SLOT_TTL as CALL_SLOT_TTL
-from gateway.access.limiter import Admission, quota_of
 from gateway.access.policy import Bucket, bucket
 from gateway.access.scripts import Arg, RedisScripts, Script
 
@@ -223,6 +223,13 @@ class Leases:
             if self._tick is None:
                 self._tick = asyncio.get_running_loop().create_task(self._ticking())
         return lease
+
+    def admit_now(self, key: GatewayKey, user: str, est_tokens: int) -> Admission | None:
+        """The call admitted from the room its key's lease holds now; None: ask `admit`."""
+        lease = self.lease_of(key)
+        if lease is None:
+            return None
+        return lease.admit(user[:MAX_USER_LEN], est_tokens, time.monotonic())
 
     async def admit(
         self, key: GatewayKey, user: str, est_tokens: int, can_take: bool = True

@@ -214,11 +214,12 @@ class Proxy:
                 return estimate(first.provider.name, first.model, tokens_in, tokens_out)
 
             # The allowlist applies to the model after aliases: the one actually called.
-            ex.ticket = await self.gate.admit(
+            ticket = self.gate.admit_soon(
                 ex.key, resolved.model if model else "", rec.end_user, ex.payload,
                 rec.operation, price, first.provider.cfg.timeouts.total + HOLD_MARGIN_S,
                 ex.estimated_input,
             )  # fmt: skip
+            ex.ticket = ticket if isinstance(ticket, Ticket) else await ticket
             ex.answer_headers = ex.ticket.headers
         ex.observer = wire.observer(rec)
         # One deadline for the whole call: every attempt, every wait, and the answer's body.
