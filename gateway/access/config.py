@@ -6,6 +6,7 @@ auth:
   refresh_seconds: 5            # how often keys are re-read from the store (revoke delay)
   redis_url: redis://redis:6379/0   # shared counters for several replicas; "" = in memory
   redis_failure: open           # open: admit while Redis is unreachable; closed: answer 503
+  redis_leases: true            # busy keys admitted from shares of their limits (lease.py)
   allowed_origins: [https://app.example.com]
   allowed_hosts: [llm.example.com]
   reserve:                      # what a call holds of a budget and a TPM limit until it ends
@@ -101,6 +102,9 @@ class AuthConfig(Section, frozen=True):
     redis_mode: Literal["auto", "standalone", "cluster"] = "auto"
     # Generous: the wait includes this process's own pauses, which are not Redis's fault.
     redis_timeout_ms: Annotated[float, Meta(gt=0)] = 1000.0
+    # Busy keys with large limits admitted from shares taken once a second (lease.py);
+    # false: every call of every key checked in Redis.
+    redis_leases: bool = True
     allowed_origins: tuple[str, ...] = ()  # browser origins that may call; "*" any
     allowed_hosts: tuple[str, ...] = ()  # Host names besides the always-safe ones; "*" any
     reserve: ReserveConfig = ReserveConfig()  # what a call reserves of budgets and TPM

@@ -82,8 +82,9 @@ def _open_limiter(cfg: AuthConfig) -> Limiter:
         from gateway.access.redis_limiter import RedisLimiter
 
         return RedisLimiter(
-            cfg.redis_url, cfg.redis_failure, cfg.redis_timeout_ms / 1000.0, mode=cfg.redis_mode
-        )
+            cfg.redis_url, cfg.redis_failure, cfg.redis_timeout_ms / 1000.0, mode=cfg.redis_mode,
+            leases=cfg.redis_leases,
+        )  # fmt: skip
     return MemoryLimiter()
 
 

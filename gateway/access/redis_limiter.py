@@ -276,6 +276,7 @@ class RedisLimiter:
         timeout_s: float = 1.0,
         prefix: str = "lgw",
         mode: Mode = "auto",
+        leases: bool = True,
     ) -> None:
         self._client = RedisScripts(url, timeout_s, mode)
         self._admit = Script(_ADMIT)
@@ -294,7 +295,9 @@ class RedisLimiter:
         # This turn's script calls not yet written, by (key id, end user, budget period).
         self._admitting: dict[tuple[str, str, str], _Batch] = {}
         self._settling: dict[tuple[str, str, str], _Batch] = {}
-        self.leases = Leases(self._client, self._lease_keys, self._failed, self._new_id)
+        self.leases = (
+            Leases(self._client, self._lease_keys, self._failed, self._new_id) if leases else None
+        )
 
     def _lease_keys(self, key: GatewayKey) -> list[str]:
         return [self._k(key, "slots"), self._k(key, "rpm"), self._k(key, "tpm")]
@@ -351,10 +354,11 @@ class RedisLimiter:
         hold_s: float = HOLD_MARGIN_S,
     ) -> Admission:  # fmt: skip
         user = user[:MAX_USER_LEN]
-        up = time.monotonic() >= self._down_until
-        leased = await self.leases.admit(key, user, est_tokens, up)
-        if leased is not None:
-            return leased
+        if self.leases is not None:
+            up = time.monotonic() >= self._down_until
+            leased = await self.leases.admit(key, user, est_tokens, up)
+            if leased is not None:
+                return leased
         lim = key.limits
         adm = Admission(ok=False, key=key, user=user, est_tokens=est_tokens)
         if lim.budget_usd > 0:
@@ -512,5 +516,6 @@ class RedisLimiter:
         return float(value or 0.0)
 
     async def close(self) -> None:
-        await self.leases.close()
+        if self.leases is not None:
+            await self.leases.close()
         await self._client.close()

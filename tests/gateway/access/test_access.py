@@ -89,6 +89,7 @@ def test_auth_section_parses_keys_by_secret_or_hash():
     [
         ({"require_key": "yes"}, "auth.require_key"),
         ({"redis_failure": "maybe"}, "auth.redis_failure"),
+        ({"redis_leases": "sometimes"}, "auth.redis_leases"),
         ({"redis_url": "http://x"}, "auth.redis_url"),
         ({"allowed_origins": ["app.example"]}, "auth.allowed_origins[0]"),
         ({"keys": [{"name": "a", "key": "lgw_" + "x" * 40, "rmp": 5}]}, "auth.keys[0].rmp"),

@@ -200,3 +200,16 @@ async def test_redis_gone_a_lease_lasts_its_life_then_the_failure_mode_decides(
     finally:
         await lim.close()
         r.__exit__(None, None, None)
+
+
+async def test_leases_off_every_call_is_checked_in_redis(redis_server: RedisServer):
+    lim = RedisLimiter(redis_server.url, "closed", leases=False)  # auth.redis_leases: false
+    k = key(rpm=1600)
+    try:
+        await lim._client.call("CONFIG", "RESETSTAT")
+        got = [await lim.admit(k, "", 0) for _ in range(5)]
+        assert all(a.ok and a.lease is None for a in got)
+        assert await scripts_run(lim) == 5
+        assert await level(lim, k, "rpm") == pytest.approx(1600 - 5, abs=1)
+    finally:
+        await lim.close()
