@@ -213,3 +213,19 @@ async def test_leases_off_every_call_is_checked_in_redis(redis_server: RedisServ
         assert await level(lim, k, "rpm") == pytest.approx(1600 - 5, abs=1)
     finally:
         await lim.close()
+
+
+async def test_no_slots_are_leased_near_the_concurrency_limit(redis_server: RedisServer):
+    lim = RedisLimiter(redis_server.url, "closed")
+    k = key(concurrency=32)  # a share: 2 slots, lent while the set has room for 4
+    slots = f"lgw:{{{k.key_id}}}:slots"
+    try:
+        (now_s, _) = await lim._client.call("TIME")
+        busy = [x for i in range(29) for x in (int(now_s) + 600, f"other{i}")]
+        await lim._client.call("ZADD", slots, *busy)  # other replicas' calls in flight
+        got = [await lim.admit(k, "", 0) for _ in range(4)]
+        assert [a.ok for a in got] == [True, True, True, False]  # exactly to the limit
+        assert all(a.lease is None for a in got) and got[-1].refusal == "concurrency"
+        assert await lim._client.call("ZCARD", slots) == 32
+    finally:
+        await lim.close()
