@@ -224,21 +224,25 @@ def test_sticky_across_a_restart_and_gauges_from_the_evaluation(gw: GatewayProce
         for u in (f"restart-{RUN}-{i}" for i in range(10))
     }
     # the auto-routed experiment: mini's suggestions accepted, control's not
-    routed_units = {}
+    routed_units = {"control": 0, "mini": 0}
     events = []
-    for i in range(30):
+    n = 0
+    # New users until each variant has ten: a fixed 30 came out lopsided in about one run
+    # in 25 (the users' ids are new in every run, so is their split).
+    while min(routed_units.values()) < 10:
+        assert n < 200, routed_units  # a fair split cannot stay this lopsided
         rid, h = chat(
-            gw, "gpt-4o", **{"X-Gateway-App": "exp-routed", "X-Gateway-User": f"routed-{RUN}-{i}"}
+            gw, "gpt-4o", **{"X-Gateway-App": "exp-routed", "X-Gateway-User": f"routed-{RUN}-{n}"}
         )
-        routed_units[h["x-gateway-variant"]] = routed_units.get(h["x-gateway-variant"], 0) + 1
+        n += 1
+        routed_units[h["x-gateway-variant"]] += 1
         events.append({"request_id": rid, "name": "suggestion_shown", "event_id": rid + "-s"})
         if h["x-gateway-variant"] == "mini":
             events.append(
                 {"request_id": rid, "name": "suggestion_accepted", "event_id": rid + "-a"}
             )
-    assert min(routed_units.values()) >= 10
     feedback(gw, events)
-    gw.wait_rows(f"app = 'exp-routed' AND end_user LIKE 'routed-{RUN}-%'", 30)
+    gw.wait_rows(f"app = 'exp-routed' AND end_user LIKE 'routed-{RUN}-%'", n)
     time.sleep(0.5)  # the feedback writer flushes every 50 ms
     gw.stop()
     gw.start()  # same data, new process: the evaluation runs at start
