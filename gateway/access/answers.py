@@ -48,12 +48,9 @@ def _reset(seconds: float) -> bytes:
 def ratelimit_headers(q: Quota) -> Headers:
     # remaining: truncated, as int() does
     r, t = q
-    if r is None:
-        if t is None:
-            return []
-        return [(_TOKENS[0], b"%d" % t[0]), (_TOKENS[1], b"%d" % t[1]), (_TOKENS[2], _reset(t[2]))]
-    out = [(_REQUESTS[0], b"%d" % r[0]), (_REQUESTS[1], b"%d" % r[1]),
-           (_REQUESTS[2], _reset(r[2]))]  # fmt: skip
+    out: Headers = [] if r is None else [
+        (_REQUESTS[0], b"%d" % r[0]), (_REQUESTS[1], b"%d" % r[1]), (_REQUESTS[2], _reset(r[2]))
+    ]  # fmt: skip
     if t is not None:
         out += ((_TOKENS[0], b"%d" % t[0]), (_TOKENS[1], b"%d" % t[1]), (_TOKENS[2], _reset(t[2])))
     return out

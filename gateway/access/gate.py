@@ -2,11 +2,14 @@
 model now, and (after the call) what it cost them.
 
     key = gate.identify(host, origin, authorization, x_api_key, api_key)   # raises AccessDenied
-    ticket = await gate.admit(key, model_after_aliases, end_user, payload,
-                              operation, price, hold_s)                    # raises AccessDenied
-    (`admit_soon` and `settle_soon`: the same, without a coroutine where none is needed)
+    ticket = gate.admit(key, model_after_aliases, end_user, payload,
+                        operation, price, hold_s)                          # raises AccessDenied
+    ticket = ticket if isinstance(ticket, Ticket) else await ticket
     ... forward, with ticket.headers added to the answer ...
-    await gate.settle(ticket, input_tokens + output_tokens, cost_usd)
+    pending = gate.settle(ticket, input_tokens + output_tokens, cost_usd)
+    if pending is not None: await pending
+
+Both answer at once where nothing has to be asked of Redis: a coroutine per call costs.
 
 `admit` reserves the call's estimated tokens and cost (`reserve.py`); `settle` replaces
 them with what the call used.
@@ -140,25 +143,7 @@ class Gate:
             plan = self._plans[key.key_id] = _KeyPlan(key)
         return plan
 
-    async def admit(
-        self,
-        key: GatewayKey,
-        model: str,
-        user: str,
-        payload: dict[str, Any] | None,
-        operation: str = "",
-        price: PriceFn | None = None,
-        hold_s: float = HOLD_MARGIN_S,
-        input_tokens: Callable[[], int] | None = None,
-    ) -> Ticket:
-        """`price`: the call's cost of (input, output) tokens, for a key with a budget;
-        `hold_s`: how long its reservation may outlive a replica that dies mid-call;
-        `input_tokens`: the payload's input estimate where the caller keeps one (asked for
-        only when the key has limits to reserve of)."""
-        ticket = self.admit_soon(key, model, user, payload, operation, price, hold_s, input_tokens)
-        return ticket if isinstance(ticket, Ticket) else await ticket
-
-    def admit_soon(
+    def admit(
         self,
         key: GatewayKey,
         model: str,
@@ -169,8 +154,12 @@ class Gate:
         hold_s: float = HOLD_MARGIN_S,
         input_tokens: Callable[[], int] | None = None,
     ) -> Ticket | Awaitable[Ticket]:
-        """`admit`, decided here and now where it can be (no limits, counters in memory, a
-        call its key's lease holds room for): the ticket; else what is left to await."""
+        """The call's ticket, decided here and now where it can be (no limits, counters in
+        memory, room in its key's lease); else what is left to await (Redis's answer).
+        Raises AccessDenied. `price`: the call's cost of (input, output) tokens, for a key
+        with a budget; `hold_s`: how long its reservation may outlive a replica that dies
+        mid-call; `input_tokens`: the payload's input estimate where the caller keeps one
+        (asked for only when the key has limits to reserve of)."""
         plan = self._plan(key)
         if model and not plan.rule.allows(model):
             self.count("refused_model")
@@ -203,17 +192,9 @@ class Gate:
             raise e
         return Ticket(key, adm, ratelimit_headers(adm.quota))
 
-    async def settle(self, ticket: Ticket, tokens: int, cost_usd: float | None) -> None:
-        """Once per ticket (later calls do nothing)."""
-        pending = self.settle_soon(ticket, tokens, cost_usd)
-        if pending is not None:
-            await pending
-
-    def settle_soon(
-        self, ticket: Ticket, tokens: int, cost_usd: float | None
-    ) -> Awaitable[None] | None:
-        """`settle`, done here and now where it can be (counters in memory, a leased call):
-        None; else what is left to await."""
+    def settle(self, ticket: Ticket, tokens: int, cost_usd: float | None) -> Awaitable[None] | None:
+        """Once per ticket (later calls do nothing). Done here and now where it can be
+        (counters in memory, a leased call): None; else what is left to await."""
         adm, ticket.adm = ticket.adm, None
         if adm is None:
             return None

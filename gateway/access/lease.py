@@ -34,7 +34,7 @@ from typing import Any
 from gateway.access.keys import GatewayKey, Limits
 from gateway.access.limiter import MAX_USER_LEN, Admission, quota_of
 from gateway.access.limiter import SLOT_TTL as CALL_SLOT_TTL
-from gateway.access.policy import Bucket, bucket
+from gateway.access.policy import BUCKET_LUA, Bucket, bucket
 from gateway.access.scripts import Arg, RedisScripts, Script
 
 SHARE = 16  # a lease takes 1/SHARE of each limit
@@ -50,7 +50,9 @@ SLOTS = "L"  # `Admission.slot` of a call holding one of its lease's slots
 #       given back (negative: debt), rpm wanted, tpm wanted, n kept, n dropped, n new; then
 #       the slot ids kept (renewed), dropped, and new (added if granted)
 # Returns: granted (1/0), rpm level, tpm level ('' not limited)
-_LEASE = """
+_LEASE = (
+    BUCKET_LUA
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local conc, ttl, key_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -60,12 +62,7 @@ local granted = true
 for i = 1, 2 do
   local cap = tonumber(ARGV[3 + i])
   if cap > 0 then
-    local st = redis.call('HMGET', KEYS[1 + i], 'l', 't')
-    local level = cap
-    if st[1] then
-      level = math.min(cap, tonumber(st[1]) + math.max(now - tonumber(st[2]), 0) * cap / 60.0)
-    end
-    levels[i] = math.min(cap, level + tonumber(ARGV[5 + i]))
+    levels[i] = math.min(cap, bucket_level(KEYS[1 + i], cap, now) + tonumber(ARGV[5 + i]))
     if levels[i] < 2 * tonumber(ARGV[7 + i]) then granted = false end
   end
 end
@@ -83,10 +80,8 @@ for i = 1, 2 do
     local take = 0
     if granted then take = tonumber(ARGV[7 + i]) end
     if take > 0 or tonumber(ARGV[5 + i]) ~= 0 then
-      local level = levels[i] - take
-      levels[i] = level
-      redis.call('HSET', KEYS[1 + i], 'l', tostring(level), 't', tostring(now))
-      redis.call('EXPIRE', KEYS[1 + i], math.ceil((cap - level) * 60 / cap) + 1)
+      levels[i] = levels[i] - take
+      bucket_store(KEYS[1 + i], cap, levels[i], now)
     end
     out[1 + i] = tostring(levels[i])
   else
@@ -107,6 +102,7 @@ end
 if granted then out[1] = 1 else out[1] = 0 end
 return out
 """
+)
 
 
 def leasable(lim: Limits) -> bool:
@@ -286,7 +282,7 @@ class Leases:
         lease.rpm_left = lease.tpm_left = 0.0
         args: list[Arg] = [
             lim.concurrency, SLOT_TTL, int(CALL_SLOT_TTL) + 1, lim.rpm, lim.tpm,
-            repr(give_rpm), repr(give_tpm), rpm if lim.rpm else 0, tpm if lim.tpm else 0,
+            repr(give_rpm), repr(give_tpm), rpm, tpm,
             len(keep), len(drop), len(new), *keep, *drop, *new,
         ]  # fmt: skip
         try:
@@ -301,8 +297,8 @@ class Leases:
         lease.rpm_level = float(rpm_level) if rpm_level else 0.0
         lease.tpm_level = float(tpm_level) if tpm_level else 0.0
         if int(granted):
-            lease.rpm_left += rpm if lim.rpm else 0
-            lease.tpm_left += tpm if lim.tpm else 0
+            lease.rpm_left += rpm
+            lease.tpm_left += tpm
             return True
         return False
 

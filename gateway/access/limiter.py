@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from gateway.access.keys import GatewayKey, Limits
 from gateway.access.policy import Bucket, bucket, period_id, period_seconds_left
-
-if TYPE_CHECKING:
-    from gateway.access.lease import Lease
 
 # Refusal reasons (the `outcome` detail of a refused call and a metric label: bounded).
 BUDGET = "budget"
@@ -52,6 +49,12 @@ class Quota(NamedTuple):
 NO_QUOTA = Quota()
 
 
+class Settles(Protocol):
+    """What a call was admitted from, when that settles it itself (a lease, `lease.py`)."""
+
+    def settle(self, adm: Admission, tokens: int) -> None: ...
+
+
 @dataclass(slots=True)
 class Admission:
     ok: bool
@@ -66,7 +69,7 @@ class Admission:
     est_cost: float = 0.0  # USD reserved of the budget until the call settles
     hold: str = ""  # the reservation to release ("" none)
     held: bool = False  # refused: the budget's rest is reserved by calls in flight
-    lease: Lease | None = None  # admitted from this replica's lease (Redis, lease.py)
+    lease: Settles | None = None  # admitted from this replica's lease (Redis, lease.py)
 
 
 # A reservation outlives its call's deadline by this much before it expires unsettled.

@@ -76,6 +76,21 @@ class Bucket:
         return (self.full - level) / self.rate if level < self.full else 0.0
 
 
+# `Bucket` in Lua, for the Redis scripts (prepended to each): a bucket is a hash of its
+# level `l` at time `t`, expiring when it would be full again.
+BUCKET_LUA = """
+local function bucket_level(key, cap, now)
+  local st = redis.call('HMGET', key, 'l', 't')
+  if not st[1] then return cap end
+  return math.min(cap, tonumber(st[1]) + math.max(now - tonumber(st[2]), 0) * cap / 60.0)
+end
+local function bucket_store(key, cap, level, now)
+  redis.call('HSET', key, 'l', tostring(level), 't', tostring(now))
+  redis.call('EXPIRE', key, math.ceil((cap - level) * 60 / cap) + 1)
+end
+"""
+
+
 @functools.lru_cache(maxsize=1024)
 def bucket(capacity: int) -> Bucket:
     return Bucket(capacity)

@@ -44,7 +44,7 @@ from gateway.access.limiter import (
     quota,
     refused_budget,
 )
-from gateway.access.policy import period_id, period_seconds_left
+from gateway.access.policy import BUCKET_LUA, period_id, period_seconds_left
 from gateway.access.scripts import Arg, Call, Mode, RedisScripts, Script
 from gateway.errors import LimiterUnavailable
 
@@ -59,7 +59,9 @@ log = logging.getLogger("gateway.access.limiter")
 # ARGV: budget, concurrency, slot ttl, 4 capacities (rpm, tpm, user rpm, user tpm), n;
 #       then per call: slot id, tokens, est cost, hold member ("<id>:<cost>"), hold seconds
 # Returns per call: refusal ('' admitted), wait, rpm level, tpm level ('' not reported).
-_ADMIT = """
+_ADMIT = (
+    BUCKET_LUA
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local budget = tonumber(ARGV[1])
@@ -120,11 +122,7 @@ for j = 0, n - 1 do
         if i == 1 or i == 3 then amount = 1 end
         local level = levels[i]
         if level == nil then
-          local st = redis.call('HMGET', KEYS[2 + i], 'l', 't')
-          level = cap
-          if st[1] then
-            level = math.min(cap, tonumber(st[1]) + math.max(now - tonumber(st[2]), 0) * cap / 60.0)
-          end
+          level = bucket_level(KEYS[2 + i], cap, now)
           levels[i] = level
         end
         local need = math.min(amount, cap)
@@ -160,9 +158,7 @@ for j = 0, n - 1 do
 end
 for i = 1, 4 do
   if touched[i] then
-    local cap, level = caps[i], levels[i]
-    redis.call('HSET', KEYS[2 + i], 'l', tostring(level), 't', tostring(now))
-    redis.call('EXPIRE', KEYS[2 + i], math.ceil((cap - level) * 60 / cap) + 1)
+    bucket_store(KEYS[2 + i], caps[i], levels[i], now)
   end
 end
 if #slots > 0 then
@@ -177,13 +173,16 @@ if #holds > 0 then
 end
 return out
 """
+)
 
 # KEYS: spend, slots, tpm, user_tpm, holds, held
 # ARGV: spend ttl, tpm capacity, user tpm capacity, n; then per call: cost, slot id, token
 #       delta, hold member, reserved cost, undo ('1': the admission's caller left before
 #       its answer; whatever it took is given back only if its slot or reservation is
 #       found, i.e. it was admitted)
-_SETTLE = """
+_SETTLE = (
+    BUCKET_LUA
+    + """
 local n = tonumber(ARGV[4])
 local spend, released, delta = 0, 0, 0
 for j = 0, n - 1 do
@@ -211,19 +210,13 @@ if delta ~= 0 then
   for i = 0, 1 do
     local cap = tonumber(ARGV[2 + i])
     if cap > 0 then
-      local st = redis.call('HMGET', KEYS[3 + i], 'l', 't')
-      local level = cap
-      if st[1] then
-        level = math.min(cap, tonumber(st[1]) + math.max(now - tonumber(st[2]), 0) * cap / 60.0)
-      end
-      level = level - delta
-      redis.call('HSET', KEYS[3 + i], 'l', tostring(level), 't', tostring(now))
-      redis.call('EXPIRE', KEYS[3 + i], math.ceil((cap - level) * 60 / cap) + 1)
+      bucket_store(KEYS[3 + i], cap, bucket_level(KEYS[3 + i], cap, now) - delta, now)
     end
   end
 end
 return 1
 """
+)
 
 
 _FAILURES = (LimiterUnavailable, OSError)

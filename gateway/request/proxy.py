@@ -179,13 +179,13 @@ class Proxy:
             rec.app = key.app  # the key says which app it is; a header cannot claim another
 
     def _settle(self, ticket: Ticket, rec: CallRecord) -> Awaitable[None] | None:
-        """`Gate.settle_soon` of what the call used."""
+        """`Gate.settle` of what the call used."""
         assert self.gate is not None
         if rec.cache_status == "hit":  # counted in the key's rpm; no tokens, no spend
-            return self.gate.settle_soon(ticket, 0, None)
+            return self.gate.settle(ticket, 0, None)
         budget = ticket.adm is not None and ticket.adm.period
         cost = self.price(rec) if self.price is not None and budget else None
-        return self.gate.settle_soon(ticket, rec.input_tokens + rec.output_tokens, cost)
+        return self.gate.settle(ticket, rec.input_tokens + rec.output_tokens, cost)
 
     async def _handle(self, ex: Exchange, client: ClientPath, query: str) -> None:
         rec, wire = ex.rec, ex.wire
@@ -214,7 +214,7 @@ class Proxy:
                 return estimate(first.provider.name, first.model, tokens_in, tokens_out)
 
             # The allowlist applies to the model after aliases: the one actually called.
-            ticket = self.gate.admit_soon(
+            ticket = self.gate.admit(
                 ex.key, resolved.model if model else "", rec.end_user, ex.payload,
                 rec.operation, price, first.provider.cfg.timeouts.total + HOLD_MARGIN_S,
                 ex.estimated_input,

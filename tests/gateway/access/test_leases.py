@@ -12,9 +12,10 @@ from collections.abc import Iterator
 import pytest
 
 from gateway.access import lease as lease_mod
-from gateway.access.keys import GatewayKey, Limits, hash_secret, new_secret
+from gateway.access.keys import GatewayKey, Limits
 from gateway.access.lease import leasable
 from gateway.access.redis_limiter import RedisLimiter
+from tests.gateway.access.test_access import key
 from tests.redisproc import RedisServer
 
 
@@ -22,14 +23,6 @@ from tests.redisproc import RedisServer
 def redis_server() -> Iterator[RedisServer]:
     with RedisServer() as r:
         yield r
-
-
-def key(**limits: object) -> GatewayKey:
-    secret = new_secret()
-    return GatewayKey(
-        key_id="key_" + secret[-8:], name="k", key_hash=hash_secret(secret),
-        limits=Limits(**limits),  # type: ignore[arg-type]
-    )  # fmt: skip
 
 
 async def scripts_run(lim: RedisLimiter) -> int:
