@@ -5,6 +5,7 @@ an answer with no body (HEAD) and pipelined requests are not held back."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 from uvicorn.server import ServerState
@@ -94,6 +95,30 @@ async def serve(requests: bytes, settle: float = 0.05) -> Socket:
 
 def req(path: str, method: str = "GET") -> bytes:
     return f"{method} {path} HTTP/1.1\r\nHost: gw\r\n\r\n".encode()
+
+
+async def test_a_request_served_leaves_nothing_for_the_garbage_collector():
+    # A request's objects (its cycle, scope, headers) are freed when it is done, by their
+    # reference counts: a reference cycle among them would leave them all to the
+    # collector's passes, which cost the event loop more than the requests' own work.
+    config = uvicorn_config(ServerConfig(), app, "127.0.0.1", 0)
+    config.load()
+    proto = GuardedHttpToolsProtocol(config, ServerState(), {})
+    sock = Socket()
+    gc.collect()
+    gc.disable()
+    try:
+        proto.connection_made(sock)  # type: ignore[arg-type]
+        for path in ("/whole", "/stream", "/dated", "/whole"):  # keep-alive, one by one
+            proto.data_received(req(path))
+            await asyncio.sleep(0.03)
+        SCOPES.clear()
+        unreachable = gc.collect()
+    finally:
+        gc.enable()
+        proto.connection_lost(None)
+    assert len(sock.writes) >= 4
+    assert unreachable == 0
 
 
 async def test_whole_answer_is_one_write():
