@@ -201,6 +201,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         self._idle_since = self.loop.time()
+        # A call whose answer is complete needs no telling; and what its callback holds
+        # (the call's exchange: body, payload, answer) is not kept by an idle connection.
+        self._watched = None
         if self._held is not None:
             self._held.flush()  # an answer with no body to carry its head (HEAD, 304)
         super().on_response_complete()

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
 from typing import Any
 
 from uvicorn.server import ServerState
 
 from gateway.server.config import ServerConfig
+from gateway.server.cycle import Cycle
 from gateway.server.http import GuardedHttpToolsProtocol, uvicorn_config
 
 
@@ -46,6 +48,17 @@ class Socket:
 
 
 SCOPES: list[dict[str, Any]] = []  # what the app was given, request by request
+WATCHERS: list[weakref.ref[Any]] = []  # what a call told the server to call if its client left
+
+
+class Call:
+    """Stands for a call's state (body, payload, answer) that its disconnect callback holds."""
+
+    def __init__(self) -> None:
+        self.gone = False
+
+    def leave(self) -> None:
+        self.gone = True
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -53,6 +66,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     SCOPES.append(scope)
     await receive()
+    if scope["path"] == "/watched":
+        call = Call()
+        scope["extensions"]["gateway.on_disconnect"](call.leave)
+        WATCHERS.append(weakref.ref(call))
     if scope["path"] == "/dated":  # an answer with its own date (a proxied one)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"date", b"Tue, 01 Dec 2026 00:00:00 GMT"),
@@ -97,6 +114,38 @@ def req(path: str, method: str = "GET") -> bytes:
     return f"{method} {path} HTTP/1.1\r\nHost: gw\r\n\r\n".encode()
 
 
+async def test_an_idle_connection_keeps_nothing_of_its_last_call():
+    config = uvicorn_config(ServerConfig(), app, "127.0.0.1", 0)
+    config.load()
+    proto = GuardedHttpToolsProtocol(config, ServerState(), {})
+    proto.connection_made(Socket())  # type: ignore[arg-type]
+    proto.data_received(req("/watched"))
+    await asyncio.sleep(0.03)
+    try:
+        assert not proto.transport.is_closing()  # kept alive, idle
+        assert WATCHERS and WATCHERS[-1]() is None  # the call's state is freed
+    finally:
+        proto.connection_lost(None)
+
+
+async def test_a_call_whose_client_leaves_is_told():
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        scope["extensions"]["gateway.on_disconnect"](told.set)
+        await told.wait()  # the answer never comes
+
+    told = asyncio.Event()
+    config = uvicorn_config(ServerConfig(), slow, "127.0.0.1", 0)
+    config.load()
+    proto = GuardedHttpToolsProtocol(config, ServerState(), {})
+    proto.connection_made(Socket())  # type: ignore[arg-type]
+    proto.data_received(req("/slow"))
+    await asyncio.sleep(0.01)
+    proto.connection_lost(None)  # before the answer
+    assert told.is_set()
+    await asyncio.sleep(0.01)  # the app returns
+
+
 async def test_a_request_served_leaves_nothing_for_the_garbage_collector():
     # A request's objects (its cycle, scope, headers) are freed when it is done, by their
     # reference counts: a reference cycle among them would leave them all to the
@@ -107,18 +156,24 @@ async def test_a_request_served_leaves_nothing_for_the_garbage_collector():
     sock = Socket()
     gc.collect()
     gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds is kept in gc.garbage
     try:
         proto.connection_made(sock)  # type: ignore[arg-type]
-        for path in ("/whole", "/stream", "/dated", "/whole"):  # keep-alive, one by one
+        for path in ("/whole", "/stream", "/dated", "/watched"):  # keep-alive, one by one
             proto.data_received(req(path))
             await asyncio.sleep(0.03)
         SCOPES.clear()
-        unreachable = gc.collect()
+        gc.collect()
+        # This connection's requests only: what earlier tests left may be collected too.
+        ours = [o for o in gc.garbage if isinstance(o, Cycle)
+                and sock in (o.transport, getattr(o.transport, "transport", None))]  # fmt: skip
     finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
         gc.enable()
         proto.connection_lost(None)
     assert len(sock.writes) >= 4
-    assert unreachable == 0
+    assert ours == []
 
 
 async def test_whole_answer_is_one_write():
