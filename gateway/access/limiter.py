@@ -111,7 +111,7 @@ def quota_of(rpm_b: Bucket | None, tpm_b: Bucket | None, rpm: float | None,
              tpm: float | None) -> Quota:  # fmt: skip
     """`quota` with the key's RPM and TPM buckets at hand (None: that limit is not set)."""
     requests = tokens = None
-    # `Bucket.until_full`, inline: this runs for every limited call.
+    # Seconds until each bucket is full again, inline: this runs for every limited call.
     if rpm_b is not None and rpm is not None:
         full = rpm_b.full
         requests = (rpm_b.capacity, rpm if rpm > 0 else 0.0,

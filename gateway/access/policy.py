@@ -72,9 +72,6 @@ class Bucket:
         """Seconds until `amount` could be admitted."""
         return max(self.need(amount) - level, 0.0) / self.rate
 
-    def until_full(self, level: float) -> float:
-        return (self.full - level) / self.rate if level < self.full else 0.0
-
 
 # `Bucket` in Lua, for the Redis scripts (prepended to each): a bucket is a hash of its
 # level `l` at time `t`, expiring when it would be full again.

@@ -11,6 +11,7 @@ from typing import Any
 
 from uvicorn.server import ServerState
 
+from gateway.server import ON_DISCONNECT
 from gateway.server.config import ServerConfig
 from gateway.server.cycle import Cycle
 from gateway.server.http import GuardedHttpToolsProtocol, uvicorn_config
@@ -68,7 +69,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await receive()
     if scope["path"] == "/watched":
         call = Call()
-        scope["extensions"]["gateway.on_disconnect"](call.leave)
+        scope["extensions"][ON_DISCONNECT](call.leave)
         WATCHERS.append(weakref.ref(call))
     if scope["path"] == "/dated":  # an answer with its own date (a proxied one)
         await send({"type": "http.response.start", "status": 200,
@@ -98,12 +99,18 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def serve(requests: bytes, settle: float = 0.05) -> Socket:
-    config = uvicorn_config(ServerConfig(), app, "127.0.0.1", 0)
+def connect(asgi_app: Any = app) -> tuple[GuardedHttpToolsProtocol, Socket]:
+    """A connection of the server's protocol to `asgi_app`, made on a `Socket`."""
+    config = uvicorn_config(ServerConfig(), asgi_app, "127.0.0.1", 0)
     config.load()
     proto = GuardedHttpToolsProtocol(config, ServerState(), {})
     sock = Socket()
     proto.connection_made(sock)  # type: ignore[arg-type]
+    return proto, sock
+
+
+async def serve(requests: bytes, settle: float = 0.05) -> Socket:
+    proto, sock = connect()
     proto.data_received(requests)
     await asyncio.sleep(settle)
     proto.connection_lost(None)
@@ -115,10 +122,7 @@ def req(path: str, method: str = "GET") -> bytes:
 
 
 async def test_an_idle_connection_keeps_nothing_of_its_last_call():
-    config = uvicorn_config(ServerConfig(), app, "127.0.0.1", 0)
-    config.load()
-    proto = GuardedHttpToolsProtocol(config, ServerState(), {})
-    proto.connection_made(Socket())  # type: ignore[arg-type]
+    proto, _ = connect()
     proto.data_received(req("/watched"))
     await asyncio.sleep(0.03)
     try:
@@ -131,14 +135,11 @@ async def test_an_idle_connection_keeps_nothing_of_its_last_call():
 async def test_a_call_whose_client_leaves_is_told():
     async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await receive()
-        scope["extensions"]["gateway.on_disconnect"](told.set)
+        scope["extensions"][ON_DISCONNECT](told.set)
         await told.wait()  # the answer never comes
 
     told = asyncio.Event()
-    config = uvicorn_config(ServerConfig(), slow, "127.0.0.1", 0)
-    config.load()
-    proto = GuardedHttpToolsProtocol(config, ServerState(), {})
-    proto.connection_made(Socket())  # type: ignore[arg-type]
+    proto, _ = connect(slow)
     proto.data_received(req("/slow"))
     await asyncio.sleep(0.01)
     proto.connection_lost(None)  # before the answer
@@ -150,15 +151,11 @@ async def test_a_request_served_leaves_nothing_for_the_garbage_collector():
     # A request's objects (its cycle, scope, headers) are freed when it is done, by their
     # reference counts: a reference cycle among them would leave them all to the
     # collector's passes, which cost the event loop more than the requests' own work.
-    config = uvicorn_config(ServerConfig(), app, "127.0.0.1", 0)
-    config.load()
-    proto = GuardedHttpToolsProtocol(config, ServerState(), {})
-    sock = Socket()
+    proto, sock = connect()
     gc.collect()
     gc.disable()
     gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds is kept in gc.garbage
     try:
-        proto.connection_made(sock)  # type: ignore[arg-type]
         for path in ("/whole", "/stream", "/dated", "/watched"):  # keep-alive, one by one
             proto.data_received(req(path))
             await asyncio.sleep(0.03)
