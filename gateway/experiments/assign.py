@@ -45,7 +45,9 @@ _BY_USER, _BY_SESSION, _BY_REQUEST = 0, 1, 2
 
 
 class _Compiled:
-    __slots__ = ("model", "name", "per_request", "props", "start", "stop", "table", "unit")
+    __slots__ = (
+        "equal", "model", "name", "per_request", "props", "start", "stop", "table", "unit",
+    )  # fmt: skip
 
     def __init__(self, exp: Experiment) -> None:
         self.name = exp.name
@@ -60,12 +62,29 @@ class _Compiled:
             (hashlib.blake2b(f"{exp.name}\x00{v.name}\x00".encode(), digest_size=8), v.weight, v)
             for v in exp.variants
         )
+        # Equal weights: the highest score is the highest hash (see variant()).
+        self.equal = len({v.weight for v in exp.variants}) == 1
 
     def variant(self, unit: str) -> Variant:
         """The highest score `weight / -ln(h)` wins, `h` in (0, 1) the unit's BLAKE2b (8
         bytes) under the variant's prefix."""
         b = unit.encode()
-        best, best_score = self.table[0][2], -1.0
+        best = self.table[0][2]
+        if self.equal:
+            # The score rises with `h`: the largest digest wins, compared as bytes (equal
+            # lengths, big-endian: as the integers compare), without a logarithm per variant.
+            # The first of equal digests wins, as the first of equal scores does. (Hashes
+            # whose scores round to one float, a chance near 2**-50 per unit, are told
+            # apart here; the float path would keep the first.)
+            top = b""
+            for prefix, _, v in self.table:
+                h = prefix.copy()
+                h.update(b)
+                d = h.digest()
+                if d > top:
+                    best, top = v, d
+            return best
+        best_score = -1.0
         log = math.log
         for prefix, weight, v in self.table:
             h = prefix.copy()

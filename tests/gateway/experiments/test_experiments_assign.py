@@ -171,6 +171,33 @@ def test_assignment_is_the_same_in_every_version() -> None:
     assert got == "baacbbcaabaacbbbacabbaaccaaabbbaababacabbbbbabbbbcbbbaacbcccccbb"
 
 
+@pytest.mark.parametrize(
+    ("weights", "pinned"),
+    [
+        ((1, 1), "baaabbbaabaaabbbaaabbaaaaaaabbbaababaaabbbbbabbbbabbbaaabbaaabba"),
+        ((1, 1, 1), "baacbbcaabaacbbcacabcaaccaaabbbaacabacabbbbbabbbbcbbcaacbcccccba"),
+        ((50, 50, 50, 50), "baadbdcaadaadbbdacabcaacdaaabbbaadabdcddbbdbddddbcdbcaacbcddccdd"),
+    ],
+)
+def test_equal_weights_assign_as_the_scores_do(weights: tuple[float, ...], pinned: str) -> None:
+    """Equal weights take a shortcut (the largest hash wins, no logarithm): every unit gets
+    the variant the weighted scores give it. Pinned as the scores gave them before the
+    shortcut, and checked against the scores themselves (the same experiment with one weight
+    a hair off takes the general path) over many units."""
+    e = exp(weights)
+    got = assign_all(e, 64)
+    assert "".join(got[f"user-{i}"] for i in range(64)) == pinned
+    nudged = exp((*weights[:-1], weights[-1] * (1 + 1e-12)))
+    fast, scored = Assigner([e]), Assigner([nudged])
+    for i in range(20_000):
+        unit = f"u{i}"
+        a, b = (
+            x.assign(app="", model="m", properties={}, user=unit, session="", request_id="")
+            for x in (fast, scored)
+        )
+        assert a is not None and b is not None and a.variant.name == b.variant.name, unit
+
+
 def _moves(before: dict[str, str], after: dict[str, str]) -> Counter[tuple[str, str]]:
     return Counter((before[u], after[u]) for u in before if before[u] != after[u])
 
