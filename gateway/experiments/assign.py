@@ -139,12 +139,14 @@ class Assigner:
         request_id: str,
         now: float | None = None,
     ) -> Assignment | None:
-        return self._assign(app, model, properties, user, session, request_id, now)
+        a = self._assign(app, model, properties, user, session, request_id, now)
+        return None if a is None else Assignment(*a)
 
     def _assign(
         self, app: str, model: str, properties: Mapping[str, str], user: str, session: str,
         request_id: str, now: float | None,
-    ) -> Assignment | None:  # fmt: skip
+    ) -> tuple[str, Variant, bool] | None:  # fmt: skip
+        # An Assignment's fields as a plain tuple: a NamedTuple costs a call per call.
         # Called on every call: the clock is read only when an experiment has a window.
         t = (time.time() if now is None else now) if self._timed else 0.0
         for c in self._by_app.get(app, self._any_app):
@@ -156,13 +158,13 @@ class Assigner:
                 continue
             winner = self._winners.get(c.name)
             if winner is not None:
-                return Assignment(c.name, winner, routed=True)
+                return c.name, winner, True
             unit = request_id if c.unit == _BY_REQUEST else user if c.unit == _BY_USER else session
             if not unit:
                 if not (c.per_request and request_id):
                     return None  # excluded: no unit id, and the experiment wants one
                 unit = request_id
-            return Assignment(c.name, c.variant(unit))
+            return c.name, c.variant(unit), False
         return None
 
     def apply(self, rec: CallRecord, model: str) -> str:
@@ -172,10 +174,10 @@ class Assigner:
                          rec.request_id, None)  # fmt: skip
         if a is None:
             return model
-        v = a.variant
-        rec.experiment, rec.variant = a.experiment, v.name
-        if v.properties or a.routed:
+        rec.experiment, v, routed = a
+        rec.variant = v.name
+        if v.properties or routed:
             rec.properties = {**rec.properties, **v.properties}
-            if a.routed:
+            if routed:
                 rec.properties[ROUTED_PROPERTY] = v.name
         return v.model or model
