@@ -62,8 +62,11 @@ class _Compiled:
             (hashlib.blake2b(f"{exp.name}\x00{v.name}\x00".encode(), digest_size=8), v.weight, v)
             for v in exp.variants
         )
-        # Equal weights: the highest score is the highest hash (see variant()).
-        self.equal = len({v.weight for v in exp.variants}) == 1
+        # Equal weights: the highest score is the highest hash (see variant()). Only where
+        # every score is a plain float: a weight too large (or infinite) or too small makes
+        # scores overflow or underflow into ties, which the first variant wins.
+        weights = {v.weight for v in exp.variants}
+        self.equal = len(weights) == 1 and 1e-250 < next(iter(weights)) < 1e250
 
     def variant(self, unit: str) -> Variant:
         """The highest score `weight / -ln(h)` wins, `h` in (0, 1) the unit's BLAKE2b (8

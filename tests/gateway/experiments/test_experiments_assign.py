@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 import subprocess
 import sys
 from collections import Counter
@@ -196,6 +198,28 @@ def test_equal_weights_assign_as_the_scores_do(weights: tuple[float, ...], pinne
             for x in (fast, scored)
         )
         assert a is not None and b is not None and a.variant.name == b.variant.name, unit
+
+
+def _by_the_scores(e: Experiment, unit: str) -> str:
+    """The variant the documented scores give: the first highest `weight / -ln(h)`."""
+    best, top = "", -1.0
+    for v in e.variants:
+        d = hashlib.blake2b(f"{e.name}\x00{v.name}\x00{unit}".encode(), digest_size=8).digest()
+        s = v.weight / -math.log((int.from_bytes(d, "big") + 0.5) / 2.0**64)
+        if s > top:
+            best, top = v.name, s
+    return best
+
+
+@pytest.mark.parametrize(
+    "weights", [(1, 1), (0.3, 0.3, 0.3), (1e300, 1e300), (math.inf, math.inf), (5e-324,) * 3]
+)
+def test_equal_weights_at_any_scale_give_the_scores_variant(weights: tuple[float, ...]) -> None:
+    """Weights so large or small that the scores overflow or underflow into ties (the first
+    variant wins those) take the scores' path, not the largest hash."""
+    e = exp(weights)
+    got = assign_all(e, 3000)
+    assert all(got[u] == _by_the_scores(e, u) for u in got)
 
 
 def _moves(before: dict[str, str], after: dict[str, str]) -> Counter[tuple[str, str]]:
