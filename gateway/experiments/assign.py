@@ -76,9 +76,10 @@ class _Compiled:
         if self.equal:
             # The score rises with `h`: the largest digest wins, compared as bytes (equal
             # lengths, big-endian: as the integers compare), without a logarithm per variant.
-            # The first of equal digests wins, as the first of equal scores does. (Hashes
-            # whose scores round to one float, a chance near 2**-50 per unit, are told
-            # apart here; the float path would keep the first.)
+            # The first of equal digests wins, as the first of equal scores does. (Where
+            # the float scores break down, hashes within about 2**-52 of each other or of
+            # 2**64, a chance near 2**-50 per unit, the float path keeps the first variant
+            # or passes over the highest hash; the bytes still pick the highest.)
             top = b""
             for prefix, _, v in self.table:
                 h = prefix.copy()
