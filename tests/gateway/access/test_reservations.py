@@ -39,6 +39,10 @@ def pair(fake, selfhosted, redis_server, tmp_path_factory) -> Iterator[list[Gate
     cfg = gateway_config(fake.url, selfhosted.url)
     cfg["routes"].insert(0, {"match": "budget-*", "provider": "openai"})
     cfg["prices"]["budget-model"] = {"input": 400, "output": 400}
+    # The calls here wait 1 s for their first byte, 400 at once on two gateways: on a busy
+    # machine the shared config's 1.5 s first-byte timeout would retry some, sending a
+    # call upstream twice. These tests count calls, not timeouts.
+    cfg["providers"]["openai"]["timeouts"] = {"connect": 2, "first_byte": 20, "total": 30}
     cfg["auth"] = {"redis_url": redis_server.url, "keys": [
         {"name": "budget", "key": BUDGET_KEY, "budget_usd": BUDGET, "budget_period": "day"},
         {"name": "big", "key": BIG_KEY, "budget_usd": BUDGET, "budget_period": "day"},
