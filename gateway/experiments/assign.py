@@ -72,30 +72,21 @@ class _Compiled:
         """The highest score `weight / -ln(h)` wins, `h` in (0, 1) the unit's BLAKE2b (8
         bytes) under the variant's prefix."""
         b = unit.encode()
-        best = self.table[0][2]
-        if self.equal:
-            # The score rises with `h`: the largest digest wins, compared as bytes (equal
-            # lengths, big-endian: as the integers compare), without a logarithm per variant.
-            # The first of equal digests wins, as the first of equal scores does. (Where
-            # the float scores break down, hashes within about 2**-52 of each other or of
-            # 2**64, a chance near 2**-50 per unit, the float path keeps the first variant
-            # or passes over the highest hash; the bytes still pick the highest.)
-            top = b""
-            for prefix, _, v in self.table:
-                h = prefix.copy()
-                h.update(b)
-                d = h.digest()
-                if d > top:
-                    best, top = v, d
-            return best
-        best_score = -1.0
-        log = math.log
+        # Equal weights: the score rises with `h`, so the largest digest wins, compared as
+        # bytes (equal lengths, big-endian: as the integers compare), without a logarithm
+        # per variant. The first of equal digests wins, as the first of equal scores does.
+        # (Where the float scores break down, hashes within about 2**-52 of each other or
+        # of 2**64, a chance near 2**-50 per unit, the float path keeps the first variant
+        # or passes over the highest hash; the bytes still pick the highest.)
+        equal, log = self.equal, math.log
+        best, top = self.table[0][2], b"" if equal else -1.0
         for prefix, weight, v in self.table:
             h = prefix.copy()
             h.update(b)
-            s = weight / -log((int.from_bytes(h.digest(), "big") + 0.5) / _TWO64)
-            if s > best_score:
-                best, best_score = v, s
+            d = h.digest()
+            s = d if equal else weight / -log((int.from_bytes(d, "big") + 0.5) / _TWO64)
+            if s > top:  # type: ignore[operator]  # bytes with bytes, float with float
+                best, top = v, s
         return best
 
 
