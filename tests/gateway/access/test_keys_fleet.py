@@ -106,9 +106,11 @@ def test_a_busy_key_is_leased_by_each_replica_and_given_back(fleet, redis_server
     assert answers[-1].headers["x-ratelimit-limit-requests"] == "1600"
     assert 1400 <= int(answers[-1].headers["x-ratelimit-remaining-requests"]) <= 1600
     # Both replicas hold a share: 200 calls and 8 slots taken (1,590 if called one by one),
-    # plus the bucket's refill between the two takes (27 a second).
+    # plus the bucket's refill between the two takes (27 a second). A slow machine may take
+    # over a lease's second for the ten calls: the next take gives back what is left of a
+    # share and takes a new one, so the calls already made off it stay charged (at most 10).
     level = float(redis("HGET", f"lgw:{{{kid}}}:rpm", "l").split(b"\r\n")[1])
-    assert 1400 - 1 <= level <= 1450
+    assert 1400 - 10 <= level <= 1450
     assert redis("ZCARD", f"lgw:{{{kid}}}:slots") == b":8\r\n"
     # Quiet: the unused calls and every slot come back within a few seconds.
     wait_for(lambda: redis("ZCARD", f"lgw:{{{kid}}}:slots") == b":0\r\n")
